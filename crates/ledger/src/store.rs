@@ -1,0 +1,529 @@
+//! Every query on the tables this crate owns: `organisations`,
+//! `ledger_accounts`, `ledger_entries`, `ledger_postings`, `ledger_balances`.
+//!
+//! Writes take a [`Tx`] so that a flow can commit a domain change and its
+//! ledger entry atomically; reads take the [`Db`].
+
+use std::collections::BTreeMap;
+
+use sqlx::AssertSqlSafe;
+
+use crate::account::{Account, AccountBalance, AccountKind, NewAccount, Organisation};
+use crate::db::{Db, Tx};
+use crate::entry::{EntryHeader, IdempotencyKey, NewEntry, NewPosting, SourceRef, canonical};
+use crate::money::{Currency, Money};
+use crate::{AccountId, EntryId, LedgerError, OrgId, Timestamp, on_db, on_tx};
+
+/// What posting an entry did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Posted {
+    /// The entry was written.
+    Created(EntryId),
+    /// An identical entry with this idempotency key already existed; nothing
+    /// was written.
+    Replayed(EntryId),
+}
+
+impl Posted {
+    pub fn entry_id(self) -> EntryId {
+        match self {
+            Posted::Created(id) | Posted::Replayed(id) => id,
+        }
+    }
+}
+
+/// A journal entry as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub id: EntryId,
+    pub org: OrgId,
+    pub key: IdempotencyKey,
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub description: String,
+    pub source: Option<SourceRef>,
+    pub reverses: Option<EntryId>,
+    pub recorded_by: Option<String>,
+    pub postings: Vec<NewPosting>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    id: i64,
+    org_id: i64,
+    idempotency_key: String,
+    occurred_at: Timestamp,
+    recorded_at: Timestamp,
+    description: String,
+    source_kind: Option<String>,
+    source_ref: Option<String>,
+    reverses_entry_id: Option<i64>,
+    recorded_by: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PostingRow {
+    account_id: i64,
+    amount: i64,
+    currency: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: i64,
+    org_id: i64,
+    code: String,
+    name: String,
+    kind: String,
+    currency: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountBalanceRow {
+    id: i64,
+    org_id: i64,
+    code: String,
+    name: String,
+    kind: String,
+    currency: String,
+    balance: i64,
+    n_postings: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrganisationRow {
+    id: i64,
+    slug: String,
+    name: String,
+}
+
+fn currency(code: &str) -> Result<Currency, LedgerError> {
+    Currency::from_code(code).map_err(|e| LedgerError::Corrupt(e.to_string()))
+}
+
+impl TryFrom<AccountRow> for Account {
+    type Error = LedgerError;
+    fn try_from(r: AccountRow) -> Result<Account, LedgerError> {
+        Ok(Account {
+            id: AccountId(r.id),
+            org: OrgId(r.org_id),
+            kind: AccountKind::parse(&r.kind)
+                .ok_or_else(|| LedgerError::Corrupt(r.kind.clone()))?,
+            currency: currency(&r.currency)?,
+            code: r.code,
+            name: r.name,
+        })
+    }
+}
+
+impl TryFrom<PostingRow> for NewPosting {
+    type Error = LedgerError;
+    fn try_from(r: PostingRow) -> Result<NewPosting, LedgerError> {
+        Ok(NewPosting {
+            account: AccountId(r.account_id),
+            amount: Money::new(r.amount, currency(&r.currency)?),
+        })
+    }
+}
+
+impl From<OrganisationRow> for Organisation {
+    fn from(r: OrganisationRow) -> Organisation {
+        Organisation {
+            id: OrgId(r.id),
+            slug: r.slug,
+            name: r.name,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- organisations
+
+pub async fn create_organisation(
+    tx: &mut Tx,
+    slug: &str,
+    name: &str,
+) -> Result<Organisation, LedgerError> {
+    let sql = "INSERT INTO organisations (slug, name, created_at) VALUES ($1, $2, $3)
+               ON CONFLICT (slug) DO NOTHING RETURNING id";
+    let id: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(slug).bind(name).bind(Timestamp::now())
+        .fetch_optional(c).await?);
+    let id = id.ok_or_else(|| LedgerError::DuplicateOrganisation(slug.to_owned()))?;
+    Ok(Organisation {
+        id: OrgId(id),
+        slug: slug.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+pub async fn organisation_by_slug(
+    db: &Db,
+    slug: &str,
+) -> Result<Option<Organisation>, LedgerError> {
+    let sql = "SELECT id, slug, name FROM organisations WHERE slug = $1";
+    let row: Option<OrganisationRow> =
+        on_db!(db, p => sqlx::query_as(sql).bind(slug).fetch_optional(p).await?);
+    Ok(row.map(Organisation::from))
+}
+
+pub async fn organisations(db: &Db) -> Result<Vec<Organisation>, LedgerError> {
+    let sql = "SELECT id, slug, name FROM organisations ORDER BY slug";
+    let rows: Vec<OrganisationRow> = on_db!(db, p => sqlx::query_as(sql).fetch_all(p).await?);
+    Ok(rows.into_iter().map(Organisation::from).collect())
+}
+
+// ---------------------------------------------------------------- accounts
+
+/// Opens an account and its balance row.
+pub async fn create_account(tx: &mut Tx, new: &NewAccount) -> Result<Account, LedgerError> {
+    let sql = "INSERT INTO ledger_accounts (org_id, code, name, kind, currency, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (org_id, code) DO NOTHING RETURNING id";
+    let balance_sql =
+        "INSERT INTO ledger_balances (account_id, org_id, currency) VALUES ($1, $2, $3)";
+    let id: i64 = on_tx!(tx, c => {
+        let id: Option<i64> = sqlx::query_scalar(sql)
+            .bind(new.org.0).bind(&new.code).bind(&new.name).bind(new.kind.as_str())
+            .bind(new.currency.code()).bind(Timestamp::now())
+            .fetch_optional(&mut *c).await?;
+        let id = id.ok_or_else(|| LedgerError::DuplicateAccountCode(new.code.clone()))?;
+        sqlx::query(balance_sql).bind(id).bind(new.org.0).bind(new.currency.code()).execute(c).await?;
+        id
+    });
+    Ok(Account {
+        id: AccountId(id),
+        org: new.org,
+        code: new.code.clone(),
+        name: new.name.clone(),
+        kind: new.kind,
+        currency: new.currency,
+    })
+}
+
+pub async fn account_by_code(
+    db: &Db,
+    org: OrgId,
+    code: &str,
+) -> Result<Option<Account>, LedgerError> {
+    let sql = "SELECT id, org_id, code, name, kind, currency FROM ledger_accounts
+               WHERE org_id = $1 AND code = $2";
+    let row: Option<AccountRow> =
+        on_db!(db, p => sqlx::query_as(sql).bind(org.0).bind(code).fetch_optional(p).await?);
+    row.map(Account::try_from).transpose()
+}
+
+/// An account's balance, read from its balance row: constant time however
+/// many postings the account has.
+pub async fn balance(db: &Db, account: AccountId) -> Result<Money, LedgerError> {
+    let sql = "SELECT balance, currency FROM ledger_balances WHERE account_id = $1";
+    let row: Option<(i64, String)> =
+        on_db!(db, p => sqlx::query_as(sql).bind(account.0).fetch_optional(p).await?);
+    let (amount, code) = row.ok_or(LedgerError::UnknownAccount(account))?;
+    Ok(Money::new(amount, currency(&code)?))
+}
+
+/// Every account of an organisation with its balance, ordered by code.
+pub async fn balances(db: &Db, org: OrgId) -> Result<Vec<AccountBalance>, LedgerError> {
+    let sql = "SELECT a.id, a.org_id, a.code, a.name, a.kind, a.currency, b.balance, b.n_postings
+               FROM ledger_accounts a JOIN ledger_balances b ON b.account_id = a.id
+               WHERE a.org_id = $1 ORDER BY a.code";
+    let rows: Vec<AccountBalanceRow> =
+        on_db!(db, p => sqlx::query_as(sql).bind(org.0).fetch_all(p).await?);
+    rows.into_iter()
+        .map(|r| {
+            let currency = currency(&r.currency)?;
+            let account = Account::try_from(AccountRow {
+                id: r.id,
+                org_id: r.org_id,
+                code: r.code,
+                name: r.name,
+                kind: r.kind,
+                currency: r.currency,
+            })?;
+            Ok(AccountBalance {
+                account,
+                balance: Money::new(r.balance, currency),
+                n_postings: r.n_postings,
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- posting
+
+/// Posts a balanced entry inside the caller's transaction.
+///
+/// The same idempotency key posted again with the same postings returns
+/// [`Posted::Replayed`] and writes nothing; with different postings it is
+/// refused, because one key must name one money movement.
+pub async fn post(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> {
+    let h = entry.header();
+    let insert_entry = "INSERT INTO ledger_entries
+        (org_id, idempotency_key, occurred_at, recorded_at, description, source_kind, source_ref,
+         reverses_entry_id, recorded_by)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+    let inserted: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(insert_entry)
+        .bind(h.org.0)
+        .bind(h.key.as_str())
+        .bind(h.occurred_at)
+        .bind(Timestamp::now())
+        .bind(&h.description)
+        .bind(h.source.as_ref().map(|s| s.kind.as_str()))
+        .bind(h.source.as_ref().map(|s| s.reference.as_str()))
+        .bind(entry.reverses().map(|e| e.0))
+        .bind(h.recorded_by.as_deref())
+        .fetch_optional(c)
+        .await
+        .map_err(|e| reversal_conflict(e, entry))?);
+    let Some(entry_id) = inserted else {
+        return replay(tx, entry).await;
+    };
+
+    // Balance rows first, in account order (no deadlocks between posters);
+    // each UPDATE also returns the account's organisation and currency.
+    let mut deltas: BTreeMap<AccountId, (i64, i64, Currency)> = BTreeMap::new();
+    for p in entry.postings() {
+        let d = deltas
+            .entry(p.account)
+            .or_insert((0, 0, p.amount.currency()));
+        if d.2 != p.amount.currency() {
+            return Err(LedgerError::CurrencyMismatch {
+                account: p.account,
+                posted: p.amount.currency(),
+            });
+        }
+        d.0 =
+            d.0.checked_add(p.amount.amount())
+                .ok_or(LedgerError::Overflow)?;
+        d.1 += 1;
+    }
+    let update = "UPDATE ledger_balances SET balance = balance + $1, n_postings = n_postings + $2
+                  WHERE account_id = $3 RETURNING org_id, currency";
+    for (account, (net, count, posted)) in deltas {
+        let row: Option<(i64, String)> = on_tx!(tx, c => sqlx::query_as(update)
+            .bind(net).bind(count).bind(account.0)
+            .fetch_optional(c).await?);
+        let (org, code) = row.ok_or(LedgerError::UnknownAccount(account))?;
+        if org != h.org.0 {
+            return Err(LedgerError::ForeignAccount(account));
+        }
+        if code != posted.code() {
+            return Err(LedgerError::CurrencyMismatch { account, posted });
+        }
+    }
+
+    let mut sql = String::from(
+        "INSERT INTO ledger_postings (entry_id, account_id, amount, currency) VALUES ",
+    );
+    for i in 0..entry.postings().len() {
+        let n = i * 3;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("($1, ${}, ${}, ${})", n + 2, n + 3, n + 4));
+    }
+    on_tx!(tx, c => {
+        let mut q = sqlx::query(AssertSqlSafe(sql.clone())).bind(entry_id);
+        for p in entry.postings() {
+            q = q.bind(p.account.0).bind(p.amount.amount()).bind(p.amount.currency().code());
+        }
+        q.execute(c).await?;
+    });
+    tx.entries_posted += 1;
+    Ok(Posted::Created(EntryId(entry_id)))
+}
+
+fn reversal_conflict(e: sqlx::Error, entry: &NewEntry) -> LedgerError {
+    match (&e, entry.reverses()) {
+        (sqlx::Error::Database(db), Some(original)) if db.is_unique_violation() => {
+            LedgerError::AlreadyReversed(original)
+        }
+        _ => LedgerError::Database(e),
+    }
+}
+
+async fn replay(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> {
+    let key = entry.header().key.as_str();
+    let head = "SELECT id, org_id FROM ledger_entries WHERE idempotency_key = $1";
+    let postings = "SELECT account_id, amount, currency FROM ledger_postings WHERE entry_id = $1";
+    let (id, org, rows): (i64, i64, Vec<PostingRow>) = on_tx!(tx, c => {
+        let (id, org): (i64, i64) = sqlx::query_as(head).bind(key).fetch_one(&mut *c).await?;
+        let rows = sqlx::query_as(postings).bind(id).fetch_all(c).await?;
+        (id, org, rows)
+    });
+    let stored = rows
+        .into_iter()
+        .map(NewPosting::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    if org == entry.header().org.0 && canonical(stored.into_iter()) == entry.canonical_postings() {
+        Ok(Posted::Replayed(EntryId(id)))
+    } else {
+        Err(LedgerError::IdempotencyConflict(key.to_owned()))
+    }
+}
+
+/// Posts `entry` in a transaction of its own, retrying transient conflicts.
+pub async fn post_entry(db: &Db, entry: &NewEntry) -> Result<Posted, LedgerError> {
+    let mut attempt = 0;
+    loop {
+        let result = async {
+            let mut tx = db.begin().await?;
+            let posted = post(&mut tx, entry).await?;
+            tx.commit().await?;
+            Ok::<_, LedgerError>(posted)
+        }
+        .await;
+        match result {
+            Err(LedgerError::Database(e)) if crate::db::is_transient(&e) && attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5 << attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Posts the reversal of entry `original`: every posting negated, linked to
+/// the original. An entry can be reversed once.
+pub async fn reverse(
+    tx: &mut Tx,
+    original: EntryId,
+    header: EntryHeader,
+) -> Result<Posted, LedgerError> {
+    let loaded = entry_in(tx, original)
+        .await?
+        .ok_or(LedgerError::EntryNotFound(original))?;
+    if loaded.org != header.org {
+        return Err(LedgerError::EntryNotFound(original));
+    }
+    let reversal = NewEntry::reversal(header, original, &loaded.postings)?;
+    post(tx, &reversal).await
+}
+
+async fn entry_in(tx: &mut Tx, id: EntryId) -> Result<Option<Entry>, LedgerError> {
+    let (row, postings): (Option<EntryRow>, Vec<PostingRow>) = on_tx!(tx, c => {
+        let row = sqlx::query_as(ENTRY_SQL).bind(id.0).fetch_optional(&mut *c).await?;
+        let postings = sqlx::query_as(POSTINGS_SQL).bind(id.0).fetch_all(c).await?;
+        (row, postings)
+    });
+    row.map(|r| assemble(r, postings)).transpose()
+}
+
+const ENTRY_SQL: &str = "SELECT id, org_id, idempotency_key, occurred_at, recorded_at, description,
+    source_kind, source_ref, reverses_entry_id, recorded_by FROM ledger_entries WHERE id = $1";
+const POSTINGS_SQL: &str =
+    "SELECT account_id, amount, currency FROM ledger_postings WHERE entry_id = $1 ORDER BY id";
+
+fn assemble(r: EntryRow, postings: Vec<PostingRow>) -> Result<Entry, LedgerError> {
+    Ok(Entry {
+        id: EntryId(r.id),
+        org: OrgId(r.org_id),
+        key: IdempotencyKey::parse(r.idempotency_key)
+            .map_err(|e| LedgerError::Corrupt(e.to_string()))?,
+        occurred_at: r.occurred_at,
+        recorded_at: r.recorded_at,
+        description: r.description,
+        source: match (r.source_kind, r.source_ref) {
+            (Some(kind), Some(reference)) => Some(SourceRef { kind, reference }),
+            _ => None,
+        },
+        reverses: r.reverses_entry_id.map(EntryId),
+        recorded_by: r.recorded_by,
+        postings: postings
+            .into_iter()
+            .map(NewPosting::try_from)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// One entry with its postings.
+pub async fn entry(db: &Db, id: EntryId) -> Result<Option<Entry>, LedgerError> {
+    let (row, postings): (Option<EntryRow>, Vec<PostingRow>) = on_db!(db, p => {
+        let row = sqlx::query_as(ENTRY_SQL).bind(id.0).fetch_optional(p).await?;
+        let postings = sqlx::query_as(POSTINGS_SQL).bind(id.0).fetch_all(p).await?;
+        (row, postings)
+    });
+    row.map(|r| assemble(r, postings)).transpose()
+}
+
+// ---------------------------------------------------------------- check
+
+/// What `kanpa ledger check` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub entries: i64,
+    pub postings: i64,
+    pub accounts: i64,
+    /// Entries whose postings do not sum to zero: (entry, currency, sum).
+    pub unbalanced_entries: Vec<(EntryId, String, i64)>,
+    /// Entries with fewer than two postings.
+    pub short_entries: Vec<EntryId>,
+    /// Balance rows that differ from the sum of postings:
+    /// (account, stored balance, summed, stored count, counted).
+    pub balance_mismatches: Vec<(AccountId, i64, i64, i64, i64)>,
+    /// Accounts with no balance row.
+    pub missing_balances: Vec<AccountId>,
+    /// Postings in a currency other than their account's, or on an account
+    /// of another organisation than their entry's.
+    pub misplaced_postings: Vec<i64>,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.unbalanced_entries.is_empty()
+            && self.short_entries.is_empty()
+            && self.balance_mismatches.is_empty()
+            && self.missing_balances.is_empty()
+            && self.misplaced_postings.is_empty()
+    }
+}
+
+/// Recomputes every balance from the postings and verifies every entry.
+pub async fn check(db: &Db) -> Result<CheckReport, LedgerError> {
+    let counts =
+        "SELECT (SELECT COUNT(*) FROM ledger_entries), (SELECT COUNT(*) FROM ledger_postings),
+                         (SELECT COUNT(*) FROM ledger_accounts)";
+    let unbalanced = "SELECT entry_id, currency, CAST(SUM(amount) AS BIGINT) FROM ledger_postings
+                      GROUP BY entry_id, currency HAVING SUM(amount) <> 0 ORDER BY entry_id";
+    let short = "SELECT e.id FROM ledger_entries e LEFT JOIN ledger_postings p ON p.entry_id = e.id
+                 GROUP BY e.id HAVING COUNT(p.id) < 2 ORDER BY e.id";
+    let mismatches = "SELECT b.account_id, b.balance, CAST(COALESCE(s.total, 0) AS BIGINT),
+                             b.n_postings, CAST(COALESCE(s.n, 0) AS BIGINT)
+                      FROM ledger_balances b
+                      LEFT JOIN (SELECT account_id, SUM(amount) AS total, COUNT(*) AS n
+                                 FROM ledger_postings GROUP BY account_id) s
+                        ON s.account_id = b.account_id
+                      WHERE b.balance <> COALESCE(s.total, 0) OR b.n_postings <> COALESCE(s.n, 0)
+                      ORDER BY b.account_id";
+    let missing =
+        "SELECT a.id FROM ledger_accounts a LEFT JOIN ledger_balances b ON b.account_id = a.id
+                   WHERE b.account_id IS NULL ORDER BY a.id";
+    let misplaced = "SELECT p.id FROM ledger_postings p
+                     JOIN ledger_accounts a ON a.id = p.account_id
+                     JOIN ledger_entries e ON e.id = p.entry_id
+                     WHERE p.currency <> a.currency OR a.org_id <> e.org_id ORDER BY p.id";
+    on_db!(db, p => {
+        let (entries, postings, accounts): (i64, i64, i64) =
+            sqlx::query_as(counts).fetch_one(p).await?;
+        let unbalanced_entries: Vec<(i64, String, i64)> = sqlx::query_as(unbalanced).fetch_all(p).await?;
+        let short_entries: Vec<i64> = sqlx::query_scalar(short).fetch_all(p).await?;
+        let balance_mismatches: Vec<(i64, i64, i64, i64, i64)> =
+            sqlx::query_as(mismatches).fetch_all(p).await?;
+        let missing_balances: Vec<i64> = sqlx::query_scalar(missing).fetch_all(p).await?;
+        let misplaced_postings: Vec<i64> = sqlx::query_scalar(misplaced).fetch_all(p).await?;
+        Ok(CheckReport {
+            entries,
+            postings,
+            accounts,
+            unbalanced_entries: unbalanced_entries.into_iter().map(|(e, c, s)| (EntryId(e), c, s)).collect(),
+            short_entries: short_entries.into_iter().map(EntryId).collect(),
+            balance_mismatches: balance_mismatches
+                .into_iter()
+                .map(|(a, b, s, n, c)| (AccountId(a), b, s, n, c))
+                .collect(),
+            missing_balances: missing_balances.into_iter().map(AccountId).collect(),
+            misplaced_postings,
+        })
+    })
+}
