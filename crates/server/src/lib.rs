@@ -1,1 +1,21 @@
-//! placeholder
+//! The `kanpa` server: HTTP routes and pages, configuration, the worker loop
+//! and the command line. Flows that span several domain crates live here,
+//! in one place each.
+//!
+//! Only this crate knows HTTP; nothing depends on it.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod i18n;
+pub mod pages;
+pub mod routes;
+pub mod telemetry;
+
+/// Makes ring the process-wide TLS crypto provider. Test builds enable a
+/// second provider (aws-lc-rs, through the SMTP sink) and the Stripe client
+/// panics at first use unless one is chosen explicitly.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,149 @@
+//! Building and running the HTTP server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{HeaderName, Request};
+use axum::middleware::from_fn;
+use kanpa_ledger::Db;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::{error, i18n, routes, telemetry};
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let timeout = state.config.request_timeout();
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::home::router())
+        .merge(routes::assets::router())
+        .fallback(error::not_found)
+        .layer(from_fn(telemetry::track_requests))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                    let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(from_fn(error::render_errors))
+                .layer(from_fn(i18n::remember_language))
+                .layer(CompressionLayer::new())
+                .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout)),
+        )
+}
+
+/// A server bound to its address with its database migrated, not yet
+/// serving.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Connects to and migrates the database, then binds.
+    pub async fn build(config: Config) -> anyhow::Result<Server> {
+        let db = connect(&config).await?;
+        let listener = TcpListener::bind(config.server.bind)
+            .await
+            .with_context(|| format!("could not listen on {} (server.bind)", config.server.bind))?;
+        let state = AppState {
+            db,
+            config: Arc::new(config),
+            metrics: telemetry::metrics_handle(),
+        };
+        Ok(Server { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish
+    /// for up to the configured grace period.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let grace = self.state.config.shutdown_grace();
+        let db = self.state.db.clone();
+        let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+        let app = router(self.state);
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = signalled_tx.send(true);
+        });
+        let deadline = async move {
+            let _ = signalled_rx.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = serve => result.context("server failed")?,
+            () = deadline => tracing::warn!("grace period over: dropping the requests still running"),
+        }
+        db.close().await;
+        Ok(())
+    }
+}
+
+/// Opens the configured database and applies pending migrations.
+pub async fn connect(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::connect(config.database.url.expose(), &config.db_options())
+        .await
+        .context("could not open the database (database.url)")?;
+    db.migrate()
+        .await
+        .context("could not apply database migrations")?;
+    Ok(db)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

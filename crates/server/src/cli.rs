@@ -1,0 +1,184 @@
+//! The `kanpa` command line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kanpa_ledger::store;
+
+use crate::app::{self, Server};
+use crate::config::{Config, Overrides};
+use crate::telemetry;
+
+/// kanpa: self-hostable crowdfunding and membership billing on one
+/// double-entry ledger.
+///
+/// Configuration comes from config/default.toml, then config/$KANPA_ENV.toml,
+/// then KANPA__SECTION__KEY environment variables (for example
+/// KANPA__DATABASE__URL=postgres://… or KANPA__SERVER__BIND=127.0.0.1:9000).
+#[derive(Debug, Parser)]
+#[command(name = "kanpa", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the web server (and its background workers) until Ctrl-C or SIGTERM.
+    Serve {
+        /// Address to listen on, overriding server.bind.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<SocketAddr>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Inspect the books.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Exit 0 if the server at ADDR answers /healthz (for container health checks).
+    Healthcheck {
+        /// Address of the running server; defaults to server.bind.
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<SocketAddr>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute every balance from its postings and verify every entry
+    /// balances; exits 1 and reports each mismatch if any.
+    Check,
+}
+
+/// Runs the command; the exit code is the process's.
+pub async fn run(cli: Cli) -> ExitCode {
+    let overrides = match &cli.command {
+        Command::Serve { bind } => Overrides { bind: *bind },
+        _ => Overrides::default(),
+    };
+    let config = match Config::load(&overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kanpa: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logging(&config.log);
+    let result = match cli.command {
+        Command::Serve { .. } => serve(config).await,
+        Command::Migrate => migrate(config).await,
+        Command::Ledger {
+            command: LedgerCommand::Check,
+        } => return ledger_check(config).await,
+        Command::Healthcheck { addr } => {
+            return healthcheck(addr.unwrap_or(config.server.bind)).await;
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kanpa: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::build(config).await?;
+    tracing::info!(address = %server.local_addr(), backend = server.db().backend().name(), "kanpa is serving");
+    server.run(app::shutdown_signal()).await
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let db = app::connect(&config).await?;
+    println!("migrations applied ({})", db.backend().name());
+    db.close().await;
+    Ok(())
+}
+
+async fn ledger_check(config: Config) -> ExitCode {
+    let report = async {
+        let db = app::connect(&config).await?;
+        let report = store::check(&db).await?;
+        db.close().await;
+        anyhow::Ok(report)
+    }
+    .await;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("kanpa: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "checked {} entries, {} postings, {} accounts",
+        report.entries, report.postings, report.accounts
+    );
+    for (entry, currency, sum) in &report.unbalanced_entries {
+        let _ = writeln!(
+            out,
+            "UNBALANCED entry {entry}: {currency} postings sum to {sum}"
+        );
+    }
+    for entry in &report.short_entries {
+        let _ = writeln!(out, "SHORT entry {entry}: fewer than two postings");
+    }
+    for (account, stored, summed, n_stored, n_counted) in &report.balance_mismatches {
+        let _ = writeln!(
+            out,
+            "BALANCE MISMATCH account {account}: stored {stored} ({n_stored} postings), postings sum to {summed} ({n_counted} postings)"
+        );
+    }
+    for account in &report.missing_balances {
+        let _ = writeln!(out, "MISSING balance row for account {account}");
+    }
+    for posting in &report.misplaced_postings {
+        let _ = writeln!(
+            out,
+            "MISPLACED posting {posting}: currency or organisation differs from its account"
+        );
+    }
+    if report.is_clean() {
+        let _ = writeln!(
+            out,
+            "ledger OK: every entry balances and every balance equals its postings"
+        );
+        ExitCode::SUCCESS
+    } else {
+        let _ = writeln!(out, "ledger check FAILED");
+        ExitCode::FAILURE
+    }
+}
+
+/// A bare HTTP/1.1 GET, so the container image needs no curl.
+async fn healthcheck(addr: SocketAddr) -> ExitCode {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        std::io::Result::Ok(response.starts_with(b"HTTP/1.1 200"))
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        _ => {
+            eprintln!("kanpa: {addr} did not answer /healthz with 200");
+            ExitCode::FAILURE
+        }
+    }
+}

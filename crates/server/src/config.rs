@@ -1,0 +1,246 @@
+//! Configuration, loaded once at start in three layers:
+//! `config/default.toml` → `config/$KANPA_ENV.toml` → `KANPA__SECTION__KEY`
+//! environment variables. The files are compiled into the binary so `kanpa
+//! serve` needs nothing on disk; a file of the same name under `./config/`
+//! replaces the built-in one. A bad value stops start-up naming its key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+const PRODUCTION_TOML: &str = include_str!("../../../config/production.toml");
+const TEST_TOML: &str = include_str!("../../../config/test.toml");
+
+/// A value that must never appear in logs or debug output.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// "development", "production", "test": from `KANPA_ENV`.
+    #[serde(default = "default_env")]
+    pub env: String,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub payments: PaymentsConfig,
+    pub mail: MailConfig,
+}
+
+fn default_env() -> String {
+    "development".to_owned()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub base_url: String,
+    pub secure_cookies: bool,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// May carry a password, so it is a secret.
+    pub url: Secret,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayKind {
+    Sandbox,
+    Stripe,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    pub gateway: GatewayKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    File,
+    Smtp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("configuration: unknown KANPA_ENV {0:?} (no config/{0}.toml)")]
+    UnknownEnv(String),
+    #[error("configuration: {key}: {reason}")]
+    Refused { key: &'static str, reason: String },
+}
+
+/// Overrides from the command line, applied above the environment.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Loads the configuration for `KANPA_ENV` (default "development").
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let env = std::env::var("KANPA_ENV").unwrap_or_else(|_| default_env());
+        Config::load_env(&env, overrides)
+    }
+
+    pub fn load_env(env: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        let on_disk = Path::new("config").join(format!("{env}.toml"));
+        if on_disk.is_file() {
+            figment = figment.merge(Toml::file(on_disk));
+        } else {
+            match env {
+                "production" => figment = figment.merge(Toml::string(PRODUCTION_TOML)),
+                "test" => figment = figment.merge(Toml::string(TEST_TOML)),
+                "development" => {}
+                other => return Err(ConfigError::UnknownEnv(other.to_owned())),
+            }
+        }
+        figment = figment
+            .merge(Env::prefixed("KANPA__").split("__"))
+            .merge(Serialized::default("env", env));
+        if let Some(bind) = overrides.bind {
+            figment = figment.merge(Serialized::default("server.bind", bind));
+        }
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses settings that are well-formed but wrong together.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.server.base_url.starts_with("http://")
+            && !self.server.base_url.starts_with("https://")
+        {
+            return Err(ConfigError::Refused {
+                key: "server.base_url",
+                reason: "must be an absolute http:// or https:// URL".into(),
+            });
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::Refused {
+                key: "database.max_connections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.env == "production" {
+            if self.payments.gateway == GatewayKind::Sandbox {
+                return Err(ConfigError::Refused {
+                    key: "payments.gateway",
+                    reason: "the sandbox gateway takes no real money and is refused in production"
+                        .into(),
+                });
+            }
+            if self.mail.transport == MailTransport::File {
+                return Err(ConfigError::Refused {
+                    key: "mail.transport",
+                    reason: "the file mailer sends nothing and is refused in production".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.request_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_grace_secs)
+    }
+
+    pub fn db_options(&self) -> kanpa_ledger::DbOptions {
+        kanpa_ledger::DbOptions {
+            max_connections: self.database.max_connections,
+            acquire_timeout: Duration::from_secs(self.database.acquire_timeout_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_nothing_on_disk() {
+        let config = Config::load_env("development", &Overrides::default()).unwrap();
+        assert_eq!(config.server.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.database.url.expose(), "sqlite://data/kanpa.db");
+        assert_eq!(config.payments.gateway, GatewayKind::Sandbox);
+    }
+
+    #[test]
+    fn production_refuses_the_sandbox_and_names_the_key() {
+        let err = Config::load_env("production", &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("payments.gateway"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("postgres://u:hunter2@h/db");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+    }
+
+    #[test]
+    fn unknown_environments_are_refused() {
+        assert!(matches!(
+            Config::load_env("staging-typo", &Overrides::default()),
+            Err(ConfigError::UnknownEnv(_))
+        ));
+    }
+}

@@ -1,0 +1,6 @@
+//! HTTP routes. Each module holds the handlers for one URL prefix and
+//! returns its own `Router`.
+
+pub mod assets;
+pub mod health;
+pub mod home;
