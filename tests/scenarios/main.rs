@@ -1,1 +1,9 @@
+//! kanpa's one integration test binary: scenarios that spawn the real server
+//! (or open the real database) and act as a user, an operator or a client
+//! would. Every scenario runs on SQLite and on PostgreSQL.
 
+mod harness;
+
+mod cli;
+mod ledger;
+mod server;

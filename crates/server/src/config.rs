@@ -48,6 +48,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub payments: PaymentsConfig,
+    pub stripe: StripeConfig,
     pub mail: MailConfig,
 }
 
@@ -101,6 +102,27 @@ pub struct PaymentsConfig {
     pub gateway: GatewayKind,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    pub secret_key: Secret,
+    /// Comma-separated signing secrets; any one of them may sign an event.
+    pub webhook_secrets: Secret,
+    pub api_base: String,
+}
+
+impl StripeConfig {
+    pub fn webhook_secrets(&self) -> Vec<String> {
+        self.webhook_secrets
+            .expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MailTransport {
@@ -112,12 +134,16 @@ pub enum MailTransport {
 #[serde(deny_unknown_fields)]
 pub struct MailConfig {
     pub transport: MailTransport,
+    pub file_dir: String,
+    /// May carry credentials.
+    pub smtp_url: Secret,
+    pub from: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    Invalid(String),
     #[error("configuration: unknown KANPA_ENV {0:?} (no config/{0}.toml)")]
     UnknownEnv(String),
     #[error("configuration: {key}: {reason}")]
@@ -157,7 +183,7 @@ impl Config {
         if let Some(bind) = overrides.bind {
             figment = figment.merge(Serialized::default("server.bind", bind));
         }
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = figment.extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
     }
@@ -193,6 +219,26 @@ impl Config {
                 });
             }
         }
+        if self.payments.gateway == GatewayKind::Stripe {
+            if self.stripe.secret_key.expose().is_empty() {
+                return Err(ConfigError::Refused {
+                    key: "stripe.secret_key",
+                    reason: "required when payments.gateway = \"stripe\"".into(),
+                });
+            }
+            if self.stripe.webhook_secrets().is_empty() {
+                return Err(ConfigError::Refused {
+                    key: "stripe.webhook_secrets",
+                    reason: "required when payments.gateway = \"stripe\"".into(),
+                });
+            }
+        }
+        if self.mail.transport == MailTransport::Smtp && self.mail.smtp_url.expose().is_empty() {
+            return Err(ConfigError::Refused {
+                key: "mail.smtp_url",
+                reason: "required when mail.transport = \"smtp\"".into(),
+            });
+        }
         Ok(())
     }
 
@@ -212,6 +258,33 @@ impl Config {
     }
 }
 
+/// Names every bad key in the dotted, lower-case form the files use, with
+/// where the value came from ("KANPA__SERVER__BIND", "config/production.toml").
+fn describe(errors: figment::Error) -> ConfigError {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_lowercase();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| m.name.to_string())
+                .unwrap_or_default();
+            let key = if key.is_empty() {
+                "(top level)".to_owned()
+            } else {
+                key
+            };
+            if source.is_empty() {
+                format!("{key}: {}", e.kind)
+            } else {
+                format!("{key}: {} (from {source})", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Invalid(lines.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,9 +298,23 @@ mod tests {
     }
 
     #[test]
-    fn production_refuses_the_sandbox_and_names_the_key() {
+    fn production_needs_real_stripe_keys_and_names_the_key() {
         let err = Config::load_env("production", &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("stripe.secret_key"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_the_sandbox_and_the_file_mailer() {
+        let mut config = Config::load_env("development", &Overrides::default()).unwrap();
+        config.env = "production".into();
+        let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("payments.gateway"), "{err}");
+        config.payments.gateway = GatewayKind::Stripe;
+        config.stripe.secret_key = Secret::new("sk_test_x");
+        config.stripe.webhook_secrets = Secret::new("whsec_a, whsec_b");
+        assert_eq!(config.stripe.webhook_secrets(), ["whsec_a", "whsec_b"]);
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("mail.transport"), "{err}");
     }
 
     #[test]
