@@ -27,23 +27,21 @@ pub struct PgCluster {
     run_as_postgres: bool,
 }
 
-/// Finds a PostgreSQL program on PATH or in Debian's versioned directories.
+/// Finds a PostgreSQL program in Debian's versioned directories (newest
+/// first), else on PATH.
 pub fn pg_bin(name: &str) -> Option<PathBuf> {
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
         .filter(|p| p.is_file())
         .collect();
     versions.sort();
-    versions.pop()
+    if let Some(newest) = versions.pop() {
+        return Some(newest);
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 /// The message printed when PostgreSQL runs are skipped or required but
