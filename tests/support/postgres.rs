@@ -41,7 +41,9 @@ pub fn pg_bin(name: &str) -> Option<PathBuf> {
         return Some(newest);
     }
     let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The message printed when PostgreSQL runs are skipped or required but
