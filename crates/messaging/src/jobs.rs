@@ -1,0 +1,426 @@
+//! One job table and one worker loop for everything asynchronous.
+//!
+//! A job is enqueued inside the caller's transaction, so it exists exactly
+//! when the change that caused it does. A worker claims a job by taking a
+//! lease (a token and an expiry) in a short transaction of its own:
+//! `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several processes never claim
+//! the same row; SQLite serialises writers anyway (`BEGIN IMMEDIATE`).
+//!
+//! A handler does its work and returns an open transaction holding its
+//! effects; the worker completes the job in that same transaction, fenced by
+//! the lease token. If the lease was lost (this worker was too slow and
+//! another took the job over), the fence matches no row and the effects are
+//! rolled back, so a job's effects commit once. A worker that dies leaves its
+//! lease to expire; the job is then claimed again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kanpa_ledger::{Db, Timestamp, Tx, on_db, on_tx};
+use rand::Rng;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+/// How a kind of job is retried.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay before the second attempt; doubled for each later one.
+    pub base: Duration,
+    /// No delay is longer than this.
+    pub cap: Duration,
+    /// Attempts before the job is given up as dead.
+    pub max_attempts: i32,
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (1-based): exponential, capped,
+    /// with ±25 % jitter so that a burst of failures does not retry in step.
+    pub fn delay(&self, attempt: i32, scale: f64) -> Duration {
+        let exponent = attempt.clamp(1, 30) as u32 - 1;
+        let raw = self.base.saturating_mul(2u32.saturating_pow(exponent)).min(self.cap);
+        let jitter = rand::rng().random_range(0.75..=1.25);
+        raw.mul_f64(jitter * scale)
+    }
+
+    /// The least total time the policy keeps retrying (without jitter).
+    pub fn total_span(&self) -> Duration {
+        (1..self.max_attempts)
+            .map(|a| self.base.saturating_mul(2u32.saturating_pow(a as u32 - 1)).min(self.cap))
+            .sum()
+    }
+}
+
+/// A job to enqueue.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub kind: &'static str,
+    pub payload: serde_json::Value,
+    pub run_at: Timestamp,
+    pub max_attempts: i32,
+}
+
+/// A job this worker holds the lease on.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// This attempt's number, from 1.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    token: String,
+}
+
+impl ClaimedJob {
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+}
+
+/// Why a handler did not finish a job.
+#[derive(Debug)]
+pub enum JobFailure {
+    /// Try again later (after backoff), until attempts run out.
+    Retry(String),
+    /// Trying again cannot help: the job is dead at once.
+    GiveUp(String),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for JobFailure {
+    fn from(e: E) -> Self {
+        JobFailure::Retry(format!("{:#}", e.into()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("the lease on job {0} was lost to another worker")]
+    LeaseLost(i64),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Does the work of one kind of job.
+#[async_trait]
+pub trait JobHandler: Send + Sync {
+    /// How failures of this kind are retried.
+    fn retry_policy(&self) -> RetryPolicy;
+
+    /// Performs the job and returns the open transaction holding its
+    /// effects; the worker completes the job in it and commits.
+    async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure>;
+
+    /// Called in a transaction of its own when the job has failed for the
+    /// last time, so the handler can record the failure where people see it.
+    async fn on_dead(&self, _tx: &mut Tx, _job: &ClaimedJob, _error: &str) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}
+
+/// Adds a job inside the caller's transaction.
+pub async fn enqueue(tx: &mut Tx, job: &NewJob) -> Result<i64, sqlx::Error> {
+    let sql = "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+               VALUES ($1, $2, 'ready', 0, $3, $4, $5, $5) RETURNING id";
+    let now = Timestamp::now();
+    let payload = job.payload.to_string();
+    let id = on_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(job.kind).bind(&payload).bind(job.max_attempts).bind(job.run_at).bind(now)
+        .fetch_one(c).await?);
+    Ok(id)
+}
+
+const CLAIM_READY_PG: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,
+        lease_token = $2, locked_by = $3, updated_at = $4
+    WHERE id = (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= $4
+                ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING id, kind, payload, attempts, max_attempts";
+const CLAIM_EXPIRED_PG: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,
+        lease_token = $2, locked_by = $3, updated_at = $4
+    WHERE id = (SELECT id FROM jobs WHERE state = 'running' AND lease_until < $4
+                ORDER BY lease_until, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING id, kind, payload, attempts, max_attempts";
+const CLAIM_READY_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,
+        lease_token = $2, locked_by = $3, updated_at = $4
+    WHERE id = (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= $4 ORDER BY run_at, id LIMIT 1)
+    RETURNING id, kind, payload, attempts, max_attempts";
+const CLAIM_EXPIRED_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,
+        lease_token = $2, locked_by = $3, updated_at = $4
+    WHERE id = (SELECT id FROM jobs WHERE state = 'running' AND lease_until < $4
+                ORDER BY lease_until, id LIMIT 1)
+    RETURNING id, kind, payload, attempts, max_attempts";
+
+/// Takes the lease on the next due job (or one whose lease expired).
+pub async fn claim(db: &Db, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, sqlx::Error> {
+    let now = Timestamp::now();
+    let until = now.saturating_add(time::Duration::try_from(lease).unwrap_or(time::Duration::MINUTE));
+    let token = uuid::Uuid::new_v4().to_string();
+    let mut tx = db.begin().await?;
+    let (ready, expired) = match db.backend() {
+        kanpa_ledger::Backend::Sqlite => (CLAIM_READY_SQLITE, CLAIM_EXPIRED_SQLITE),
+        kanpa_ledger::Backend::Postgres => (CLAIM_READY_PG, CLAIM_EXPIRED_PG),
+    };
+    let mut row: Option<(i64, String, String, i32, i32)> = None;
+    for sql in [ready, expired] {
+        row = on_tx!(&mut tx, c => sqlx::query_as(sql)
+            .bind(until).bind(&token).bind(worker).bind(now)
+            .fetch_optional(c).await?);
+        if row.is_some() {
+            break;
+        }
+    }
+    tx.commit().await?;
+    Ok(row.map(|(id, kind, payload, attempt, max_attempts)| ClaimedJob {
+        id,
+        kind,
+        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+        attempt,
+        max_attempts,
+        token,
+    }))
+}
+
+/// Finishes a job inside the transaction holding its effects. Fails with
+/// [`JobError::LeaseLost`] if another worker has taken the job over; the
+/// caller must then roll back.
+pub async fn complete(tx: &mut Tx, job: &ClaimedJob) -> Result<(), JobError> {
+    let sql = "DELETE FROM jobs WHERE id = $1 AND lease_token = $2";
+    let affected = on_tx!(tx, c => sqlx::query(sql).bind(job.id).bind(&job.token).execute(c).await?.rows_affected());
+    if affected == 1 { Ok(()) } else { Err(JobError::LeaseLost(job.id)) }
+}
+
+/// Records a failed attempt: back to `ready` after `delay`, or `dead` when
+/// attempts are used up or `give_up` is set. Returns true if now dead.
+pub async fn fail(
+    tx: &mut Tx,
+    job: &ClaimedJob,
+    error: &str,
+    delay: Duration,
+    give_up: bool,
+) -> Result<bool, JobError> {
+    let now = Timestamp::now();
+    let run_at = now.saturating_add(time::Duration::try_from(delay).unwrap_or(time::Duration::HOUR));
+    let dead = give_up || job.is_last_attempt();
+    let state = if dead { "dead" } else { "ready" };
+    let sql = "UPDATE jobs SET state = $1, run_at = $2, last_error = $3, lease_until = NULL, lease_token = NULL,
+                   locked_by = NULL, updated_at = $4
+               WHERE id = $5 AND lease_token = $6";
+    let error: String = error.chars().take(2000).collect();
+    let affected = on_tx!(tx, c => sqlx::query(sql)
+        .bind(state).bind(run_at).bind(&error).bind(now).bind(job.id).bind(&job.token)
+        .execute(c).await?.rows_affected());
+    if affected == 1 { Ok(dead) } else { Err(JobError::LeaseLost(job.id)) }
+}
+
+/// A job that gave up, as an operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct DeadJob {
+    pub id: i64,
+    pub kind: String,
+    pub payload: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+pub async fn dead_jobs(db: &Db) -> Result<Vec<DeadJob>, sqlx::Error> {
+    let sql = "SELECT id, kind, payload, attempts, last_error FROM jobs WHERE state = 'dead' ORDER BY id";
+    Ok(on_db!(db, p => sqlx::query_as(sql).fetch_all(p).await?))
+}
+
+/// Jobs per state: (ready, running, dead).
+pub async fn counts(db: &Db) -> Result<(i64, i64, i64), sqlx::Error> {
+    let sql = "SELECT
+        (SELECT COUNT(*) FROM jobs WHERE state = 'ready'),
+        (SELECT COUNT(*) FROM jobs WHERE state = 'running'),
+        (SELECT COUNT(*) FROM jobs WHERE state = 'dead')";
+    Ok(on_db!(db, p => sqlx::query_as(sql).fetch_one(p).await?))
+}
+
+/// How workers behave.
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    /// Identifies this process in `jobs.locked_by`.
+    pub name: String,
+    /// Jobs run at once in this process.
+    pub concurrency: usize,
+    /// How long a claimed job is ours before another worker may take it.
+    pub lease: Duration,
+    /// How long an idle worker waits before looking again (enqueues in
+    /// this process wake it sooner).
+    pub poll_interval: Duration,
+    /// Multiplies every retry delay; below 1 in tests.
+    pub backoff_scale: f64,
+}
+
+/// Handlers by job kind.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<&'static str, Arc<dyn JobHandler>>,
+}
+
+impl Registry {
+    pub fn register(&mut self, kind: &'static str, handler: Arc<dyn JobHandler>) {
+        self.handlers.insert(kind, handler);
+    }
+
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.handlers.keys().copied().collect()
+    }
+}
+
+/// The worker pool of one process.
+#[derive(Clone)]
+pub struct Workers {
+    db: Db,
+    registry: Arc<Registry>,
+    options: WorkerOptions,
+    wake: Arc<Notify>,
+}
+
+/// What happened to one claimed job.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ran {
+    Completed,
+    Retrying,
+    Dead,
+    LeaseLost,
+}
+
+impl Workers {
+    pub fn new(db: Db, registry: Registry, options: WorkerOptions) -> Workers {
+        Workers { db, registry: Arc::new(registry), options, wake: Arc::new(Notify::new()) }
+    }
+
+    /// Wakes idle workers, e.g. after a request enqueued a job.
+    pub fn notify(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Runs `concurrency` loops until `shutdown` turns true; jobs already
+    /// started are finished before this returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut loops = JoinSet::new();
+        for n in 0..self.options.concurrency.max(1) {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            loops.spawn(async move { me.run_loop(n, shutdown).await });
+        }
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        while loops.join_next().await.is_some() {}
+    }
+
+    async fn run_loop(&self, n: usize, mut shutdown: watch::Receiver<bool>) {
+        let name = format!("{}#{n}", self.options.name);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.run_one(&name).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "job queue unavailable; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.options.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Claims and runs one job, if one is due.
+    pub async fn run_one(&self, worker: &str) -> Result<Option<Ran>, sqlx::Error> {
+        let Some(job) = claim(&self.db, worker, self.options.lease).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.execute(job).await?))
+    }
+
+    async fn execute(&self, job: ClaimedJob) -> Result<Ran, sqlx::Error> {
+        let Some(handler) = self.registry.handlers.get(job.kind.as_str()).cloned() else {
+            let mut tx = self.db.begin().await?;
+            let message = format!("no handler for job kind {:?}", job.kind);
+            let outcome = fail(&mut tx, &job, &message, Duration::ZERO, true).await;
+            return self.settle(tx, outcome.map(|_| Ran::Dead)).await;
+        };
+        let started = std::time::Instant::now();
+        let result = handler.run(&self.db, &job).await;
+        metrics::histogram!("kanpa_job_duration_seconds", "kind" => job.kind.clone())
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(mut tx) => {
+                let outcome = complete(&mut tx, &job).await.map(|()| Ran::Completed);
+                metrics::counter!("kanpa_jobs_total", "kind" => job.kind.clone(), "outcome" => "completed")
+                    .increment(u64::from(outcome.is_ok()));
+                self.settle(tx, outcome).await
+            }
+            Err(failure) => {
+                let (message, give_up) = match failure {
+                    JobFailure::Retry(m) => (m, false),
+                    JobFailure::GiveUp(m) => (m, true),
+                };
+                let delay = handler.retry_policy().delay(job.attempt, self.options.backoff_scale);
+                let mut tx = self.db.begin().await?;
+                let outcome = fail(&mut tx, &job, &message, delay, give_up).await;
+                let ran = match outcome {
+                    Ok(true) => {
+                        tracing::error!(job = job.id, kind = %job.kind, attempts = job.attempt, error = %message, "job is dead");
+                        handler.on_dead(&mut tx, &job, &message).await?;
+                        Ok(Ran::Dead)
+                    }
+                    Ok(false) => {
+                        tracing::warn!(job = job.id, kind = %job.kind, attempt = job.attempt, error = %message, "job failed; will retry");
+                        Ok(Ran::Retrying)
+                    }
+                    Err(e) => Err(e),
+                };
+                let label = match &ran {
+                    Ok(Ran::Dead) => "dead",
+                    _ => "retrying",
+                };
+                metrics::counter!("kanpa_jobs_total", "kind" => job.kind.clone(), "outcome" => label).increment(1);
+                self.settle(tx, ran).await
+            }
+        }
+    }
+
+    /// Commits, or rolls back when the lease was lost.
+    async fn settle(&self, tx: Tx, outcome: Result<Ran, JobError>) -> Result<Ran, sqlx::Error> {
+        match outcome {
+            Ok(ran) => {
+                tx.commit().await?;
+                Ok(ran)
+            }
+            Err(JobError::LeaseLost(id)) => {
+                tracing::warn!(job = id, "lease lost: discarding this attempt's effects");
+                tx.rollback().await?;
+                Ok(Ran::LeaseLost)
+            }
+            Err(JobError::Database(e)) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_exponentially_with_jitter_and_a_cap() {
+        let policy = RetryPolicy { base: Duration::from_secs(2), cap: Duration::from_secs(60), max_attempts: 10 };
+        for attempt in 1..=10 {
+            let expected = (2u64 << (attempt - 1)).min(60) as f64;
+            let got = policy.delay(attempt, 1.0).as_secs_f64();
+            assert!(got >= expected * 0.75 - 1e-9 && got <= expected * 1.25 + 1e-9, "{attempt}: {got}");
+        }
+        assert!(policy.delay(3, 0.001) < Duration::from_millis(20));
+    }
+
+    #[test]
+    fn total_span_adds_the_delays_between_attempts() {
+        let policy = RetryPolicy { base: Duration::from_secs(1), cap: Duration::from_secs(4), max_attempts: 5 };
+        // 1 + 2 + 4 + 4
+        assert_eq!(policy.total_span(), Duration::from_secs(11));
+    }
+}

@@ -1,0 +1,192 @@
+//! The email outbox: a message is a row written in the same transaction as
+//! the change that causes it, sent later by a job.
+//!
+//! Each row has an idempotency key (queueing the same key twice queues one
+//! email) and one Message-ID derived from that key. Sending is at least
+//! once: a crash after the SMTP server accepted a message but before the row
+//! was marked sent resends it with the same Message-ID, which mail systems
+//! and people can recognise as the same message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kanpa_ledger::{Db, Locale, Timestamp, Tx, on_db, on_tx};
+use lettre::message::Mailbox;
+
+use crate::email::{self, EmailAddress, EmailError, EmailTemplate};
+use crate::jobs::{self, ClaimedJob, JobFailure, JobHandler, NewJob, RetryPolicy};
+use crate::mailer::{Mailer, SendError};
+
+pub const JOB_KIND: &str = "email.send";
+
+/// How many times an email is tried; with [`SendEmail::retry_policy`] that
+/// spans more than three hours of a mail server being down.
+pub const MAX_ATTEMPTS: i32 = 25;
+
+/// An email to queue.
+#[derive(Clone, Debug)]
+pub struct NewEmail {
+    /// Unique per message: "sign-in:42", "pledge:17:receipt".
+    pub key: String,
+    pub to: EmailAddress,
+    pub to_name: Option<String>,
+    pub locale: Locale,
+    pub template: EmailTemplate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queued {
+    New(i64),
+    AlreadyQueued,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(transparent)]
+    Email(#[from] EmailError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Queues an email in the caller's transaction.
+pub async fn enqueue(tx: &mut Tx, email: &NewEmail, message_domain: &str) -> Result<Queued, OutboxError> {
+    if let Some(name) = &email.to_name {
+        email::header_safe(name)?;
+    }
+    let (template, data) = split_template(&email.template);
+    let message_id = email::message_id(&email.key, message_domain);
+    let sql = "INSERT INTO outbox_emails
+        (idempotency_key, to_address, to_name, locale, template, data, message_id, status, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
+        ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+    let id: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(sql)
+        .bind(&email.key).bind(email.to.as_str()).bind(email.to_name.as_deref()).bind(email.locale.as_str())
+        .bind(template).bind(&data).bind(&message_id).bind(Timestamp::now())
+        .fetch_optional(c).await?);
+    let Some(id) = id else { return Ok(Queued::AlreadyQueued) };
+    let job = NewJob {
+        kind: JOB_KIND,
+        payload: serde_json::json!({ "email_id": id }),
+        run_at: Timestamp::now(),
+        max_attempts: MAX_ATTEMPTS,
+    };
+    jobs::enqueue(tx, &job).await?;
+    Ok(Queued::New(id))
+}
+
+fn split_template(template: &EmailTemplate) -> (String, String) {
+    let value = serde_json::to_value(template).unwrap_or_default();
+    (value["template"].as_str().unwrap_or_default().to_owned(), value["data"].to_string())
+}
+
+/// An outbox row as stored.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxEmail {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub to_address: String,
+    pub to_name: Option<String>,
+    pub locale: String,
+    pub template: String,
+    pub data: String,
+    pub message_id: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+const SELECT: &str = "SELECT id, idempotency_key, to_address, to_name, locale, template, data, message_id,
+    status, attempts, last_error FROM outbox_emails";
+
+pub async fn get(db: &Db, id: i64) -> Result<Option<OutboxEmail>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("{SELECT} WHERE id = $1"));
+    Ok(on_db!(db, p => sqlx::query_as(sql).bind(id).fetch_optional(p).await?))
+}
+
+pub async fn all(db: &Db) -> Result<Vec<OutboxEmail>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY id"));
+    Ok(on_db!(db, p => sqlx::query_as(sql).fetch_all(p).await?))
+}
+
+/// Settings the sender needs.
+#[derive(Clone, Debug)]
+pub struct SenderSettings {
+    pub from: Mailbox,
+    pub site_name: String,
+}
+
+/// The job that renders and sends one outbox row.
+pub struct SendEmail {
+    pub mailer: Arc<dyn Mailer>,
+    pub settings: SenderSettings,
+}
+
+#[async_trait]
+impl JobHandler for SendEmail {
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy { base: Duration::from_secs(5), cap: Duration::from_secs(10 * 60), max_attempts: MAX_ATTEMPTS }
+    }
+
+    async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure> {
+        let id = job.payload["email_id"].as_i64().ok_or_else(|| JobFailure::GiveUp("job has no email_id".into()))?;
+        let row = get(db, id).await?.ok_or_else(|| JobFailure::GiveUp(format!("email {id} is not in the outbox")))?;
+        if row.status != "pending" {
+            return Ok(db.begin().await?);
+        }
+        let message = match self.build(&row) {
+            Ok(message) => message,
+            Err(e) => return self.finish(db, id, "failed", Some(&e.to_string())).await,
+        };
+        match self.mailer.send(&message).await {
+            Ok(()) => {
+                metrics::counter!("kanpa_emails_total", "outcome" => "sent").increment(1);
+                self.finish(db, id, "sent", None).await
+            }
+            Err(SendError::Permanent(reason)) => {
+                metrics::counter!("kanpa_emails_total", "outcome" => "failed").increment(1);
+                tracing::warn!(email = id, reason = %reason, "email refused permanently");
+                self.finish(db, id, "failed", Some(&reason)).await
+            }
+            Err(SendError::Transient(reason)) => {
+                metrics::counter!("kanpa_emails_total", "outcome" => "deferred").increment(1);
+                let mut tx = db.begin().await?;
+                let sql = "UPDATE outbox_emails SET attempts = attempts + 1, last_error = $1 WHERE id = $2";
+                on_tx!(&mut tx, c => sqlx::query(sql).bind(&reason).bind(id).execute(c).await?.rows_affected());
+                tx.commit().await?;
+                Err(JobFailure::Retry(reason))
+            }
+        }
+    }
+
+    async fn on_dead(&self, tx: &mut Tx, job: &ClaimedJob, error: &str) -> Result<(), sqlx::Error> {
+        if let Some(id) = job.payload["email_id"].as_i64() {
+            let sql = "UPDATE outbox_emails SET status = 'failed', last_error = $1 WHERE id = $2 AND status = 'pending'";
+            on_tx!(tx, c => sqlx::query(sql).bind(error).bind(id).execute(c).await?.rows_affected());
+        }
+        Ok(())
+    }
+}
+
+impl SendEmail {
+    fn build(&self, row: &OutboxEmail) -> Result<lettre::Message, EmailError> {
+        let template: EmailTemplate = serde_json::from_value(serde_json::json!({
+            "template": row.template,
+            "data": serde_json::from_str::<serde_json::Value>(&row.data).unwrap_or_default(),
+        }))
+        .map_err(|e| EmailError::Render("stored", e.to_string()))?;
+        let locale = Locale::parse(&row.locale).unwrap_or_default();
+        let rendered = email::render(&template, locale, &self.settings.site_name)?;
+        let to = EmailAddress::parse(&row.to_address)?;
+        email::build_message(&self.settings.from, &to, row.to_name.as_deref(), &row.message_id, &rendered)
+    }
+
+    async fn finish(&self, db: &Db, id: i64, status: &str, error: Option<&str>) -> Result<Tx, JobFailure> {
+        let mut tx = db.begin().await?;
+        let sql = "UPDATE outbox_emails SET status = $1, attempts = attempts + 1, last_error = $2,
+                       sent_at = CASE WHEN $1 = 'sent' THEN $3 ELSE sent_at END
+                   WHERE id = $4";
+        on_tx!(&mut tx, c => sqlx::query(sql).bind(status).bind(error).bind(Timestamp::now()).bind(id).execute(c).await?.rows_affected());
+        Ok(tx)
+    }
+}
