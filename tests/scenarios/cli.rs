@@ -8,11 +8,7 @@ use crate::harness::kanpa_bin;
 /// Runs a command that must exit by itself; kills it and fails the test if
 /// it is still running after 30 s (a start-up check that let it serve).
 fn output_within_30s(command: &mut Command) -> std::process::Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -25,11 +21,7 @@ fn output_within_30s(command: &mut Command) -> std::process::Output {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[test]
@@ -46,35 +38,24 @@ fn help_lists_every_command() {
 fn a_bad_setting_stops_start_up_naming_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let output = output_within_30s(
-        Command::new(kanpa_bin())
-            .arg("serve")
-            .current_dir(dir.path())
-            .env("KANPA__SERVER__BIND", "not-an-address"),
+        Command::new(kanpa_bin()).arg("serve").current_dir(dir.path()).env("KANPA__SERVER__BIND", "not-an-address"),
     );
     assert_eq!(output.status.code(), Some(2));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("server.bind"), "{err}");
-    assert!(
-        !dir.path().join("data").exists(),
-        "nothing is created on a bad start"
-    );
+    assert!(!dir.path().join("data").exists(), "nothing is created on a bad start");
 }
 
 #[test]
 fn production_refuses_the_sandbox_gateway_and_missing_keys() {
     let run = |extra: &[(&str, &str)]| {
         let mut command = Command::new(kanpa_bin());
-        command
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("KANPA_ENV", "production");
+        command.args(["serve", "--bind", "127.0.0.1:0"]).env("KANPA_ENV", "production");
         for (k, v) in extra {
             command.env(k, v);
         }
         let output = output_within_30s(&mut command);
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
     };
     let (code, err) = run(&[("KANPA__PAYMENTS__GATEWAY", "sandbox")]);
     assert_eq!(code, Some(2), "{err}");
@@ -117,13 +98,7 @@ fn serve_needs_no_configuration_and_stops_on_sigterm() {
     assert!(dir.path().join("data/kanpa.db").is_file());
 
     let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -42,27 +42,16 @@ impl TestDb {
     pub async fn new(backend: TestBackend) -> Option<TestDb> {
         let fresh = FreshDatabase::new(backend)?;
         let url = fresh.url();
-        let db = Db::connect(
-            &url,
-            &kanpa_ledger::DbOptions {
-                max_connections: 8,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("connect to the test database");
+        let db = Db::connect(&url, &kanpa_ledger::DbOptions { max_connections: 8, ..Default::default() })
+            .await
+            .expect("connect to the test database");
         db.migrate().await.expect("migrate the test database");
-        Some(TestDb {
-            db,
-            url,
-            _fresh: fresh,
-        })
+        Some(TestDb { db, url, _fresh: fresh })
     }
 }
 
 pub fn test_config(database_url: &str) -> Config {
-    let mut config =
-        Config::load_env("test", &Overrides::default()).expect("test configuration loads");
+    let mut config = Config::load_env("test", &Overrides::default()).expect("test configuration loads");
     config.database.url = Secret::new(database_url);
     config
 }
@@ -88,18 +77,9 @@ impl TestApp {
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("http client");
-        Some(TestApp {
-            addr,
-            db,
-            client,
-            shutdown: Some(tx),
-            task: Some(task),
-            _database: database,
-        })
+        let client =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client");
+        Some(TestApp { addr, db, client, shutdown: Some(tx), task: Some(task), _database: database })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -107,11 +87,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request reaches the server")
+        self.client.get(self.url(path)).send().await.expect("request reaches the server")
     }
 
     /// Stops the server as SIGTERM would and waits for it.
@@ -120,9 +96,7 @@ impl TestApp {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await
-                .expect("server task joins")
-                .expect("server stops cleanly");
+            task.await.expect("server task joins").expect("server stops cleanly");
         }
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use kanpa_ledger::store::{self, Posted};
 use kanpa_ledger::{
-    Account, AccountKind, Currency, Db, EntryHeader, IdempotencyKey, LedgerError, Money,
-    NewAccount, NewEntry, NewPosting, OrgId, Timestamp,
+    Account, AccountKind, Currency, Db, EntryHeader, IdempotencyKey, LedgerError, Money, NewAccount, NewEntry,
+    NewPosting, OrgId, Timestamp,
 };
 use proptest::prelude::*;
 
@@ -22,36 +22,21 @@ pub struct Books {
 /// An organisation with a Stripe balance, a bank account and `n_funds` funds.
 pub async fn open_books(db: &Db, slug: &str, n_funds: usize) -> Books {
     let mut tx = db.begin().await.unwrap();
-    let org = store::create_organisation(&mut tx, slug, "Test Org")
-        .await
-        .unwrap();
+    let org = store::create_organisation(&mut tx, slug, "Test Org").await.unwrap();
     let mut accounts = Vec::new();
     let mut specs = vec![
-        (
-            "1100".to_owned(),
-            "Stripe balance".to_owned(),
-            AccountKind::Asset,
-        ),
+        ("1100".to_owned(), "Stripe balance".to_owned(), AccountKind::Asset),
         ("1200".to_owned(), "Bank".to_owned(), AccountKind::Asset),
     ];
     for i in 0..n_funds {
         specs.push((format!("3{i:03}"), format!("Fund {i}"), AccountKind::Fund));
     }
     for (code, name, kind) in specs {
-        let new = NewAccount {
-            org: org.id,
-            code,
-            name,
-            kind,
-            currency: Currency::Jpy,
-        };
+        let new = NewAccount { org: org.id, code, name, kind, currency: Currency::Jpy };
         accounts.push(store::create_account(&mut tx, &new).await.unwrap());
     }
     tx.commit().await.unwrap();
-    Books {
-        org: org.id,
-        accounts,
-    }
+    Books { org: org.id, accounts }
 }
 
 pub fn header(org: OrgId, key: &str) -> EntryHeader {
@@ -91,13 +76,7 @@ async fn posting_the_same_key_twice_writes_one_entry(backend: TestBackend) {
     };
     let books = open_books(&t.db, "chapter", 1).await;
     let (stripe, fund) = (books.accounts[0].id, books.accounts[2].id);
-    let entry = NewEntry::transfer(
-        header(books.org, "stripe:ch_1:gross"),
-        stripe,
-        fund,
-        Money::yen(3000),
-    )
-    .unwrap();
+    let entry = NewEntry::transfer(header(books.org, "stripe:ch_1:gross"), stripe, fund, Money::yen(3000)).unwrap();
 
     let first = store::post_entry(&t.db, &entry).await.unwrap();
     let second = store::post_entry(&t.db, &entry).await.unwrap();
@@ -105,34 +84,16 @@ async fn posting_the_same_key_twice_writes_one_entry(backend: TestBackend) {
     assert_eq!(second, Posted::Replayed(first.entry_id()));
     assert_eq!(count(&t.db, "entries").await, 1);
     assert_eq!(count(&t.db, "postings").await, 2);
-    assert_eq!(
-        store::balance(&t.db, stripe).await.unwrap(),
-        Money::yen(3000)
-    );
+    assert_eq!(store::balance(&t.db, stripe).await.unwrap(), Money::yen(3000));
 
     // The same key for a different movement is refused, and writes nothing.
-    let different = NewEntry::transfer(
-        header(books.org, "stripe:ch_1:gross"),
-        stripe,
-        fund,
-        Money::yen(5000),
-    )
-    .unwrap();
+    let different = NewEntry::transfer(header(books.org, "stripe:ch_1:gross"), stripe, fund, Money::yen(5000)).unwrap();
     let err = store::post_entry(&t.db, &different).await.unwrap_err();
-    assert!(
-        matches!(err, LedgerError::IdempotencyConflict(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, LedgerError::IdempotencyConflict(_)), "{err:?}");
     assert_eq!(count(&t.db, "entries").await, 1);
-    assert_eq!(
-        store::balance(&t.db, stripe).await.unwrap(),
-        Money::yen(3000)
-    );
+    assert_eq!(store::balance(&t.db, stripe).await.unwrap(), Money::yen(3000));
 
-    let stored = store::entry(&t.db, first.entry_id())
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = store::entry(&t.db, first.entry_id()).await.unwrap().unwrap();
     assert_eq!(stored.postings.len(), 2);
     assert_eq!(stored.recorded_by.as_deref(), Some("tests"));
 }
@@ -142,13 +103,9 @@ async fn postings_and_entries_cannot_be_changed_even_with_raw_sql(backend: TestB
         return;
     };
     let books = open_books(&t.db, "chapter", 1).await;
-    let entry = NewEntry::transfer(
-        header(books.org, "k1"),
-        books.accounts[0].id,
-        books.accounts[2].id,
-        Money::yen(700),
-    )
-    .unwrap();
+    let entry =
+        NewEntry::transfer(header(books.org, "k1"), books.accounts[0].id, books.accounts[2].id, Money::yen(700))
+            .unwrap();
     store::post_entry(&t.db, &entry).await.unwrap();
 
     for sql in [
@@ -172,68 +129,40 @@ async fn a_reversal_restores_balances_and_happens_once(backend: TestBackend) {
     let (bank, fund) = (books.accounts[1].id, books.accounts[2].id);
     let original = store::post_entry(
         &t.db,
-        &NewEntry::transfer(
-            header(books.org, "manual:1"),
-            bank,
-            fund,
-            Money::yen(12_000),
-        )
-        .unwrap(),
+        &NewEntry::transfer(header(books.org, "manual:1"), bank, fund, Money::yen(12_000)).unwrap(),
     )
     .await
     .unwrap()
     .entry_id();
 
     let mut tx = t.db.begin().await.unwrap();
-    let reversal = store::reverse(&mut tx, original, header(books.org, "manual:1:reversal"))
-        .await
-        .unwrap();
+    let reversal = store::reverse(&mut tx, original, header(books.org, "manual:1:reversal")).await.unwrap();
     tx.commit().await.unwrap();
     assert!(matches!(reversal, Posted::Created(_)));
     assert_eq!(store::balance(&t.db, bank).await.unwrap(), Money::yen(0));
     assert_eq!(store::balance(&t.db, fund).await.unwrap(), Money::yen(0));
-    let stored = store::entry(&t.db, reversal.entry_id())
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = store::entry(&t.db, reversal.entry_id()).await.unwrap().unwrap();
     assert_eq!(stored.reverses, Some(original));
 
     let mut tx = t.db.begin().await.unwrap();
-    let again = store::reverse(
-        &mut tx,
-        original,
-        header(books.org, "manual:1:reversal-again"),
-    )
-    .await;
+    let again = store::reverse(&mut tx, original, header(books.org, "manual:1:reversal-again")).await;
     tx.rollback().await.unwrap();
-    assert!(
-        matches!(again, Err(LedgerError::AlreadyReversed(id)) if id == original),
-        "{again:?}"
-    );
+    assert!(matches!(again, Err(LedgerError::AlreadyReversed(id)) if id == original), "{again:?}");
     assert_eq!(count(&t.db, "entries").await, 2);
 }
 
-async fn another_organisations_account_or_currency_is_refused_and_nothing_is_written(
-    backend: TestBackend,
-) {
+async fn another_organisations_account_or_currency_is_refused_and_nothing_is_written(backend: TestBackend) {
     let Some(t) = TestDb::new(backend).await else {
         return;
     };
     let ours = open_books(&t.db, "ours", 1).await;
     let theirs = open_books(&t.db, "theirs", 1).await;
 
-    let foreign = NewEntry::transfer(
-        header(ours.org, "x1"),
-        ours.accounts[0].id,
-        theirs.accounts[2].id,
-        Money::yen(100),
-    )
-    .unwrap();
+    let foreign =
+        NewEntry::transfer(header(ours.org, "x1"), ours.accounts[0].id, theirs.accounts[2].id, Money::yen(100))
+            .unwrap();
     let err = store::post_entry(&t.db, &foreign).await.unwrap_err();
-    assert!(
-        matches!(err, LedgerError::ForeignAccount(id) if id == theirs.accounts[2].id),
-        "{err:?}"
-    );
+    assert!(matches!(err, LedgerError::ForeignAccount(id) if id == theirs.accounts[2].id), "{err:?}");
 
     let dollars = NewEntry::transfer(
         header(ours.org, "x2"),
@@ -243,10 +172,7 @@ async fn another_organisations_account_or_currency_is_refused_and_nothing_is_wri
     )
     .unwrap();
     let err = store::post_entry(&t.db, &dollars).await.unwrap_err();
-    assert!(
-        matches!(err, LedgerError::CurrencyMismatch { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, LedgerError::CurrencyMismatch { .. }), "{err:?}");
 
     let missing = NewEntry::transfer(
         header(ours.org, "x3"),
@@ -260,10 +186,7 @@ async fn another_organisations_account_or_currency_is_refused_and_nothing_is_wri
 
     assert_eq!(count(&t.db, "entries").await, 0);
     for account in ours.accounts.iter().chain(&theirs.accounts) {
-        assert_eq!(
-            store::balance(&t.db, account.id).await.unwrap(),
-            Money::yen(0)
-        );
+        assert_eq!(store::balance(&t.db, account.id).await.unwrap(), Money::yen(0));
     }
 }
 
@@ -272,9 +195,7 @@ async fn another_organisations_account_or_currency_is_refused_and_nothing_is_wri
 /// "database is locked" reaches a caller), each key posts once, balances
 /// match a model, and `kanpa ledger check` agrees. Then a planted mismatch
 /// is found.
-async fn many_concurrent_posters_keep_the_books_true_and_ledger_check_says_so(
-    backend: TestBackend,
-) {
+async fn many_concurrent_posters_keep_the_books_true_and_ledger_check_says_so(backend: TestBackend) {
     let Some(t) = TestDb::new(backend).await else {
         return;
     };
@@ -289,36 +210,18 @@ async fn many_concurrent_posters_keep_the_books_true_and_ledger_check_says_so(
             let mut outcomes = Vec::new();
             for i in 0..per_poster {
                 // Every fifth entry uses a key shared by all posters.
-                let key = if i % 5 == 0 {
-                    format!("shared:{i}")
-                } else {
-                    format!("p{poster}:{i}")
-                };
+                let key = if i % 5 == 0 { format!("shared:{i}") } else { format!("p{poster}:{i}") };
                 let fund = books.accounts[2 + (poster + i) % 7].id;
-                let amount = Money::yen(if i % 5 == 0 {
-                    1000
-                } else {
-                    100 + (poster * per_poster + i) as i64
-                });
+                let amount = Money::yen(if i % 5 == 0 { 1000 } else { 100 + (poster * per_poster + i) as i64 });
                 let entry = NewEntry::new(
                     header(books.org, &key),
                     vec![
                         NewPosting::debit(books.accounts[0].id, amount),
-                        NewPosting::credit(
-                            if i % 5 == 0 {
-                                books.accounts[2].id
-                            } else {
-                                fund
-                            },
-                            amount,
-                        )
-                        .unwrap(),
+                        NewPosting::credit(if i % 5 == 0 { books.accounts[2].id } else { fund }, amount).unwrap(),
                     ],
                 )
                 .unwrap();
-                let posted = store::post_entry(&db, &entry)
-                    .await
-                    .expect("every post succeeds");
+                let posted = store::post_entry(&db, &entry).await.expect("every post succeeds");
                 outcomes.push((key, amount, posted));
             }
             outcomes
@@ -330,20 +233,14 @@ async fn many_concurrent_posters_keep_the_books_true_and_ledger_check_says_so(
         for (key, amount, posted) in task.await.unwrap() {
             keys.insert(key.clone());
             if let Posted::Created(_) = posted {
-                assert!(
-                    created.insert(key, amount).is_none(),
-                    "a key was created twice"
-                );
+                assert!(created.insert(key, amount).is_none(), "a key was created twice");
             }
         }
     }
     assert_eq!(created.len(), keys.len());
     assert_eq!(count(&t.db, "entries").await, keys.len() as i64);
     let total: i64 = created.values().map(|m| m.amount()).sum();
-    assert_eq!(
-        store::balance(&t.db, books.accounts[0].id).await.unwrap(),
-        Money::yen(total)
-    );
+    assert_eq!(store::balance(&t.db, books.accounts[0].id).await.unwrap(), Money::yen(total));
     let funds: i64 = {
         let mut sum = 0;
         for account in &books.accounts[2..] {
@@ -357,26 +254,14 @@ async fn many_concurrent_posters_keep_the_books_true_and_ledger_check_says_so(
     let (code, out, err) = run_kanpa(&t.url, &["ledger", "check"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ledger OK"), "{out}");
-    assert!(
-        out.contains(&format!("checked {} entries", keys.len())),
-        "{out}"
-    );
+    assert!(out.contains(&format!("checked {} entries", keys.len())), "{out}");
 
     // Balance rows are derived data; corrupt one and the check must notice.
-    let plant = format!(
-        "UPDATE ledger_balances SET balance = balance + 1 WHERE account_id = {}",
-        books.accounts[3].id
-    );
+    let plant = format!("UPDATE ledger_balances SET balance = balance + 1 WHERE account_id = {}", books.accounts[3].id);
     assert_eq!(exec_raw(&t.db, &plant).await.unwrap(), 1);
     let (code, out, _) = run_kanpa(&t.url, &["ledger", "check"]);
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!(
-            "BALANCE MISMATCH account {}",
-            books.accounts[3].id
-        )),
-        "{out}"
-    );
+    assert!(out.contains(&format!("BALANCE MISMATCH account {}", books.accounts[3].id)), "{out}");
     assert!(out.contains("FAILED"), "{out}");
 }
 
@@ -390,20 +275,12 @@ struct GenEntry {
 }
 
 fn gen_entry(n_accounts: usize) -> impl Strategy<Value = GenEntry> {
-    prop::collection::vec((1..n_accounts, -50_000i64..50_000), 1..4)
-        .prop_map(|lines| GenEntry { lines })
+    prop::collection::vec((1..n_accounts, -50_000i64..50_000), 1..4).prop_map(|lines| GenEntry { lines })
 }
 
-fn build(
-    books: &Books,
-    key: &str,
-    generated: &GenEntry,
-) -> Result<NewEntry, kanpa_ledger::EntryError> {
-    let mut postings: Vec<NewPosting> = generated
-        .lines
-        .iter()
-        .map(|(i, a)| NewPosting::debit(books.accounts[*i].id, Money::yen(*a)))
-        .collect();
+fn build(books: &Books, key: &str, generated: &GenEntry) -> Result<NewEntry, kanpa_ledger::EntryError> {
+    let mut postings: Vec<NewPosting> =
+        generated.lines.iter().map(|(i, a)| NewPosting::debit(books.accounts[*i].id, Money::yen(*a))).collect();
     let sum: i64 = generated.lines.iter().map(|(_, a)| a).sum();
     postings.push(NewPosting::debit(books.accounts[0].id, Money::yen(-sum)));
     NewEntry::new(header(books.org, key), postings)
@@ -414,16 +291,8 @@ fn build(
 /// it, each valid key is one entry, balances equal a model and the sum of
 /// postings, and the check is clean.
 fn random_workloads_keep_the_books_true(backend: TestBackend) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = ProptestConfig {
-        cases: 10,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let config = ProptestConfig { cases: 10, failure_persistence: None, ..ProptestConfig::default() };
     proptest!(config, |(entries in prop::collection::vec(gen_entry(6), 1..40), conflicts in prop::collection::vec(any::<prop::sample::Index>(), 0..5))| {
         runtime.block_on(async {
             let Some(t) = TestDb::new(backend).await else { return };

@@ -35,13 +35,13 @@ impl FreshDatabase {
     /// required (after printing why). Panics when it is required.
     pub fn new(backend: TestBackend) -> Option<FreshDatabase> {
         match backend {
-            TestBackend::Sqlite => Some(FreshDatabase::Sqlite {
-                dir: tempfile::tempdir().expect("temporary directory"),
-            }),
+            TestBackend::Sqlite => {
+                Some(FreshDatabase::Sqlite { dir: tempfile::tempdir().expect("temporary directory") })
+            }
             TestBackend::Postgres => match PgCluster::shared() {
-                Ok(cluster) => Some(FreshDatabase::Postgres(
-                    cluster.create_database().expect("create a test database"),
-                )),
+                Ok(cluster) => {
+                    Some(FreshDatabase::Postgres(cluster.create_database().expect("create a test database")))
+                }
                 Err(why) if required(TestBackend::Postgres) => {
                     panic!("KANPA_TEST_BACKENDS requires postgres, but it cannot start: {why}")
                 }

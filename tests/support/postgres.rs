@@ -41,14 +41,13 @@ pub fn pg_bin(name: &str) -> Option<PathBuf> {
         return Some(newest);
     }
     let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 /// The message printed when PostgreSQL runs are skipped or required but
 /// impossible.
-pub const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl) not found: install them with `apt-get install -y postgresql`";
+pub const INSTALL_HINT: &str =
+    "PostgreSQL server binaries (initdb, pg_ctl) not found: install them with `apt-get install -y postgresql`";
 
 impl PgCluster {
     /// Starts a new cluster on a free loopback port.
@@ -56,34 +55,18 @@ impl PgCluster {
         let initdb = pg_bin("initdb").context(INSTALL_HINT)?;
         let pg_ctl = pg_bin("pg_ctl").context(INSTALL_HINT)?;
         let run_as_postgres = unsafe { libc::geteuid() } == 0;
-        let base = tempfile::Builder::new()
-            .prefix("kanpa-pg-")
-            .tempdir()?
-            .keep();
+        let base = tempfile::Builder::new().prefix("kanpa-pg-").tempdir()?.keep();
         if run_as_postgres {
             let status = Command::new("chown").arg("postgres:").arg(&base).status()?;
             if !status.success() {
                 bail!("could not hand {} to the postgres user", base.display());
             }
         }
-        let cluster = PgCluster {
-            base,
-            port: 0,
-            run_as_postgres,
-        };
+        let cluster = PgCluster { base, port: 0, run_as_postgres };
         let data = cluster.data_dir();
         cluster.run(
             &initdb,
-            &[
-                "-D",
-                path_str(&data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
+            &["-D", path_str(&data), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
         )?;
         let mut settings = vec![
             "-c listen_addresses=127.0.0.1".to_owned(),
@@ -92,8 +75,7 @@ impl PgCluster {
             "-c shared_buffers=128MB".to_owned(),
         ];
         if durability == Durability::Scratch {
-            settings
-                .push("-c fsync=off -c synchronous_commit=off -c full_page_writes=off".to_owned());
+            settings.push("-c fsync=off -c synchronous_commit=off -c full_page_writes=off".to_owned());
         }
         // A port may be taken between choosing and binding it: try a few.
         let mut last_error = None;
@@ -101,19 +83,7 @@ impl PgCluster {
             let port = free_port()?;
             let options = format!("-p {port} {}", settings.join(" "));
             let log = cluster.base.join("server.log");
-            match cluster.run(
-                &pg_ctl,
-                &[
-                    "-D",
-                    path_str(&data),
-                    "-l",
-                    path_str(&log),
-                    "-o",
-                    &options,
-                    "-w",
-                    "start",
-                ],
-            ) {
+            match cluster.run(&pg_ctl, &["-D", path_str(&data), "-l", path_str(&log), "-o", &options, "-w", "start"]) {
                 Ok(()) => {
                     let cluster = PgCluster { port, ..cluster };
                     cluster.spawn_watchdog(&pg_ctl)?;
@@ -151,18 +121,7 @@ impl PgCluster {
     pub fn psql(&self, sql: &str) -> anyhow::Result<()> {
         let psql = pg_bin("psql").context("psql not found: install postgresql-client")?;
         let output = Command::new(psql)
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-c")
@@ -178,10 +137,7 @@ impl PgCluster {
     pub fn create_database(&'static self) -> anyhow::Result<PgDatabase> {
         let name = format!("kanpa_{}", uuid::Uuid::new_v4().simple());
         self.psql(&format!("CREATE DATABASE {name}"))?;
-        Ok(PgDatabase {
-            cluster: self,
-            name,
-        })
+        Ok(PgDatabase { cluster: self, name })
     }
 
     fn run(&self, program: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -205,11 +161,7 @@ impl PgCluster {
     }
 
     fn spawn_watchdog(&self, pg_ctl: &Path) -> anyhow::Result<()> {
-        let runner = if self.run_as_postgres {
-            "runuser -u postgres -- "
-        } else {
-            ""
-        };
+        let runner = if self.run_as_postgres { "runuser -u postgres -- " } else { "" };
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
              {runner}'{pg_ctl}' -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{base}'",
@@ -219,12 +171,7 @@ impl PgCluster {
             base = self.base.display(),
         );
         let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        command.arg("-c").arg(script).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         // A session of its own, so a Ctrl-C aimed at the tests does not stop
         // the watchdog before it has cleaned up.
         unsafe {
@@ -257,10 +204,7 @@ impl PgDatabase {
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        if let Err(e) = self.cluster.psql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )) {
+        if let Err(e) = self.cluster.psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
             eprintln!("warning: could not drop test database {}: {e:#}", self.name);
         }
     }

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use kanpa_ledger::store;
 use kanpa_ledger::{
-    AccountId, AccountKind, Currency, Db, DbOptions, EntryHeader, IdempotencyKey, Money,
-    NewAccount, NewEntry, NewPosting, OrgId, Timestamp, on_tx,
+    AccountId, AccountKind, Currency, Db, DbOptions, EntryHeader, IdempotencyKey, Money, NewAccount, NewEntry,
+    NewPosting, OrgId, Timestamp, on_tx,
 };
 use kanpa_testkit::postgres::{Durability, PgCluster};
 use rand::Rng;
@@ -37,23 +37,15 @@ struct Target {
 
 enum Guard {
     Sqlite(#[expect(dead_code, reason = "held for its Drop")] tempfile::TempDir),
-    Postgres(
-        #[expect(dead_code, reason = "held for its Drop")] kanpa_testkit::postgres::PgDatabase,
-    ),
+    Postgres(#[expect(dead_code, reason = "held for its Drop")] kanpa_testkit::postgres::PgDatabase),
 }
 
 async fn fresh(backend: &str, cluster: Option<&'static PgCluster>) -> anyhow::Result<Target> {
-    let options = DbOptions {
-        max_connections: 40,
-        ..DbOptions::default()
-    };
+    let options = DbOptions { max_connections: 40, ..DbOptions::default() };
     let (url, guard) = match backend {
         "sqlite" => {
             let dir = tempfile::tempdir()?;
-            (
-                format!("sqlite://{}", dir.path().join("bench.db").display()),
-                Guard::Sqlite(dir),
-            )
+            (format!("sqlite://{}", dir.path().join("bench.db").display()), Guard::Sqlite(dir))
         }
         "postgres" => {
             let cluster = cluster.ok_or_else(|| anyhow::anyhow!("no PostgreSQL cluster"))?;
@@ -76,11 +68,7 @@ async fn open_accounts(db: &Db, n: usize) -> anyhow::Result<(OrgId, Vec<AccountI
             org: org.id,
             code: format!("{i:04}"),
             name: format!("Account {i}"),
-            kind: if i == 0 {
-                AccountKind::Asset
-            } else {
-                AccountKind::Fund
-            },
+            kind: if i == 0 { AccountKind::Asset } else { AccountKind::Fund },
             currency: Currency::Jpy,
         };
         ids.push(store::create_account(&mut tx, &new).await?.id);
@@ -143,15 +131,8 @@ async fn floor(db: &Db, org: OrgId, accounts: &[AccountId], n: usize) -> anyhow:
     Ok(started.elapsed())
 }
 
-async fn ledger_run(
-    db: &Db,
-    org: OrgId,
-    accounts: &[AccountId],
-    n: usize,
-    writers: usize,
-) -> anyhow::Result<Duration> {
-    let entries: Arc<Vec<NewEntry>> =
-        Arc::new((0..n).map(|i| entry(org, accounts, i, "ledger")).collect());
+async fn ledger_run(db: &Db, org: OrgId, accounts: &[AccountId], n: usize, writers: usize) -> anyhow::Result<Duration> {
+    let entries: Arc<Vec<NewEntry>> = Arc::new((0..n).map(|i| entry(org, accounts, i, "ledger")).collect());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -180,11 +161,8 @@ async fn reads(
 ) -> anyhow::Result<Vec<(usize, Duration, Duration)>> {
     let hot = accounts[0];
     let other = accounts[1];
-    let mut have = store::balances(db, org)
-        .await?
-        .iter()
-        .find(|b| b.account.id == hot)
-        .map_or(0, |b| b.n_postings as usize);
+    let mut have =
+        store::balances(db, org).await?.iter().find(|b| b.account.id == hot).map_or(0, |b| b.n_postings as usize);
     let mut results = Vec::new();
     let mut sorted = sizes.to_vec();
     sorted.sort_unstable();
@@ -202,11 +180,7 @@ async fn reads(
                     source: None,
                     recorded_by: None,
                 };
-                store::post(
-                    &mut tx,
-                    &NewEntry::transfer(header, hot, other, Money::yen(1))?,
-                )
-                .await?;
+                store::post(&mut tx, &NewEntry::transfer(header, hot, other, Money::yen(1))?).await?;
                 i += 1;
             }
             tx.commit().await?;
@@ -219,11 +193,7 @@ async fn reads(
             samples.push(t.elapsed());
         }
         samples.sort_unstable();
-        results.push((
-            size,
-            samples[samples.len() / 2],
-            samples[samples.len() * 99 / 100],
-        ));
+        results.push((size, samples[samples.len() / 2], samples[samples.len() * 99 / 100]));
     }
     Ok(results)
 }
@@ -235,24 +205,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     for backend in &args.backends {
         let cluster = if backend == "postgres" {
-            let cluster: &'static PgCluster =
-                Box::leak(Box::new(PgCluster::start(Durability::Durable)?));
+            let cluster: &'static PgCluster = Box::leak(Box::new(PgCluster::start(Durability::Durable)?));
             Some(cluster)
         } else {
             None
         };
         println!(
             "\n== {backend} ({})",
-            if backend == "sqlite" {
-                "WAL, synchronous=FULL"
-            } else {
-                "fsync on, synchronous_commit on"
-            }
+            if backend == "sqlite" { "WAL, synchronous=FULL" } else { "fsync on, synchronous_commit on" }
         );
-        println!(
-            "{:<28} {:>12} {:>12} {:>10}",
-            "run", "seconds", "entries/s", "vs floor"
-        );
+        println!("{:<28} {:>12} {:>12} {:>10}", "run", "seconds", "entries/s", "vs floor");
         let target = fresh(backend, cluster).await?;
         let (org, accounts) = open_accounts(&target.db, args.accounts).await?;
         let floor_time = floor(&target.db, org, &accounts, args.entries).await?;
@@ -285,17 +247,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         let target = fresh(backend, cluster).await?;
         let (org, accounts) = open_accounts(&target.db, 2).await?;
-        println!(
-            "{:<28} {:>12} {:>12}",
-            "balance read at N postings", "median µs", "p99 µs"
-        );
+        println!("{:<28} {:>12} {:>12}", "balance read at N postings", "median µs", "p99 µs");
         for (size, median, p99) in reads(&target.db, org, &accounts, &args.read_sizes).await? {
-            println!(
-                "{:<28} {:>12.1} {:>12.1}",
-                size,
-                median.as_secs_f64() * 1e6,
-                p99.as_secs_f64() * 1e6
-            );
+            println!("{:<28} {:>12.1} {:>12.1}", size, median.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
         }
         target.db.close().await;
     }

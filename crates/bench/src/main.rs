@@ -11,10 +11,7 @@ mod ledger;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kanpa-bench",
-    about = "kanpa's benchmarks; each prints a table of figures"
-)]
+#[command(name = "kanpa-bench", about = "kanpa's benchmarks; each prints a table of figures")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,9 +25,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Ledger(args) => runtime.block_on(ledger::run(args)),
     }

@@ -29,13 +29,8 @@ pub enum AccountKind {
 }
 
 impl AccountKind {
-    pub const ALL: [AccountKind; 5] = [
-        AccountKind::Asset,
-        AccountKind::Liability,
-        AccountKind::Fund,
-        AccountKind::Income,
-        AccountKind::Expense,
-    ];
+    pub const ALL: [AccountKind; 5] =
+        [AccountKind::Asset, AccountKind::Liability, AccountKind::Fund, AccountKind::Income, AccountKind::Expense];
 
     pub fn as_str(self) -> &'static str {
         match self {

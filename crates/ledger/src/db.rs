@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Postgres, Sqlite};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -50,10 +48,7 @@ pub struct DbOptions {
 
 impl Default for DbOptions {
     fn default() -> Self {
-        DbOptions {
-            max_connections: 16,
-            acquire_timeout: Duration::from_secs(30),
-        }
+        DbOptions { max_connections: 16, acquire_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -132,17 +127,11 @@ impl Db {
                 .await?;
             return Ok(Db::Postgres(pool));
         }
-        let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        else {
+        let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
             return Err(DbError::UnsupportedUrl(url.to_owned()));
         };
         let path = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = std::path::Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
+        if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(DbError::CreateDir)?;
         }
         let connect = SqliteConnectOptions::new()
@@ -188,15 +177,11 @@ impl Db {
         let (migrator, applied): (&Migrator, Vec<i64>) = match self {
             Db::Sqlite { read, .. } => (
                 &SQLITE_MIGRATIONS,
-                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                    .fetch_all(read)
-                    .await?,
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(read).await?,
             ),
             Db::Postgres(pool) => (
                 &POSTGRES_MIGRATIONS,
-                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                    .fetch_all(pool)
-                    .await?,
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?,
             ),
         };
         Ok(migrator.iter().all(|m| applied.contains(&m.version)))
@@ -205,9 +190,7 @@ impl Db {
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self {
-            Db::Sqlite { write, .. } => Ok(Tx::new(TxConn::Sqlite(
-                write.begin_with("BEGIN IMMEDIATE").await?,
-            ))),
+            Db::Sqlite { write, .. } => Ok(Tx::new(TxConn::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?))),
             Db::Postgres(pool) => Ok(Tx::new(TxConn::Postgres(pool.begin().await?))),
         }
     }
@@ -225,10 +208,7 @@ impl Db {
 
 impl Tx {
     fn new(conn: TxConn) -> Tx {
-        Tx {
-            conn,
-            entries_posted: 0,
-        }
+        Tx { conn, entries_posted: 0 }
     }
 
     pub fn backend(&self) -> Backend {
@@ -260,10 +240,7 @@ impl Tx {
 pub fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => {
-            matches!(
-                db.code().as_deref(),
-                Some("40001" | "40P01" | "5" | "6" | "517" | "262")
-            )
+            matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "6" | "517" | "262"))
         }
         sqlx::Error::PoolTimedOut => true,
         _ => false,

@@ -110,18 +110,12 @@ impl NewEntry {
                 return Err(EntryError::ZeroPosting);
             }
             let sum = sums.entry(posting.amount.currency()).or_default();
-            *sum = sum
-                .checked_add(posting.amount.amount())
-                .ok_or(EntryError::Overflow)?;
+            *sum = sum.checked_add(posting.amount.amount()).ok_or(EntryError::Overflow)?;
         }
         if let Some((currency, sum)) = sums.into_iter().find(|(_, sum)| *sum != 0) {
             return Err(EntryError::Unbalanced { currency, sum });
         }
-        Ok(NewEntry {
-            header,
-            postings,
-            reverses: None,
-        })
+        Ok(NewEntry { header, postings, reverses: None })
     }
 
     /// Moves `amount` from `from` (credited) to `to` (debited).
@@ -131,13 +125,7 @@ impl NewEntry {
         from: AccountId,
         amount: Money,
     ) -> Result<NewEntry, EntryError> {
-        NewEntry::new(
-            header,
-            vec![
-                NewPosting::debit(to, amount),
-                NewPosting::credit(from, amount)?,
-            ],
-        )
+        NewEntry::new(header, vec![NewPosting::debit(to, amount), NewPosting::credit(from, amount)?])
     }
 
     /// The entry that undoes `original`: every posting negated.
@@ -146,10 +134,8 @@ impl NewEntry {
         original: crate::EntryId,
         postings: &[NewPosting],
     ) -> Result<NewEntry, EntryError> {
-        let negated = postings
-            .iter()
-            .map(|p| NewPosting::credit(p.account, p.amount))
-            .collect::<Result<Vec<_>, _>>()?;
+        let negated =
+            postings.iter().map(|p| NewPosting::credit(p.account, p.amount)).collect::<Result<Vec<_>, _>>()?;
         let mut entry = NewEntry::new(header, negated)?;
         entry.reverses = Some(original);
         Ok(entry)
@@ -187,12 +173,8 @@ impl NewEntry {
     }
 }
 
-pub(crate) fn canonical(
-    postings: impl Iterator<Item = NewPosting>,
-) -> Vec<(AccountId, i64, Currency)> {
-    let mut v: Vec<_> = postings
-        .map(|p| (p.account, p.amount.amount(), p.amount.currency()))
-        .collect();
+pub(crate) fn canonical(postings: impl Iterator<Item = NewPosting>) -> Vec<(AccountId, i64, Currency)> {
+    let mut v: Vec<_> = postings.map(|p| (p.account, p.amount.amount(), p.amount.currency())).collect();
     v.sort();
     v
 }
@@ -219,13 +201,7 @@ mod tests {
             NewPosting::debit(AccountId(1), Money::yen(3000)),
             NewPosting::credit(AccountId(2), Money::yen(2999)).unwrap(),
         ];
-        assert_eq!(
-            NewEntry::new(header(), postings),
-            Err(EntryError::Unbalanced {
-                currency: Currency::Jpy,
-                sum: 1
-            })
-        );
+        assert_eq!(NewEntry::new(header(), postings), Err(EntryError::Unbalanced { currency: Currency::Jpy, sum: 1 }));
     }
 
     #[test]
@@ -234,46 +210,27 @@ mod tests {
             NewPosting::debit(AccountId(1), Money::yen(100)),
             NewPosting::credit(AccountId(2), Money::new(100, Currency::Usd)).unwrap(),
         ];
-        assert!(matches!(
-            NewEntry::new(header(), postings),
-            Err(EntryError::Unbalanced { .. })
-        ));
+        assert!(matches!(NewEntry::new(header(), postings), Err(EntryError::Unbalanced { .. })));
     }
 
     #[test]
     fn single_zero_and_undescribed_entries_are_refused() {
         let one = vec![NewPosting::debit(AccountId(1), Money::yen(0))];
-        assert_eq!(
-            NewEntry::new(header(), one),
-            Err(EntryError::TooFewPostings)
-        );
-        let zeros = vec![
-            NewPosting::debit(AccountId(1), Money::yen(0)),
-            NewPosting::debit(AccountId(2), Money::yen(0)),
-        ];
+        assert_eq!(NewEntry::new(header(), one), Err(EntryError::TooFewPostings));
+        let zeros =
+            vec![NewPosting::debit(AccountId(1), Money::yen(0)), NewPosting::debit(AccountId(2), Money::yen(0))];
         assert_eq!(NewEntry::new(header(), zeros), Err(EntryError::ZeroPosting));
         let mut h = header();
         h.description = "  ".into();
-        assert_eq!(
-            NewEntry::transfer(h, AccountId(1), AccountId(2), Money::yen(1)),
-            Err(EntryError::EmptyDescription)
-        );
+        assert_eq!(NewEntry::transfer(h, AccountId(1), AccountId(2), Money::yen(1)), Err(EntryError::EmptyDescription));
     }
 
     #[test]
     fn a_reversal_negates_every_posting() {
-        let original =
-            NewEntry::transfer(header(), AccountId(1), AccountId(2), Money::yen(500)).unwrap();
-        let reversal =
-            NewEntry::reversal(header(), crate::EntryId(7), original.postings()).unwrap();
+        let original = NewEntry::transfer(header(), AccountId(1), AccountId(2), Money::yen(500)).unwrap();
+        let reversal = NewEntry::reversal(header(), crate::EntryId(7), original.postings()).unwrap();
         assert_eq!(reversal.reverses(), Some(crate::EntryId(7)));
-        assert_eq!(
-            reversal.net_by_account(),
-            vec![
-                (AccountId(1), Money::yen(-500)),
-                (AccountId(2), Money::yen(500))
-            ]
-        );
+        assert_eq!(reversal.net_by_account(), vec![(AccountId(1), Money::yen(-500)), (AccountId(2), Money::yen(500))]);
     }
 
     #[test]

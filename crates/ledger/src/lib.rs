@@ -86,10 +86,7 @@ pub enum LedgerError {
     #[error("account {0} belongs to another organisation")]
     ForeignAccount(AccountId),
     #[error("account {account} does not keep {posted}")]
-    CurrencyMismatch {
-        account: AccountId,
-        posted: Currency,
-    },
+    CurrencyMismatch { account: AccountId, posted: Currency },
     #[error("idempotency key {0:?} was already used for a different entry")]
     IdempotencyConflict(String),
     #[error("entry {0} was already reversed")]

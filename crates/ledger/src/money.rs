@@ -155,19 +155,13 @@ impl Money {
 
     pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let amount = self
-            .amount
-            .checked_add(other.amount)
-            .ok_or(MoneyError::Overflow)?;
+        let amount = self.amount.checked_add(other.amount).ok_or(MoneyError::Overflow)?;
         Ok(Money::new(amount, self.currency))
     }
 
     pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
         self.same_currency(other)?;
-        let amount = self
-            .amount
-            .checked_sub(other.amount)
-            .ok_or(MoneyError::Overflow)?;
+        let amount = self.amount.checked_sub(other.amount).ok_or(MoneyError::Overflow)?;
         Ok(Money::new(amount, self.currency))
     }
 
@@ -180,10 +174,7 @@ impl Money {
         if self.currency == other.currency {
             Ok(())
         } else {
-            Err(MoneyError::CurrencyMismatch {
-                left: self.currency,
-                right: other.currency,
-            })
+            Err(MoneyError::CurrencyMismatch { left: self.currency, right: other.currency })
         }
     }
 
@@ -228,16 +219,10 @@ impl Money {
             return Err(ParseMoneyError::TooManyDecimals { currency, allowed });
         }
         let mut amount: i64 = 0;
-        let padded = fraction_digits
-            .chars()
-            .chain(std::iter::repeat('0'))
-            .take(allowed as usize);
+        let padded = fraction_digits.chars().chain(std::iter::repeat('0')).take(allowed as usize);
         for digit in whole_digits.chars().chain(padded) {
             let d = i64::from(digit.to_digit(10).ok_or(ParseMoneyError::NotANumber)?);
-            amount = amount
-                .checked_mul(10)
-                .and_then(|a| a.checked_add(d))
-                .ok_or(ParseMoneyError::Overflow)?;
+            amount = amount.checked_mul(10).and_then(|a| a.checked_add(d)).ok_or(ParseMoneyError::Overflow)?;
         }
         if negative && amount != 0 {
             return Err(ParseMoneyError::Negative);
@@ -260,10 +245,7 @@ impl Money {
             format!("{sign}{symbol}{whole}")
         } else {
             let fraction = magnitude % divisor;
-            format!(
-                "{sign}{symbol}{whole}.{fraction:0width$}",
-                width = exponent as usize
-            )
+            format!("{sign}{symbol}{whole}.{fraction:0width$}", width = exponent as usize)
         }
     }
 }
@@ -353,17 +335,8 @@ mod tests {
 
     #[test]
     fn accepts_the_ways_people_write_yen() {
-        for input in [
-            "3000",
-            "3,000",
-            "¥3,000",
-            "￥3,000",
-            "３０００",
-            "３，０００",
-            " 3000 ",
-            "3,000円",
-            "JPY 3000",
-        ] {
+        for input in ["3000", "3,000", "¥3,000", "￥3,000", "３０００", "３，０００", " 3000 ", "3,000円", "JPY 3000"]
+        {
             assert_eq!(jpy(input), Ok(Money::yen(3000)), "{input}");
         }
     }
@@ -385,19 +358,10 @@ mod tests {
         assert_eq!(jpy("-100"), Err(ParseMoneyError::Negative));
         assert_eq!(jpy("－１００"), Err(ParseMoneyError::Negative));
         assert_eq!(jpy("¥-100"), Err(ParseMoneyError::Negative));
-        assert_eq!(
-            jpy("100.5"),
-            Err(ParseMoneyError::TooManyDecimals {
-                currency: Currency::Jpy,
-                allowed: 0
-            })
-        );
+        assert_eq!(jpy("100.5"), Err(ParseMoneyError::TooManyDecimals { currency: Currency::Jpy, allowed: 0 }));
         assert_eq!(
             Money::parse("1.005", Currency::Usd),
-            Err(ParseMoneyError::TooManyDecimals {
-                currency: Currency::Usd,
-                allowed: 2
-            })
+            Err(ParseMoneyError::TooManyDecimals { currency: Currency::Usd, allowed: 2 })
         );
         assert_eq!(jpy("99999999999999999999"), Err(ParseMoneyError::Overflow));
         assert_eq!(jpy("abc"), Err(ParseMoneyError::NotANumber));
@@ -405,10 +369,7 @@ mod tests {
         assert_eq!(jpy("1e5"), Err(ParseMoneyError::NotANumber));
         assert_eq!(jpy("12.-"), Err(ParseMoneyError::NotANumber));
         assert_eq!(jpy("$12"), Err(ParseMoneyError::WrongCurrency));
-        assert_eq!(
-            Money::parse("500円", Currency::Usd),
-            Err(ParseMoneyError::WrongCurrency)
-        );
+        assert_eq!(Money::parse("500円", Currency::Usd), Err(ParseMoneyError::WrongCurrency));
     }
 
     #[test]
@@ -427,20 +388,11 @@ mod tests {
         let dollars = Money::new(100, Currency::Usd);
         assert_eq!(
             yen.checked_add(dollars),
-            Err(MoneyError::CurrencyMismatch {
-                left: Currency::Jpy,
-                right: Currency::Usd
-            })
+            Err(MoneyError::CurrencyMismatch { left: Currency::Jpy, right: Currency::Usd })
         );
         assert_eq!(yen.checked_add(Money::yen(50)), Ok(Money::yen(150)));
-        assert_eq!(
-            Money::yen(i64::MAX).checked_add(Money::yen(1)),
-            Err(MoneyError::Overflow)
-        );
-        assert_eq!(
-            Money::yen(i64::MIN).checked_neg(),
-            Err(MoneyError::Overflow)
-        );
+        assert_eq!(Money::yen(i64::MAX).checked_add(Money::yen(1)), Err(MoneyError::Overflow));
+        assert_eq!(Money::yen(i64::MIN).checked_neg(), Err(MoneyError::Overflow));
     }
 
     #[test]

@@ -107,8 +107,7 @@ impl TryFrom<AccountRow> for Account {
         Ok(Account {
             id: AccountId(r.id),
             org: OrgId(r.org_id),
-            kind: AccountKind::parse(&r.kind)
-                .ok_or_else(|| LedgerError::Corrupt(r.kind.clone()))?,
+            kind: AccountKind::parse(&r.kind).ok_or_else(|| LedgerError::Corrupt(r.kind.clone()))?,
             currency: currency(&r.currency)?,
             code: r.code,
             name: r.name,
@@ -119,50 +118,31 @@ impl TryFrom<AccountRow> for Account {
 impl TryFrom<PostingRow> for NewPosting {
     type Error = LedgerError;
     fn try_from(r: PostingRow) -> Result<NewPosting, LedgerError> {
-        Ok(NewPosting {
-            account: AccountId(r.account_id),
-            amount: Money::new(r.amount, currency(&r.currency)?),
-        })
+        Ok(NewPosting { account: AccountId(r.account_id), amount: Money::new(r.amount, currency(&r.currency)?) })
     }
 }
 
 impl From<OrganisationRow> for Organisation {
     fn from(r: OrganisationRow) -> Organisation {
-        Organisation {
-            id: OrgId(r.id),
-            slug: r.slug,
-            name: r.name,
-        }
+        Organisation { id: OrgId(r.id), slug: r.slug, name: r.name }
     }
 }
 
 // ---------------------------------------------------------------- organisations
 
-pub async fn create_organisation(
-    tx: &mut Tx,
-    slug: &str,
-    name: &str,
-) -> Result<Organisation, LedgerError> {
+pub async fn create_organisation(tx: &mut Tx, slug: &str, name: &str) -> Result<Organisation, LedgerError> {
     let sql = "INSERT INTO organisations (slug, name, created_at) VALUES ($1, $2, $3)
                ON CONFLICT (slug) DO NOTHING RETURNING id";
     let id: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(sql)
         .bind(slug).bind(name).bind(Timestamp::now())
         .fetch_optional(c).await?);
     let id = id.ok_or_else(|| LedgerError::DuplicateOrganisation(slug.to_owned()))?;
-    Ok(Organisation {
-        id: OrgId(id),
-        slug: slug.to_owned(),
-        name: name.to_owned(),
-    })
+    Ok(Organisation { id: OrgId(id), slug: slug.to_owned(), name: name.to_owned() })
 }
 
-pub async fn organisation_by_slug(
-    db: &Db,
-    slug: &str,
-) -> Result<Option<Organisation>, LedgerError> {
+pub async fn organisation_by_slug(db: &Db, slug: &str) -> Result<Option<Organisation>, LedgerError> {
     let sql = "SELECT id, slug, name FROM organisations WHERE slug = $1";
-    let row: Option<OrganisationRow> =
-        on_db!(db, p => sqlx::query_as(sql).bind(slug).fetch_optional(p).await?);
+    let row: Option<OrganisationRow> = on_db!(db, p => sqlx::query_as(sql).bind(slug).fetch_optional(p).await?);
     Ok(row.map(Organisation::from))
 }
 
@@ -179,8 +159,7 @@ pub async fn create_account(tx: &mut Tx, new: &NewAccount) -> Result<Account, Le
     let sql = "INSERT INTO ledger_accounts (org_id, code, name, kind, currency, created_at)
                VALUES ($1, $2, $3, $4, $5, $6)
                ON CONFLICT (org_id, code) DO NOTHING RETURNING id";
-    let balance_sql =
-        "INSERT INTO ledger_balances (account_id, org_id, currency) VALUES ($1, $2, $3)";
+    let balance_sql = "INSERT INTO ledger_balances (account_id, org_id, currency) VALUES ($1, $2, $3)";
     let id: i64 = on_tx!(tx, c => {
         let id: Option<i64> = sqlx::query_scalar(sql)
             .bind(new.org.0).bind(&new.code).bind(&new.name).bind(new.kind.as_str())
@@ -200,15 +179,10 @@ pub async fn create_account(tx: &mut Tx, new: &NewAccount) -> Result<Account, Le
     })
 }
 
-pub async fn account_by_code(
-    db: &Db,
-    org: OrgId,
-    code: &str,
-) -> Result<Option<Account>, LedgerError> {
+pub async fn account_by_code(db: &Db, org: OrgId, code: &str) -> Result<Option<Account>, LedgerError> {
     let sql = "SELECT id, org_id, code, name, kind, currency FROM ledger_accounts
                WHERE org_id = $1 AND code = $2";
-    let row: Option<AccountRow> =
-        on_db!(db, p => sqlx::query_as(sql).bind(org.0).bind(code).fetch_optional(p).await?);
+    let row: Option<AccountRow> = on_db!(db, p => sqlx::query_as(sql).bind(org.0).bind(code).fetch_optional(p).await?);
     row.map(Account::try_from).transpose()
 }
 
@@ -216,8 +190,7 @@ pub async fn account_by_code(
 /// many postings the account has.
 pub async fn balance(db: &Db, account: AccountId) -> Result<Money, LedgerError> {
     let sql = "SELECT balance, currency FROM ledger_balances WHERE account_id = $1";
-    let row: Option<(i64, String)> =
-        on_db!(db, p => sqlx::query_as(sql).bind(account.0).fetch_optional(p).await?);
+    let row: Option<(i64, String)> = on_db!(db, p => sqlx::query_as(sql).bind(account.0).fetch_optional(p).await?);
     let (amount, code) = row.ok_or(LedgerError::UnknownAccount(account))?;
     Ok(Money::new(amount, currency(&code)?))
 }
@@ -227,8 +200,7 @@ pub async fn balances(db: &Db, org: OrgId) -> Result<Vec<AccountBalance>, Ledger
     let sql = "SELECT a.id, a.org_id, a.code, a.name, a.kind, a.currency, b.balance, b.n_postings
                FROM ledger_accounts a JOIN ledger_balances b ON b.account_id = a.id
                WHERE a.org_id = $1 ORDER BY a.code";
-    let rows: Vec<AccountBalanceRow> =
-        on_db!(db, p => sqlx::query_as(sql).bind(org.0).fetch_all(p).await?);
+    let rows: Vec<AccountBalanceRow> = on_db!(db, p => sqlx::query_as(sql).bind(org.0).fetch_all(p).await?);
     rows.into_iter()
         .map(|r| {
             let currency = currency(&r.currency)?;
@@ -240,11 +212,7 @@ pub async fn balances(db: &Db, org: OrgId) -> Result<Vec<AccountBalance>, Ledger
                 kind: r.kind,
                 currency: r.currency,
             })?;
-            Ok(AccountBalance {
-                account,
-                balance: Money::new(r.balance, currency),
-                n_postings: r.n_postings,
-            })
+            Ok(AccountBalance { account, balance: Money::new(r.balance, currency), n_postings: r.n_postings })
         })
         .collect()
 }
@@ -284,18 +252,11 @@ pub async fn post(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> 
     // each UPDATE also returns the account's organisation and currency.
     let mut deltas: BTreeMap<AccountId, (i64, i64, Currency)> = BTreeMap::new();
     for p in entry.postings() {
-        let d = deltas
-            .entry(p.account)
-            .or_insert((0, 0, p.amount.currency()));
+        let d = deltas.entry(p.account).or_insert((0, 0, p.amount.currency()));
         if d.2 != p.amount.currency() {
-            return Err(LedgerError::CurrencyMismatch {
-                account: p.account,
-                posted: p.amount.currency(),
-            });
+            return Err(LedgerError::CurrencyMismatch { account: p.account, posted: p.amount.currency() });
         }
-        d.0 =
-            d.0.checked_add(p.amount.amount())
-                .ok_or(LedgerError::Overflow)?;
+        d.0 = d.0.checked_add(p.amount.amount()).ok_or(LedgerError::Overflow)?;
         d.1 += 1;
     }
     let update = "UPDATE ledger_balances SET balance = balance + $1, n_postings = n_postings + $2
@@ -313,9 +274,7 @@ pub async fn post(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> 
         }
     }
 
-    let mut sql = String::from(
-        "INSERT INTO ledger_postings (entry_id, account_id, amount, currency) VALUES ",
-    );
+    let mut sql = String::from("INSERT INTO ledger_postings (entry_id, account_id, amount, currency) VALUES ");
     for i in 0..entry.postings().len() {
         let n = i * 3;
         if i > 0 {
@@ -352,10 +311,7 @@ async fn replay(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> {
         let rows = sqlx::query_as(postings).bind(id).fetch_all(c).await?;
         (id, org, rows)
     });
-    let stored = rows
-        .into_iter()
-        .map(NewPosting::try_from)
-        .collect::<Result<Vec<_>, _>>()?;
+    let stored = rows.into_iter().map(NewPosting::try_from).collect::<Result<Vec<_>, _>>()?;
     if org == entry.header().org.0 && canonical(stored.into_iter()) == entry.canonical_postings() {
         Ok(Posted::Replayed(EntryId(id)))
     } else {
@@ -386,14 +342,8 @@ pub async fn post_entry(db: &Db, entry: &NewEntry) -> Result<Posted, LedgerError
 
 /// Posts the reversal of entry `original`: every posting negated, linked to
 /// the original. An entry can be reversed once.
-pub async fn reverse(
-    tx: &mut Tx,
-    original: EntryId,
-    header: EntryHeader,
-) -> Result<Posted, LedgerError> {
-    let loaded = entry_in(tx, original)
-        .await?
-        .ok_or(LedgerError::EntryNotFound(original))?;
+pub async fn reverse(tx: &mut Tx, original: EntryId, header: EntryHeader) -> Result<Posted, LedgerError> {
+    let loaded = entry_in(tx, original).await?.ok_or(LedgerError::EntryNotFound(original))?;
     if loaded.org != header.org {
         return Err(LedgerError::EntryNotFound(original));
     }
@@ -412,15 +362,13 @@ async fn entry_in(tx: &mut Tx, id: EntryId) -> Result<Option<Entry>, LedgerError
 
 const ENTRY_SQL: &str = "SELECT id, org_id, idempotency_key, occurred_at, recorded_at, description,
     source_kind, source_ref, reverses_entry_id, recorded_by FROM ledger_entries WHERE id = $1";
-const POSTINGS_SQL: &str =
-    "SELECT account_id, amount, currency FROM ledger_postings WHERE entry_id = $1 ORDER BY id";
+const POSTINGS_SQL: &str = "SELECT account_id, amount, currency FROM ledger_postings WHERE entry_id = $1 ORDER BY id";
 
 fn assemble(r: EntryRow, postings: Vec<PostingRow>) -> Result<Entry, LedgerError> {
     Ok(Entry {
         id: EntryId(r.id),
         org: OrgId(r.org_id),
-        key: IdempotencyKey::parse(r.idempotency_key)
-            .map_err(|e| LedgerError::Corrupt(e.to_string()))?,
+        key: IdempotencyKey::parse(r.idempotency_key).map_err(|e| LedgerError::Corrupt(e.to_string()))?,
         occurred_at: r.occurred_at,
         recorded_at: r.recorded_at,
         description: r.description,
@@ -430,10 +378,7 @@ fn assemble(r: EntryRow, postings: Vec<PostingRow>) -> Result<Entry, LedgerError
         },
         reverses: r.reverses_entry_id.map(EntryId),
         recorded_by: r.recorded_by,
-        postings: postings
-            .into_iter()
-            .map(NewPosting::try_from)
-            .collect::<Result<_, _>>()?,
+        postings: postings.into_iter().map(NewPosting::try_from).collect::<Result<_, _>>()?,
     })
 }
 
@@ -481,8 +426,7 @@ impl CheckReport {
 
 /// Recomputes every balance from the postings and verifies every entry.
 pub async fn check(db: &Db) -> Result<CheckReport, LedgerError> {
-    let counts =
-        "SELECT (SELECT COUNT(*) FROM ledger_entries), (SELECT COUNT(*) FROM ledger_postings),
+    let counts = "SELECT (SELECT COUNT(*) FROM ledger_entries), (SELECT COUNT(*) FROM ledger_postings),
                          (SELECT COUNT(*) FROM ledger_accounts)";
     let unbalanced = "SELECT entry_id, currency, CAST(SUM(amount) AS BIGINT) FROM ledger_postings
                       GROUP BY entry_id, currency HAVING SUM(amount) <> 0 ORDER BY entry_id";
@@ -496,8 +440,7 @@ pub async fn check(db: &Db) -> Result<CheckReport, LedgerError> {
                         ON s.account_id = b.account_id
                       WHERE b.balance <> COALESCE(s.total, 0) OR b.n_postings <> COALESCE(s.n, 0)
                       ORDER BY b.account_id";
-    let missing =
-        "SELECT a.id FROM ledger_accounts a LEFT JOIN ledger_balances b ON b.account_id = a.id
+    let missing = "SELECT a.id FROM ledger_accounts a LEFT JOIN ledger_balances b ON b.account_id = a.id
                    WHERE b.account_id IS NULL ORDER BY a.id";
     let misplaced = "SELECT p.id FROM ledger_postings p
                      JOIN ledger_accounts a ON a.id = p.account_id

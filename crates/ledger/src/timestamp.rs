@@ -28,15 +28,11 @@ impl Timestamp {
     }
 
     pub fn from_unix_micros(micros: i64) -> Option<Timestamp> {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
-            .ok()
-            .map(Timestamp)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok().map(Timestamp)
     }
 
     pub fn from_unix_seconds(seconds: i64) -> Option<Timestamp> {
-        OffsetDateTime::from_unix_timestamp(seconds)
-            .ok()
-            .map(Timestamp)
+        OffsetDateTime::from_unix_timestamp(seconds).ok().map(Timestamp)
     }
 
     pub fn unix_seconds(self) -> i64 {
@@ -63,10 +59,7 @@ impl From<OffsetDateTime> for Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = self
-            .0
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|_| fmt::Error)?;
+        let text = self.0.format(&time::format_description::well_known::Rfc3339).map_err(|_| fmt::Error)?;
         f.write_str(&text)
     }
 }
@@ -110,9 +103,7 @@ impl Encode<'_, Postgres> for Timestamp {
 
 impl<'r> Decode<'r, Postgres> for Timestamp {
     fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(Timestamp(<OffsetDateTime as Decode<Postgres>>::decode(
-            value,
-        )?))
+        Ok(Timestamp(<OffsetDateTime as Decode<Postgres>>::decode(value)?))
     }
 }
 

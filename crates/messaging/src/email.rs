@@ -213,7 +213,8 @@ mod tests {
         let to = EmailAddress::parse("hanako@example.jp").unwrap();
         let injected = build_message(&from, &to, Some("Eve\r\nBcc: all@example.jp"), "<id@x>", &rendered);
         assert_eq!(injected.unwrap_err(), EmailError::ControlCharacters);
-        let subject = render(&EmailTemplate::TestMessage { sent_from: "x".into() }, Locale::En, "kanpa\r\nBcc: a@b.jp").unwrap();
+        let subject =
+            render(&EmailTemplate::TestMessage { sent_from: "x".into() }, Locale::En, "kanpa\r\nBcc: a@b.jp").unwrap();
         assert!(!subject.subject.contains('\n'));
     }
 

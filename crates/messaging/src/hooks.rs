@@ -63,7 +63,8 @@ pub fn check_url(url: &str, allow_http_loopback: bool) -> Result<(), HookError> 
     if url.starts_with("https://") && url.len() > "https://".len() {
         return Ok(());
     }
-    let loopback = ["http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://localhost/", "http://[::1]:"];
+    let loopback =
+        ["http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://localhost/", "http://[::1]:"];
     if allow_http_loopback && loopback.iter().any(|p| url.starts_with(p)) {
         return Ok(());
     }
@@ -230,7 +231,8 @@ impl Deliver {
         elapsed: Duration,
     ) -> Result<(), sqlx::Error> {
         let mut tx = db.begin().await?;
-        let attempt = "INSERT INTO webhook_delivery_attempts (delivery_id, attempted_at, status_code, error, duration_ms)
+        let attempt =
+            "INSERT INTO webhook_delivery_attempts (delivery_id, attempted_at, status_code, error, duration_ms)
                        VALUES ($1, $2, $3, $4, $5)";
         let delivery = "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status_code = $1, last_error = $2
                         WHERE id = $3";

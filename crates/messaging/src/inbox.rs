@@ -212,7 +212,8 @@ impl JobHandler for ProcessEvent {
         let mut tx = db.begin().await?;
         let sql = "SELECT id, event_type, object_id, created, livemode, payload, status
                    FROM stripe_events WHERE id = $1";
-        let event: Option<StoredEvent> = on_tx!(&mut tx, c => sqlx::query_as(sql).bind(event_id).fetch_optional(c).await?);
+        let event: Option<StoredEvent> =
+            on_tx!(&mut tx, c => sqlx::query_as(sql).bind(event_id).fetch_optional(c).await?);
         let Some(event) = event else {
             return Err(JobFailure::GiveUp(format!("event {event_id} is not in the inbox")));
         };

@@ -46,9 +46,7 @@ impl RetryPolicy {
 
     /// The least total time the policy keeps retrying (without jitter).
     pub fn total_span(&self) -> Duration {
-        (1..self.max_attempts)
-            .map(|a| self.base.saturating_mul(2u32.saturating_pow(a as u32 - 1)).min(self.cap))
-            .sum()
+        (1..self.max_attempts).map(|a| self.base.saturating_mul(2u32.saturating_pow(a as u32 - 1)).min(self.cap)).sum()
     }
 }
 

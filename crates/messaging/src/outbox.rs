@@ -161,7 +161,8 @@ impl JobHandler for SendEmail {
 
     async fn on_dead(&self, tx: &mut Tx, job: &ClaimedJob, error: &str) -> Result<(), sqlx::Error> {
         if let Some(id) = job.payload["email_id"].as_i64() {
-            let sql = "UPDATE outbox_emails SET status = 'failed', last_error = $1 WHERE id = $2 AND status = 'pending'";
+            let sql =
+                "UPDATE outbox_emails SET status = 'failed', last_error = $1 WHERE id = $2 AND status = 'pending'";
             on_tx!(tx, c => sqlx::query(sql).bind(error).bind(id).execute(c).await?.rows_affected());
         }
         Ok(())

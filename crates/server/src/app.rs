@@ -9,6 +9,7 @@ use axum::Router;
 use axum::http::{HeaderName, Request};
 use axum::middleware::from_fn;
 use kanpa_ledger::Db;
+use kanpa_messaging::jobs::Workers;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -18,6 +19,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::workers::{self, Extras};
 use crate::{error, i18n, routes, telemetry};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -28,6 +30,9 @@ pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
+    /// Woken when a request enqueues work.
+    pub workers: Workers,
+    pub stripe_webhook_secrets: Arc<Vec<String>>,
 }
 
 /// The whole HTTP application.
@@ -37,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::home::router())
         .merge(routes::assets::router())
+        .merge(routes::webhooks::router())
         .fallback(error::not_found)
         .layer(from_fn(telemetry::track_requests))
         .with_state(state)
@@ -65,36 +71,41 @@ pub struct Server {
 impl Server {
     /// Connects to and migrates the database, then binds.
     pub async fn build(config: Config) -> anyhow::Result<Server> {
+        Server::build_with(config, Extras::default()).await
+    }
+
+    /// As [`Server::build`], with handlers or a mailer plugged in.
+    pub async fn build_with(config: Config, extras: Extras) -> anyhow::Result<Server> {
         let db = connect(&config).await?;
+        let workers = workers::build(&config, db.clone(), extras)?;
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("could not listen on {} (server.bind)", config.server.bind))?;
         let state = AppState {
             db,
+            stripe_webhook_secrets: Arc::new(config.stripe.webhook_secrets()),
             config: Arc::new(config),
             metrics: telemetry::metrics_handle(),
+            workers,
         };
         Ok(Server { listener, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn db(&self) -> &Db {
         &self.state.db
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish
-    /// for up to the configured grace period.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    /// Serves and runs the workers until `shutdown` resolves, then lets
+    /// in-flight requests and jobs finish for up to the grace period.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let grace = self.state.config.shutdown_grace();
         let db = self.state.db.clone();
+        let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+        let worker_pool = tokio::spawn(self.state.workers.clone().run(workers_stopped));
         let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
         let app = router(self.state);
         let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
@@ -110,6 +121,10 @@ impl Server {
             result = serve => result.context("server failed")?,
             () = deadline => tracing::warn!("grace period over: dropping the requests still running"),
         }
+        let _ = stop_workers.send(true);
+        if tokio::time::timeout(grace, worker_pool).await.is_err() {
+            tracing::warn!("grace period over: jobs still running will be retried after their lease");
+        }
         db.close().await;
         Ok(())
     }
@@ -120,9 +135,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Db> {
     let db = Db::connect(config.database.url.expose(), &config.db_options())
         .await
         .context("could not open the database (database.url)")?;
-    db.migrate()
-        .await
-        .context("could not apply database migrations")?;
+    db.migrate().await.context("could not apply database migrations")?;
     Ok(db)
 }
 

@@ -9,6 +9,7 @@ use kanpa_ledger::store;
 
 use crate::app::{self, Server};
 use crate::config::{Config, Overrides};
+use crate::operator;
 use crate::telemetry;
 
 /// kanpa: self-hostable crowdfunding and membership billing on one
@@ -39,11 +40,89 @@ pub enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Organisations (tenants) on this server.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Email: send a test message through the configured transport.
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+    },
+    /// Stripe: pull events the webhook endpoint missed.
+    Stripe {
+        #[command(subcommand)]
+        command: StripeCommand,
+    },
+    /// Outgoing webhooks of an organisation.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+    /// Background jobs: counts by state and the ones that gave up.
+    Jobs,
     /// Exit 0 if the server at ADDR answers /healthz (for container health checks).
     Healthcheck {
         /// Address of the running server; defaults to server.bind.
         #[arg(long, value_name = "ADDR")]
         addr: Option<SocketAddr>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Print one organisation per line: slug, then name.
+    List,
+    /// Create an organisation.
+    Add {
+        /// Short unique name used in URLs and exports (a-z, 0-9, -).
+        slug: String,
+        /// The name people see.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// Queue a test message to ADDRESS and send it now; exits 1 if it fails.
+    Test {
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+        /// Language of the message: ja or en.
+        #[arg(long, default_value = "ja")]
+        lang: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StripeCommand {
+    /// List events from the Stripe API created in the last DURATION (e.g. 3d,
+    /// 12h, 30m) and queue every one the inbox has not seen.
+    Backfill {
+        #[arg(long, value_name = "DURATION", default_value = "3d")]
+        since: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Register an endpoint; prints its signing secret once.
+    Add {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        #[arg(long)]
+        url: String,
+        /// Comma-separated event kinds, e.g. pledge.created,campaign.goal_reached.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+    },
+    /// Show the newest deliveries with every attempt's status code.
+    Log {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
     },
 }
 
@@ -71,12 +150,17 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate => migrate(config).await,
-        Command::Ledger {
-            command: LedgerCommand::Check,
-        } => return ledger_check(config).await,
+        Command::Ledger { command: LedgerCommand::Check } => return ledger_check(config).await,
         Command::Healthcheck { addr } => {
             return healthcheck(addr.unwrap_or(config.server.bind)).await;
         }
+        Command::Org { command } => operator::org(config, command).await,
+        Command::Mail { command: MailCommand::Test { to, lang } } => operator::mail_test(config, &to, &lang).await,
+        Command::Stripe { command: StripeCommand::Backfill { since } } => {
+            operator::stripe_backfill(config, &since).await
+        }
+        Command::Webhooks { command } => operator::webhooks(config, command).await,
+        Command::Jobs => operator::jobs(config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,16 +200,10 @@ async fn ledger_check(config: Config) -> ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "checked {} entries, {} postings, {} accounts",
-        report.entries, report.postings, report.accounts
-    );
+    let _ =
+        writeln!(out, "checked {} entries, {} postings, {} accounts", report.entries, report.postings, report.accounts);
     for (entry, currency, sum) in &report.unbalanced_entries {
-        let _ = writeln!(
-            out,
-            "UNBALANCED entry {entry}: {currency} postings sum to {sum}"
-        );
+        let _ = writeln!(out, "UNBALANCED entry {entry}: {currency} postings sum to {sum}");
     }
     for entry in &report.short_entries {
         let _ = writeln!(out, "SHORT entry {entry}: fewer than two postings");
@@ -140,16 +218,10 @@ async fn ledger_check(config: Config) -> ExitCode {
         let _ = writeln!(out, "MISSING balance row for account {account}");
     }
     for posting in &report.misplaced_postings {
-        let _ = writeln!(
-            out,
-            "MISPLACED posting {posting}: currency or organisation differs from its account"
-        );
+        let _ = writeln!(out, "MISPLACED posting {posting}: currency or organisation differs from its account");
     }
     if report.is_clean() {
-        let _ = writeln!(
-            out,
-            "ledger OK: every entry balances and every balance equals its postings"
-        );
+        let _ = writeln!(out, "ledger OK: every entry balances and every balance equals its postings");
         ExitCode::SUCCESS
     } else {
         let _ = writeln!(out, "ledger check FAILED");
@@ -160,16 +232,10 @@ async fn ledger_check(config: Config) -> ExitCode {
 /// A bare HTTP/1.1 GET, so the container image needs no curl.
 async fn healthcheck(addr: SocketAddr) -> ExitCode {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    };
+    let addr = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await?;
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
         std::io::Result::Ok(response.starts_with(b"HTTP/1.1 200"))

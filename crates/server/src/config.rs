@@ -47,6 +47,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub log: LogConfig,
+    pub jobs: JobsConfig,
+    pub webhooks: WebhooksConfig,
     pub payments: PaymentsConfig,
     pub stripe: StripeConfig,
     pub mail: MailConfig,
@@ -89,6 +91,21 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    pub concurrency: usize,
+    pub lease_secs: u64,
+    pub poll_interval_ms: u64,
+    pub backoff_scale: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub allow_http_loopback: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GatewayKind {
@@ -113,13 +130,7 @@ pub struct StripeConfig {
 
 impl StripeConfig {
     pub fn webhook_secrets(&self) -> Vec<String> {
-        self.webhook_secrets
-            .expose()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        self.webhook_secrets.expose().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
     }
 }
 
@@ -177,9 +188,7 @@ impl Config {
                 other => return Err(ConfigError::UnknownEnv(other.to_owned())),
             }
         }
-        figment = figment
-            .merge(Env::prefixed("KANPA__").split("__"))
-            .merge(Serialized::default("env", env));
+        figment = figment.merge(Env::prefixed("KANPA__").split("__")).merge(Serialized::default("env", env));
         if let Some(bind) = overrides.bind {
             figment = figment.merge(Serialized::default("server.bind", bind));
         }
@@ -190,26 +199,29 @@ impl Config {
 
     /// Refuses settings that are well-formed but wrong together.
     fn validate(&self) -> Result<(), ConfigError> {
-        if !self.server.base_url.starts_with("http://")
-            && !self.server.base_url.starts_with("https://")
-        {
+        if !self.server.base_url.starts_with("http://") && !self.server.base_url.starts_with("https://") {
             return Err(ConfigError::Refused {
                 key: "server.base_url",
                 reason: "must be an absolute http:// or https:// URL".into(),
             });
         }
-        if self.database.max_connections == 0 {
+        if self.mail.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(ConfigError::Refused {
-                key: "database.max_connections",
-                reason: "must be at least 1".into(),
+                key: "mail.from",
+                reason: "must be an address like \"Name <noreply@example.jp>\"".into(),
             });
+        }
+        if !(self.jobs.backoff_scale > 0.0 && self.jobs.backoff_scale <= 100.0) {
+            return Err(ConfigError::Refused { key: "jobs.backoff_scale", reason: "must be above 0".into() });
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::Refused { key: "database.max_connections", reason: "must be at least 1".into() });
         }
         if self.env == "production" {
             if self.payments.gateway == GatewayKind::Sandbox {
                 return Err(ConfigError::Refused {
                     key: "payments.gateway",
-                    reason: "the sandbox gateway takes no real money and is refused in production"
-                        .into(),
+                    reason: "the sandbox gateway takes no real money and is refused in production".into(),
                 });
             }
             if self.mail.transport == MailTransport::File {
@@ -250,6 +262,14 @@ impl Config {
         Duration::from_secs(self.server.shutdown_grace_secs)
     }
 
+    /// The host of `server.base_url`, used as the domain of Message-IDs.
+    pub fn host(&self) -> String {
+        let rest = self.server.base_url.split("://").nth(1).unwrap_or("localhost");
+        let authority = rest.split('/').next().unwrap_or("localhost");
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        if host.is_empty() { "localhost".to_owned() } else { host.to_owned() }
+    }
+
     pub fn db_options(&self) -> kanpa_ledger::DbOptions {
         kanpa_ledger::DbOptions {
             max_connections: self.database.max_connections,
@@ -265,21 +285,9 @@ fn describe(errors: figment::Error) -> ConfigError {
         .into_iter()
         .map(|e| {
             let key = e.path.join(".").to_lowercase();
-            let source = e
-                .metadata
-                .as_ref()
-                .map(|m| m.name.to_string())
-                .unwrap_or_default();
-            let key = if key.is_empty() {
-                "(top level)".to_owned()
-            } else {
-                key
-            };
-            if source.is_empty() {
-                format!("{key}: {}", e.kind)
-            } else {
-                format!("{key}: {} (from {source})", e.kind)
-            }
+            let source = e.metadata.as_ref().map(|m| m.name.to_string()).unwrap_or_default();
+            let key = if key.is_empty() { "(top level)".to_owned() } else { key };
+            if source.is_empty() { format!("{key}: {}", e.kind) } else { format!("{key}: {} (from {source})", e.kind) }
         })
         .collect();
     ConfigError::Invalid(lines.join("; "))
@@ -325,9 +333,6 @@ mod tests {
 
     #[test]
     fn unknown_environments_are_refused() {
-        assert!(matches!(
-            Config::load_env("staging-typo", &Overrides::default()),
-            Err(ConfigError::UnknownEnv(_))
-        ));
+        assert!(matches!(Config::load_env("staging-typo", &Overrides::default()), Err(ConfigError::UnknownEnv(_))));
     }
 }

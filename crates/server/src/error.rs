@@ -48,11 +48,7 @@ pub struct ErrorReport {
 
 impl ErrorReport {
     fn new(status: StatusCode, code: &'static str, message_key: &'static str) -> ErrorReport {
-        ErrorReport {
-            status,
-            code,
-            message_key,
-        }
+        ErrorReport { status, code, message_key }
     }
 }
 
@@ -65,30 +61,22 @@ fn ledger_report(e: &LedgerError) -> ErrorReport {
             | EntryError::Unbalanced { .. }
             | EntryError::Overflow
             | EntryError::BadIdempotencyKey
-            | EntryError::EmptyDescription => ErrorReport::new(
-                S::UNPROCESSABLE_ENTITY,
-                "invalid_entry",
-                "error-unprocessable",
-            ),
+            | EntryError::EmptyDescription => {
+                ErrorReport::new(S::UNPROCESSABLE_ENTITY, "invalid_entry", "error-unprocessable")
+            }
         },
         // A foreign account is reported exactly like a missing one: the
         // caller learns nothing about other organisations.
-        LedgerError::UnknownAccount(_)
-        | LedgerError::ForeignAccount(_)
-        | LedgerError::EntryNotFound(_) => {
+        LedgerError::UnknownAccount(_) | LedgerError::ForeignAccount(_) | LedgerError::EntryNotFound(_) => {
             ErrorReport::new(S::NOT_FOUND, "not_found", "error-not-found")
         }
-        LedgerError::CurrencyMismatch { .. } | LedgerError::Overflow => ErrorReport::new(
-            S::UNPROCESSABLE_ENTITY,
-            "invalid_amount",
-            "error-unprocessable",
-        ),
+        LedgerError::CurrencyMismatch { .. } | LedgerError::Overflow => {
+            ErrorReport::new(S::UNPROCESSABLE_ENTITY, "invalid_amount", "error-unprocessable")
+        }
         LedgerError::IdempotencyConflict(_)
         | LedgerError::AlreadyReversed(_)
         | LedgerError::DuplicateOrganisation(_)
-        | LedgerError::DuplicateAccountCode(_) => {
-            ErrorReport::new(S::CONFLICT, "conflict", "error-conflict")
-        }
+        | LedgerError::DuplicateAccountCode(_) => ErrorReport::new(S::CONFLICT, "conflict", "error-conflict"),
         LedgerError::Corrupt(_) | LedgerError::Database(_) => {
             ErrorReport::new(S::INTERNAL_SERVER_ERROR, "internal", "error-internal")
         }
@@ -100,16 +88,10 @@ impl AppError {
         use StatusCode as S;
         match self {
             AppError::NotFound => ErrorReport::new(S::NOT_FOUND, "not_found", "error-not-found"),
-            AppError::BadRequest(code) => {
-                ErrorReport::new(S::BAD_REQUEST, code, "error-bad-request")
-            }
+            AppError::BadRequest(code) => ErrorReport::new(S::BAD_REQUEST, code, "error-bad-request"),
             AppError::Ledger(e) => ledger_report(e),
-            AppError::Unavailable(_) => {
-                ErrorReport::new(S::SERVICE_UNAVAILABLE, "unavailable", "error-unavailable")
-            }
-            AppError::Internal(_) => {
-                ErrorReport::new(S::INTERNAL_SERVER_ERROR, "internal", "error-internal")
-            }
+            AppError::Unavailable(_) => ErrorReport::new(S::SERVICE_UNAVAILABLE, "unavailable", "error-unavailable"),
+            AppError::Internal(_) => ErrorReport::new(S::INTERNAL_SERVER_ERROR, "internal", "error-internal"),
         }
     }
 }
@@ -132,15 +114,8 @@ impl IntoResponse for AppError {
 pub async fn render_errors(request: Request, next: Next) -> Response {
     let locale = negotiate(request.uri(), request.headers());
     let path = request.uri().path().to_owned();
-    let wants_json = path.starts_with("/api/")
-        || path.starts_with("/webhooks/")
-        || accepts_json(request.headers());
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    let wants_json = path.starts_with("/api/") || path.starts_with("/webhooks/") || accepts_json(request.headers());
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
     let mut response = next.run(request).await;
     let report = match response.extensions_mut().remove::<ErrorReport>() {
         Some(report) => report,
@@ -169,20 +144,14 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
             request_id: tr.t_with("error-request-id", &[("id", &request_id)]),
             status: report.status.as_u16(),
         };
-        (
-            report.status,
-            Html(crate::pages::RenderHtml::render_html(&page)),
-        )
-            .into_response()
+        (report.status, Html(crate::pages::RenderHtml::render_html(&page))).into_response()
     };
     for (name, value) in response.headers() {
         if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
             rendered.headers_mut().append(name.clone(), value.clone());
         }
     }
-    rendered
-        .headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-store"));
+    rendered.headers_mut().insert("cache-control", HeaderValue::from_static("no-store"));
     rendered
 }
 

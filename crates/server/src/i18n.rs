@@ -46,15 +46,8 @@ impl Tr {
     }
 
     pub fn t_with(&self, key: &str, args: &[(&str, &str)]) -> String {
-        let args: HashMap<std::borrow::Cow<'static, str>, FluentValue<'_>> = args
-            .iter()
-            .map(|(k, v)| {
-                (
-                    std::borrow::Cow::Owned((*k).to_owned()),
-                    FluentValue::from(*v),
-                )
-            })
-            .collect();
+        let args: HashMap<std::borrow::Cow<'static, str>, FluentValue<'_>> =
+            args.iter().map(|(k, v)| (std::borrow::Cow::Owned((*k).to_owned()), FluentValue::from(*v))).collect();
         LOCALES.lookup_with_args(language(self.0), key, &args)
     }
 
@@ -104,18 +97,11 @@ pub fn negotiate(uri: &Uri, headers: &axum::http::HeaderMap) -> Locale {
     if let Some(locale) = from_cookie {
         return locale;
     }
-    headers
-        .get(ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(accept_language)
-        .unwrap_or_default()
+    headers.get(ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).and_then(accept_language).unwrap_or_default()
 }
 
 fn query_lang(uri: &Uri) -> Option<Locale> {
-    uri.query()?
-        .split('&')
-        .filter_map(|kv| kv.strip_prefix("lang="))
-        .find_map(Locale::parse)
+    uri.query()?.split('&').filter_map(|kv| kv.strip_prefix("lang=")).find_map(Locale::parse)
 }
 
 /// The supported language with the highest q-value in an Accept-Language
@@ -127,10 +113,7 @@ fn accept_language(header: &str) -> Option<Locale> {
         let Some(locale) = parts.next().and_then(Locale::parse) else {
             continue;
         };
-        let q = parts
-            .find_map(|p| p.trim().strip_prefix("q="))
-            .and_then(|q| q.parse::<f32>().ok())
-            .unwrap_or(1.0);
+        let q = parts.find_map(|p| p.trim().strip_prefix("q=")).and_then(|q| q.parse::<f32>().ok()).unwrap_or(1.0);
         if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
             best = Some((q, locale));
         }
@@ -143,10 +126,7 @@ pub async fn remember_language(request: Request, next: Next) -> Response {
     let chosen = query_lang(request.uri());
     let mut response = next.run(request).await;
     if let Some(locale) = chosen {
-        let cookie = format!(
-            "lang={}; Path=/; Max-Age=31536000; SameSite=Lax",
-            locale.as_str()
-        );
+        let cookie = format!("lang={}; Path=/; Max-Age=31536000; SameSite=Lax", locale.as_str());
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(SET_COOKIE, value);
         }
@@ -184,20 +164,14 @@ mod tests {
         let ja = include_str!("../locales/ja/main.ftl");
         let en = include_str!("../locales/en/main.ftl");
         let keys = |s: &str| -> Vec<String> {
-            let mut k: Vec<String> = s
-                .lines()
-                .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim().to_owned()))
-                .collect();
+            let mut k: Vec<String> =
+                s.lines().filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim().to_owned())).collect();
             k.sort();
             k
         };
         assert_eq!(keys(ja), keys(en));
         assert_eq!(Tr(Locale::Ja).t("error-heading"), "エラー");
         assert_eq!(Tr(Locale::En).t("error-heading"), "Error");
-        assert!(
-            Tr(Locale::En)
-                .t_with("error-request-id", &[("id", "abc")])
-                .contains("abc")
-        );
+        assert!(Tr(Locale::En).t_with("error-request-id", &[("id", "abc")]).contains("abc"));
     }
 }

@@ -9,9 +9,11 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod i18n;
+pub mod operator;
 pub mod pages;
 pub mod routes;
 pub mod telemetry;
+pub mod workers;
 
 /// Makes ring the process-wide TLS crypto provider. Test builds enable a
 /// second provider (aws-lc-rs, through the SMTP sink) and the Stripe client

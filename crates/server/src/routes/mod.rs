@@ -4,3 +4,4 @@
 pub mod assets;
 pub mod health;
 pub mod home;
+pub mod webhooks;

@@ -1,0 +1,60 @@
+//! The background workers of a `kanpa` process: which job kinds exist and
+//! what handles them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use kanpa_ledger::Db;
+use kanpa_messaging::hooks::{self, Deliver};
+use kanpa_messaging::inbox::{self, EventHandlers, ProcessEvent};
+use kanpa_messaging::jobs::{Registry, WorkerOptions, Workers};
+use kanpa_messaging::mailer::{FileMailer, Mailer, SmtpMailer};
+use kanpa_messaging::outbox::{self, SendEmail, SenderSettings};
+
+use crate::config::{Config, MailTransport};
+
+/// What a caller (the binary, or a test) plugs into the workers.
+#[derive(Clone, Default)]
+pub struct Extras {
+    /// Stripe event handlers by type; later issues register the domain ones.
+    pub event_handlers: EventHandlers,
+    /// Replaces the configured mailer.
+    pub mailer: Option<Arc<dyn Mailer>>,
+}
+
+/// The mailer `mail.transport` selects.
+pub fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
+    Ok(match config.mail.transport {
+        MailTransport::File => Arc::new(FileMailer::new(&config.mail.file_dir)),
+        MailTransport::Smtp => Arc::new(
+            SmtpMailer::from_url(config.mail.smtp_url.expose()).map_err(anyhow::Error::msg).context("mail.smtp_url")?,
+        ),
+    })
+}
+
+/// Builds the worker pool with every job kind registered.
+pub fn build(config: &Config, db: Db, extras: Extras) -> anyhow::Result<Workers> {
+    let mailer = match extras.mailer {
+        Some(mailer) => mailer,
+        None => mailer(config)?,
+    };
+    let settings =
+        SenderSettings { from: config.mail.from.parse().context("mail.from")?, site_name: "kanpa".to_owned() };
+    let mut registry = Registry::default();
+    registry.register(inbox::JOB_KIND, Arc::new(ProcessEvent { handlers: extras.event_handlers }));
+    registry.register(outbox::JOB_KIND, Arc::new(SendEmail { mailer, settings }));
+    registry.register(hooks::JOB_KIND, Arc::new(Deliver::new()));
+    let options = WorkerOptions {
+        name: format!("{}-{}", hostname(), std::process::id()),
+        concurrency: config.jobs.concurrency,
+        lease: Duration::from_secs(config.jobs.lease_secs),
+        poll_interval: Duration::from_millis(config.jobs.poll_interval_ms),
+        backoff_scale: config.jobs.backoff_scale,
+    };
+    Ok(Workers::new(db, registry, options))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "kanpa".to_owned())
+}
