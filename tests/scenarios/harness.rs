@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use kanpa_ledger::Db;
 use kanpa_server::app::Server;
 use kanpa_server::config::{Config, Overrides, Secret};
+use kanpa_server::workers::Extras;
 pub use kanpa_testkit::backends::{FreshDatabase, TestBackend};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -34,6 +35,19 @@ pub struct TestDb {
     pub db: Db,
     pub url: String,
     _fresh: FreshDatabase,
+}
+
+/// Polls `check` every 20 ms until it returns true or `seconds` pass.
+pub async fn eventually<F, Fut>(seconds: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 impl TestDb {
@@ -67,10 +81,21 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(backend: TestBackend) -> Option<TestApp> {
+        TestApp::spawn_with(backend, Extras::default(), |_| {}).await
+    }
+
+    /// Spawns with handlers or a mailer plugged in and the configuration
+    /// adjusted by `configure`.
+    pub async fn spawn_with(
+        backend: TestBackend,
+        extras: Extras,
+        configure: impl FnOnce(&mut Config),
+    ) -> Option<TestApp> {
         kanpa_server::install_crypto_provider();
         let database = TestDb::new(backend).await?;
-        let config = test_config(&database.url);
-        let server = Server::build(config).await.expect("server builds");
+        let mut config = test_config(&database.url);
+        configure(&mut config);
+        let server = Server::build_with(config, extras).await.expect("server builds");
         let addr = server.local_addr();
         let db = server.db().clone();
         let (tx, rx) = oneshot::channel::<()>();

@@ -5,5 +5,7 @@
 mod harness;
 
 mod cli;
+mod jobs;
 mod ledger;
+mod outgoing;
 mod server;
