@@ -205,7 +205,7 @@ async fn two_worker_processes_split_the_queue_without_doubling(backend: TestBack
     assert_eq!(sent_by_both, total, "each email written exactly once across both processes");
     assert_eq!(all.len(), total);
     assert!(
-        files[0].len() > 0 && files[1].len() > 0,
+        !files[0].is_empty() && !files[1].is_empty(),
         "both processes took work: {} / {}",
         files[0].len(),
         files[1].len()
