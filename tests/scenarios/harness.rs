@@ -73,6 +73,7 @@ pub fn test_config(database_url: &str) -> Config {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db: Db,
+    pub database_url: String,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -104,7 +105,8 @@ impl TestApp {
         }));
         let client =
             reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client");
-        Some(TestApp { addr, db, client, shutdown: Some(tx), task: Some(task), _database: database })
+        let database_url = database.url.clone();
+        Some(TestApp { addr, db, database_url, client, shutdown: Some(tx), task: Some(task), _database: database })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -133,10 +135,16 @@ pub fn kanpa_bin() -> PathBuf {
 
 /// Runs `kanpa ARGS` against `database_url`; returns (exit code, stdout, stderr).
 pub fn run_kanpa(database_url: &str, args: &[&str]) -> (i32, String, String) {
+    run_kanpa_with(database_url, &[], args)
+}
+
+/// As [`run_kanpa`], with more environment variables.
+pub fn run_kanpa_with(database_url: &str, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let output = std::process::Command::new(kanpa_bin())
         .args(args)
         .env("KANPA_ENV", "test")
         .env("KANPA__DATABASE__URL", database_url)
+        .envs(env.iter().copied())
         .output()
         .expect("kanpa runs");
     (

@@ -152,8 +152,21 @@ impl StoredEvent {
 
 /// The `created` time and id of the newest event applied for a Stripe object.
 pub async fn newest_applied(tx: &mut Tx, object_id: &str) -> Result<Option<(Timestamp, String)>, sqlx::Error> {
-    let sql = "SELECT last_created, last_event_id FROM stripe_object_versions WHERE object_id = $1";
+    let sql = "SELECT last_created, last_event_id FROM stripe_object_versions
+               WHERE object_id = $1 AND last_event_id <> ''";
     Ok(on_tx!(tx, c => sqlx::query_as(sql).bind(object_id).fetch_optional(c).await?))
+}
+
+/// Takes the row lock on an object's version row (creating it empty if
+/// needed) for the rest of the transaction, so two workers never apply
+/// events of the same object at once: the second waits, then sees what the
+/// first applied. (SQLite serialises write transactions anyway.)
+async fn lock_object(tx: &mut Tx, object_id: &str) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO stripe_object_versions (object_id, last_created, last_event_id) VALUES ($1, $2, '')
+               ON CONFLICT (object_id) DO UPDATE SET last_created = stripe_object_versions.last_created";
+    let epoch = Timestamp::from_unix_seconds(0).expect("the epoch is a valid time");
+    on_tx!(tx, c => sqlx::query(sql).bind(object_id).bind(epoch).execute(c).await?.rows_affected());
+    Ok(())
 }
 
 async fn record_applied(tx: &mut Tx, event: &StoredEvent) -> Result<(), sqlx::Error> {
@@ -220,7 +233,11 @@ impl JobHandler for ProcessEvent {
         if event.status != "pending" {
             return Ok(tx);
         }
-        let status = match self.handlers.by_type.get(&event.event_type) {
+        let handler = self.handlers.by_type.get(&event.event_type);
+        if let (Some(_), Some(object)) = (handler, &event.object_id) {
+            lock_object(&mut tx, object).await?;
+        }
+        let status = match handler {
             None => "ignored",
             Some(handler) => match handler.handle(&mut tx, &event).await {
                 Ok(Handled::Applied) => {
