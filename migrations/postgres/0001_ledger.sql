@@ -46,12 +46,17 @@ CREATE TABLE ledger_postings (
 CREATE INDEX ledger_postings_entry ON ledger_postings (entry_id);
 CREATE INDEX ledger_postings_account ON ledger_postings (account_id, id);
 
+-- Balances are kept per account in one or more slots, so concurrent posters
+-- to a busy account (the Stripe balance) do not queue on one row lock; an
+-- account's balance is the sum of its slots.
 CREATE TABLE ledger_balances (
-    account_id  BIGINT PRIMARY KEY REFERENCES ledger_accounts (id),
+    account_id  BIGINT NOT NULL REFERENCES ledger_accounts (id),
+    slot        INTEGER NOT NULL,
     org_id      BIGINT NOT NULL,
     currency    TEXT   NOT NULL,
     balance     BIGINT NOT NULL DEFAULT 0,
-    n_postings  BIGINT NOT NULL DEFAULT 0
+    n_postings  BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, slot)
 );
 
 CREATE FUNCTION ledger_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -47,14 +47,20 @@ CREATE TABLE ledger_postings (
 CREATE INDEX ledger_postings_entry ON ledger_postings (entry_id);
 CREATE INDEX ledger_postings_account ON ledger_postings (account_id, id);
 
--- org_id and currency are copied from the account so that the balance UPDATE
--- in the posting transaction also returns what the poster must verify.
+-- Balances are kept per account in one or more slots (PostgreSQL spreads a
+-- busy account such as the Stripe balance over several rows so concurrent
+-- posters do not queue on one row lock); an account's balance is the sum of
+-- its slots. org_id and currency are copied from the account so that the
+-- balance upsert in the posting transaction also returns what the poster
+-- must verify.
 CREATE TABLE ledger_balances (
-    account_id  INTEGER PRIMARY KEY REFERENCES ledger_accounts (id),
+    account_id  INTEGER NOT NULL REFERENCES ledger_accounts (id),
+    slot        INTEGER NOT NULL,
     org_id      INTEGER NOT NULL,
     currency    TEXT    NOT NULL,
     balance     INTEGER NOT NULL DEFAULT 0,
-    n_postings  INTEGER NOT NULL DEFAULT 0
+    n_postings  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, slot)
 ) STRICT;
 
 CREATE TRIGGER ledger_postings_are_immutable_update BEFORE UPDATE ON ledger_postings

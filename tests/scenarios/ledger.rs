@@ -257,7 +257,11 @@ async fn many_concurrent_posters_keep_the_books_true_and_ledger_check_says_so(ba
     assert!(out.contains(&format!("checked {} entries", keys.len())), "{out}");
 
     // Balance rows are derived data; corrupt one and the check must notice.
-    let plant = format!("UPDATE ledger_balances SET balance = balance + 1 WHERE account_id = {}", books.accounts[3].id);
+    let id = books.accounts[3].id;
+    let plant = format!(
+        "UPDATE ledger_balances SET balance = balance + 1
+         WHERE account_id = {id} AND slot = (SELECT MIN(slot) FROM ledger_balances WHERE account_id = {id})"
+    );
     assert_eq!(exec_raw(&t.db, &plant).await.unwrap(), 1);
     let (code, out, _) = run_kanpa(&t.url, &["ledger", "check"]);
     assert_eq!(code, 1, "{out}");

@@ -159,7 +159,7 @@ pub async fn create_account(tx: &mut Tx, new: &NewAccount) -> Result<Account, Le
     let sql = "INSERT INTO ledger_accounts (org_id, code, name, kind, currency, created_at)
                VALUES ($1, $2, $3, $4, $5, $6)
                ON CONFLICT (org_id, code) DO NOTHING RETURNING id";
-    let balance_sql = "INSERT INTO ledger_balances (account_id, org_id, currency) VALUES ($1, $2, $3)";
+    let balance_sql = "INSERT INTO ledger_balances (account_id, slot, org_id, currency) VALUES ($1, 0, $2, $3)";
     let id: i64 = on_tx!(tx, c => {
         let id: Option<i64> = sqlx::query_scalar(sql)
             .bind(new.org.0).bind(&new.code).bind(&new.name).bind(new.kind.as_str())
@@ -186,20 +186,43 @@ pub async fn account_by_code(db: &Db, org: OrgId, code: &str) -> Result<Option<A
     row.map(Account::try_from).transpose()
 }
 
-/// An account's balance, read from its balance row: constant time however
-/// many postings the account has.
+/// An account's balance, read from its balance slots (at most
+/// [`BALANCE_SLOTS`] rows): constant time however many postings it has.
 pub async fn balance(db: &Db, account: AccountId) -> Result<Money, LedgerError> {
-    let sql = "SELECT balance, currency FROM ledger_balances WHERE account_id = $1";
-    let row: Option<(i64, String)> = on_db!(db, p => sqlx::query_as(sql).bind(account.0).fetch_optional(p).await?);
-    let (amount, code) = row.ok_or(LedgerError::UnknownAccount(account))?;
-    Ok(Money::new(amount, currency(&code)?))
+    let sql = "SELECT CAST(SUM(balance) AS BIGINT), MIN(currency) FROM ledger_balances WHERE account_id = $1";
+    let row: (Option<i64>, Option<String>) = on_db!(db, p => sqlx::query_as(sql).bind(account.0).fetch_one(p).await?);
+    match row {
+        (Some(amount), Some(code)) => Ok(Money::new(amount, currency(&code)?)),
+        _ => Err(LedgerError::UnknownAccount(account)),
+    }
+}
+
+/// Slots per account balance on PostgreSQL. Posters to the same account
+/// pick different slots (by entry), so they rarely wait on one row lock;
+/// SQLite has a single writer and uses one slot.
+pub const BALANCE_SLOTS: u64 = 16;
+
+fn slot_for(backend: crate::Backend, key: &IdempotencyKey, account: AccountId) -> i64 {
+    use std::hash::{Hash, Hasher};
+    match backend {
+        crate::Backend::Sqlite => 0,
+        crate::Backend::Postgres => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            key.as_str().hash(&mut hasher);
+            account.0.hash(&mut hasher);
+            (hasher.finish() % BALANCE_SLOTS) as i64
+        }
+    }
 }
 
 /// Every account of an organisation with its balance, ordered by code.
 pub async fn balances(db: &Db, org: OrgId) -> Result<Vec<AccountBalance>, LedgerError> {
-    let sql = "SELECT a.id, a.org_id, a.code, a.name, a.kind, a.currency, b.balance, b.n_postings
-               FROM ledger_accounts a JOIN ledger_balances b ON b.account_id = a.id
-               WHERE a.org_id = $1 ORDER BY a.code";
+    let sql = "SELECT a.id, a.org_id, a.code, a.name, a.kind, a.currency,
+                      CAST(COALESCE(SUM(b.balance), 0) AS BIGINT) AS balance,
+                      CAST(COALESCE(SUM(b.n_postings), 0) AS BIGINT) AS n_postings
+               FROM ledger_accounts a LEFT JOIN ledger_balances b ON b.account_id = a.id
+               WHERE a.org_id = $1
+               GROUP BY a.id, a.org_id, a.code, a.name, a.kind, a.currency ORDER BY a.code";
     let rows: Vec<AccountBalanceRow> = on_db!(db, p => sqlx::query_as(sql).bind(org.0).fetch_all(p).await?);
     rows.into_iter()
         .map(|r| {
@@ -248,8 +271,9 @@ pub async fn post(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> 
         return replay(tx, entry).await;
     };
 
-    // Balance rows first, in account order (no deadlocks between posters);
-    // each UPDATE also returns the account's organisation and currency.
+    // Balance slots first, in account order (no deadlocks between posters);
+    // each upsert also returns the account's organisation and currency, and
+    // returns nothing for an account that does not exist.
     let mut deltas: BTreeMap<AccountId, (i64, i64, Currency)> = BTreeMap::new();
     for p in entry.postings() {
         let d = deltas.entry(p.account).or_insert((0, 0, p.amount.currency()));
@@ -259,11 +283,17 @@ pub async fn post(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> 
         d.0 = d.0.checked_add(p.amount.amount()).ok_or(LedgerError::Overflow)?;
         d.1 += 1;
     }
-    let update = "UPDATE ledger_balances SET balance = balance + $1, n_postings = n_postings + $2
-                  WHERE account_id = $3 RETURNING org_id, currency";
+    let upsert = "INSERT INTO ledger_balances (account_id, slot, org_id, currency, balance, n_postings)
+                  SELECT id, $2, org_id, currency, $3, $4 FROM ledger_accounts WHERE id = $1
+                  ON CONFLICT (account_id, slot) DO UPDATE
+                  SET balance = ledger_balances.balance + excluded.balance,
+                      n_postings = ledger_balances.n_postings + excluded.n_postings
+                  RETURNING org_id, currency";
+    let backend = tx.backend();
     for (account, (net, count, posted)) in deltas {
-        let row: Option<(i64, String)> = on_tx!(tx, c => sqlx::query_as(update)
-            .bind(net).bind(count).bind(account.0)
+        let slot = slot_for(backend, &h.key, account);
+        let row: Option<(i64, String)> = on_tx!(tx, c => sqlx::query_as(upsert)
+            .bind(account.0).bind(slot).bind(net).bind(count)
             .fetch_optional(c).await?);
         let (org, code) = row.ok_or(LedgerError::UnknownAccount(account))?;
         if org != h.org.0 {
@@ -434,14 +464,16 @@ pub async fn check(db: &Db) -> Result<CheckReport, LedgerError> {
                  GROUP BY e.id HAVING COUNT(p.id) < 2 ORDER BY e.id";
     let mismatches = "SELECT b.account_id, b.balance, CAST(COALESCE(s.total, 0) AS BIGINT),
                              b.n_postings, CAST(COALESCE(s.n, 0) AS BIGINT)
-                      FROM ledger_balances b
+                      FROM (SELECT account_id, CAST(SUM(balance) AS BIGINT) AS balance,
+                                   CAST(SUM(n_postings) AS BIGINT) AS n_postings
+                            FROM ledger_balances GROUP BY account_id) b
                       LEFT JOIN (SELECT account_id, SUM(amount) AS total, COUNT(*) AS n
                                  FROM ledger_postings GROUP BY account_id) s
                         ON s.account_id = b.account_id
                       WHERE b.balance <> COALESCE(s.total, 0) OR b.n_postings <> COALESCE(s.n, 0)
                       ORDER BY b.account_id";
-    let missing = "SELECT a.id FROM ledger_accounts a LEFT JOIN ledger_balances b ON b.account_id = a.id
-                   WHERE b.account_id IS NULL ORDER BY a.id";
+    let missing = "SELECT a.id FROM ledger_accounts a
+                   WHERE NOT EXISTS (SELECT 1 FROM ledger_balances b WHERE b.account_id = a.id) ORDER BY a.id";
     let misplaced = "SELECT p.id FROM ledger_postings p
                      JOIN ledger_accounts a ON a.id = p.account_id
                      JOIN ledger_entries e ON e.id = p.entry_id
