@@ -5,10 +5,12 @@ use std::time::{Duration, Instant};
 
 use kanpa_ledger::store;
 use kanpa_ledger::{
-    AccountId, AccountKind, Currency, Db, DbOptions, EntryHeader, IdempotencyKey, Money, NewAccount, NewEntry,
-    NewPosting, OrgId, Timestamp, on_tx,
+    AccountId, AccountKind, Currency, Db, EntryHeader, IdempotencyKey, Money, NewAccount, NewEntry, NewPosting, OrgId,
+    Timestamp, on_tx,
 };
 use kanpa_testkit::postgres::{Durability, PgCluster};
+
+use crate::target::fresh;
 use rand::Rng;
 
 #[derive(Debug, clap::Args)]
@@ -28,35 +30,6 @@ pub struct Args {
     /// Accounts the entries spread over.
     #[arg(long, default_value_t = 50)]
     accounts: usize,
-}
-
-struct Target {
-    db: Db,
-    _guard: Guard,
-}
-
-enum Guard {
-    Sqlite(#[expect(dead_code, reason = "held for its Drop")] tempfile::TempDir),
-    Postgres(#[expect(dead_code, reason = "held for its Drop")] kanpa_testkit::postgres::PgDatabase),
-}
-
-async fn fresh(backend: &str, cluster: Option<&'static PgCluster>) -> anyhow::Result<Target> {
-    let options = DbOptions { max_connections: 40, ..DbOptions::default() };
-    let (url, guard) = match backend {
-        "sqlite" => {
-            let dir = tempfile::tempdir()?;
-            (format!("sqlite://{}", dir.path().join("bench.db").display()), Guard::Sqlite(dir))
-        }
-        "postgres" => {
-            let cluster = cluster.ok_or_else(|| anyhow::anyhow!("no PostgreSQL cluster"))?;
-            let db = cluster.create_database()?;
-            (db.url(), Guard::Postgres(db))
-        }
-        other => anyhow::bail!("unknown backend {other}"),
-    };
-    let db = Db::connect(&url, &options).await?;
-    db.migrate().await?;
-    Ok(Target { db, _guard: guard })
 }
 
 async fn open_accounts(db: &Db, n: usize) -> anyhow::Result<(OrgId, Vec<AccountId>)> {

@@ -5,8 +5,15 @@
 //! throw-away PostgreSQL cluster (durable settings), against the floor of
 //! the same rows written by plain INSERTs on one connection, and times
 //! balance reads at 10k and 1M postings.
+//!
+//! `cargo run --release -p kanpa-bench -- messaging` posts signed Stripe
+//! events to a running server from 32 clients for 20 s, against the floor of
+//! plain single-row inserts, times until every event is applied, and sends
+//! emails through the file transport and through SMTP to a sink.
 
 mod ledger;
+mod messaging;
+mod target;
 
 use clap::{Parser, Subcommand};
 
@@ -21,12 +28,16 @@ struct Cli {
 enum Command {
     /// Ledger posting throughput against a plain-INSERT floor, and balance read times.
     Ledger(ledger::Args),
+    /// Stripe webhook intake over HTTP against a plain-INSERT floor, time to apply every event, email throughput.
+    Messaging(messaging::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    kanpa_server::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Ledger(args) => runtime.block_on(ledger::run(args)),
+        Command::Messaging(args) => runtime.block_on(messaging::run(args)),
     }
 }

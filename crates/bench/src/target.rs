@@ -1,0 +1,36 @@
+//! Fresh, migrated databases to measure against.
+
+use kanpa_ledger::{Db, DbOptions};
+use kanpa_testkit::postgres::PgCluster;
+
+pub struct Target {
+    pub db: Db,
+    pub url: String,
+    _guard: Guard,
+}
+
+enum Guard {
+    Sqlite(#[expect(dead_code, reason = "held for its Drop")] tempfile::TempDir),
+    Postgres(#[expect(dead_code, reason = "held for its Drop")] kanpa_testkit::postgres::PgDatabase),
+}
+
+/// An empty, migrated database on `backend` ("sqlite" in a temporary
+/// directory, "postgres" in `cluster`).
+pub async fn fresh(backend: &str, cluster: Option<&'static PgCluster>) -> anyhow::Result<Target> {
+    let options = DbOptions { max_connections: 40, ..DbOptions::default() };
+    let (url, guard) = match backend {
+        "sqlite" => {
+            let dir = tempfile::tempdir()?;
+            (format!("sqlite://{}", dir.path().join("bench.db").display()), Guard::Sqlite(dir))
+        }
+        "postgres" => {
+            let cluster = cluster.ok_or_else(|| anyhow::anyhow!("no PostgreSQL cluster"))?;
+            let db = cluster.create_database()?;
+            (db.url(), Guard::Postgres(db))
+        }
+        other => anyhow::bail!("unknown backend {other}"),
+    };
+    let db = Db::connect(&url, &options).await?;
+    db.migrate().await?;
+    Ok(Target { db, url, _guard: guard })
+}
