@@ -4,4 +4,5 @@
 
 pub mod backends;
 pub mod postgres;
+pub mod smtp;
 pub mod stripe;
