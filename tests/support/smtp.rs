@@ -165,6 +165,7 @@ impl SmtpSink {
         format!("smtp://127.0.0.1:{}", self.port)
     }
 
+    /// The port tests connect to (the same after `go_down`/`come_up`).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -234,6 +235,7 @@ impl SmtpSink {
             .insert(address.to_lowercase(), code);
     }
 
+    /// Undoes [`SmtpSink::reject_recipient`].
     pub fn accept_recipient(&self, address: &str) {
         lock(&self.state)
             .rejected_recipients

@@ -23,8 +23,8 @@
 //!   same parameters replays the first answer byte for byte (with
 //!   `Idempotent-Replayed: true`) and does nothing else; the same key with
 //!   other parameters is a 400 `idempotency_error`. Answers that did not
-//!   start the work (400/401/404 validation errors, injected faults) are not
-//!   kept, as on Stripe.
+//!   start the work (400/401/404 validation errors, injected 429 and 500)
+//!   are not kept, as on Stripe; card declines (402) are.
 //! - Misbehaves on demand: latency, 429, 500, a connection closed after the
 //!   work was done but before any answer ([`Fault`]), declines of the next
 //!   payment ([`FakeStripe::decline_next`]).
@@ -77,7 +77,8 @@ pub const API_VERSION: &str = "2026-09-30.endive";
 /// A misbehaviour for the next requests, see [`FakeStripe::fail_next`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// HTTP 429 with Stripe's `rate_limit` error. Nothing happens.
+    /// HTTP 429 with Stripe's rate limit error (type
+    /// `invalid_request_error`, code `rate_limit`). Nothing happens.
     RateLimited,
     /// HTTP 500 with an `api_error`. Nothing happens, and nothing is kept
     /// under the idempotency key, so a retry with the same key does the work
@@ -153,6 +154,7 @@ impl FakeStripe {
         format!("http://{}/", self.address)
     }
 
+    /// The server's address, for raw HTTP or TCP checks.
     pub fn address(&self) -> SocketAddr {
         self.address
     }
@@ -193,6 +195,12 @@ impl FakeStripe {
     /// `authentication_required`, PaymentIntent left in `requires_action`),
     /// or any other decline code, reported under code `card_declined`.
     /// Calls queue up.
+    ///
+    /// Stripe's guide to off-session charges says a failed attempt leaves
+    /// the PaymentIntent in `requires_payment_method`, while its subscription
+    /// guide shows `requires_action` for authentication failures; the fake
+    /// uses `requires_action` for `authentication_required`. Code under test
+    /// should decide on the error code, not on that status.
     pub fn decline_next(&self, code: &str) {
         self.shared.lock().declines.push_back(code.to_owned());
     }

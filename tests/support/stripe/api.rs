@@ -620,12 +620,9 @@ fn create_payment_intent(state: &mut State, form: &Form) -> Result<Value, ApiErr
         .text("currency")
         .ok_or_else(|| ApiError::parameter_missing("currency"))?;
     if amount < 1 {
-        return Err(ApiError::new(
-            400,
-            "invalid_request_error",
-            Some("amount_too_small"),
-            "Amount must be at least ¥50 jpy",
-            Some("amount"),
+        return Err(ApiError::invalid(
+            "amount",
+            "This value must be greater than or equal to 1.",
         ));
     }
     let new = NewPaymentIntent {

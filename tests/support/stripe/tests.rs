@@ -685,6 +685,15 @@ async fn events_list_newest_first_with_a_created_filter_and_pages() {
     let created: Vec<i64> = recent.iter().map(|e| e.created).collect();
     assert_eq!(created, [base + 3, base + 2, base + 1]);
 
+    let newer = ListEvent::new()
+        .ending_before(page.data[1].id.to_string())
+        .send(&client)
+        .await
+        .expect("list");
+    assert_eq!(newer.data.len(), 1);
+    assert_eq!(newer.data[0].id, page.data[0].id);
+    assert!(!newer.has_more);
+
     let payment_intent_events = ListEvent::new()
         .type_("payment_intent.*")
         .send(&client)
@@ -981,10 +990,10 @@ async fn a_dropped_answer_is_a_connection_error_after_the_work_was_done() {
 #[tokio::test]
 async fn latency_delays_answers_but_not_the_work() {
     let (fake, client) = fake_and_client().await;
-    fake.set_latency(Duration::from_secs(2));
+    fake.set_latency(Duration::from_secs(3));
     let impatient = stripe::ClientBuilder::new(KEY)
         .url(fake.api_base())
-        .timeout(Duration::from_millis(200))
+        .timeout(Duration::from_millis(500))
         .build()
         .expect("client");
     let started = Instant::now();
@@ -994,7 +1003,7 @@ async fn latency_delays_answers_but_not_the_work() {
         .expect_err("times out");
     assert!(matches!(error, StripeError::Timeout), "got {error:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(3),
         "it did not wait"
     );
     assert_eq!(fake.objects("customer").len(), 1, "the work was done");
