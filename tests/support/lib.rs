@@ -1,7 +1,8 @@
 //! What kanpa's tests and benchmarks run against instead of the outside
-//! world: throw-away PostgreSQL clusters, and (with the messaging work) a
-//! fake Stripe and an SMTP sink. None of it is linked into the `kanpa`
-//! binary.
+//! world: throw-away PostgreSQL clusters, a fake Stripe and an SMTP sink.
+//! None of it is linked into the `kanpa` binary.
 
 pub mod backends;
 pub mod postgres;
+pub mod smtp;
+pub mod stripe;
