@@ -173,12 +173,12 @@ async fn two_worker_processes_split_the_queue_without_doubling(backend: TestBack
 
     let total = 200;
     let mut tx = t.db.begin().await.unwrap();
-    for i in 0..total {
+    for i in 0..total as u32 {
         let email = NewEmail {
             key: format!("split:{i}"),
             to: EmailAddress::parse(&format!("patron{i}@example.jp")).unwrap(),
             to_name: None,
-            locale: if i % 2 == 0 { Locale::Ja } else { Locale::En },
+            locale: if i.is_multiple_of(2) { Locale::Ja } else { Locale::En },
             template: EmailTemplate::TestMessage { sent_from: "split test".into() },
         };
         assert!(matches!(outbox::enqueue(&mut tx, &email, "kanpa.test").await.unwrap(), Queued::New(_)));

@@ -5,6 +5,7 @@
 mod harness;
 
 mod cli;
+mod inbox;
 mod jobs;
 mod ledger;
 mod outgoing;

@@ -65,27 +65,16 @@ impl ReceivedMail {
     /// The raw value of the first header with this name (case-insensitive),
     /// folded lines joined, encoded words left as they are.
     pub fn header(&self, name: &str) -> Option<String> {
-        let head = self
-            .data
-            .split("\r\n\r\n")
-            .next()
-            .unwrap_or_default()
-            .replace("\r\n ", " ")
-            .replace("\r\n\t", " ");
+        let head = self.data.split("\r\n\r\n").next().unwrap_or_default().replace("\r\n ", " ").replace("\r\n\t", " ");
         head.split("\r\n").find_map(|line| {
             let (field, value) = line.split_once(':')?;
-            field
-                .trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().to_owned())
+            field.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
         })
     }
 
     /// The text after the headers.
     pub fn body(&self) -> &str {
-        self.data
-            .split_once("\r\n\r\n")
-            .map_or("", |(_, body)| body)
+        self.data.split_once("\r\n\r\n").map_or("", |(_, body)| body)
     }
 }
 
@@ -123,12 +112,10 @@ impl SmtpSink {
     /// Starts a sink on a free port of 127.0.0.1. Must be called inside a
     /// Tokio runtime (the proxy in front of the SMTP server runs on it).
     pub fn start() -> anyhow::Result<SmtpSink> {
-        let runtime =
-            Handle::try_current().context("SmtpSink::start must run inside a Tokio runtime")?;
+        let runtime = Handle::try_current().context("SmtpSink::start must run inside a Tokio runtime")?;
         let state = SharedState::default();
 
-        let upstream_listener =
-            StdTcpListener::bind("127.0.0.1:0").context("bind the SMTP server to 127.0.0.1")?;
+        let upstream_listener = StdTcpListener::bind("127.0.0.1:0").context("bind the SMTP server to 127.0.0.1")?;
         let upstream = upstream_listener.local_addr()?;
         let mut server = Server::new(SinkHandler::new(Arc::clone(&state)));
         server
@@ -147,13 +134,7 @@ impl SmtpSink {
             .context("start the SMTP server thread")?;
 
         let listener = bind_front(&runtime, 0)?;
-        let sink = SmtpSink {
-            port: listener.local_addr()?.port(),
-            upstream,
-            state,
-            runtime,
-            front: Mutex::new(None),
-        };
+        let sink = SmtpSink { port: listener.local_addr()?.port(), upstream, state, runtime, front: Mutex::new(None) };
         sink.run_front(listener);
         Ok(sink)
     }
@@ -177,11 +158,7 @@ impl SmtpSink {
 
     /// Waits until at least `count` messages were accepted, checking every
     /// 20 ms, and returns them all; fails after `timeout`.
-    pub async fn wait_for(
-        &self,
-        count: usize,
-        timeout: Duration,
-    ) -> anyhow::Result<Vec<ReceivedMail>> {
+    pub async fn wait_for(&self, count: usize, timeout: Duration) -> anyhow::Result<Vec<ReceivedMail>> {
         let deadline = Instant::now() + timeout;
         loop {
             let messages = self.messages();
@@ -189,10 +166,7 @@ impl SmtpSink {
                 return Ok(messages);
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "expected {count} messages within {timeout:?}, got {}",
-                    messages.len()
-                );
+                bail!("expected {count} messages within {timeout:?}, got {}", messages.len());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -222,24 +196,18 @@ impl SmtpSink {
     /// `code` (451, 452: temporary; 550, 554: permanent). Nothing of those
     /// transactions is kept. Calls queue up.
     pub fn refuse_next(&self, count: usize, code: u16) {
-        lock(&self.state)
-            .refusals
-            .extend(std::iter::repeat_n(code, count));
+        lock(&self.state).refusals.extend(std::iter::repeat_n(code, count));
     }
 
     /// Answers `RCPT TO:<address>` (case-insensitive) with `code`, e.g. 550,
     /// until [`SmtpSink::accept_recipient`].
     pub fn reject_recipient(&self, address: &str, code: u16) {
-        lock(&self.state)
-            .rejected_recipients
-            .insert(address.to_lowercase(), code);
+        lock(&self.state).rejected_recipients.insert(address.to_lowercase(), code);
     }
 
     /// Undoes [`SmtpSink::reject_recipient`].
     pub fn accept_recipient(&self, address: &str) {
-        lock(&self.state)
-            .rejected_recipients
-            .remove(&address.to_lowercase());
+        lock(&self.state).rejected_recipients.remove(&address.to_lowercase());
     }
 
     fn front_slot(&self) -> MutexGuard<'_, Option<Front>> {
@@ -303,9 +271,7 @@ impl Drop for SmtpSink {
 
 impl std::fmt::Debug for SmtpSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmtpSink")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
+        f.debug_struct("SmtpSink").field("port", &self.port).finish_non_exhaustive()
     }
 }
 
@@ -321,12 +287,7 @@ struct SinkHandler {
 
 impl SinkHandler {
     fn new(state: SharedState) -> SinkHandler {
-        SinkHandler {
-            state,
-            from: String::new(),
-            to: Vec::new(),
-            data: Vec::new(),
-        }
+        SinkHandler { state, from: String::new(), to: Vec::new(), data: Vec::new() }
     }
 }
 
@@ -343,10 +304,7 @@ impl Handler for SinkHandler {
     }
 
     fn rcpt(&mut self, to: &str) -> Response {
-        match lock(&self.state)
-            .rejected_recipients
-            .get(&to.to_lowercase())
-        {
+        match lock(&self.state).rejected_recipients.get(&to.to_lowercase()) {
             Some(&code) => Response::custom(code, format!("<{to}>: recipient rejected")),
             None => response::OK,
         }
@@ -405,10 +363,7 @@ mod tests {
             .expect("message")
     }
 
-    async fn send(
-        transport: &AsyncSmtpTransport<Tokio1Executor>,
-        message: Message,
-    ) -> Result<(), SmtpError> {
+    async fn send(transport: &AsyncSmtpTransport<Tokio1Executor>, message: Message) -> Result<(), SmtpError> {
         transport.send(message).await.map(|_| ())
     }
 
@@ -416,68 +371,36 @@ mod tests {
     async fn a_sent_message_is_kept_with_envelope_and_headers() {
         let sink = SmtpSink::start().expect("start the sink");
         let transport = transport(&sink);
-        send(&transport, message("patron@example.com", "Your pledge"))
-            .await
-            .expect("delivered");
-        let messages = sink
-            .wait_for(1, Duration::from_secs(5))
-            .await
-            .expect("one message");
+        send(&transport, message("patron@example.com", "Your pledge")).await.expect("delivered");
+        let messages = sink.wait_for(1, Duration::from_secs(5)).await.expect("one message");
         let mail = &messages[0];
         assert_eq!(mail.from, "noreply@kanpa.example");
         assert_eq!(mail.to, ["patron@example.com"]);
         assert_eq!(mail.header("subject").as_deref(), Some("Your pledge"));
-        assert_eq!(
-            mail.header("From").as_deref(),
-            Some("Kanpa <noreply@kanpa.example>")
-        );
+        assert_eq!(mail.header("From").as_deref(), Some("Kanpa <noreply@kanpa.example>"));
         assert_eq!(mail.header("to").as_deref(), Some("patron@example.com"));
         assert!(mail.header("message-id").is_some());
         assert!(mail.header("date").is_some());
         assert!(!mail.body().is_empty());
-        assert!(
-            sink.wait_for(2, Duration::from_millis(100)).await.is_err(),
-            "only one message"
-        );
+        assert!(sink.wait_for(2, Duration::from_millis(100)).await.is_err(), "only one message");
     }
 
     #[tokio::test]
     async fn while_down_sending_fails_to_connect_and_works_again_when_up() {
         let sink = SmtpSink::start().expect("start the sink");
         let transport = transport(&sink);
-        send(&transport, message("a@example.com", "before"))
-            .await
-            .expect("delivered");
+        send(&transport, message("a@example.com", "before")).await.expect("delivered");
 
         sink.go_down().await;
-        let error = send(&transport, message("b@example.com", "while down"))
-            .await
-            .expect_err("the sink is down");
-        assert!(
-            !error.is_transient() && !error.is_permanent(),
-            "a connection error, not an SMTP answer: {error:?}"
-        );
+        let error = send(&transport, message("b@example.com", "while down")).await.expect_err("the sink is down");
+        assert!(!error.is_transient() && !error.is_permanent(), "a connection error, not an SMTP answer: {error:?}");
         assert!(error.to_string().contains("refused"), "{error}");
-        assert!(
-            tokio::net::TcpStream::connect(("127.0.0.1", sink.port()))
-                .await
-                .is_err(),
-            "connections are refused"
-        );
+        assert!(tokio::net::TcpStream::connect(("127.0.0.1", sink.port())).await.is_err(), "connections are refused");
 
         sink.come_up().expect("come back up");
-        send(&transport, message("c@example.com", "after"))
-            .await
-            .expect("delivered again");
-        let subjects: Vec<Option<String>> = sink
-            .messages()
-            .iter()
-            .map(|mail| mail.header("subject"))
-            .collect();
-        assert_eq!(
-            subjects,
-            [Some("before".to_owned()), Some("after".to_owned())]
-        );
+        send(&transport, message("c@example.com", "after")).await.expect("delivered again");
+        let subjects: Vec<Option<String>> = sink.messages().iter().map(|mail| mail.header("subject")).collect();
+        assert_eq!(subjects, [Some("before".to_owned()), Some("after".to_owned())]);
     }
 
     #[tokio::test]
@@ -485,18 +408,12 @@ mod tests {
         let sink = SmtpSink::start().expect("start the sink");
         let transport = transport(&sink);
         sink.refuse_next(1, 451);
-        let error = send(&transport, message("a@example.com", "first try"))
-            .await
-            .expect_err("refused");
+        let error = send(&transport, message("a@example.com", "first try")).await.expect_err("refused");
         assert!(error.is_transient(), "451 is temporary: {error:?}");
-        send(&transport, message("a@example.com", "second try"))
-            .await
-            .expect("the retry is delivered");
+        send(&transport, message("a@example.com", "second try")).await.expect("the retry is delivered");
 
         sink.refuse_next(1, 554);
-        let error = send(&transport, message("a@example.com", "refused for good"))
-            .await
-            .expect_err("refused");
+        let error = send(&transport, message("a@example.com", "refused for good")).await.expect_err("refused");
         assert!(error.is_permanent(), "554 is permanent: {error:?}");
         let messages = sink.messages();
         assert_eq!(messages.len(), 1);
@@ -508,20 +425,13 @@ mod tests {
         let sink = SmtpSink::start().expect("start the sink");
         let transport = transport(&sink);
         sink.reject_recipient("Gone@Example.com", 550);
-        let error = send(&transport, message("gone@example.com", "to the gone"))
-            .await
-            .expect_err("rejected");
+        let error = send(&transport, message("gone@example.com", "to the gone")).await.expect_err("rejected");
         assert!(error.is_permanent(), "550 is permanent: {error:?}");
         assert_eq!(error.status().map(u16::from), Some(550));
-        send(&transport, message("here@example.com", "to the living"))
-            .await
-            .expect("other recipients are unaffected");
+        send(&transport, message("here@example.com", "to the living")).await.expect("other recipients are unaffected");
         sink.accept_recipient("gone@example.com");
-        send(&transport, message("gone@example.com", "back again"))
-            .await
-            .expect("accepted again");
-        let recipients: Vec<Vec<String>> =
-            sink.messages().into_iter().map(|mail| mail.to).collect();
+        send(&transport, message("gone@example.com", "back again")).await.expect("accepted again");
+        let recipients: Vec<Vec<String>> = sink.messages().into_iter().map(|mail| mail.to).collect();
         assert_eq!(recipients, [["here@example.com"], ["gone@example.com"]]);
     }
 }

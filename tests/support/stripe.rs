@@ -65,6 +65,9 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 pub use fixtures::fixture;
+/// Stripe's `Stripe-Signature` header under any secret: for forged deliveries and
+/// for secrets being rotated.
+pub use webhooks::signature_header;
 
 use objects::metadata_of;
 use store::State;
@@ -127,9 +130,8 @@ pub struct FakeStripe {
 impl FakeStripe {
     /// Starts the server on a free port of 127.0.0.1.
     pub async fn start() -> anyhow::Result<FakeStripe> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("bind the fake Stripe to 127.0.0.1")?;
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind the fake Stripe to 127.0.0.1")?;
         let address = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(format!("http://{address}"))),
@@ -137,15 +139,8 @@ impl FakeStripe {
         });
         let (stop, stopped) = oneshot::channel();
         api::serve(listener, Arc::clone(&shared), stopped);
-        let http = reqwest::Client::builder()
-            .build()
-            .context("build the webhook sender's HTTP client")?;
-        Ok(FakeStripe {
-            shared,
-            address,
-            stop: Some(stop),
-            http,
-        })
+        let http = reqwest::Client::builder().build().context("build the webhook sender's HTTP client")?;
+        Ok(FakeStripe { shared, address, stop: Some(stop), http })
     }
 
     /// The base URL for `stripe::ClientBuilder::url`, with the trailing
@@ -246,12 +241,7 @@ impl FakeStripe {
     /// Every object of a kind (`"payment_intent"`, `"event"`, …), newest
     /// first, as the list endpoints order them.
     pub fn objects(&self, object_type: &str) -> Vec<Value> {
-        self.shared
-            .lock()
-            .all_of(object_type)
-            .into_iter()
-            .cloned()
-            .collect()
+        self.shared.lock().all_of(object_type).into_iter().cloned().collect()
     }
 
     /// Stores an object (with string `id` and `object` fields) as the API
@@ -276,10 +266,7 @@ impl FakeStripe {
     /// created where Stripe would. Returns the completed session. The hosted
     /// page at the session's `url` does the same from a browser.
     pub fn complete_checkout_session(&self, id: &str) -> anyhow::Result<Value> {
-        Ok(objects::complete_checkout_session(
-            &mut self.shared.lock(),
-            id,
-        )?)
+        Ok(objects::complete_checkout_session(&mut self.shared.lock(), id)?)
     }
 
     /// Bills the next period of a subscription: moves its period on and
@@ -335,11 +322,7 @@ impl FakeStripe {
     ) -> anyhow::Result<Value> {
         let mut state = self.shared.lock();
         let interval = (mode == "subscription").then_some("month");
-        let items = if mode == "setup" {
-            Vec::new()
-        } else {
-            vec![objects::PlanItem::new(amount, currency, interval)]
-        };
+        let items = if mode == "setup" { Vec::new() } else { vec![objects::PlanItem::new(amount, currency, interval)] };
         let session = objects::create_checkout_session(
             &mut state,
             objects::NewCheckoutSession {
@@ -349,10 +332,7 @@ impl FakeStripe {
                 success_url: Some("https://example.com/success".to_owned()),
                 cancel_url: Some("https://example.com/cancel".to_owned()),
                 metadata: metadata_of(metadata),
-                plan: objects::CheckoutPlan {
-                    items,
-                    ..Default::default()
-                },
+                plan: objects::CheckoutPlan { items, ..Default::default() },
                 ..Default::default()
             },
         )?;
@@ -370,13 +350,7 @@ impl FakeStripe {
         status: &str,
         metadata: &[(&str, &str)],
     ) -> anyhow::Result<Value> {
-        Ok(objects::payment_intent_in_status(
-            &mut self.shared.lock(),
-            amount,
-            currency,
-            status,
-            metadata_of(metadata),
-        )?)
+        Ok(objects::payment_intent_in_status(&mut self.shared.lock(), amount, currency, status, metadata_of(metadata))?)
     }
 
     /// A succeeded charge of a succeeded PaymentIntent carrying `metadata`
@@ -390,17 +364,10 @@ impl FakeStripe {
         metadata: &[(&str, &str)],
     ) -> anyhow::Result<Value> {
         let mut state = self.shared.lock();
-        let payment_intent = objects::payment_intent_in_status(
-            &mut state,
-            amount,
-            currency,
-            "succeeded",
-            metadata_of(metadata),
-        )?;
-        let charge_id = payment_intent["latest_charge"]
-            .as_str()
-            .context("a succeeded PaymentIntent has a charge")?
-            .to_owned();
+        let payment_intent =
+            objects::payment_intent_in_status(&mut state, amount, currency, "succeeded", metadata_of(metadata))?;
+        let charge_id =
+            payment_intent["latest_charge"].as_str().context("a succeeded PaymentIntent has a charge")?.to_owned();
         if amount_refunded > 0 {
             objects::create_refund(
                 &mut state,
@@ -411,10 +378,7 @@ impl FakeStripe {
                 },
             )?;
         }
-        state
-            .get(&charge_id)
-            .cloned()
-            .context("the charge was just stored")
+        state.get(&charge_id).cloned().context("the charge was just stored")
     }
 
     /// An invoice of `amount` in `status` (`draft`, `open`, `paid`, `void`,
@@ -506,13 +470,8 @@ impl FakeStripe {
 
     /// POSTs any body with any (or no) `Stripe-Signature` header, for forged,
     /// stale or malformed deliveries. Returns the status and the answer.
-    pub async fn deliver_raw(
-        &self,
-        body: &str,
-        signature: Option<&str>,
-    ) -> anyhow::Result<(u16, String)> {
-        self.post_to_webhook(body.to_owned(), signature.map(str::to_owned))
-            .await
+    pub async fn deliver_raw(&self, body: &str, signature: Option<&str>) -> anyhow::Result<(u16, String)> {
+        self.post_to_webhook(body.to_owned(), signature.map(str::to_owned)).await
     }
 
     /// Delivers each event `copies` times, in a shuffled order if asked, by
@@ -526,31 +485,15 @@ impl FakeStripe {
         concurrency: usize,
     ) -> anyhow::Result<Vec<u16>> {
         let url = self.webhook_url()?;
-        webhooks::deliver_many(
-            &self.http,
-            &url,
-            &self.shared.webhook_secret,
-            events,
-            copies,
-            shuffle,
-            concurrency,
-        )
-        .await
+        webhooks::deliver_many(&self.http, &url, &self.shared.webhook_secret, events, copies, shuffle, concurrency)
+            .await
     }
 
     fn webhook_url(&self) -> anyhow::Result<String> {
-        self.shared
-            .lock()
-            .webhook_url
-            .clone()
-            .context("no webhook URL: call set_webhook_url first")
+        self.shared.lock().webhook_url.clone().context("no webhook URL: call set_webhook_url first")
     }
 
-    async fn post_to_webhook(
-        &self,
-        body: String,
-        signature: Option<String>,
-    ) -> anyhow::Result<(u16, String)> {
+    async fn post_to_webhook(&self, body: String, signature: Option<String>) -> anyhow::Result<(u16, String)> {
         let url = self.webhook_url()?;
         webhooks::post(&self.http, &url, body, signature).await
     }
@@ -564,8 +507,6 @@ impl Drop for FakeStripe {
 
 impl std::fmt::Debug for FakeStripe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeStripe")
-            .field("address", &self.address)
-            .finish_non_exhaustive()
+        f.debug_struct("FakeStripe").field("address", &self.address).finish_non_exhaustive()
     }
 }

@@ -12,7 +12,7 @@
 //! emails through the file transport and through SMTP to a sink.
 
 mod ledger;
-// mod messaging; (enabled with the testkit fakes)
+mod messaging;
 mod target;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Ledger posting throughput against a plain-INSERT floor, and balance read times.
     Ledger(ledger::Args),
+    /// Stripe webhook intake over HTTP against a plain-INSERT floor, time to apply every event, email throughput.
+    Messaging(messaging::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +38,6 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Ledger(args) => runtime.block_on(ledger::run(args)),
+        Command::Messaging(args) => runtime.block_on(messaging::run(args)),
     }
 }

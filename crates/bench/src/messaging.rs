@@ -11,7 +11,7 @@ use kanpa_ledger::{
     store,
 };
 use kanpa_messaging::email::{EmailAddress, EmailTemplate};
-use kanpa_messaging::inbox::{self, EventHandlers, Handled, StoredEvent, StripeEventHandler};
+use kanpa_messaging::inbox::{EventHandlers, Handled, StoredEvent, StripeEventHandler};
 use kanpa_messaging::mailer::{Mailer, SmtpMailer};
 use kanpa_messaging::outbox::{self, NewEmail};
 use kanpa_server::app::Server;
@@ -92,7 +92,7 @@ async fn intake(target: &Target, args: &Args) -> anyhow::Result<Intake> {
     let stripe = FakeStripe::start().await?;
     let mut tx = target.db.begin().await?;
     let org = store::create_organisation(&mut tx, "bench", "Bench").await?;
-    let mut account = |code: &str, kind| NewAccount {
+    let account = |code: &str, kind| NewAccount {
         org: org.id,
         code: code.to_owned(),
         name: code.to_owned(),

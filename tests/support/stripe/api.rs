@@ -25,22 +25,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use super::objects::{
-    self, CheckoutPlan, CustomerChanges, ItemChange, Metadata, MetadataChanges, NewCheckoutSession,
-    NewCustomer, NewPaymentIntent, NewRefund, NewSetupIntent, NewSubscription, PlanItem, Recurring,
-    SubscriptionChanges,
+    self, CheckoutPlan, CustomerChanges, ItemChange, Metadata, MetadataChanges, NewCheckoutSession, NewCustomer,
+    NewPaymentIntent, NewRefund, NewSetupIntent, NewSubscription, PlanItem, Recurring, SubscriptionChanges,
 };
 use super::store::{ApiError, CreatedRange, ListQuery, SavedReply, State, random_alphanumeric};
 use super::{API_VERSION, Fault, RecordedRequest, Shared};
 
 pub(crate) fn serve(listener: TcpListener, shared: Arc<Shared>, stopped: oneshot::Receiver<()>) {
     let app = Router::new().fallback(handle).with_state(shared);
-    let server = axum::serve(
-        CuttableListener(listener),
-        app.into_make_service_with_connect_info::<ConnectionCutter>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = stopped.await;
-    });
+    let server = axum::serve(CuttableListener(listener), app.into_make_service_with_connect_info::<ConnectionCutter>())
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
     tokio::spawn(async move {
         if let Err(error) = server.await {
             eprintln!("fake Stripe server stopped: {error}");
@@ -104,10 +100,7 @@ struct CuttableStream {
 }
 
 fn cut_error() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "connection cut by the fake",
-    )
+    io::Error::new(io::ErrorKind::ConnectionAborted, "connection cut by the fake")
 }
 
 impl AsyncRead for CuttableStream {
@@ -124,11 +117,7 @@ impl AsyncRead for CuttableStream {
 }
 
 impl AsyncWrite for CuttableStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-        buffer: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &[u8]) -> Poll<io::Result<usize>> {
         if self.cutter.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
@@ -159,11 +148,7 @@ struct Reply {
 
 impl Reply {
     fn json(status: u16, body: &Value) -> Reply {
-        Reply {
-            status,
-            body: body.to_string(),
-            replayed: false,
-        }
+        Reply { status, body: body.to_string(), replayed: false }
     }
 
     fn error(error: &ApiError) -> Reply {
@@ -183,15 +168,8 @@ async fn handle(
     if !path.starts_with("/v1/") {
         return hosted_page(&shared, &method, &path);
     }
-    let raw_params: &[u8] = if method == Method::POST {
-        &body
-    } else {
-        uri.query().unwrap_or_default().as_bytes()
-    };
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
+    let raw_params: &[u8] = if method == Method::POST { &body } else { uri.query().unwrap_or_default().as_bytes() };
+    let idempotency_key = headers.get("idempotency-key").and_then(|value| value.to_str().ok()).map(str::to_owned);
     let (reply, latency, drop_answer) = {
         let mut state = shared.lock();
         let form = Form::parse(raw_params);
@@ -199,10 +177,7 @@ async fn handle(
             method: method.to_string(),
             path: path.clone(),
             idempotency_key: idempotency_key.clone(),
-            params: form
-                .as_ref()
-                .map(|form| form.pairs.clone())
-                .unwrap_or_default(),
+            params: form.as_ref().map(|form| form.pairs.clone()).unwrap_or_default(),
         });
         let fault = state.faults.pop_front();
         let reply = match fault {
@@ -213,21 +188,12 @@ async fn handle(
                 "Request rate limit exceeded. You can learn more about rate limits here https://stripe.com/docs/rate-limits.",
                 None,
             )),
-            Some(Fault::ServerError) => Reply::error(&ApiError::new(
-                500,
-                "api_error",
-                None,
-                "An unknown error occurred",
-                None,
-            )),
-            Some(Fault::Dropped) | None => process(
-                &mut state,
-                &method,
-                &path,
-                &headers,
-                form,
-                idempotency_key.as_deref(),
-            ),
+            Some(Fault::ServerError) => {
+                Reply::error(&ApiError::new(500, "api_error", None, "An unknown error occurred", None))
+            }
+            Some(Fault::Dropped) | None => {
+                process(&mut state, &method, &path, &headers, form, idempotency_key.as_deref())
+            }
         };
         (reply, state.latency, fault == Some(Fault::Dropped))
     };
@@ -244,10 +210,7 @@ fn answer(reply: Reply, idempotency_key: Option<&str>) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, reply.body).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert("stripe-version", HeaderValue::from_static(API_VERSION));
     if let Ok(request_id) = HeaderValue::from_str(&format!("req_{}", random_alphanumeric(14))) {
         headers.insert("request-id", request_id);
@@ -296,11 +259,7 @@ fn process(
     let fingerprint = (method.to_string(), path.to_owned(), sorted);
     if let Some(saved) = state.idempotent_replies.get(key) {
         if saved.fingerprint == fingerprint {
-            return Reply {
-                status: saved.status,
-                body: saved.body.clone(),
-                replayed: true,
-            };
+            return Reply { status: saved.status, body: saved.body.clone(), replayed: true };
         }
         return Reply::error(&ApiError::new(
             400,
@@ -316,14 +275,9 @@ fn process(
     // Stripe keeps the answer once the endpoint has started its work: a
     // success or a card decline, not a rejected request.
     if (200..300).contains(&reply.status) || reply.status == 402 {
-        state.idempotent_replies.insert(
-            key.to_owned(),
-            SavedReply {
-                fingerprint,
-                status: reply.status,
-                body: reply.body.clone(),
-            },
-        );
+        state
+            .idempotent_replies
+            .insert(key.to_owned(), SavedReply { fingerprint, status: reply.status, body: reply.body.clone() });
     }
     reply
 }
@@ -337,21 +291,10 @@ fn run(state: &mut State, method: &Method, path: &str, form: &Form) -> Reply {
 
 // ----- routes ---------------------------------------------------------------
 
-fn dispatch(
-    state: &mut State,
-    method: &Method,
-    path: &str,
-    form: &Form,
-) -> Result<Value, ApiError> {
-    let segments: Vec<&str> = path
-        .trim_start_matches("/v1/")
-        .trim_end_matches('/')
-        .split('/')
-        .collect();
+fn dispatch(state: &mut State, method: &Method, path: &str, form: &Form) -> Result<Value, ApiError> {
+    let segments: Vec<&str> = path.trim_start_matches("/v1/").trim_end_matches('/').split('/').collect();
     let get = |object_type: &str, id: &str| {
-        state
-            .get_of(object_type, id)
-            .ok_or_else(|| ApiError::missing(object_type, id, "id"))
+        state.get_of(object_type, id).ok_or_else(|| ApiError::missing(object_type, id, "id"))
     };
     match (method.as_str(), segments.as_slice()) {
         ("POST", ["customers"]) => Ok(objects::create_customer(
@@ -361,16 +304,13 @@ fn dispatch(
                 name: form.text("name"),
                 description: form.text("description"),
                 metadata: form.metadata("metadata"),
-                default_payment_method: form
-                    .text_at(&["invoice_settings", "default_payment_method"]),
+                default_payment_method: form.text_at(&["invoice_settings", "default_payment_method"]),
             },
         )),
         ("GET", ["customers"]) => {
             let email = form.text("email");
             list(state, "customer", path, form, |customer| {
-                email
-                    .as_ref()
-                    .is_none_or(|email| customer["email"] == email.as_str())
+                email.as_ref().is_none_or(|email| customer["email"] == email.as_str())
             })
         }
         ("GET", ["customers", id]) => get("customer", id),
@@ -382,8 +322,7 @@ fn dispatch(
                 name: form.text("name"),
                 description: form.text("description"),
                 metadata: form.metadata_changes("metadata"),
-                default_payment_method: form
-                    .text_at(&["invoice_settings", "default_payment_method"]),
+                default_payment_method: form.text_at(&["invoice_settings", "default_payment_method"]),
             },
         ),
         ("GET", ["payment_methods", id]) => get("payment_method", id),
@@ -391,14 +330,10 @@ fn dispatch(
         ("POST", ["checkout", "sessions"]) => create_checkout_session(state, form),
         ("GET", ["checkout", "sessions"]) => {
             let filters = form.filters(&["customer", "payment_intent", "subscription", "status"]);
-            list(state, "checkout.session", path, form, |session| {
-                matches_filters(session, &filters)
-            })
+            list(state, "checkout.session", path, form, |session| matches_filters(session, &filters))
         }
         ("GET", ["checkout", "sessions", id]) => get("checkout.session", id),
-        ("POST", ["checkout", "sessions", id, "expire"]) => {
-            objects::expire_checkout_session(state, id)
-        }
+        ("POST", ["checkout", "sessions", id, "expire"]) => objects::expire_checkout_session(state, id),
 
         ("POST", ["setup_intents"]) => {
             let new = NewSetupIntent {
@@ -420,9 +355,7 @@ fn dispatch(
         ("POST", ["payment_intents"]) => create_payment_intent(state, form),
         ("GET", ["payment_intents"]) => {
             let filters = form.filters(&["customer"]);
-            list(state, "payment_intent", path, form, |payment_intent| {
-                matches_filters(payment_intent, &filters)
-            })
+            list(state, "payment_intent", path, form, |payment_intent| matches_filters(payment_intent, &filters))
         }
         ("GET", ["payment_intents", id]) => get("payment_intent", id),
         ("POST", ["payment_intents", id, "confirm"]) => {
@@ -431,9 +364,7 @@ fn dispatch(
 
         ("GET", ["charges"]) => {
             let filters = form.filters(&["customer", "payment_intent"]);
-            list(state, "charge", path, form, |charge| {
-                matches_filters(charge, &filters)
-            })
+            list(state, "charge", path, form, |charge| matches_filters(charge, &filters))
         }
         ("GET", ["charges", id]) => get("charge", id),
 
@@ -442,9 +373,7 @@ fn dispatch(
             let customer = form.text("customer");
             let status = form.text("status");
             list(state, "subscription", path, form, |subscription| {
-                customer
-                    .as_ref()
-                    .is_none_or(|customer| subscription["customer"] == customer.as_str())
+                customer.as_ref().is_none_or(|customer| subscription["customer"] == customer.as_str())
                     && match status.as_deref() {
                         // Stripe leaves canceled subscriptions out unless asked.
                         None => subscription["status"] != "canceled",
@@ -459,9 +388,7 @@ fn dispatch(
 
         ("GET", ["invoices"]) => {
             let filters = form.filters(&["customer", "subscription", "status"]);
-            list(state, "invoice", path, form, |invoice| {
-                matches_filters(invoice, &filters)
-            })
+            list(state, "invoice", path, form, |invoice| matches_filters(invoice, &filters))
         }
         ("GET", ["invoices", id]) => get("invoice", id),
 
@@ -477,9 +404,7 @@ fn dispatch(
         ),
         ("GET", ["refunds"]) => {
             let filters = form.filters(&["charge", "payment_intent"]);
-            list(state, "refund", path, form, |refund| {
-                matches_filters(refund, &filters)
-            })
+            list(state, "refund", path, form, |refund| matches_filters(refund, &filters))
         }
         ("GET", ["refunds", id]) => get("refund", id),
 
@@ -489,10 +414,7 @@ fn dispatch(
             list(state, "balance_transaction", path, form, |transaction| {
                 matches_filters(transaction, &filters)
                     && payout.as_ref().is_none_or(|payout| {
-                        transaction["id"]
-                            .as_str()
-                            .and_then(|id| state.payout_of.get(id))
-                            == Some(payout)
+                        transaction["id"].as_str().and_then(|id| state.payout_of.get(id)) == Some(payout)
                     })
             })
         }
@@ -500,9 +422,7 @@ fn dispatch(
 
         ("GET", ["payouts"]) => {
             let filters = form.filters(&["status", "destination"]);
-            list(state, "payout", path, form, |payout| {
-                matches_filters(payout, &filters)
-            })
+            list(state, "payout", path, form, |payout| matches_filters(payout, &filters))
         }
         ("GET", ["payouts", id]) => get("payout", id),
 
@@ -511,21 +431,14 @@ fn dispatch(
             let many = form.strings("types");
             list(state, "event", path, form, |event| {
                 let event_type = event["type"].as_str().unwrap_or_default();
-                single
-                    .as_deref()
-                    .is_none_or(|pattern| event_type_matches(pattern, event_type))
-                    && (many.is_empty()
-                        || many
-                            .iter()
-                            .any(|pattern| event_type_matches(pattern, event_type)))
+                single.as_deref().is_none_or(|pattern| event_type_matches(pattern, event_type))
+                    && (many.is_empty() || many.iter().any(|pattern| event_type_matches(pattern, event_type)))
             })
         }
         ("GET", ["events", id]) => get("event", id),
 
         ("POST", ["billing_portal", "sessions"]) => {
-            let customer = form
-                .text("customer")
-                .ok_or_else(|| ApiError::parameter_missing("customer"))?;
+            let customer = form.text("customer").ok_or_else(|| ApiError::parameter_missing("customer"))?;
             objects::create_portal_session(state, &customer, form.text("return_url"))
         }
 
@@ -550,9 +463,7 @@ fn event_type_matches(pattern: &str, event_type: &str) -> bool {
 }
 
 fn matches_filters(object: &Value, filters: &[(String, String)]) -> bool {
-    filters
-        .iter()
-        .all(|(key, value)| object[key.as_str()] == value.as_str())
+    filters.iter().all(|(key, value)| object[key.as_str()] == value.as_str())
 }
 
 fn list(
@@ -574,23 +485,13 @@ fn list(
     };
     let created = match form.tree.get("created") {
         Some(Value::Object(range)) => {
-            let bound = |key: &str| -> Result<Option<i64>, ApiError> {
-                integer_at(range, key, &format!("created[{key}]"))
-            };
-            CreatedRange {
-                gt: bound("gt")?,
-                gte: bound("gte")?,
-                lt: bound("lt")?,
-                lte: bound("lte")?,
-            }
+            let bound =
+                |key: &str| -> Result<Option<i64>, ApiError> { integer_at(range, key, &format!("created[{key}]")) };
+            CreatedRange { gt: bound("gt")?, gte: bound("gte")?, lt: bound("lt")?, lte: bound("lte")? }
         }
         Some(_) => {
             let exact = form.integer("created")?;
-            CreatedRange {
-                gte: exact,
-                lte: exact,
-                ..Default::default()
-            }
+            CreatedRange { gte: exact, lte: exact, ..Default::default() }
         }
         None => CreatedRange::default(),
     };
@@ -613,17 +514,10 @@ fn check_customer(state: &State, customer: Option<&str>) -> Result<(), ApiError>
 }
 
 fn create_payment_intent(state: &mut State, form: &Form) -> Result<Value, ApiError> {
-    let amount = form
-        .integer("amount")?
-        .ok_or_else(|| ApiError::parameter_missing("amount"))?;
-    let currency = form
-        .text("currency")
-        .ok_or_else(|| ApiError::parameter_missing("currency"))?;
+    let amount = form.integer("amount")?.ok_or_else(|| ApiError::parameter_missing("amount"))?;
+    let currency = form.text("currency").ok_or_else(|| ApiError::parameter_missing("currency"))?;
     if amount < 1 {
-        return Err(ApiError::invalid(
-            "amount",
-            "This value must be greater than or equal to 1.",
-        ));
+        return Err(ApiError::invalid("amount", "This value must be greater than or equal to 1."));
     }
     let new = NewPaymentIntent {
         amount,
@@ -651,18 +545,10 @@ fn create_payment_intent(state: &mut State, form: &Form) -> Result<Value, ApiErr
 fn create_checkout_session(state: &mut State, form: &Form) -> Result<Value, ApiError> {
     let mut items = Vec::new();
     for (index, line) in form.array("line_items").iter().enumerate() {
-        items.push(plan_item(
-            state,
-            line,
-            &format!("line_items[{index}]"),
-            form.text("currency"),
-        )?);
+        items.push(plan_item(state, line, &format!("line_items[{index}]"), form.text("currency"))?);
     }
     let trial_period_days = match form.node_at(&["subscription_data", "trial_period_days"]) {
-        Some(value) => Some(parse_integer(
-            value,
-            "subscription_data[trial_period_days]",
-        )?),
+        Some(value) => Some(parse_integer(value, "subscription_data[trial_period_days]")?),
         None => None,
     };
     let new = NewCheckoutSession {
@@ -696,12 +582,7 @@ fn create_checkout_session(state: &mut State, form: &Form) -> Result<Value, ApiE
 /// A line item or subscription item: `price` (a stored price) or
 /// `price_data` (`currency`, `unit_amount`, `recurring`, `product` or
 /// `product_data[name]`), and `quantity`.
-fn plan_item(
-    state: &State,
-    node: &Value,
-    param: &str,
-    default_currency: Option<String>,
-) -> Result<PlanItem, ApiError> {
+fn plan_item(state: &State, node: &Value, param: &str, default_currency: Option<String>) -> Result<PlanItem, ApiError> {
     let quantity = match node.get("quantity") {
         Some(value) => parse_integer(value, &format!("{param}[quantity]"))?,
         None => 1,
@@ -715,25 +596,15 @@ fn plan_item(
     let Some(price_data) = node.get("price_data") else {
         return Err(ApiError::parameter_missing(&format!("{param}[price]")));
     };
-    let unit_amount = match (
-        price_data.get("unit_amount"),
-        price_data.get("unit_amount_decimal"),
-    ) {
+    let unit_amount = match (price_data.get("unit_amount"), price_data.get("unit_amount_decimal")) {
         (Some(value), _) => parse_integer(value, &format!("{param}[price_data][unit_amount]"))?,
-        (None, Some(value)) => value
-            .as_str()
-            .and_then(|text| text.split('.').next())
-            .and_then(|whole| whole.parse().ok())
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    &format!("{param}[price_data][unit_amount_decimal]"),
-                    "Invalid decimal",
-                )
-            })?,
+        (None, Some(value)) => {
+            value.as_str().and_then(|text| text.split('.').next()).and_then(|whole| whole.parse().ok()).ok_or_else(
+                || ApiError::invalid(&format!("{param}[price_data][unit_amount_decimal]"), "Invalid decimal"),
+            )?
+        }
         (None, None) => {
-            return Err(ApiError::parameter_missing(&format!(
-                "{param}[price_data][unit_amount]"
-            )));
+            return Err(ApiError::parameter_missing(&format!("{param}[price_data][unit_amount]")));
         }
     };
     let currency = price_data
@@ -747,17 +618,10 @@ fn plan_item(
             interval: recurring
                 .get("interval")
                 .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    ApiError::parameter_missing(&format!(
-                        "{param}[price_data][recurring][interval]"
-                    ))
-                })?
+                .ok_or_else(|| ApiError::parameter_missing(&format!("{param}[price_data][recurring][interval]")))?
                 .to_owned(),
             interval_count: match recurring.get("interval_count") {
-                Some(value) => parse_integer(
-                    value,
-                    &format!("{param}[price_data][recurring][interval_count]"),
-                )?,
+                Some(value) => parse_integer(value, &format!("{param}[price_data][recurring][interval_count]"))?,
                 None => 1,
             },
         }),
@@ -768,30 +632,17 @@ fn plan_item(
         quantity,
         currency,
         price: None,
-        product: price_data
-            .get("product")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        product_name: price_data
-            .pointer("/product_data/name")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        product: price_data.get("product").and_then(Value::as_str).map(str::to_owned),
+        product_name: price_data.pointer("/product_data/name").and_then(Value::as_str).map(str::to_owned),
         recurring,
     })
 }
 
 fn create_subscription(state: &mut State, form: &Form) -> Result<Value, ApiError> {
-    let customer = form
-        .text("customer")
-        .ok_or_else(|| ApiError::parameter_missing("customer"))?;
+    let customer = form.text("customer").ok_or_else(|| ApiError::parameter_missing("customer"))?;
     let mut items = Vec::new();
     for (index, item) in form.array("items").iter().enumerate() {
-        items.push(plan_item(
-            state,
-            item,
-            &format!("items[{index}]"),
-            form.text("currency"),
-        )?);
+        items.push(plan_item(state, item, &format!("items[{index}]"), form.text("currency"))?);
     }
     objects::create_subscription(
         state,
@@ -801,8 +652,7 @@ fn create_subscription(state: &mut State, form: &Form) -> Result<Value, ApiError
             metadata: form.metadata("metadata"),
             default_payment_method: form.text("default_payment_method"),
             trial_period_days: form.integer("trial_period_days")?,
-            default_incomplete: form.text("payment_behavior").as_deref()
-                == Some("default_incomplete"),
+            default_incomplete: form.text("payment_behavior").as_deref() == Some("default_incomplete"),
             cancel_at_period_end: form.boolean("cancel_at_period_end")?.unwrap_or(false),
             description: form.text("description"),
         },
@@ -824,11 +674,7 @@ fn update_subscription(state: &mut State, id: &str, form: &Form) -> Result<Value
                 Some(value) => Some(parse_integer(value, &format!("{param}[quantity]"))?),
                 None => None,
             },
-            plan: if names_price {
-                Some(plan_item(state, item, &param, None)?)
-            } else {
-                None
-            },
+            plan: if names_price { Some(plan_item(state, item, &param, None)?) } else { None },
         });
     }
     objects::update_subscription(
@@ -866,18 +712,13 @@ fn hosted_page(shared: &Shared, method: &Method, path: &str) -> Response {
             .into_response(),
             None => (StatusCode::NOT_FOUND, "no such Checkout Session").into_response(),
         },
-        ("POST", ["checkout", id, "complete"]) => {
-            match objects::complete_checkout_session(&mut state, id) {
-                Ok(session) => {
-                    let target = session["success_url"]
-                        .as_str()
-                        .unwrap_or("/")
-                        .replace("{CHECKOUT_SESSION_ID}", id);
-                    Redirect::to(&target).into_response()
-                }
-                Err(error) => (StatusCode::BAD_REQUEST, error.message().to_owned()).into_response(),
+        ("POST", ["checkout", id, "complete"]) => match objects::complete_checkout_session(&mut state, id) {
+            Ok(session) => {
+                let target = session["success_url"].as_str().unwrap_or("/").replace("{CHECKOUT_SESSION_ID}", id);
+                Redirect::to(&target).into_response()
             }
-        }
+            Err(error) => (StatusCode::BAD_REQUEST, error.message().to_owned()).into_response(),
+        },
         ("GET", ["billing_portal", id]) => match state.get_of("billing_portal.session", id) {
             Some(session) => Html(format!(
                 "<!doctype html><title>Fake Stripe billing portal</title>\
@@ -906,30 +747,23 @@ pub(crate) struct Form {
 
 impl Form {
     pub fn parse(raw: &[u8]) -> Result<Form, ApiError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(raw).map_err(|error| {
-            ApiError::bad_request(None, format!("Invalid form-encoded parameters: {error}"))
-        })?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(raw)
+            .map_err(|error| ApiError::bad_request(None, format!("Invalid form-encoded parameters: {error}")))?;
         let tree = nest(&pairs);
         Ok(Form { pairs, tree })
     }
 
     pub fn text(&self, key: &str) -> Option<String> {
-        self.tree
-            .get(key)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
+        self.tree.get(key).and_then(Value::as_str).map(str::to_owned)
     }
 
     fn node_at(&self, path: &[&str]) -> Option<&Value> {
         let (first, rest) = path.split_first()?;
-        rest.iter()
-            .try_fold(self.tree.get(*first)?, |node, key| node.get(*key))
+        rest.iter().try_fold(self.tree.get(*first)?, |node, key| node.get(*key))
     }
 
     pub fn text_at(&self, path: &[&str]) -> Option<String> {
-        self.node_at(path)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
+        self.node_at(path).and_then(Value::as_str).map(str::to_owned)
     }
 
     pub fn integer(&self, key: &str) -> Result<Option<i64>, ApiError> {
@@ -946,11 +780,7 @@ impl Form {
     /// `key[0]=a&key[1]=b` (or `key[]=a`) as a list.
     pub fn strings(&self, key: &str) -> Vec<String> {
         match self.tree.get(key) {
-            Some(Value::Array(values)) => values
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
+            Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
             Some(Value::String(value)) if !value.is_empty() => vec![value.clone()],
             _ => Vec::new(),
         }
@@ -986,23 +816,16 @@ impl Form {
                 clear_all: false,
                 set: map
                     .iter()
-                    .map(|(key, value)| {
-                        (key.clone(), value.as_str().unwrap_or_default().to_owned())
-                    })
+                    .map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_owned()))
                     .collect(),
             }),
-            _ => Some(MetadataChanges {
-                clear_all: true,
-                set: Vec::new(),
-            }),
+            _ => Some(MetadataChanges { clear_all: true, set: Vec::new() }),
         }
     }
 
     /// Equality filters of a list request, for the keys that were sent.
     pub fn filters(&self, keys: &[&str]) -> Vec<(String, String)> {
-        keys.iter()
-            .filter_map(|key| self.text(key).map(|value| ((*key).to_owned(), value)))
-            .collect()
+        keys.iter().filter_map(|key| self.text(key).map(|value| ((*key).to_owned(), value))).collect()
     }
 }
 
@@ -1024,10 +847,7 @@ fn parse_boolean(value: &Value, param: &str) -> Result<bool, ApiError> {
     match value.as_str() {
         Some("true") => Ok(true),
         Some("false") => Ok(false),
-        _ => Err(ApiError::invalid(
-            param,
-            format!("Invalid boolean: {value}"),
-        )),
+        _ => Err(ApiError::invalid(param, format!("Invalid boolean: {value}"))),
     }
 }
 
@@ -1047,11 +867,7 @@ fn nest(pairs: &[(String, String)]) -> Map<String, Value> {
             return;
         };
         // `key[]` appends.
-        let key = if first.is_empty() {
-            node.children.len().to_string()
-        } else {
-            first.clone()
-        };
+        let key = if first.is_empty() { node.children.len().to_string() } else { first.clone() };
         if !node.children.contains_key(&key) {
             node.order.push(key.clone());
         }
@@ -1062,23 +878,14 @@ fn nest(pairs: &[(String, String)]) -> Map<String, Value> {
         if node.children.is_empty() {
             return Value::String(node.value.unwrap_or_default());
         }
-        let all_indexes = node
-            .children
-            .keys()
-            .all(|key| !key.is_empty() && key.bytes().all(|byte| byte.is_ascii_digit()));
+        let all_indexes =
+            node.children.keys().all(|key| !key.is_empty() && key.bytes().all(|byte| byte.is_ascii_digit()));
         let mut children = node.children;
         if all_indexes {
-            let mut indexed: Vec<(u64, Node)> = children
-                .into_iter()
-                .map(|(key, child)| (key.parse().unwrap_or(u64::MAX), child))
-                .collect();
+            let mut indexed: Vec<(u64, Node)> =
+                children.into_iter().map(|(key, child)| (key.parse().unwrap_or(u64::MAX), child)).collect();
             indexed.sort_by_key(|(index, _)| *index);
-            Value::Array(
-                indexed
-                    .into_iter()
-                    .map(|(_, child)| to_value(child))
-                    .collect(),
-            )
+            Value::Array(indexed.into_iter().map(|(_, child)| to_value(child)).collect())
         } else {
             let mut map = Map::new();
             for key in node.order {
@@ -1095,12 +902,7 @@ fn nest(pairs: &[(String, String)]) -> Map<String, Value> {
         let segments: Vec<String> = match key.find('[') {
             Some(open) => {
                 let mut segments = vec![key[..open].to_owned()];
-                segments.extend(
-                    key[open..]
-                        .split('[')
-                        .skip(1)
-                        .map(|segment| segment.trim_end_matches(']').to_owned()),
-                );
+                segments.extend(key[open..].split('[').skip(1).map(|segment| segment.trim_end_matches(']').to_owned()));
                 segments
             }
             None => vec![key.clone()],
@@ -1141,10 +943,7 @@ mod form_tests {
             })
         );
         assert_eq!(form.pairs[0], ("mode".to_owned(), "payment".to_owned()));
-        assert_eq!(
-            form.pairs[1].0, "line_items[0][price_data][unit_amount]",
-            "pairs are kept decoded, as sent"
-        );
+        assert_eq!(form.pairs[1].0, "line_items[0][price_data][unit_amount]", "pairs are kept decoded, as sent");
         assert_eq!(form.strings("payment_method_types"), ["card", "konbini"]);
         assert_eq!(form.metadata("metadata")["pledge_id"], "7");
     }

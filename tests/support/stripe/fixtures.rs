@@ -16,8 +16,7 @@ const FIXTURES_JSON: &str = include_str!("../stripe_fixtures.json");
 static FIXTURES: LazyLock<Map<String, Value>> = LazyLock::new(|| {
     // The file is part of this crate and checked by its tests, so a failure
     // here is a broken build, not a runtime condition.
-    let mut document: Value =
-        serde_json::from_str(FIXTURES_JSON).expect("stripe_fixtures.json is valid JSON");
+    let mut document: Value = serde_json::from_str(FIXTURES_JSON).expect("stripe_fixtures.json is valid JSON");
     match document.get_mut("resources").map(Value::take) {
         Some(Value::Object(resources)) => resources,
         _ => panic!("stripe_fixtures.json has no \"resources\" object"),
@@ -29,20 +28,14 @@ static FIXTURES: LazyLock<Map<String, Value>> = LazyLock::new(|| {
 pub fn fixture(name: &str) -> anyhow::Result<Value> {
     FIXTURES.get(name).cloned().with_context(|| {
         let known: Vec<&str> = FIXTURES.keys().map(String::as_str).collect();
-        format!(
-            "no Stripe fixture named {name:?}; known: {}",
-            known.join(", ")
-        )
+        format!("no Stripe fixture named {name:?}; known: {}", known.join(", "))
     })
 }
 
 /// The template for an object the fake builds itself. Only called with the
 /// names in [`TEMPLATE_NAMES`], which a test checks are all present.
 pub(crate) fn template(name: &str) -> Value {
-    FIXTURES
-        .get(name)
-        .cloned()
-        .unwrap_or_else(|| panic!("stripe_fixtures.json lacks the {name:?} template"))
+    FIXTURES.get(name).cloned().unwrap_or_else(|| panic!("stripe_fixtures.json lacks the {name:?} template"))
 }
 
 /// Every template the fake uses.

@@ -16,10 +16,7 @@ use super::store::{ApiError, State, random_alphanumeric};
 pub(crate) type Metadata = Map<String, Value>;
 
 pub(crate) fn metadata_of(pairs: &[(&str, &str)]) -> Metadata {
-    pairs
-        .iter()
-        .map(|(key, value)| ((*key).to_owned(), json!(value)))
-        .collect()
+    pairs.iter().map(|(key, value)| ((*key).to_owned(), json!(value))).collect()
 }
 
 pub(crate) fn id_of(object: &Value) -> String {
@@ -32,11 +29,7 @@ fn text_of(object: &Value, key: &str) -> Option<String> {
 
 /// Stripe's card fee in Japan, 3.6 %, rounded half up, no fixed part.
 fn card_fee(amount: i64) -> i64 {
-    if amount <= 0 {
-        0
-    } else {
-        (amount * 36 + 500) / 1000
-    }
+    if amount <= 0 { 0 } else { (amount * 36 + 500) / 1000 }
 }
 
 // ----- customers and payment methods --------------------------------------
@@ -77,14 +70,8 @@ pub(crate) struct CustomerChanges {
     pub default_payment_method: Option<String>,
 }
 
-pub(crate) fn update_customer(
-    state: &mut State,
-    id: &str,
-    changes: CustomerChanges,
-) -> Result<Value, ApiError> {
-    let mut customer = state
-        .get_of("customer", id)
-        .ok_or_else(|| ApiError::missing("customer", id, "id"))?;
+pub(crate) fn update_customer(state: &mut State, id: &str, changes: CustomerChanges) -> Result<Value, ApiError> {
+    let mut customer = state.get_of("customer", id).ok_or_else(|| ApiError::missing("customer", id, "id"))?;
     if let Some(email) = changes.email {
         customer["email"] = json!(email);
     }
@@ -138,9 +125,7 @@ pub(crate) fn create_payment_method(state: &mut State, customer: Option<&str>) -
 /// The stored payment method, or a card one with this id (test ids such as
 /// `pm_card_visa` are accepted as Stripe accepts them in test mode).
 fn payment_method_object(state: &State, id: &str, customer: Option<&str>) -> Value {
-    state
-        .get_of("payment_method", id)
-        .unwrap_or_else(|| card_payment_method(state, id, customer))
+    state.get_of("payment_method", id).unwrap_or_else(|| card_payment_method(state, id, customer))
 }
 
 fn card_payment_method(state: &State, id: &str, customer: Option<&str>) -> Value {
@@ -205,27 +190,15 @@ pub(crate) struct Decline {
 impl Decline {
     pub fn for_code(code: &str) -> Decline {
         let (error_code, decline_code, message) = match code {
-            "card_declined" | "generic_decline" => (
-                "card_declined",
-                "generic_decline",
-                "Your card was declined.",
-            ),
-            "insufficient_funds" => (
-                "card_declined",
-                "insufficient_funds",
-                "Your card has insufficient funds.",
-            ),
+            "card_declined" | "generic_decline" => ("card_declined", "generic_decline", "Your card was declined."),
+            "insufficient_funds" => ("card_declined", "insufficient_funds", "Your card has insufficient funds."),
             "authentication_required" => (
                 "authentication_required",
                 "authentication_required",
                 "Your card was declined. This transaction requires authentication.",
             ),
             "expired_card" => ("expired_card", "expired_card", "Your card has expired."),
-            "incorrect_cvc" => (
-                "incorrect_cvc",
-                "incorrect_cvc",
-                "Your card's security code is incorrect.",
-            ),
+            "incorrect_cvc" => ("incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."),
             "processing_error" => (
                 "processing_error",
                 "processing_error",
@@ -233,21 +206,13 @@ impl Decline {
             ),
             other => ("card_declined", other, "Your card was declined."),
         };
-        Decline {
-            code: error_code.to_owned(),
-            decline_code: decline_code.to_owned(),
-            message: message.to_owned(),
-        }
+        Decline { code: error_code.to_owned(), decline_code: decline_code.to_owned(), message: message.to_owned() }
     }
 
     /// Authentication failures leave the PaymentIntent waiting for the
     /// customer; other declines ask for another payment method.
     fn payment_intent_status(&self) -> &'static str {
-        if self.code == "authentication_required" {
-            "requires_action"
-        } else {
-            "requires_payment_method"
-        }
+        if self.code == "authentication_required" { "requires_action" } else { "requires_payment_method" }
     }
 
     /// An issuer's decline is recorded as a failed charge; an authentication
@@ -364,13 +329,8 @@ pub(crate) fn create_refund(state: &mut State, new: NewRefund) -> Result<Value, 
         (None, Some(payment_intent_id)) => {
             let payment_intent = state
                 .get_of("payment_intent", payment_intent_id)
-                .ok_or_else(|| {
-                    ApiError::missing("payment_intent", payment_intent_id, "payment_intent")
-                })?;
-            match (
-                payment_intent["status"].as_str(),
-                text_of(&payment_intent, "latest_charge"),
-            ) {
+                .ok_or_else(|| ApiError::missing("payment_intent", payment_intent_id, "payment_intent"))?;
+            match (payment_intent["status"].as_str(), text_of(&payment_intent, "latest_charge")) {
                 (Some("succeeded"), Some(charge)) => charge,
                 _ => {
                     return Err(ApiError::invalid(
@@ -389,9 +349,8 @@ pub(crate) fn create_refund(state: &mut State, new: NewRefund) -> Result<Value, 
             ));
         }
     };
-    let mut charge = state
-        .get_of("charge", &charge_id)
-        .ok_or_else(|| ApiError::missing("charge", &charge_id, "charge"))?;
+    let mut charge =
+        state.get_of("charge", &charge_id).ok_or_else(|| ApiError::missing("charge", &charge_id, "charge"))?;
     let captured = charge["amount_captured"].as_i64().unwrap_or(0);
     let already_refunded = charge["amount_refunded"].as_i64().unwrap_or(0);
     let refundable = captured - already_refunded;
@@ -403,19 +362,14 @@ pub(crate) fn create_refund(state: &mut State, new: NewRefund) -> Result<Value, 
     }
     let amount = new.amount.unwrap_or(refundable);
     if amount <= 0 {
-        return Err(ApiError::invalid(
-            "amount",
-            "Invalid positive integer: amount must be greater than 0.",
-        ));
+        return Err(ApiError::invalid("amount", "Invalid positive integer: amount must be greater than 0."));
     }
     if amount > refundable {
         return Err(ApiError::new(
             400,
             "invalid_request_error",
             Some("amount_too_large"),
-            format!(
-                "Refund amount ({amount}) is greater than unrefunded amount on charge ({refundable})"
-            ),
+            format!("Refund amount ({amount}) is greater than unrefunded amount on charge ({refundable})"),
             Some("amount"),
         ));
     }
@@ -463,9 +417,7 @@ pub(crate) fn create_payout(state: &mut State, currency: &str) -> Result<Value, 
         .filter(|transaction| {
             transaction["currency"] == currency
                 && transaction["type"] != "payout"
-                && !state
-                    .payout_of
-                    .contains_key(transaction["id"].as_str().unwrap_or_default())
+                && !state.payout_of.contains_key(transaction["id"].as_str().unwrap_or_default())
         })
         .map(|transaction| (id_of(transaction), transaction["net"].as_i64().unwrap_or(0)))
         .collect();
@@ -493,9 +445,7 @@ pub(crate) fn create_payout(state: &mut State, currency: &str) -> Result<Value, 
     for (id, _) in unpaid {
         state.payout_of.insert(id, payout_id.clone());
     }
-    state
-        .payout_of
-        .insert(id_of(&transaction), payout_id.clone());
+    state.payout_of.insert(id_of(&transaction), payout_id.clone());
     let now = state.now();
     let mut payout = template("payout");
     payout["id"] = json!(payout_id);
@@ -546,20 +496,14 @@ pub(crate) fn create_payment_intent(state: &mut State, new: NewPaymentIntent) ->
     payment_intent["next_action"] = Value::Null;
     payment_intent["payment_method"] = json!(new.payment_method);
     payment_intent["payment_method_configuration_details"] = Value::Null;
-    payment_intent["payment_method_types"] = if new.payment_method_types.is_empty() {
-        json!(["card"])
-    } else {
-        json!(new.payment_method_types)
-    };
+    payment_intent["payment_method_types"] =
+        if new.payment_method_types.is_empty() { json!(["card"]) } else { json!(new.payment_method_types) };
     payment_intent["processing"] = Value::Null;
     payment_intent["receipt_email"] = json!(new.receipt_email);
     payment_intent["setup_future_usage"] = json!(new.setup_future_usage);
     payment_intent["shipping"] = Value::Null;
-    payment_intent["status"] = json!(if new.payment_method.is_some() {
-        "requires_confirmation"
-    } else {
-        "requires_payment_method"
-    });
+    payment_intent["status"] =
+        json!(if new.payment_method.is_some() { "requires_confirmation" } else { "requires_payment_method" });
     payment_intent["transfer_data"] = Value::Null;
     state.put(payment_intent)
 }
@@ -571,14 +515,10 @@ pub(crate) fn confirm_payment_intent(
     id: &str,
     payment_method: Option<String>,
 ) -> Result<Value, ApiError> {
-    let mut payment_intent = state
-        .get_of("payment_intent", id)
-        .ok_or_else(|| ApiError::missing("payment_intent", id, "intent"))?;
+    let mut payment_intent =
+        state.get_of("payment_intent", id).ok_or_else(|| ApiError::missing("payment_intent", id, "intent"))?;
     let status = text_of(&payment_intent, "status").unwrap_or_default();
-    if !matches!(
-        status.as_str(),
-        "requires_payment_method" | "requires_confirmation" | "requires_action"
-    ) {
+    if !matches!(status.as_str(), "requires_payment_method" | "requires_confirmation" | "requires_action") {
         return Err(ApiError::bad_request(
             Some("payment_intent_unexpected_state"),
             format!("You cannot confirm this PaymentIntent because it has a status of {status}."),
@@ -599,10 +539,7 @@ pub(crate) fn confirm_payment_intent(
         Some(code) => {
             let decline = Decline::for_code(&code);
             let (payment_intent, error) = fail_payment_intent(state, payment_intent, &decline);
-            Err(ApiError {
-                status: 402,
-                error: error_object_with_intent(error, payment_intent),
-            })
+            Err(ApiError { status: 402, error: error_object_with_intent(error, payment_intent) })
         }
         None => Ok(succeed_payment_intent(state, payment_intent)),
     }
@@ -642,11 +579,7 @@ fn succeed_payment_intent(state: &mut State, mut payment_intent: Value) -> Value
 
 /// Records a declined attempt on the PaymentIntent. Returns the stored
 /// PaymentIntent and the error object (without the PaymentIntent in it).
-fn fail_payment_intent(
-    state: &mut State,
-    mut payment_intent: Value,
-    decline: &Decline,
-) -> (Value, Value) {
+fn fail_payment_intent(state: &mut State, mut payment_intent: Value, decline: &Decline) -> (Value, Value) {
     let payment_method_id = text_of(&payment_intent, "payment_method").unwrap_or_default();
     let customer = text_of(&payment_intent, "customer");
     let charge_id = if decline.makes_failed_charge() {
@@ -711,13 +644,7 @@ pub(crate) fn payment_intent_in_status(
     let payment_method = needs_method.then(|| id_of(&create_payment_method(state, None)));
     let mut payment_intent = create_payment_intent(
         state,
-        NewPaymentIntent {
-            amount,
-            currency: currency.to_owned(),
-            payment_method,
-            metadata,
-            ..Default::default()
-        },
+        NewPaymentIntent { amount, currency: currency.to_owned(), payment_method, metadata, ..Default::default() },
     );
     match status {
         "requires_payment_method" | "requires_confirmation" => Ok(payment_intent),
@@ -739,10 +666,7 @@ pub(crate) fn payment_intent_in_status(
             payment_intent["cancellation_reason"] = json!("requested_by_customer");
             Ok(state.put(payment_intent))
         }
-        other => Err(ApiError::invalid(
-            "status",
-            format!("Unknown PaymentIntent status {other:?}"),
-        )),
+        other => Err(ApiError::invalid("status", format!("Unknown PaymentIntent status {other:?}"))),
     }
 }
 
@@ -769,11 +693,8 @@ pub(crate) fn create_setup_intent(state: &mut State, new: NewSetupIntent) -> Val
     setup_intent["next_action"] = Value::Null;
     setup_intent["payment_method"] = json!(new.payment_method);
     setup_intent["payment_method_configuration_details"] = Value::Null;
-    setup_intent["payment_method_types"] = if new.payment_method_types.is_empty() {
-        json!(["card"])
-    } else {
-        json!(new.payment_method_types)
-    };
+    setup_intent["payment_method_types"] =
+        if new.payment_method_types.is_empty() { json!(["card"]) } else { json!(new.payment_method_types) };
     setup_intent["usage"] = json!(new.usage.unwrap_or_else(|| "off_session".to_owned()));
     setup_intent["status"] = json!(match (&new.payment_method, new.confirm) {
         (Some(_), true) => "succeeded",
@@ -788,14 +709,10 @@ pub(crate) fn confirm_setup_intent(
     id: &str,
     payment_method: Option<String>,
 ) -> Result<Value, ApiError> {
-    let mut setup_intent = state
-        .get_of("setup_intent", id)
-        .ok_or_else(|| ApiError::missing("setup_intent", id, "intent"))?;
+    let mut setup_intent =
+        state.get_of("setup_intent", id).ok_or_else(|| ApiError::missing("setup_intent", id, "intent"))?;
     let status = text_of(&setup_intent, "status").unwrap_or_default();
-    if !matches!(
-        status.as_str(),
-        "requires_payment_method" | "requires_confirmation" | "requires_action"
-    ) {
+    if !matches!(status.as_str(), "requires_payment_method" | "requires_confirmation" | "requires_action") {
         return Err(ApiError::bad_request(
             Some("setup_intent_unexpected_state"),
             format!("You cannot confirm this SetupIntent because it has a status of {status}."),
@@ -838,10 +755,7 @@ impl PlanItem {
             unit_amount,
             quantity: 1,
             currency: currency.to_owned(),
-            recurring: interval.map(|interval| Recurring {
-                interval: interval.to_owned(),
-                interval_count: 1,
-            }),
+            recurring: interval.map(|interval| Recurring { interval: interval.to_owned(), interval_count: 1 }),
             ..Default::default()
         }
     }
@@ -856,8 +770,7 @@ impl PlanItem {
             product: text_of(price, "product"),
             product_name: None,
             recurring: price["recurring"].is_object().then(|| Recurring {
-                interval: text_of(&price["recurring"], "interval")
-                    .unwrap_or_else(|| "month".to_owned()),
+                interval: text_of(&price["recurring"], "interval").unwrap_or_else(|| "month".to_owned()),
                 interval_count: price["recurring"]["interval_count"].as_i64().unwrap_or(1),
             }),
         }
@@ -871,11 +784,7 @@ impl PlanItem {
 /// The stored price of an item, made (as Stripe makes one for
 /// `price_data`) if the item named none.
 pub(crate) fn price_object(state: &mut State, item: &PlanItem) -> Value {
-    if let Some(price) = item
-        .price
-        .as_deref()
-        .and_then(|id| state.get_of("price", id))
-    {
+    if let Some(price) = item.price.as_deref().and_then(|id| state.get_of("price", id)) {
         return price;
     }
     let mut price = template("price");
@@ -933,10 +842,7 @@ pub(crate) struct NewCheckoutSession {
     pub plan: CheckoutPlan,
 }
 
-pub(crate) fn create_checkout_session(
-    state: &mut State,
-    new: NewCheckoutSession,
-) -> Result<Value, ApiError> {
+pub(crate) fn create_checkout_session(state: &mut State, new: NewCheckoutSession) -> Result<Value, ApiError> {
     let mode = new.mode.as_str();
     if !matches!(mode, "payment" | "setup" | "subscription") {
         return Err(ApiError::invalid(
@@ -965,10 +871,7 @@ pub(crate) fn create_checkout_session(
     {
         return Err(ApiError::missing("customer", customer, "customer"));
     }
-    let currency = new
-        .currency
-        .clone()
-        .or_else(|| items.first().map(|item| item.currency.clone()));
+    let currency = new.currency.clone().or_else(|| items.first().map(|item| item.currency.clone()));
     let amount: Option<i64> = (mode != "setup").then(|| items.iter().map(PlanItem::total).sum());
     let now = state.now();
     let id = format!("cs_test_{}", random_alphanumeric(58));
@@ -999,11 +902,8 @@ pub(crate) fn create_checkout_session(
         "terms_of_service_acceptance": null,
     });
     session["customer"] = json!(new.customer);
-    session["customer_creation"] = if mode == "payment" && new.customer.is_none() {
-        json!("if_required")
-    } else {
-        Value::Null
-    };
+    session["customer_creation"] =
+        if mode == "payment" && new.customer.is_none() { json!("if_required") } else { Value::Null };
     session["customer_details"] = Value::Null;
     session["customer_email"] = json!(new.customer_email);
     session["expires_at"] = json!(new.expires_at.unwrap_or(now + 24 * 3600));
@@ -1028,22 +928,11 @@ pub(crate) fn create_checkout_session(
     session["metadata"] = Value::Object(new.metadata);
     session["mode"] = json!(mode);
     session["payment_intent"] = Value::Null;
-    session["payment_method_collection"] = if mode == "subscription" {
-        json!("always")
-    } else {
-        Value::Null
-    };
+    session["payment_method_collection"] = if mode == "subscription" { json!("always") } else { Value::Null };
     session["payment_method_configuration_details"] = Value::Null;
-    session["payment_method_types"] = if new.payment_method_types.is_empty() {
-        json!(["card"])
-    } else {
-        json!(new.payment_method_types)
-    };
-    session["payment_status"] = json!(if mode == "setup" {
-        "no_payment_required"
-    } else {
-        "unpaid"
-    });
+    session["payment_method_types"] =
+        if new.payment_method_types.is_empty() { json!(["card"]) } else { json!(new.payment_method_types) };
+    session["payment_status"] = json!(if mode == "setup" { "no_payment_required" } else { "unpaid" });
     session["permissions"] = Value::Null;
     session["saved_payment_method_options"] = Value::Null;
     session["setup_intent"] = Value::Null;
@@ -1064,9 +953,8 @@ pub(crate) fn create_checkout_session(
 }
 
 pub(crate) fn complete_checkout_session(state: &mut State, id: &str) -> Result<Value, ApiError> {
-    let mut session = state
-        .get_of("checkout.session", id)
-        .ok_or_else(|| ApiError::missing("checkout.session", id, "session"))?;
+    let mut session =
+        state.get_of("checkout.session", id).ok_or_else(|| ApiError::missing("checkout.session", id, "session"))?;
     if session["status"] != "open" {
         return Err(ApiError::bad_request(
             Some("checkout_session_not_open"),
@@ -1090,13 +978,9 @@ pub(crate) fn complete_checkout_session(state: &mut State, id: &str) -> Result<V
     // Payment mode makes no customer unless asked to; the other modes need one.
     let customer = match known_customer {
         Some(customer) => Some(customer),
-        None if mode != "payment" => Some(id_of(&create_customer(
-            state,
-            NewCustomer {
-                email: Some(email.clone()),
-                ..Default::default()
-            },
-        ))),
+        None if mode != "payment" => {
+            Some(id_of(&create_customer(state, NewCustomer { email: Some(email.clone()), ..Default::default() })))
+        }
         None => None,
     };
     let payment_method = id_of(&create_payment_method(state, customer.as_deref()));
@@ -1144,11 +1028,8 @@ pub(crate) fn complete_checkout_session(state: &mut State, id: &str) -> Result<V
             )?;
             session["subscription"] = subscription["id"].clone();
             session["invoice"] = subscription["latest_invoice"].clone();
-            session["payment_status"] = json!(if plan.trial_period_days.is_some() {
-                "no_payment_required"
-            } else {
-                "paid"
-            });
+            session["payment_status"] =
+                json!(if plan.trial_period_days.is_some() { "no_payment_required" } else { "paid" });
         }
     }
     session["customer"] = json!(customer);
@@ -1168,9 +1049,8 @@ pub(crate) fn complete_checkout_session(state: &mut State, id: &str) -> Result<V
 }
 
 pub(crate) fn expire_checkout_session(state: &mut State, id: &str) -> Result<Value, ApiError> {
-    let mut session = state
-        .get_of("checkout.session", id)
-        .ok_or_else(|| ApiError::missing("checkout.session", id, "session"))?;
+    let mut session =
+        state.get_of("checkout.session", id).ok_or_else(|| ApiError::missing("checkout.session", id, "session"))?;
     if session["status"] != "open" {
         return Err(ApiError::bad_request(
             Some("checkout_session_not_open"),
@@ -1199,10 +1079,8 @@ pub(crate) fn add_interval(start: i64, interval: &str, count: i64) -> i64 {
     };
     let index = i64::from(at.year()) * 12 + i64::from(u8::from(at.month())) - 1 + months;
     let year = i32::try_from(index.div_euclid(12)).unwrap_or(at.year());
-    let month = u8::try_from(index.rem_euclid(12) + 1)
-        .ok()
-        .and_then(|month| Month::try_from(month).ok())
-        .unwrap_or(at.month());
+    let month =
+        u8::try_from(index.rem_euclid(12) + 1).ok().and_then(|month| Month::try_from(month).ok()).unwrap_or(at.month());
     let day = at.day().min(month.length(year));
     match Date::from_calendar_date(year, month, day) {
         Ok(date) => date.with_time(at.time()).assume_utc().unix_timestamp(),
@@ -1210,12 +1088,7 @@ pub(crate) fn add_interval(start: i64, interval: &str, count: i64) -> i64 {
     }
 }
 
-fn subscription_item(
-    state: &mut State,
-    subscription_id: &str,
-    item: &PlanItem,
-    period: (i64, i64),
-) -> Value {
+fn subscription_item(state: &mut State, subscription_id: &str, item: &PlanItem, period: (i64, i64)) -> Value {
     let price = price_object(state, item);
     let mut subscription_item = template("subscription")["items"]["data"][0].clone();
     subscription_item["id"] = json!(state.new_id("si"));
@@ -1252,9 +1125,10 @@ fn subscription_item(
 }
 
 fn item_period(item: &PlanItem, start: i64) -> (i64, i64) {
-    let (interval, count) = item.recurring.as_ref().map_or(("month", 1), |recurring| {
-        (recurring.interval.as_str(), recurring.interval_count)
-    });
+    let (interval, count) = item
+        .recurring
+        .as_ref()
+        .map_or(("month", 1), |recurring| (recurring.interval.as_str(), recurring.interval_count));
     (start, add_interval(start, interval, count))
 }
 
@@ -1272,10 +1146,7 @@ pub(crate) struct NewSubscription {
     pub description: Option<String>,
 }
 
-pub(crate) fn create_subscription(
-    state: &mut State,
-    new: NewSubscription,
-) -> Result<Value, ApiError> {
+pub(crate) fn create_subscription(state: &mut State, new: NewSubscription) -> Result<Value, ApiError> {
     if state.get_of("customer", &new.customer).is_none() {
         return Err(ApiError::missing("customer", &new.customer, "customer"));
     }
@@ -1302,11 +1173,7 @@ pub(crate) fn create_subscription(
             subscription_item(state, &id, item, period)
         })
         .collect();
-    let period_end = items
-        .iter()
-        .filter_map(|item| item["current_period_end"].as_i64())
-        .max()
-        .unwrap_or(now);
+    let period_end = items.iter().filter_map(|item| item["current_period_end"].as_i64()).max().unwrap_or(now);
     let status = if trial_end.is_some() {
         "trialing"
     } else if new.default_incomplete {
@@ -1320,11 +1187,7 @@ pub(crate) fn create_subscription(
     subscription["billing_cycle_anchor_config"] = Value::Null;
     subscription["billing_schedules"] = json!([]);
     subscription["billing_thresholds"] = Value::Null;
-    subscription["cancel_at"] = if new.cancel_at_period_end {
-        json!(period_end)
-    } else {
-        Value::Null
-    };
+    subscription["cancel_at"] = if new.cancel_at_period_end { json!(period_end) } else { Value::Null };
     subscription["cancel_at_period_end"] = json!(new.cancel_at_period_end);
     subscription["canceled_at"] = Value::Null;
     subscription["cancellation_details"] = json!({
@@ -1366,12 +1229,7 @@ pub(crate) fn create_subscription(
             customer: Some(new.customer.clone()),
             subscription: Some(subscription.clone()),
             currency: new.items[0].currency.clone(),
-            status: if new.default_incomplete {
-                "open"
-            } else {
-                "paid"
-            }
-            .to_owned(),
+            status: if new.default_incomplete { "open" } else { "paid" }.to_owned(),
             billing_reason: "subscription_create".to_owned(),
             payment_method: new.default_payment_method.clone(),
             zero_amount: trial_end.is_some(),
@@ -1408,9 +1266,8 @@ pub(crate) fn update_subscription(
     id: &str,
     changes: SubscriptionChanges,
 ) -> Result<Value, ApiError> {
-    let mut subscription = state
-        .get_of("subscription", id)
-        .ok_or_else(|| ApiError::missing("subscription", id, "id"))?;
+    let mut subscription =
+        state.get_of("subscription", id).ok_or_else(|| ApiError::missing("subscription", id, "id"))?;
     let canceled = subscription["status"] == "canceled";
     if canceled
         && (changes.cancel_at_period_end.is_some()
@@ -1436,11 +1293,8 @@ pub(crate) fn update_subscription(
     }
     if let Some(cancel_at_period_end) = changes.cancel_at_period_end {
         subscription["cancel_at_period_end"] = json!(cancel_at_period_end);
-        subscription["cancel_at"] = if cancel_at_period_end {
-            json!(current_period_end(&subscription))
-        } else {
-            Value::Null
-        };
+        subscription["cancel_at"] =
+            if cancel_at_period_end { json!(current_period_end(&subscription)) } else { Value::Null };
     }
     Ok(state.put(subscription))
 }
@@ -1484,10 +1338,7 @@ fn apply_item_change(
                 let replacement = subscription_item(
                     state,
                     subscription_id,
-                    &PlanItem {
-                        quantity: change.quantity.unwrap_or(quantity),
-                        ..plan
-                    },
+                    &PlanItem { quantity: change.quantity.unwrap_or(quantity), ..plan },
                     period,
                 );
                 items[position]["price"] = replacement["price"].clone();
@@ -1498,13 +1349,8 @@ fn apply_item_change(
             }
         }
         None => {
-            let plan = change
-                .plan
-                .ok_or_else(|| ApiError::parameter_missing("items[][price]"))?;
-            let plan = PlanItem {
-                quantity: change.quantity.unwrap_or(plan.quantity),
-                ..plan
-            };
+            let plan = change.plan.ok_or_else(|| ApiError::parameter_missing("items[][price]"))?;
+            let plan = PlanItem { quantity: change.quantity.unwrap_or(plan.quantity), ..plan };
             items.push(subscription_item(state, subscription_id, &plan, period));
         }
     }
@@ -1512,14 +1358,10 @@ fn apply_item_change(
 }
 
 pub(crate) fn cancel_subscription(state: &mut State, id: &str) -> Result<Value, ApiError> {
-    let mut subscription = state
-        .get_of("subscription", id)
-        .ok_or_else(|| ApiError::missing("subscription", id, "id"))?;
+    let mut subscription =
+        state.get_of("subscription", id).ok_or_else(|| ApiError::missing("subscription", id, "id"))?;
     if subscription["status"] == "canceled" {
-        return Err(ApiError::bad_request(
-            None,
-            format!("Subscription {id} has already been canceled."),
-        ));
+        return Err(ApiError::bad_request(None, format!("Subscription {id} has already been canceled.")));
     }
     let now = state.now();
     subscription["status"] = json!("canceled");
@@ -1530,15 +1372,11 @@ pub(crate) fn cancel_subscription(state: &mut State, id: &str) -> Result<Value, 
 }
 
 pub(crate) fn renew_subscription(state: &mut State, id: &str) -> Result<Value, ApiError> {
-    let mut subscription = state
-        .get_of("subscription", id)
-        .ok_or_else(|| ApiError::missing("subscription", id, "id"))?;
+    let mut subscription =
+        state.get_of("subscription", id).ok_or_else(|| ApiError::missing("subscription", id, "id"))?;
     let status = text_of(&subscription, "status").unwrap_or_default();
     if !matches!(status.as_str(), "active" | "trialing" | "past_due") {
-        return Err(ApiError::bad_request(
-            None,
-            format!("A subscription in status {status} is not billed."),
-        ));
+        return Err(ApiError::bad_request(None, format!("A subscription in status {status} is not billed.")));
     }
     if let Some(items) = subscription["items"]["data"].as_array_mut() {
         for item in items {
@@ -1550,10 +1388,7 @@ pub(crate) fn renew_subscription(state: &mut State, id: &str) -> Result<Value, A
         }
     }
     let subscription = state.put(subscription);
-    let decline = state
-        .declines
-        .pop_front()
-        .map(|code| Decline::for_code(&code));
+    let decline = state.declines.pop_front().map(|code| Decline::for_code(&code));
     let invoice = create_invoice(
         state,
         NewInvoice {
@@ -1569,11 +1404,7 @@ pub(crate) fn renew_subscription(state: &mut State, id: &str) -> Result<Value, A
     )?;
     let mut subscription = subscription;
     subscription["latest_invoice"] = invoice["id"].clone();
-    subscription["status"] = json!(if invoice["status"] == "paid" {
-        "active"
-    } else {
-        "past_due"
-    });
+    subscription["status"] = json!(if invoice["status"] == "paid" { "active" } else { "past_due" });
     state.put(subscription);
     Ok(invoice)
 }
@@ -1670,11 +1501,7 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
     let mut lines = Vec::new();
     let mut period = (now, now);
     if let Some(subscription) = &new.subscription {
-        for item in subscription["items"]["data"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
+        for item in subscription["items"]["data"].as_array().into_iter().flatten() {
             let item_period = (
                 item["current_period_start"].as_i64().unwrap_or(now),
                 item["current_period_end"].as_i64().unwrap_or(now),
@@ -1683,8 +1510,7 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
             let amount = if new.zero_amount {
                 0
             } else {
-                item["price"]["unit_amount"].as_i64().unwrap_or(0)
-                    * item["quantity"].as_i64().unwrap_or(1)
+                item["price"]["unit_amount"].as_i64().unwrap_or(0) * item["quantity"].as_i64().unwrap_or(1)
             };
             let description = format!(
                 "{} × {} (at {} {} / {})",
@@ -1692,9 +1518,7 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
                 item["price"]["nickname"].as_str().unwrap_or("Membership"),
                 item["price"]["unit_amount"].as_i64().unwrap_or(0),
                 new.currency.to_uppercase(),
-                item["price"]["recurring"]["interval"]
-                    .as_str()
-                    .unwrap_or("month"),
+                item["price"]["recurring"]["interval"].as_str().unwrap_or("month"),
             );
             lines.push(invoice_line(
                 state,
@@ -1708,28 +1532,14 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
         }
     }
     for (amount, description) in &new.one_off_lines {
-        lines.push(invoice_line(
-            state,
-            &id,
-            *amount,
-            &new.currency,
-            description.clone(),
-            None,
-            (now, now),
-        ));
+        lines.push(invoice_line(state, &id, *amount, &new.currency, description.clone(), None, (now, now)));
     }
-    let total: i64 = lines
-        .iter()
-        .map(|line| line["amount"].as_i64().unwrap_or(0))
-        .sum();
+    let total: i64 = lines.iter().map(|line| line["amount"].as_i64().unwrap_or(0)).sum();
     let customer = new.customer.clone();
     let customer_object = customer.as_deref().and_then(|id| state.get(id)).cloned();
     let status = new.status.as_str();
     if !matches!(status, "draft" | "open" | "paid" | "void" | "uncollectible") {
-        return Err(ApiError::invalid(
-            "status",
-            format!("Unknown invoice status {status:?}"),
-        ));
+        return Err(ApiError::invalid("status", format!("Unknown invoice status {status:?}")));
     }
     let finalized = status != "draft";
     let number = if finalized {
@@ -1806,12 +1616,8 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
     invoice["currency"] = json!(new.currency);
     invoice["customer"] = json!(customer);
     invoice["customer_address"] = Value::Null;
-    invoice["customer_email"] = customer_object
-        .as_ref()
-        .map_or(Value::Null, |customer| customer["email"].clone());
-    invoice["customer_name"] = customer_object
-        .as_ref()
-        .map_or(Value::Null, |customer| customer["name"].clone());
+    invoice["customer_email"] = customer_object.as_ref().map_or(Value::Null, |customer| customer["email"].clone());
+    invoice["customer_name"] = customer_object.as_ref().map_or(Value::Null, |customer| customer["name"].clone());
     invoice["customer_shipping"] = Value::Null;
     invoice["due_date"] = Value::Null;
     invoice["effective_at"] = if finalized { json!(now) } else { Value::Null };
@@ -1827,11 +1633,7 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
         "url": format!("/v1/invoices/{id}/lines"),
     });
     invoice["metadata"] = Value::Object(new.metadata);
-    invoice["next_payment_attempt"] = if status == "open" && attempted {
-        json!(now + 3 * 86_400)
-    } else {
-        Value::Null
-    };
+    invoice["next_payment_attempt"] = if status == "open" && attempted { json!(now + 3 * 86_400) } else { Value::Null };
     invoice["number"] = json!(number);
     invoice["parent"] = match &new.subscription {
         Some(subscription) => json!({
@@ -1913,10 +1715,7 @@ pub(crate) fn invoice_for_builder(
         None => {
             let customer = create_customer(
                 state,
-                NewCustomer {
-                    email: Some("patron@example.com".to_owned()),
-                    ..Default::default()
-                },
+                NewCustomer { email: Some("patron@example.com".to_owned()), ..Default::default() },
             );
             NewInvoice {
                 customer: Some(id_of(&customer)),
@@ -1926,15 +1725,7 @@ pub(crate) fn invoice_for_builder(
             }
         }
     };
-    create_invoice(
-        state,
-        NewInvoice {
-            currency: currency.to_owned(),
-            status: status.to_owned(),
-            metadata,
-            ..new
-        },
-    )
+    create_invoice(state, NewInvoice { currency: currency.to_owned(), status: status.to_owned(), metadata, ..new })
 }
 
 pub(crate) fn subscription_for_builder(
@@ -1947,27 +1738,12 @@ pub(crate) fn subscription_for_builder(
 ) -> Result<Value, ApiError> {
     if !matches!(
         status,
-        "active"
-            | "trialing"
-            | "past_due"
-            | "unpaid"
-            | "canceled"
-            | "incomplete"
-            | "incomplete_expired"
-            | "paused"
+        "active" | "trialing" | "past_due" | "unpaid" | "canceled" | "incomplete" | "incomplete_expired" | "paused"
     ) {
-        return Err(ApiError::invalid(
-            "status",
-            format!("Unknown subscription status {status:?}"),
-        ));
+        return Err(ApiError::invalid("status", format!("Unknown subscription status {status:?}")));
     }
-    let customer = create_customer(
-        state,
-        NewCustomer {
-            email: Some("patron@example.com".to_owned()),
-            ..Default::default()
-        },
-    );
+    let customer =
+        create_customer(state, NewCustomer { email: Some("patron@example.com".to_owned()), ..Default::default() });
     let payment_method = create_payment_method(state, Some(&id_of(&customer)));
     let mut subscription = create_subscription(
         state,
@@ -2014,12 +1790,7 @@ pub(crate) fn create_portal_session(
     Ok(state.put(session))
 }
 
-pub(crate) fn create_event(
-    state: &mut State,
-    event_type: &str,
-    object: Value,
-    created: i64,
-) -> Value {
+pub(crate) fn create_event(state: &mut State, event_type: &str, object: Value, created: i64) -> Value {
     let mut event = template("event");
     event["id"] = json!(state.new_id("evt"));
     event["api_version"] = json!(API_VERSION);

@@ -89,23 +89,13 @@ impl State {
     /// Stores an object by its `id`, replacing an earlier version (which
     /// keeps its place in lists). Returns a copy.
     pub fn put(&mut self, object: Value) -> Value {
-        let id = object
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let id = object.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
         match self.objects.get_mut(&id) {
             Some(stored) => stored.object = object.clone(),
             None => {
                 let sequence = self.next_sequence;
                 self.next_sequence += 1;
-                self.objects.insert(
-                    id,
-                    Stored {
-                        sequence,
-                        object: object.clone(),
-                    },
-                );
+                self.objects.insert(id, Stored { sequence, object: object.clone() });
             }
         }
         object
@@ -117,24 +107,15 @@ impl State {
 
     /// The object with this id if it is of this kind.
     pub fn get_of(&self, object_type: &str, id: &str) -> Option<Value> {
-        self.get(id)
-            .filter(|object| object["object"] == object_type)
-            .cloned()
+        self.get(id).filter(|object| object["object"] == object_type).cloned()
     }
 
     /// Every object of a kind, newest first.
     pub fn all_of(&self, object_type: &str) -> Vec<&Value> {
-        let mut found: Vec<&Stored> = self
-            .objects
-            .values()
-            .filter(|stored| stored.object["object"] == object_type)
-            .collect();
-        found.sort_by_key(|stored| {
-            std::cmp::Reverse((
-                stored.object["created"].as_i64().unwrap_or(0),
-                stored.sequence,
-            ))
-        });
+        let mut found: Vec<&Stored> =
+            self.objects.values().filter(|stored| stored.object["object"] == object_type).collect();
+        found
+            .sort_by_key(|stored| std::cmp::Reverse((stored.object["created"].as_i64().unwrap_or(0), stored.sequence)));
         found.into_iter().map(|stored| &stored.object).collect()
     }
 
@@ -150,11 +131,7 @@ impl State {
         let matching: Vec<&Value> = self
             .all_of(object_type)
             .into_iter()
-            .filter(|object| {
-                query
-                    .created
-                    .contains(object["created"].as_i64().unwrap_or(0))
-            })
+            .filter(|object| query.created.contains(object["created"].as_i64().unwrap_or(0)))
             .filter(|object| keep(object))
             .collect();
         let position_of = |id: &str, param: &str| {
@@ -233,10 +210,7 @@ impl ApiError {
             error.insert("code".into(), json!(code));
             error.insert(
                 "doc_url".into(),
-                json!(format!(
-                    "https://stripe.com/docs/error-codes/{}",
-                    code.replace('_', "-")
-                )),
+                json!(format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-"))),
             );
         }
         error.insert("message".into(), json!(message.into()));
@@ -291,10 +265,7 @@ impl ApiError {
     }
 
     pub fn message(&self) -> &str {
-        self.error
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("Stripe error")
+        self.error.get("message").and_then(Value::as_str).unwrap_or("Stripe error")
     }
 }
 
@@ -307,9 +278,5 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 pub(crate) fn random_alphanumeric(length: usize) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(length)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(length).map(char::from).collect()
 }

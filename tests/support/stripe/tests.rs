@@ -18,10 +18,7 @@ fn install_ring() {
 async fn fake_and_client() -> (FakeStripe, stripe::Client) {
     install_ring();
     let fake = FakeStripe::start().await.expect("start the fake Stripe");
-    let client = stripe::ClientBuilder::new(KEY)
-        .url(fake.api_base())
-        .build()
-        .expect("build the Stripe client");
+    let client = stripe::ClientBuilder::new(KEY).url(fake.api_base()).build().expect("build the Stripe client");
     (fake, client)
 }
 
@@ -43,9 +40,7 @@ fn parses<T: miniserde::Deserialize>(object: &Value, template_name: &str) -> T {
         })
         .map(|(key, _)| key.clone())
         .collect();
-    panic!(
-        "async-stripe cannot parse this {template_name} (fields at fault: {culprits:?}): {object:#}"
-    );
+    panic!("async-stripe cannot parse this {template_name} (fields at fault: {culprits:?}): {object:#}");
 }
 
 #[test]
@@ -74,18 +69,9 @@ async fn every_builder_makes_objects_async_stripe_parses() {
     parses::<stripe_shared::Price>(&fake.price(3000, "jpy", Some("month")), "price");
     parses::<stripe_shared::Price>(&fake.price(3000, "jpy", None), "price");
     for mode in ["payment", "setup", "subscription"] {
-        let session = fake
-            .checkout_session(mode, 3000, "jpy", METADATA)
-            .expect("checkout session");
+        let session = fake.checkout_session(mode, 3000, "jpy", METADATA).expect("checkout session");
         let parsed: stripe_shared::CheckoutSession = parses(&session, "checkout.session");
-        assert_eq!(
-            parsed
-                .metadata
-                .as_ref()
-                .and_then(|m| m.get("pledge_id"))
-                .map(String::as_str),
-            Some("7")
-        );
+        assert_eq!(parsed.metadata.as_ref().and_then(|m| m.get("pledge_id")).map(String::as_str), Some("7"));
     }
     for status in [
         "requires_payment_method",
@@ -96,9 +82,7 @@ async fn every_builder_makes_objects_async_stripe_parses() {
         "canceled",
         "succeeded",
     ] {
-        let payment_intent = fake
-            .payment_intent(3000, "jpy", status, METADATA)
-            .expect("payment intent");
+        let payment_intent = fake.payment_intent(3000, "jpy", status, METADATA).expect("payment intent");
         let parsed: stripe_shared::PaymentIntent = parses(&payment_intent, "payment_intent");
         assert_eq!(parsed.status.as_str(), status);
     }
@@ -107,30 +91,16 @@ async fn every_builder_makes_objects_async_stripe_parses() {
     let parsed: stripe_shared::Charge = parses(&charge, "charge");
     assert_eq!(parsed.amount_refunded, 1000);
     assert!(!parsed.refunded);
-    for status in [
-        "active",
-        "trialing",
-        "past_due",
-        "unpaid",
-        "canceled",
-        "incomplete",
-        "incomplete_expired",
-        "paused",
-    ] {
-        let subscription = fake
-            .subscription(3000, "jpy", "month", status, METADATA)
-            .expect("subscription");
+    for status in ["active", "trialing", "past_due", "unpaid", "canceled", "incomplete", "incomplete_expired", "paused"]
+    {
+        let subscription = fake.subscription(3000, "jpy", "month", status, METADATA).expect("subscription");
         parses::<stripe_shared::Subscription>(&subscription, "subscription");
     }
-    let subscription = fake
-        .subscription(3000, "jpy", "month", "active", METADATA)
-        .expect("subscription");
+    let subscription = fake.subscription(3000, "jpy", "month", "active", METADATA).expect("subscription");
     let subscription_id = subscription["id"].as_str().expect("id");
     for status in ["draft", "open", "paid", "void", "uncollectible"] {
         for owner in [Some(subscription_id), None] {
-            let invoice = fake
-                .invoice(owner, 3000, "jpy", status, METADATA)
-                .expect("invoice");
+            let invoice = fake.invoice(owner, 3000, "jpy", status, METADATA).expect("invoice");
             parses::<stripe_shared::Invoice>(&invoice, "invoice");
         }
     }
@@ -157,34 +127,17 @@ async fn every_builder_makes_objects_async_stripe_parses() {
         for object in objects {
             match kind {
                 "refund" => drop(parses::<stripe_shared::Refund>(&object, template_name)),
-                "balance_transaction" => drop(parses::<stripe_shared::BalanceTransaction>(
-                    &object,
-                    template_name,
-                )),
-                "setup_intent" => {
-                    drop(parses::<stripe_shared::SetupIntent>(&object, template_name))
-                }
-                "payment_method" => drop(parses::<stripe_shared::PaymentMethod>(
-                    &object,
-                    template_name,
-                )),
+                "balance_transaction" => drop(parses::<stripe_shared::BalanceTransaction>(&object, template_name)),
+                "setup_intent" => drop(parses::<stripe_shared::SetupIntent>(&object, template_name)),
+                "payment_method" => drop(parses::<stripe_shared::PaymentMethod>(&object, template_name)),
                 "charge" => drop(parses::<stripe_shared::Charge>(&object, template_name)),
-                "payment_intent" => drop(parses::<stripe_shared::PaymentIntent>(
-                    &object,
-                    template_name,
-                )),
-                "subscription" => drop(parses::<stripe_shared::Subscription>(
-                    &object,
-                    template_name,
-                )),
+                "payment_intent" => drop(parses::<stripe_shared::PaymentIntent>(&object, template_name)),
+                "subscription" => drop(parses::<stripe_shared::Subscription>(&object, template_name)),
                 _ => drop(parses::<stripe_shared::Invoice>(&object, template_name)),
             }
         }
     }
-    let event = fake.event(
-        "payment_intent.succeeded",
-        fake.objects("payment_intent")[0].clone(),
-    );
+    let event = fake.event("payment_intent.succeeded", fake.objects("payment_intent")[0].clone());
     parses::<stripe_shared::Event>(&event, "event");
 }
 
@@ -199,14 +152,13 @@ use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice::{ListInvoice, RetrieveInvoice};
 use stripe_billing::subscription::{
-    CancelSubscription, CreateSubscription, CreateSubscriptionItems,
-    CreateSubscriptionItemsPriceData, CreateSubscriptionItemsPriceDataRecurring,
-    CreateSubscriptionItemsPriceDataRecurringInterval, RetrieveSubscription, UpdateSubscription,
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems, CreateSubscriptionItemsPriceData,
+    CreateSubscriptionItemsPriceDataRecurring, CreateSubscriptionItemsPriceDataRecurringInterval, RetrieveSubscription,
+    UpdateSubscription,
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    CreateCheckoutSessionLineItemsPriceDataRecurring,
-    CreateCheckoutSessionLineItemsPriceDataRecurringInterval,
+    CreateCheckoutSessionLineItemsPriceDataRecurring, CreateCheckoutSessionLineItemsPriceDataRecurringInterval,
     CreateCheckoutSessionPaymentIntentData, ProductData, RetrieveCheckoutSession,
 };
 use stripe_core::balance_transaction::{ListBalanceTransaction, RetrieveBalanceTransaction};
@@ -219,8 +171,7 @@ use stripe_core::payout::{ListPayout, RetrievePayout};
 use stripe_core::refund::{CreateRefund, RetrieveRefund};
 use stripe_core::setup_intent::{CreateSetupIntent, RetrieveSetupIntent};
 use stripe_shared::{
-    ApiErrorsCode, ApiErrorsType, CheckoutSessionMode, CheckoutSessionStatus, PaymentIntentStatus,
-    SubscriptionStatus,
+    ApiErrorsCode, ApiErrorsType, CheckoutSessionMode, CheckoutSessionStatus, PaymentIntentStatus, SubscriptionStatus,
 };
 use stripe_types::{Currency, RangeQueryTs};
 
@@ -241,13 +192,7 @@ fn stripe_error(error: StripeError) -> (Box<stripe_shared::ApiErrors>, u16) {
 }
 
 async fn customer_id(client: &stripe::Client) -> String {
-    CreateCustomer::new()
-        .email("patron@example.com")
-        .send(client)
-        .await
-        .expect("create a customer")
-        .id
-        .to_string()
+    CreateCustomer::new().email("patron@example.com").send(client).await.expect("create a customer").id.to_string()
 }
 
 #[tokio::test]
@@ -263,60 +208,35 @@ async fn customers_are_created_and_retrieved() {
     assert!(created.id.as_str().starts_with("cus_"));
     assert_eq!(created.email.as_deref(), Some("patron@example.com"));
     assert_eq!(created.name.as_deref(), Some("山田 花子"));
-    match RetrieveCustomer::new(created.id.clone())
-        .send(&client)
-        .await
-        .expect("retrieve the customer")
-    {
+    match RetrieveCustomer::new(created.id.clone()).send(&client).await.expect("retrieve the customer") {
         RetrieveCustomerReturned::Customer(customer) => {
             assert_eq!(customer.id, created.id);
-            assert_eq!(
-                customer.metadata.as_ref().map(|m| m["pledge_id"].as_str()),
-                Some("7")
-            );
+            assert_eq!(customer.metadata.as_ref().map(|m| m["pledge_id"].as_str()), Some("7"));
         }
         RetrieveCustomerReturned::DeletedCustomer(_) => panic!("not deleted"),
     }
     let recorded = fake.requests();
     assert_eq!(recorded[0].method, "POST");
     assert_eq!(recorded[0].path, "/v1/customers");
-    assert!(
-        recorded[0]
-            .params
-            .contains(&("metadata[pledge_id]".to_owned(), "7".to_owned()))
-    );
+    assert!(recorded[0].params.contains(&("metadata[pledge_id]".to_owned(), "7".to_owned())));
     assert_eq!(recorded[1].method, "GET");
 }
 
 #[tokio::test]
 async fn unknown_ids_are_resource_missing_and_a_missing_key_is_refused() {
     let (fake, client) = fake_and_client().await;
-    let error = RetrievePaymentIntent::new("pi_nosuchthing")
-        .send(&client)
-        .await
-        .expect_err("no such PaymentIntent");
+    let error = RetrievePaymentIntent::new("pi_nosuchthing").send(&client).await.expect_err("no such PaymentIntent");
     let (error, status) = stripe_error(error);
     assert_eq!(status, 404);
     assert_eq!(error.type_, ApiErrorsType::InvalidRequestError);
     assert_eq!(error.code, Some(ApiErrorsCode::ResourceMissing));
-    assert_eq!(
-        error.message.as_deref(),
-        Some("No such payment_intent: 'pi_nosuchthing'")
-    );
+    assert_eq!(error.message.as_deref(), Some("No such payment_intent: 'pi_nosuchthing'"));
 
     let http = reqwest::Client::new();
-    let response = http
-        .get(format!("{}v1/customers/cus_x", fake.api_base()))
-        .send()
-        .await
-        .expect("request");
+    let response = http.get(format!("{}v1/customers/cus_x", fake.api_base())).send().await.expect("request");
     assert_eq!(response.status(), 401);
-    let response = http
-        .get(format!("{}v1/no_such_endpoint", fake.api_base()))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("request");
+    let response =
+        http.get(format!("{}v1/no_such_endpoint", fake.api_base())).bearer_auth(KEY).send().await.expect("request");
     assert_eq!(response.status(), 404);
 }
 
@@ -381,67 +301,34 @@ async fn checkout_sessions_in_the_three_modes_are_created_and_completed() {
     assert_eq!(subscription.amount_total, Some(1000));
 
     // A browser paying on the hosted page is sent to the success URL.
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("browser");
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("browser");
     let page = browser.get(&url).send().await.expect("checkout page");
     assert_eq!(page.status(), 200);
-    let paid = browser
-        .post(format!("{url}/complete"))
-        .send()
-        .await
-        .expect("pay");
+    let paid = browser.post(format!("{url}/complete")).send().await.expect("pay");
     assert_eq!(paid.status(), 303);
-    assert_eq!(
-        paid.headers()["location"],
-        format!("https://kanpa.example/thanks?session={}", payment.id).as_str()
-    );
-    let payment = RetrieveCheckoutSession::new(payment.id.clone())
-        .send(&client)
-        .await
-        .expect("retrieve");
+    assert_eq!(paid.headers()["location"], format!("https://kanpa.example/thanks?session={}", payment.id).as_str());
+    let payment = RetrieveCheckoutSession::new(payment.id.clone()).send(&client).await.expect("retrieve");
     assert_eq!(payment.status, Some(CheckoutSessionStatus::Complete));
-    let payment_intent_id = payment
-        .payment_intent
-        .as_ref()
-        .expect("a paid session has a PaymentIntent")
-        .id()
-        .clone();
-    let payment_intent = RetrievePaymentIntent::new(payment_intent_id)
-        .send(&client)
-        .await
-        .expect("retrieve the PaymentIntent");
+    let payment_intent_id = payment.payment_intent.as_ref().expect("a paid session has a PaymentIntent").id().clone();
+    let payment_intent =
+        RetrievePaymentIntent::new(payment_intent_id).send(&client).await.expect("retrieve the PaymentIntent");
     assert_eq!(payment_intent.status, PaymentIntentStatus::Succeeded);
     assert_eq!(payment_intent.amount, 6000);
     assert_eq!(payment_intent.metadata["pledge_id"], "7");
 
-    fake.complete_checkout_session(setup.id.as_str())
-        .expect("complete setup");
-    let setup = RetrieveCheckoutSession::new(setup.id.clone())
+    fake.complete_checkout_session(setup.id.as_str()).expect("complete setup");
+    let setup = RetrieveCheckoutSession::new(setup.id.clone()).send(&client).await.expect("retrieve");
+    let setup_intent = RetrieveSetupIntent::new(setup.setup_intent.expect("a SetupIntent").id().clone())
         .send(&client)
         .await
-        .expect("retrieve");
-    let setup_intent =
-        RetrieveSetupIntent::new(setup.setup_intent.expect("a SetupIntent").id().clone())
-            .send(&client)
-            .await
-            .expect("retrieve the SetupIntent");
+        .expect("retrieve the SetupIntent");
     assert!(setup_intent.payment_method.is_some());
 
-    let completed = fake
-        .complete_checkout_session(subscription.id.as_str())
-        .expect("complete subscription");
-    assert!(
-        fake.complete_checkout_session(subscription.id.as_str())
-            .is_err(),
-        "once only"
-    );
+    let completed = fake.complete_checkout_session(subscription.id.as_str()).expect("complete subscription");
+    assert!(fake.complete_checkout_session(subscription.id.as_str()).is_err(), "once only");
     let subscription_id = completed["subscription"].as_str().expect("a subscription");
-    let subscription = RetrieveSubscription::new(subscription_id)
-        .send(&client)
-        .await
-        .expect("retrieve the subscription");
+    let subscription =
+        RetrieveSubscription::new(subscription_id).send(&client).await.expect("retrieve the subscription");
     assert_eq!(subscription.status, SubscriptionStatus::Active);
     assert_eq!(subscription.customer.id().as_str(), customer);
 }
@@ -457,11 +344,7 @@ async fn off_session_payments_succeed_or_are_declined_like_stripe() {
         .send(&client)
         .await
         .expect("save a card");
-    let payment_method = setup_intent
-        .payment_method
-        .expect("a saved card")
-        .id()
-        .to_string();
+    let payment_method = setup_intent.payment_method.expect("a saved card").id().to_string();
     let charge = |amount: i64| {
         CreatePaymentIntent::new(amount, Currency::JPY)
             .customer(customer.clone())
@@ -482,23 +365,13 @@ async fn off_session_payments_succeed_or_are_declined_like_stripe() {
     assert_eq!(error.type_, ApiErrorsType::CardError);
     assert_eq!(error.code, Some(ApiErrorsCode::CardDeclined));
     assert_eq!(error.decline_code.as_deref(), Some("insufficient_funds"));
-    assert!(
-        error.charge.is_some(),
-        "an issuer decline leaves a failed charge"
-    );
-    let declined = error
-        .payment_intent
-        .expect("the PaymentIntent is in the error");
+    assert!(error.charge.is_some(), "an issuer decline leaves a failed charge");
+    let declined = error.payment_intent.expect("the PaymentIntent is in the error");
     assert_eq!(declined.status, PaymentIntentStatus::RequiresPaymentMethod);
     assert_eq!(declined.metadata["pledge_id"], "7");
-    let retrieved = RetrievePaymentIntent::new(declined.id.clone())
-        .send(&client)
-        .await
-        .expect("retrieve");
+    let retrieved = RetrievePaymentIntent::new(declined.id.clone()).send(&client).await.expect("retrieve");
     assert_eq!(
-        retrieved
-            .last_payment_error
-            .and_then(|error| error.decline_code),
+        retrieved.last_payment_error.and_then(|error| error.decline_code),
         Some("insufficient_funds".to_owned())
     );
 
@@ -506,9 +379,7 @@ async fn off_session_payments_succeed_or_are_declined_like_stripe() {
     let (error, status) = stripe_error(charge(3000).send(&client).await.expect_err("needs 3DS"));
     assert_eq!(status, 402);
     assert_eq!(error.code, Some(ApiErrorsCode::AuthenticationRequired));
-    let waiting = error
-        .payment_intent
-        .expect("the PaymentIntent is in the error");
+    let waiting = error.payment_intent.expect("the PaymentIntent is in the error");
     assert_eq!(waiting.status, PaymentIntentStatus::RequiresAction);
 
     // The customer comes back and confirms with another card.
@@ -518,16 +389,9 @@ async fn off_session_payments_succeed_or_are_declined_like_stripe() {
         .await
         .expect("confirm again");
     assert_eq!(confirmed.status, PaymentIntentStatus::Succeeded);
-    let (error, status) = stripe_error(
-        ConfirmPaymentIntent::new(waiting.id)
-            .send(&client)
-            .await
-            .expect_err("already succeeded"),
-    );
-    assert_eq!(
-        (status, error.code),
-        (400, Some(ApiErrorsCode::PaymentIntentUnexpectedState))
-    );
+    let (error, status) =
+        stripe_error(ConfirmPaymentIntent::new(waiting.id).send(&client).await.expect_err("already succeeded"));
+    assert_eq!((status, error.code), (400, Some(ApiErrorsCode::PaymentIntentUnexpectedState)));
 }
 
 #[tokio::test]
@@ -551,10 +415,7 @@ async fn refunds_balance_transactions_and_payouts_page_like_stripe() {
         .await
         .expect("refund");
     assert_eq!(refund.amount, 500);
-    let refund = RetrieveRefund::new(refund.id.clone())
-        .send(&client)
-        .await
-        .expect("retrieve the refund");
+    let refund = RetrieveRefund::new(refund.id.clone()).send(&client).await.expect("retrieve the refund");
     let (error, status) = stripe_error(
         CreateRefund::new()
             .payment_intent(payment_intents[2].id.to_string())
@@ -563,17 +424,10 @@ async fn refunds_balance_transactions_and_payouts_page_like_stripe() {
             .await
             .expect_err("more than is left"),
     );
-    assert_eq!(
-        (status, error.code),
-        (400, Some(ApiErrorsCode::AmountTooLarge))
-    );
+    assert_eq!((status, error.code), (400, Some(ApiErrorsCode::AmountTooLarge)));
 
     // Three charges and a refund, newest first, two to a page.
-    let first_page = ListBalanceTransaction::new()
-        .limit(2)
-        .send(&client)
-        .await
-        .expect("list");
+    let first_page = ListBalanceTransaction::new().limit(2).send(&client).await.expect("list");
     assert!(first_page.has_more);
     assert_eq!(first_page.url, "/v1/balance_transactions");
     let kinds: Vec<&str> = first_page.data.iter().map(|t| t.type_.as_str()).collect();
@@ -587,32 +441,14 @@ async fn refunds_balance_transactions_and_payouts_page_like_stripe() {
         .await
         .expect("list");
     assert!(!second_page.has_more);
-    assert_eq!(
-        second_page
-            .data
-            .iter()
-            .map(|t| t.amount)
-            .collect::<Vec<_>>(),
-        [2000, 1000]
-    );
-    let all: Vec<_> = ListBalanceTransaction::new()
-        .limit(1)
-        .paginate()
-        .stream(&client)
-        .try_collect()
-        .await
-        .expect("paginate");
+    assert_eq!(second_page.data.iter().map(|t| t.amount).collect::<Vec<_>>(), [2000, 1000]);
+    let all: Vec<_> =
+        ListBalanceTransaction::new().limit(1).paginate().stream(&client).try_collect().await.expect("paginate");
     assert_eq!(all.len(), 4);
-    let one = RetrieveBalanceTransaction::new(
-        refund
-            .balance_transaction
-            .expect("a refund transaction")
-            .id()
-            .clone(),
-    )
-    .send(&client)
-    .await
-    .expect("retrieve");
+    let one = RetrieveBalanceTransaction::new(refund.balance_transaction.expect("a refund transaction").id().clone())
+        .send(&client)
+        .await
+        .expect("retrieve");
     assert_eq!(one.amount, -500);
 
     let payout = fake.pay_out("jpy").expect("pay out");
@@ -624,11 +460,7 @@ async fn refunds_balance_transactions_and_payouts_page_like_stripe() {
         .send(&client)
         .await
         .expect("list the payout's transactions");
-    assert_eq!(
-        paid_out.data.len(),
-        5,
-        "the four transactions and the payout's own"
-    );
+    assert_eq!(paid_out.data.len(), 5, "the four transactions and the payout's own");
     assert_eq!(paid_out.data.iter().map(|t| t.net).sum::<i64>(), 0);
     assert!(fake.pay_out("jpy").is_err(), "nothing left to pay out");
 
@@ -639,26 +471,17 @@ async fn refunds_balance_transactions_and_payouts_page_like_stripe() {
         .await
         .expect("charge");
     fake.pay_out("jpy").expect("second payout");
-    let payouts = ListPayout::new()
-        .limit(1)
-        .send(&client)
-        .await
-        .expect("list payouts");
+    let payouts = ListPayout::new().limit(1).send(&client).await.expect("list payouts");
     assert!(payouts.has_more);
     assert_eq!(payouts.data[0].amount, 5000 - 180);
-    let first = RetrievePayout::new(payout["id"].as_str().expect("id"))
-        .send(&client)
-        .await
-        .expect("retrieve");
+    let first = RetrievePayout::new(payout["id"].as_str().expect("id")).send(&client).await.expect("retrieve");
     assert_eq!(first.amount, net);
 }
 
 #[tokio::test]
 async fn events_list_newest_first_with_a_created_filter_and_pages() {
     let (fake, client) = fake_and_client().await;
-    let object = fake
-        .payment_intent(3000, "jpy", "succeeded", METADATA)
-        .expect("PaymentIntent");
+    let object = fake.payment_intent(3000, "jpy", "succeeded", METADATA).expect("PaymentIntent");
     let base = 1_800_000_000;
     // Built out of order on purpose.
     for (offset, event_type) in [
@@ -685,33 +508,16 @@ async fn events_list_newest_first_with_a_created_filter_and_pages() {
     let created: Vec<i64> = recent.iter().map(|e| e.created).collect();
     assert_eq!(created, [base + 3, base + 2, base + 1]);
 
-    let newer = ListEvent::new()
-        .ending_before(page.data[1].id.to_string())
-        .send(&client)
-        .await
-        .expect("list");
+    let newer = ListEvent::new().ending_before(page.data[1].id.to_string()).send(&client).await.expect("list");
     assert_eq!(newer.data.len(), 1);
     assert_eq!(newer.data[0].id, page.data[0].id);
     assert!(!newer.has_more);
 
-    let payment_intent_events = ListEvent::new()
-        .type_("payment_intent.*")
-        .send(&client)
-        .await
-        .expect("list");
+    let payment_intent_events = ListEvent::new().type_("payment_intent.*").send(&client).await.expect("list");
     assert_eq!(payment_intent_events.data.len(), 3);
-    let one = RetrieveEvent::new(page.data[0].id.clone())
-        .send(&client)
-        .await
-        .expect("retrieve");
+    let one = RetrieveEvent::new(page.data[0].id.clone()).send(&client).await.expect("retrieve");
     assert_eq!(one.api_version.as_deref(), Some(API_VERSION));
-    let (_, status) = stripe_error(
-        ListEvent::new()
-            .limit(101)
-            .send(&client)
-            .await
-            .expect_err("limit above 100"),
-    );
+    let (_, status) = stripe_error(ListEvent::new().limit(101).send(&client).await.expect_err("limit above 100"));
     assert_eq!(status, 400);
 }
 
@@ -722,9 +528,7 @@ async fn subscriptions_are_created_updated_canceled_and_invoiced() {
     let mut price = CreateSubscriptionItemsPriceData::new(
         Currency::JPY,
         "prod_membership",
-        CreateSubscriptionItemsPriceDataRecurring::new(
-            CreateSubscriptionItemsPriceDataRecurringInterval::Month,
-        ),
+        CreateSubscriptionItemsPriceDataRecurring::new(CreateSubscriptionItemsPriceDataRecurringInterval::Month),
     );
     price.unit_amount = Some(1000);
     let mut item = CreateSubscriptionItems::new();
@@ -740,62 +544,29 @@ async fn subscriptions_are_created_updated_canceled_and_invoiced() {
     let first_item = &created.items.data[0];
     assert!(first_item.current_period_end > first_item.current_period_start);
 
-    let subscription = RetrieveSubscription::new(created.id.clone())
-        .send(&client)
-        .await
-        .expect("retrieve");
-    let invoice_id = subscription
-        .latest_invoice
-        .expect("a first invoice")
-        .id()
-        .clone()
-        .expect("an invoice id");
-    let invoice = RetrieveInvoice::new(invoice_id.clone())
-        .send(&client)
-        .await
-        .expect("retrieve the invoice");
+    let subscription = RetrieveSubscription::new(created.id.clone()).send(&client).await.expect("retrieve");
+    let invoice_id = subscription.latest_invoice.expect("a first invoice").id().clone().expect("an invoice id");
+    let invoice = RetrieveInvoice::new(invoice_id.clone()).send(&client).await.expect("retrieve the invoice");
     assert_eq!(invoice.amount_paid, 1000);
     assert_eq!(invoice.status, Some(stripe_shared::InvoiceStatus::Paid));
 
     let updated = UpdateSubscription::new(created.id.clone())
         .cancel_at_period_end(true)
-        .metadata(HashMap::from([
-            ("pledge_id".to_owned(), String::new()),
-            ("tier".to_owned(), "gold".to_owned()),
-        ]))
+        .metadata(HashMap::from([("pledge_id".to_owned(), String::new()), ("tier".to_owned(), "gold".to_owned())]))
         .send(&client)
         .await
         .expect("update");
     assert!(updated.cancel_at_period_end);
     assert_eq!(updated.cancel_at, Some(first_item.current_period_end));
-    assert_eq!(
-        updated.metadata,
-        HashMap::from([("tier".to_owned(), "gold".to_owned())])
-    );
+    assert_eq!(updated.metadata, HashMap::from([("tier".to_owned(), "gold".to_owned())]));
 
     let renewal = fake.renew_subscription(created.id.as_str()).expect("renew");
-    let invoices = ListInvoice::new()
-        .subscription(created.id.to_string())
-        .send(&client)
-        .await
-        .expect("list invoices");
-    let ids: Vec<String> = invoices
-        .data
-        .iter()
-        .filter_map(|invoice| invoice.id.as_ref().map(ToString::to_string))
-        .collect();
-    assert_eq!(
-        ids,
-        [
-            renewal["id"].as_str().expect("id").to_owned(),
-            invoice_id.to_string()
-        ]
-    );
+    let invoices = ListInvoice::new().subscription(created.id.to_string()).send(&client).await.expect("list invoices");
+    let ids: Vec<String> =
+        invoices.data.iter().filter_map(|invoice| invoice.id.as_ref().map(ToString::to_string)).collect();
+    assert_eq!(ids, [renewal["id"].as_str().expect("id").to_owned(), invoice_id.to_string()]);
 
-    let canceled = CancelSubscription::new(created.id.clone())
-        .send(&client)
-        .await
-        .expect("cancel");
+    let canceled = CancelSubscription::new(created.id.clone()).send(&client).await.expect("cancel");
     assert_eq!(canceled.status, SubscriptionStatus::Canceled);
     assert!(canceled.canceled_at.is_some());
 
@@ -817,25 +588,14 @@ async fn the_same_idempotency_key_replays_and_other_parameters_conflict() {
             .confirm(true)
             .metadata(pledge_metadata())
     };
-    let first = create(3000)
-        .customize()
-        .request_strategy(idempotent("pledge-7-charge-1"))
-        .send(&client)
-        .await
-        .expect("charge");
-    let again = create(3000)
-        .customize()
-        .request_strategy(idempotent("pledge-7-charge-1"))
-        .send(&client)
-        .await
-        .expect("replay");
+    let first =
+        create(3000).customize().request_strategy(idempotent("pledge-7-charge-1")).send(&client).await.expect("charge");
+    let again =
+        create(3000).customize().request_strategy(idempotent("pledge-7-charge-1")).send(&client).await.expect("replay");
     assert_eq!(first.id, again.id);
     assert_eq!(fake.objects("payment_intent").len(), 1, "charged once");
     assert_eq!(fake.objects("charge").len(), 1);
-    assert_eq!(
-        fake.requests()[1].idempotency_key.as_deref(),
-        Some("pledge-7-charge-1")
-    );
+    assert_eq!(fake.requests()[1].idempotency_key.as_deref(), Some("pledge-7-charge-1"));
 
     let (error, status) = stripe_error(
         create(4000)
@@ -863,10 +623,7 @@ async fn the_same_idempotency_key_replays_and_other_parameters_conflict() {
         .await
         .expect_err("the same decline");
     let (declined, replayed) = (stripe_error(declined).0, stripe_error(replayed).0);
-    assert_eq!(
-        declined.payment_intent.map(|p| p.id),
-        replayed.payment_intent.map(|p| p.id)
-    );
+    assert_eq!(declined.payment_intent.map(|p| p.id), replayed.payment_intent.map(|p| p.id));
 
     // Replays are marked and byte for byte the same.
     let http = reqwest::Client::new();
@@ -889,22 +646,12 @@ async fn the_same_idempotency_key_replays_and_other_parameters_conflict() {
 async fn injected_rate_limits_and_server_errors_reach_the_client_and_its_retries() {
     let (fake, client) = fake_and_client().await;
     fake.fail_next(1, Fault::RateLimited);
-    let (error, status) = stripe_error(
-        CreateCustomer::new()
-            .send(&client)
-            .await
-            .expect_err("rate limited"),
-    );
+    let (error, status) = stripe_error(CreateCustomer::new().send(&client).await.expect_err("rate limited"));
     assert_eq!(status, 429);
     assert_eq!(error.code, Some(ApiErrorsCode::RateLimit));
 
     fake.fail_next(1, Fault::ServerError);
-    let (error, status) = stripe_error(
-        CreateCustomer::new()
-            .send(&client)
-            .await
-            .expect_err("server error"),
-    );
+    let (error, status) = stripe_error(CreateCustomer::new().send(&client).await.expect_err("server error"));
     assert_eq!((status, error.type_), (500, ApiErrorsType::ApiError));
     assert!(fake.objects("customer").is_empty(), "nothing happened");
 
@@ -923,9 +670,7 @@ async fn injected_rate_limits_and_server_errors_reach_the_client_and_its_retries
     assert_eq!(attempts.len(), 3);
     assert!(attempts[0].idempotency_key.is_some());
     assert!(
-        attempts
-            .iter()
-            .all(|attempt| attempt.idempotency_key == attempts[0].idempotency_key),
+        attempts.iter().all(|attempt| attempt.idempotency_key == attempts[0].idempotency_key),
         "one key for every attempt"
     );
     assert_eq!(fake.objects("customer").len(), 1);
@@ -936,36 +681,20 @@ async fn a_dropped_answer_is_a_connection_error_after_the_work_was_done() {
     let (fake, client) = fake_and_client().await;
     fake.fail_next(1, Fault::Dropped);
     let strategy = idempotent("pledge-9-charge-1");
-    let create = CreatePaymentIntent::new(3000, Currency::JPY)
-        .payment_method("pm_card_visa")
-        .confirm(true);
-    let error = create
-        .customize()
-        .request_strategy(strategy.clone())
-        .send(&client)
-        .await
-        .expect_err("no answer");
-    assert!(
-        matches!(error, StripeError::ClientError(_)),
-        "a connection error, got {error:?}"
-    );
+    let create = CreatePaymentIntent::new(3000, Currency::JPY).payment_method("pm_card_visa").confirm(true);
+    let error = create.customize().request_strategy(strategy.clone()).send(&client).await.expect_err("no answer");
+    assert!(matches!(error, StripeError::ClientError(_)), "a connection error, got {error:?}");
     let charged = fake.objects("payment_intent");
     assert_eq!(charged.len(), 1, "the payment was made all the same");
-    let retried = create
-        .customize()
-        .request_strategy(strategy)
-        .send(&client)
-        .await
-        .expect("the retry gets the kept answer");
+    let retried =
+        create.customize().request_strategy(strategy).send(&client).await.expect("the retry gets the kept answer");
     assert_eq!(retried.id.as_str(), charged[0]["id"]);
     assert_eq!(fake.objects("payment_intent").len(), 1, "and nothing more");
 
     // Not a byte of the answer goes out: the socket just closes.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     fake.fail_next(1, Fault::Dropped);
-    let mut socket = tokio::net::TcpStream::connect(fake.address())
-        .await
-        .expect("connect");
+    let mut socket = tokio::net::TcpStream::connect(fake.address()).await.expect("connect");
     socket
         .write_all(
             format!(
@@ -979,11 +708,7 @@ async fn a_dropped_answer_is_a_connection_error_after_the_work_was_done() {
         .expect("send");
     let mut answer = Vec::new();
     let _ = socket.read_to_end(&mut answer).await;
-    assert!(
-        answer.is_empty(),
-        "got {:?}",
-        String::from_utf8_lossy(&answer)
-    );
+    assert!(answer.is_empty(), "got {:?}", String::from_utf8_lossy(&answer));
     assert_eq!(fake.objects("customer").len(), 1, "the customer was made");
 }
 
@@ -997,23 +722,14 @@ async fn latency_delays_answers_but_not_the_work() {
         .build()
         .expect("client");
     let started = Instant::now();
-    let error = CreateCustomer::new()
-        .send(&impatient)
-        .await
-        .expect_err("times out");
+    let error = CreateCustomer::new().send(&impatient).await.expect_err("times out");
     assert!(matches!(error, StripeError::Timeout), "got {error:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "it did not wait"
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "it did not wait");
     assert_eq!(fake.objects("customer").len(), 1, "the work was done");
 
     fake.set_latency(Duration::from_millis(300));
     let started = Instant::now();
-    CreateCustomer::new()
-        .send(&client)
-        .await
-        .expect("a patient client gets the answer");
+    CreateCustomer::new().send(&client).await.expect("a patient client gets the answer");
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
@@ -1024,18 +740,10 @@ async fn the_fake_clock_dates_objects_and_events() {
     let customer = fake.customer("patron@example.com", METADATA);
     assert_eq!(customer["created"], 1_900_000_000);
     fake.advance_clock(Duration::from_secs(60));
-    assert_eq!(
-        fake.event("customer.created", customer)["created"],
-        1_900_000_060
-    );
-    let subscription = fake
-        .subscription(1000, "jpy", "month", "active", METADATA)
-        .expect("subscription");
+    assert_eq!(fake.event("customer.created", customer)["created"], 1_900_000_060);
+    let subscription = fake.subscription(1000, "jpy", "month", "active", METADATA).expect("subscription");
     // 2030-03-17T17:47:40Z plus one month.
-    assert_eq!(
-        subscription["items"]["data"][0]["current_period_end"],
-        1_900_000_060 + 31 * 86_400
-    );
+    assert_eq!(subscription["items"]["data"][0]["current_period_end"], 1_900_000_060 + 31 * 86_400);
     fake.use_real_clock();
     assert!(fake.now() < 1_900_000_000);
 }
@@ -1055,22 +763,14 @@ async fn start_receiver(secret: String) -> (String, Arc<Mutex<Vec<String>>>) {
             let recorded = Arc::clone(&recorded);
             let secret = secret.clone();
             async move {
-                let signature = headers
-                    .get("stripe-signature")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or_default();
+                let signature =
+                    headers.get("stripe-signature").and_then(|value| value.to_str().ok()).unwrap_or_default();
                 match stripe_webhook::Webhook::construct_event(&body, signature, &secret) {
                     Ok(event) => {
                         if matches!(event.data.object, stripe_webhook::EventObject::Unknown(_)) {
-                            return (
-                                StatusCode::UNPROCESSABLE_ENTITY,
-                                "unknown object".to_owned(),
-                            );
+                            return (StatusCode::UNPROCESSABLE_ENTITY, "unknown object".to_owned());
                         }
-                        recorded
-                            .lock()
-                            .expect("lock")
-                            .push(event.type_.as_str().to_owned());
+                        recorded.lock().expect("lock").push(event.type_.as_str().to_owned());
                         (StatusCode::OK, event.id.to_string())
                     }
                     Err(error) => (StatusCode::BAD_REQUEST, error.to_string()),
@@ -1078,9 +778,7 @@ async fn start_receiver(secret: String) -> (String, Arc<Mutex<Vec<String>>>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the receiver");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the receiver");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{address}/webhooks/stripe"), accepted)
@@ -1093,42 +791,26 @@ async fn delivered_events_pass_async_stripe_verification() {
     fake.set_webhook_url(url);
     assert!(fake.webhook_secret().starts_with("whsec_"));
 
-    let subscription = fake
-        .subscription(1000, "jpy", "month", "active", METADATA)
-        .expect("subscription");
+    let subscription = fake.subscription(1000, "jpy", "month", "active", METADATA).expect("subscription");
     let events = [
         fake.event(
             "checkout.session.completed",
-            fake.checkout_session("payment", 3000, "jpy", METADATA)
-                .expect("session"),
+            fake.checkout_session("payment", 3000, "jpy", METADATA).expect("session"),
         ),
         fake.event(
             "payment_intent.succeeded",
-            fake.payment_intent(3000, "jpy", "succeeded", METADATA)
-                .expect("PaymentIntent"),
+            fake.payment_intent(3000, "jpy", "succeeded", METADATA).expect("PaymentIntent"),
         ),
         fake.event(
             "invoice.paid",
-            fake.invoice(subscription["id"].as_str(), 1000, "jpy", "paid", &[])
-                .expect("invoice"),
+            fake.invoice(subscription["id"].as_str(), 1000, "jpy", "paid", &[]).expect("invoice"),
         ),
         fake.event("customer.subscription.updated", subscription),
-        fake.event(
-            "charge.refunded",
-            fake.charge(3000, "jpy", 3000, METADATA).expect("charge"),
-        ),
-        fake.event(
-            "invoice.payment_failed",
-            fake.invoice(None, 1000, "jpy", "open", METADATA)
-                .expect("invoice"),
-        ),
+        fake.event("charge.refunded", fake.charge(3000, "jpy", 3000, METADATA).expect("charge")),
+        fake.event("invoice.payment_failed", fake.invoice(None, 1000, "jpy", "open", METADATA).expect("invoice")),
     ];
     for event in &events {
-        assert_eq!(
-            fake.deliver(event).await.expect("deliver"),
-            200,
-            "{event:#}"
-        );
+        assert_eq!(fake.deliver(event).await.expect("deliver"), 200, "{event:#}");
     }
     assert_eq!(
         *accepted.lock().expect("lock"),
@@ -1146,31 +828,15 @@ async fn delivered_events_pass_async_stripe_verification() {
     let body = serde_json::to_string(&events[0]).expect("json");
     let now = webhooks::unix_now();
     let forged = webhooks::signature_header("whsec_someoneelse", &body, now);
-    let (status, answer) = fake
-        .deliver_raw(&body, Some(&forged))
-        .await
-        .expect("deliver");
+    let (status, answer) = fake.deliver_raw(&body, Some(&forged)).await.expect("deliver");
     assert_eq!(status, 400, "{answer}");
     assert_eq!(fake.deliver_raw(&body, None).await.expect("deliver").0, 400);
     let stale = fake.sign(&body, now - 600);
-    let (status, answer) = fake
-        .deliver_raw(&body, Some(&stale))
-        .await
-        .expect("deliver");
-    assert_eq!(
-        (status, answer.contains("tolerance")),
-        (400, true),
-        "{answer}"
-    );
+    let (status, answer) = fake.deliver_raw(&body, Some(&stale)).await.expect("deliver");
+    assert_eq!((status, answer.contains("tolerance")), (400, true), "{answer}");
     let tampered = body.replace("\"livemode\":false", "\"livemode\":true");
     let signature = fake.sign(&body, now);
-    assert_eq!(
-        fake.deliver_raw(&tampered, Some(&signature))
-            .await
-            .expect("deliver")
-            .0,
-        400
-    );
+    assert_eq!(fake.deliver_raw(&tampered, Some(&signature)).await.expect("deliver").0, 400);
 }
 
 #[tokio::test]
@@ -1182,15 +848,11 @@ async fn a_storm_of_shuffled_duplicates_arrives_whole() {
         .map(|_| {
             fake.event(
                 "payment_intent.succeeded",
-                fake.payment_intent(3000, "jpy", "succeeded", METADATA)
-                    .expect("PaymentIntent"),
+                fake.payment_intent(3000, "jpy", "succeeded", METADATA).expect("PaymentIntent"),
             )
         })
         .collect();
-    let statuses = fake
-        .deliver_many(&events, 3, true, 4)
-        .await
-        .expect("deliver");
+    let statuses = fake.deliver_many(&events, 3, true, 4).await.expect("deliver");
     assert_eq!(statuses, vec![200; 15]);
     assert_eq!(accepted.lock().expect("lock").len(), 15);
 }

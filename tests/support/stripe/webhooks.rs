@@ -12,10 +12,9 @@ use serde_json::Value;
 use sha2::Sha256;
 
 /// `t={timestamp},v1={hex HMAC-SHA256 of "{timestamp}.{body}"}`.
-pub(crate) fn signature_header(secret: &str, body: &str, timestamp: i64) -> String {
+pub fn signature_header(secret: &str, body: &str, timestamp: i64) -> String {
     // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .expect("HMAC-SHA256 accepts any key length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC-SHA256 accepts any key length");
     mac.update(format!("{timestamp}.{body}").as_bytes());
     let digest = hex::encode(mac.finalize().into_bytes());
     format!("t={timestamp},v1={digest}")
@@ -39,18 +38,12 @@ pub(crate) async fn post(
     let mut request = http
         .post(url)
         .header("content-type", "application/json; charset=utf-8")
-        .header(
-            "user-agent",
-            "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-        )
+        .header("user-agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
         .body(body);
     if let Some(signature) = signature {
         request = request.header("stripe-signature", signature);
     }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("deliver a webhook to {url}"))?;
+    let response = request.send().await.with_context(|| format!("deliver a webhook to {url}"))?;
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
     Ok((status, text))
@@ -74,8 +67,7 @@ pub(crate) async fn deliver_many(
         bodies.shuffle(&mut rand::rng());
     }
     let count = bodies.len();
-    let queue: Arc<Mutex<VecDeque<(usize, String)>>> =
-        Arc::new(Mutex::new(bodies.into_iter().enumerate().collect()));
+    let queue: Arc<Mutex<VecDeque<(usize, String)>>> = Arc::new(Mutex::new(bodies.into_iter().enumerate().collect()));
     let mut senders = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
         let queue = Arc::clone(&queue);
@@ -85,10 +77,7 @@ pub(crate) async fn deliver_many(
         senders.spawn(async move {
             let mut statuses = Vec::new();
             loop {
-                let next = queue
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pop_front();
+                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).pop_front();
                 let Some((index, body)) = next else {
                     break;
                 };
