@@ -60,6 +60,7 @@ fn workers(db: &Db, kind: &'static str, handler: Arc<dyn JobHandler>, lease: Dur
         lease,
         poll_interval: Duration::from_millis(20),
         backoff_scale,
+        batch: 1,
     };
     Workers::new(db.clone(), registry, options)
 }

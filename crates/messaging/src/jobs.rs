@@ -131,26 +131,33 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob) -> Result<i64, sqlx::Error> {
 
 const CLAIM_READY_PG: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,
         lease_token = $2, locked_by = $3, updated_at = $4
-    WHERE id = (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= $4
-                ORDER BY run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    WHERE id IN (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= $4
+                 ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
     RETURNING id, kind, payload, attempts, max_attempts";
 const CLAIM_EXPIRED_PG: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,
         lease_token = $2, locked_by = $3, updated_at = $4
-    WHERE id = (SELECT id FROM jobs WHERE state = 'running' AND lease_until < $4
-                ORDER BY lease_until, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_until < $4
+                 ORDER BY lease_until, id LIMIT $5 FOR UPDATE SKIP LOCKED)
     RETURNING id, kind, payload, attempts, max_attempts";
 const CLAIM_READY_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,
         lease_token = $2, locked_by = $3, updated_at = $4
-    WHERE id = (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= $4 ORDER BY run_at, id LIMIT 1)
+    WHERE id IN (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= $4 ORDER BY run_at, id LIMIT $5)
     RETURNING id, kind, payload, attempts, max_attempts";
 const CLAIM_EXPIRED_SQLITE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,
         lease_token = $2, locked_by = $3, updated_at = $4
-    WHERE id = (SELECT id FROM jobs WHERE state = 'running' AND lease_until < $4
-                ORDER BY lease_until, id LIMIT 1)
+    WHERE id IN (SELECT id FROM jobs WHERE state = 'running' AND lease_until < $4
+                 ORDER BY lease_until, id LIMIT $5)
     RETURNING id, kind, payload, attempts, max_attempts";
 
 /// Takes the lease on the next due job (or one whose lease expired).
 pub async fn claim(db: &Db, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>, sqlx::Error> {
+    Ok(claim_batch(db, worker, lease, 1).await?.into_iter().next())
+}
+
+/// Takes the lease on up to `limit` due jobs in one short transaction, or
+/// failing that on jobs whose lease expired. Claiming several at once saves
+/// a commit per job when the queue is long.
+pub async fn claim_batch(db: &Db, worker: &str, lease: Duration, limit: i64) -> Result<Vec<ClaimedJob>, sqlx::Error> {
     let now = Timestamp::now();
     let until = now.saturating_add(time::Duration::try_from(lease).unwrap_or(time::Duration::MINUTE));
     let token = uuid::Uuid::new_v4().to_string();
@@ -159,24 +166,43 @@ pub async fn claim(db: &Db, worker: &str, lease: Duration) -> Result<Option<Clai
         kanpa_ledger::Backend::Sqlite => (CLAIM_READY_SQLITE, CLAIM_EXPIRED_SQLITE),
         kanpa_ledger::Backend::Postgres => (CLAIM_READY_PG, CLAIM_EXPIRED_PG),
     };
-    let mut row: Option<(i64, String, String, i32, i32)> = None;
+    let mut rows: Vec<(i64, String, String, i32, i32)> = Vec::new();
     for sql in [ready, expired] {
-        row = on_tx!(&mut tx, c => sqlx::query_as(sql)
-            .bind(until).bind(&token).bind(worker).bind(now)
-            .fetch_optional(c).await?);
-        if row.is_some() {
+        rows = on_tx!(&mut tx, c => sqlx::query_as(sql)
+            .bind(until).bind(&token).bind(worker).bind(now).bind(limit.max(1))
+            .fetch_all(c).await?);
+        if !rows.is_empty() {
             break;
         }
     }
     tx.commit().await?;
-    Ok(row.map(|(id, kind, payload, attempt, max_attempts)| ClaimedJob {
-        id,
-        kind,
-        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-        attempt,
-        max_attempts,
-        token,
-    }))
+    rows.sort_by_key(|row| row.0);
+    Ok(rows
+        .into_iter()
+        .map(|(id, kind, payload, attempt, max_attempts)| ClaimedJob {
+            id,
+            kind,
+            payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+            attempt,
+            max_attempts,
+            token: token.clone(),
+        })
+        .collect())
+}
+
+/// Hands claimed jobs back unrun (a worker that claimed more than it can
+/// finish within its lease); the attempt they were charged is returned.
+pub async fn release(db: &Db, claimed: &[ClaimedJob]) -> Result<(), sqlx::Error> {
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    let sql = "UPDATE jobs SET state = 'ready', attempts = attempts - 1, lease_until = NULL, lease_token = NULL,
+                   locked_by = NULL WHERE id = $1 AND lease_token = $2";
+    let mut tx = db.begin().await?;
+    for job in claimed {
+        on_tx!(&mut tx, c => sqlx::query(sql).bind(job.id).bind(&job.token).execute(c).await?.rows_affected());
+    }
+    tx.commit().await
 }
 
 /// Finishes a job inside the transaction holding its effects. Fails with
@@ -249,6 +275,8 @@ pub struct WorkerOptions {
     pub poll_interval: Duration,
     /// Multiplies every retry delay; below 1 in tests.
     pub backoff_scale: f64,
+    /// Jobs one loop claims at once.
+    pub batch: i64,
 }
 
 /// Handlers by job kind.
@@ -314,9 +342,9 @@ impl Workers {
             if *shutdown.borrow() {
                 return;
             }
-            match self.run_one(&name).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
+            match self.run_batch(&name).await {
+                Ok(0) => {}
+                Ok(_) => continue,
                 Err(e) => tracing::warn!(error = %e, "job queue unavailable; retrying"),
             }
             tokio::select! {
@@ -325,6 +353,26 @@ impl Workers {
                 () = tokio::time::sleep(self.options.poll_interval) => {}
             }
         }
+    }
+
+    /// Claims up to a batch of due jobs and runs them one after the other;
+    /// jobs not started before half the lease has passed are handed back.
+    /// Returns how many ran.
+    pub async fn run_batch(&self, worker: &str) -> Result<usize, sqlx::Error> {
+        let claimed = claim_batch(&self.db, worker, self.options.lease, self.options.batch).await?;
+        let started = std::time::Instant::now();
+        let mut ran = 0;
+        let mut jobs = claimed.into_iter();
+        while let Some(job) = jobs.next() {
+            if started.elapsed() > self.options.lease / 2 {
+                let rest: Vec<ClaimedJob> = std::iter::once(job).chain(jobs).collect();
+                release(&self.db, &rest).await?;
+                break;
+            }
+            self.execute(job).await?;
+            ran += 1;
+        }
+        Ok(ran)
     }
 
     /// Claims and runs one job, if one is due.

@@ -95,6 +95,7 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct JobsConfig {
     pub concurrency: usize,
+    pub batch: i64,
     pub lease_secs: u64,
     pub poll_interval_ms: u64,
     pub backoff_scale: f64,

@@ -51,6 +51,7 @@ pub fn build(config: &Config, db: Db, extras: Extras) -> anyhow::Result<Workers>
         lease: Duration::from_secs(config.jobs.lease_secs),
         poll_interval: Duration::from_millis(config.jobs.poll_interval_ms),
         backoff_scale: config.jobs.backoff_scale,
+        batch: config.jobs.batch,
     };
     Ok(Workers::new(db, registry, options))
 }
