@@ -22,7 +22,28 @@ on_both_backends!(
     a_worker_that_dies_mid_job_leaves_it_to_be_retried_after_its_lease_and_its_effects_apply_once,
     failing_jobs_back_off_then_die_visibly_with_their_last_error,
     two_worker_processes_split_the_queue_without_doubling,
+    jobs_claimed_in_a_batch_but_not_started_are_handed_back_uncharged,
 );
+
+async fn jobs_claimed_in_a_batch_but_not_started_are_handed_back_uncharged(backend: TestBackend) {
+    let Some(t) = TestDb::new(backend).await else { return };
+    for n in 0..5 {
+        enqueue(&t.db, "test.post", n, 5).await;
+    }
+    let claimed = jobs::claim_batch(&t.db, "w", Duration::from_secs(30), 3).await.unwrap();
+    assert_eq!(claimed.len(), 3, "a batch takes at most its limit");
+    assert!(claimed.iter().all(|j| j.attempt == 1));
+    // Another worker gets only what is left.
+    let others = jobs::claim_batch(&t.db, "other", Duration::from_secs(30), 10).await.unwrap();
+    assert_eq!(others.len(), 2);
+    assert!(others.iter().all(|o| claimed.iter().all(|c| c.id != o.id)), "no job claimed twice");
+
+    jobs::release(&t.db, &claimed[1..]).await.unwrap();
+    assert_eq!(jobs::counts(&t.db).await.unwrap(), (2, 3, 0));
+    let again = jobs::claim_batch(&t.db, "third", Duration::from_secs(30), 10).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|j| j.attempt == 1), "a handed-back job was not charged an attempt");
+}
 
 /// Posts one ledger entry per job, keyed by the job's number.
 struct PostEntry {
