@@ -253,10 +253,14 @@ fn bind_front(runtime: &Handle, port: u16) -> anyhow::Result<TcpListener> {
 }
 
 /// Passes bytes both ways between a client and mailin until either closes.
+/// Both legs disable Nagle's algorithm: SMTP is a chatty request/answer
+/// protocol, and with it each answer would wait out the peer's delayed ACK.
 async fn relay(mut client: TcpStream, upstream: SocketAddr) {
     let Ok(mut server) = TcpStream::connect(upstream).await else {
         return;
     };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
 }
 

@@ -38,6 +38,9 @@ pub struct Args {
     /// Emails sent per transport.
     #[arg(long, default_value_t = 2000)]
     emails: usize,
+    /// Worker loops in the server (jobs.concurrency).
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
 }
 
 /// Books each event, as a real handler would: one ledger entry per event.
@@ -63,13 +66,14 @@ impl StripeEventHandler for BookEvent {
     }
 }
 
-fn config(url: &str, webhook_secret: &str) -> anyhow::Result<Config> {
+fn config(url: &str, webhook_secret: &str, workers: usize) -> anyhow::Result<Config> {
     let mut config = Config::load_env("development", &Overrides::default())?;
     config.database.url = Secret::new(url);
     config.database.max_connections = 40;
     config.server.bind = "127.0.0.1:0".parse()?;
     config.stripe.webhook_secrets = Secret::new(webhook_secret);
     config.jobs.poll_interval_ms = 20;
+    config.jobs.concurrency = workers;
     config.log.filter = "error".into();
     Ok(config)
 }
@@ -106,7 +110,7 @@ async fn intake(target: &Target, args: &Args) -> anyhow::Result<Intake> {
     handlers
         .register("charge.succeeded", Arc::new(BookEvent { org: org.id, stripe: stripe_account.id, fund: fund.id }));
     let server = Server::build_with(
-        config(&target.url, &stripe.webhook_secret())?,
+        config(&target.url, &stripe.webhook_secret(), args.workers)?,
         Extras { event_handlers: handlers, mailer: None },
     )
     .await?;
@@ -118,6 +122,9 @@ async fn intake(target: &Target, args: &Args) -> anyhow::Result<Intake> {
 
     let template = stripe.event("charge.succeeded", stripe.charge(3000, "jpy", 0, &[])?);
     let template_id = template["id"].as_str().unwrap_or_default().to_owned();
+    // Each event is about its own charge, as in real traffic: events about
+    // one object are applied one at a time.
+    let template_charge = template["data"]["object"]["id"].as_str().unwrap_or_default().to_owned();
     let template = serde_json::to_string(&template)?;
     let stripe = Arc::new(stripe);
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
@@ -127,14 +134,22 @@ async fn intake(target: &Target, args: &Args) -> anyhow::Result<Intake> {
     let deadline = started + Duration::from_secs(args.seconds);
     let mut senders = JoinSet::new();
     for sender in 0..args.clients {
-        let (client, url, template, template_id, stripe) =
-            (client.clone(), url.clone(), template.clone(), template_id.clone(), stripe.clone());
+        let (client, url, template, template_id, template_charge, stripe) = (
+            client.clone(),
+            url.clone(),
+            template.clone(),
+            template_id.clone(),
+            template_charge.clone(),
+            stripe.clone(),
+        );
         let (accepted, refused) = (accepted.clone(), refused.clone());
         senders.spawn(async move {
             let mut latencies = Vec::new();
             let mut n = 0u64;
             while Instant::now() < deadline {
-                let body = template.replace(&template_id, &format!("evt_bench_{sender}_{n}"));
+                let body = template
+                    .replace(&template_id, &format!("evt_bench_{sender}_{n}"))
+                    .replace(&template_charge, &format!("ch_bench_{sender}_{n}"));
                 n += 1;
                 let signature = stripe.sign(&body, Timestamp::now().unix_seconds());
                 let sent = Instant::now();
@@ -214,8 +229,8 @@ async fn floor(target: &Target, args: &Args) -> anyhow::Result<f64> {
 }
 
 /// Sends `n` emails through `mailer` with this process's workers; messages/s.
-async fn emails(target: &Target, n: usize, mailer: Arc<dyn Mailer>) -> anyhow::Result<f64> {
-    let config = config(&target.url, "whsec_unused")?;
+async fn emails(target: &Target, n: usize, workers: usize, mailer: Arc<dyn Mailer>) -> anyhow::Result<f64> {
+    let config = config(&target.url, "whsec_unused", workers)?;
     let pool = workers::build(
         &config,
         target.db.clone(),
@@ -256,8 +271,8 @@ fn uuid_like(started: Instant) -> u128 {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     println!(
-        "messaging bench: {} clients posting signed Stripe events for {} s; {} emails per transport",
-        args.clients, args.seconds, args.emails
+        "messaging bench: {} clients posting signed Stripe events for {} s; {} emails per transport; {} worker loops",
+        args.clients, args.seconds, args.emails, args.workers
     );
     for backend in &args.backends {
         let cluster: Option<&'static PgCluster> = if backend == "postgres" {
@@ -286,13 +301,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let file_rate = emails(
             &fresh(backend, cluster).await?,
             args.emails,
+            args.workers,
             Arc::new(kanpa_messaging::mailer::FileMailer::new(file_dir.path())),
         )
         .await?;
         println!("{:<40} {:>12.0} /s", "emails through the file transport", file_rate);
         let sink = SmtpSink::start()?;
         let smtp = SmtpMailer::from_url(&sink.url()).map_err(anyhow::Error::msg)?;
-        let smtp_rate = emails(&fresh(backend, cluster).await?, args.emails, Arc::new(smtp)).await?;
+        let smtp_rate = emails(&fresh(backend, cluster).await?, args.emails, args.workers, Arc::new(smtp)).await?;
         anyhow::ensure!(sink.messages().len() == args.emails, "the sink did not receive every email");
         println!("{:<40} {:>12.0} /s", "emails through SMTP to the sink", smtp_rate);
     }
