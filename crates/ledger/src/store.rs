@@ -80,12 +80,8 @@ struct AccountRow {
 
 #[derive(sqlx::FromRow)]
 struct AccountBalanceRow {
-    id: i64,
-    org_id: i64,
-    code: String,
-    name: String,
-    kind: String,
-    currency: String,
+    #[sqlx(flatten)]
+    account: AccountRow,
     balance: i64,
     n_postings: i64,
 }
@@ -226,16 +222,9 @@ pub async fn balances(db: &Db, org: OrgId) -> Result<Vec<AccountBalance>, Ledger
     let rows: Vec<AccountBalanceRow> = on_db!(db, p => sqlx::query_as(sql).bind(org.0).fetch_all(p).await?);
     rows.into_iter()
         .map(|r| {
-            let currency = currency(&r.currency)?;
-            let account = Account::try_from(AccountRow {
-                id: r.id,
-                org_id: r.org_id,
-                code: r.code,
-                name: r.name,
-                kind: r.kind,
-                currency: r.currency,
-            })?;
-            Ok(AccountBalance { account, balance: Money::new(r.balance, currency), n_postings: r.n_postings })
+            let account = Account::try_from(r.account)?;
+            let balance = Money::new(r.balance, account.currency);
+            Ok(AccountBalance { account, balance, n_postings: r.n_postings })
         })
         .collect()
 }
