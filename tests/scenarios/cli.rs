@@ -109,3 +109,44 @@ fn serve_needs_no_configuration_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// With JSON logs, each request leaves one access-log line carrying the
+/// request id the client sent (or the one the server made up).
+#[test]
+fn every_request_is_logged_with_its_request_id() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(kanpa_bin())
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .env_remove("KANPA_ENV")
+        .env("KANPA__LOG__FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stream = loop {
+        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            break stream;
+        }
+        assert!(Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: req-7f3a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.to_ascii_lowercase().contains("x-request-id: req-7f3a"), "{answer}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut logs = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
+    assert!(child.wait().unwrap().success());
+    let line = logs.lines().find(|l| l.contains("finished processing request")).expect("an access-log line");
+    let json: serde_json::Value = serde_json::from_str(line).expect("JSON logs");
+    assert_eq!(json["span"]["request_id"], "req-7f3a", "{line}");
+    assert_eq!(json["status"], 200);
+}
