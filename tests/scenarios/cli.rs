@@ -20,6 +20,22 @@ fn output_within_30s(command: &mut Command) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// `kanpa serve` with nothing configured in `dir`, on a free loopback port,
+/// stdout captured when `capture_stdout`.
+fn serve_in(dir: &std::path::Path, env: &[(&str, &str)], capture_stdout: bool) -> (std::process::Child, u16) {
+    let port = free_port();
+    let child = Command::new(kanpa_bin())
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .current_dir(dir)
+        .env_remove("KANPA_ENV")
+        .envs(env.iter().copied())
+        .stdout(if capture_stdout { Stdio::piped() } else { Stdio::null() })
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, port)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -70,15 +86,7 @@ fn production_refuses_the_sandbox_gateway_and_missing_keys() {
 #[test]
 fn serve_needs_no_configuration_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = Command::new(kanpa_bin())
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .current_dir(dir.path())
-        .env_remove("KANPA_ENV")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, port) = serve_in(dir.path(), &[], false);
     let started = Instant::now();
     let healthy = loop {
         let probe = Command::new(kanpa_bin())
@@ -116,16 +124,7 @@ fn serve_needs_no_configuration_and_stops_on_sigterm() {
 fn every_request_is_logged_with_its_request_id() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = Command::new(kanpa_bin())
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .current_dir(dir.path())
-        .env_remove("KANPA_ENV")
-        .env("KANPA__LOG__FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, port) = serve_in(dir.path(), &[("KANPA__LOG__FORMAT", "json")], true);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stream = loop {
         if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {

@@ -149,17 +149,6 @@ pub async fn receive(db: &Db, event: &IncomingEvent, via: Via) -> Result<Intake,
     Ok(if job.is_some() { Intake::Stored } else { Intake::Duplicate })
 }
 
-/// Which of these event ids the inbox already holds.
-pub async fn known(db: &Db, ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
-    let mut found = Vec::new();
-    let sql = "SELECT id FROM stripe_events WHERE id = $1";
-    for id in ids {
-        let hit: Option<String> = on_db!(db, p => sqlx::query_scalar(sql).bind(id).fetch_optional(p).await?);
-        found.extend(hit);
-    }
-    Ok(found)
-}
-
 /// An event as stored, handed to handlers.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredEvent {
