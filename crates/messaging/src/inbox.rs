@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kanpa_ledger::{Db, Timestamp, Tx, on_db, on_tx};
+use kanpa_ledger::{Db, Timestamp, Tx, on_tx};
 
 use crate::jobs::{self, ClaimedJob, JobFailure, JobHandler, NewJob, RetryPolicy};
 
@@ -288,12 +288,6 @@ async fn note_error(db: &Db, event_id: &str, message: &str) -> Result<(), sqlx::
     let sql = "UPDATE stripe_events SET last_error = $1 WHERE id = $2";
     on_tx!(&mut tx, c => sqlx::query(sql).bind(message).bind(event_id).execute(c).await?.rows_affected());
     tx.commit().await
-}
-
-/// Counts of stored events by status.
-pub async fn status_counts(db: &Db) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let sql = "SELECT status, COUNT(*) FROM stripe_events GROUP BY status ORDER BY status";
-    Ok(on_db!(db, p => sqlx::query_as(sql).fetch_all(p).await?))
 }
 
 #[cfg(test)]
