@@ -9,6 +9,7 @@
 //! It knows nothing of campaigns, patrons, Stripe or HTTP.
 
 pub mod account;
+pub mod chart;
 pub mod db;
 pub mod entry;
 pub mod money;

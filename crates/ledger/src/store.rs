@@ -175,6 +175,30 @@ pub async fn create_account(tx: &mut Tx, new: &NewAccount) -> Result<Account, Le
     })
 }
 
+/// The account with `new.code`, opened first if the organisation has none.
+/// Refuses an existing account of another kind or currency.
+pub async fn ensure_account(tx: &mut Tx, new: &NewAccount) -> Result<Account, LedgerError> {
+    let insert = "INSERT INTO ledger_accounts (org_id, code, name, kind, currency, created_at)
+                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (org_id, code) DO NOTHING RETURNING id";
+    let balance_sql = "INSERT INTO ledger_balances (account_id, slot, org_id, currency) VALUES ($1, 0, $2, $3)";
+    let select = "SELECT id, org_id, code, name, kind, currency FROM ledger_accounts WHERE org_id = $1 AND code = $2";
+    let row: AccountRow = on_tx!(tx, c => {
+        let id: Option<i64> = sqlx::query_scalar(insert)
+            .bind(new.org.0).bind(&new.code).bind(&new.name).bind(new.kind.as_str())
+            .bind(new.currency.code()).bind(Timestamp::now())
+            .fetch_optional(&mut *c).await?;
+        if let Some(id) = id {
+            sqlx::query(balance_sql).bind(id).bind(new.org.0).bind(new.currency.code()).execute(&mut *c).await?;
+        }
+        sqlx::query_as(select).bind(new.org.0).bind(&new.code).fetch_one(c).await?
+    });
+    let account = Account::try_from(row)?;
+    if account.kind != new.kind || account.currency != new.currency {
+        return Err(LedgerError::DuplicateAccountCode(new.code.clone()));
+    }
+    Ok(account)
+}
+
 pub async fn account_by_code(db: &Db, org: OrgId, code: &str) -> Result<Option<Account>, LedgerError> {
     let sql = "SELECT id, org_id, code, name, kind, currency FROM ledger_accounts
                WHERE org_id = $1 AND code = $2";

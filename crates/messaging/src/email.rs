@@ -71,6 +71,48 @@ pub enum EmailTemplate {
     SignInLink { link: String, expires_in_minutes: u32 },
     /// `kanpa mail test`.
     TestMessage { sent_from: String },
+    /// A pledge was made (card saved, paid, or a konbini voucher issued).
+    PledgeConfirmed {
+        campaign: String,
+        amount: String,
+        team: String,
+        reward: Option<String>,
+        timing: PledgeTiming,
+        deadline: String,
+        manage_link: String,
+    },
+    /// Money was taken.
+    PaymentReceipt { campaign: String, amount: String, team: String, paid_on: String, manage_link: String },
+    /// The charge at the deadline failed; pay on-session before `pay_by`.
+    PaymentFailed { campaign: String, amount: String, pay_link: String, pay_by: String, manage_link: String },
+    /// Not paid within the window: the pledge is dropped.
+    PledgeDropped { campaign: String, amount: String, manage_link: String },
+    /// All-or-nothing goal missed: nobody is charged.
+    CampaignMissed { campaign: String, goal: String, raised: String, manage_link: String },
+    /// Money returned to the supporter.
+    PledgeRefunded { campaign: String, amount: String, manage_link: String },
+    /// To the organiser, when a campaign settles.
+    SettlementReport {
+        campaign: String,
+        outcome: String,
+        collected: String,
+        failed: String,
+        dropped: String,
+        teams: Vec<(String, String)>,
+        report_link: String,
+    },
+}
+
+/// When a pledge's money is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PledgeTiming {
+    /// All-or-nothing: charged at the deadline if the goal is met.
+    AtDeadline,
+    /// Paid now by card.
+    Now,
+    /// A konbini voucher to pay within a few days.
+    Konbini,
 }
 
 impl EmailTemplate {
@@ -78,6 +120,13 @@ impl EmailTemplate {
         match self {
             EmailTemplate::SignInLink { .. } => "sign_in_link",
             EmailTemplate::TestMessage { .. } => "test_message",
+            EmailTemplate::PledgeConfirmed { .. } => "pledge_confirmed",
+            EmailTemplate::PaymentReceipt { .. } => "payment_receipt",
+            EmailTemplate::PaymentFailed { .. } => "payment_failed",
+            EmailTemplate::PledgeDropped { .. } => "pledge_dropped",
+            EmailTemplate::CampaignMissed { .. } => "campaign_missed",
+            EmailTemplate::PledgeRefunded { .. } => "pledge_refunded",
+            EmailTemplate::SettlementReport { .. } => "settlement_report",
         }
     }
 
@@ -87,6 +136,28 @@ impl EmailTemplate {
             (EmailTemplate::SignInLink { .. }, Locale::En) => format!("Your {site_name} sign-in link"),
             (EmailTemplate::TestMessage { .. }, Locale::Ja) => format!("{site_name} テストメール"),
             (EmailTemplate::TestMessage { .. }, Locale::En) => format!("{site_name} test message"),
+            (EmailTemplate::PledgeConfirmed { campaign, .. }, Locale::Ja) => format!("ご支援ありがとうございます — {campaign}"),
+            (EmailTemplate::PledgeConfirmed { campaign, .. }, Locale::En) => format!("Thank you for your pledge — {campaign}"),
+            (EmailTemplate::PaymentReceipt { campaign, .. }, Locale::Ja) => format!("お支払いの領収 — {campaign}"),
+            (EmailTemplate::PaymentReceipt { campaign, .. }, Locale::En) => format!("Payment receipt — {campaign}"),
+            (EmailTemplate::PaymentFailed { campaign, .. }, Locale::Ja) => {
+                format!("お支払いを完了してください — {campaign}")
+            }
+            (EmailTemplate::PaymentFailed { campaign, .. }, Locale::En) => {
+                format!("Please complete your payment — {campaign}")
+            }
+            (EmailTemplate::PledgeDropped { campaign, .. }, Locale::Ja) => format!("ご支援を取り消しました — {campaign}"),
+            (EmailTemplate::PledgeDropped { campaign, .. }, Locale::En) => format!("Your pledge was dropped — {campaign}"),
+            (EmailTemplate::CampaignMissed { campaign, .. }, Locale::Ja) => {
+                format!("目標に届きませんでした(請求はありません) — {campaign}")
+            }
+            (EmailTemplate::CampaignMissed { campaign, .. }, Locale::En) => {
+                format!("The goal was not reached; you will not be charged — {campaign}")
+            }
+            (EmailTemplate::PledgeRefunded { campaign, .. }, Locale::Ja) => format!("返金しました — {campaign}"),
+            (EmailTemplate::PledgeRefunded { campaign, .. }, Locale::En) => format!("Refund issued — {campaign}"),
+            (EmailTemplate::SettlementReport { campaign, .. }, Locale::Ja) => format!("精算レポート — {campaign}"),
+            (EmailTemplate::SettlementReport { campaign, .. }, Locale::En) => format!("Settlement report — {campaign}"),
         }
     }
 }
@@ -106,6 +177,119 @@ macro_rules! email_templates {
 email_templates! {
     SignIn, SignInText: "email/sign_in_link.txt", SignInHtml: "email/sign_in_link.html" { link: &'a str, expires_in_minutes: u32 };
     Test, TestText: "email/test_message.txt", TestHtml: "email/test_message.html" { sent_from: &'a str };
+    Notice, NoticeText: "email/notice.txt", NoticeHtml: "email/notice.html" {
+        heading: &'a str,
+        paragraphs: &'a [String],
+        facts: &'a [(String, String)],
+        action: Option<(String, String)>,
+        manage_link: Option<&'a str>
+    };
+}
+
+/// The content of an email rendered through the shared notice template.
+struct Notice {
+    heading: String,
+    paragraphs: Vec<String>,
+    facts: Vec<(String, String)>,
+    action: Option<(String, String)>,
+    manage_link: Option<String>,
+}
+
+fn fact(label: &str, value: &str) -> (String, String) {
+    (label.to_owned(), value.to_owned())
+}
+
+/// Words for the notice emails, in one language.
+fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
+    let t = |j: &str, e: &str| if ja { j.to_owned() } else { e.to_owned() };
+    Some(match template {
+        EmailTemplate::SignInLink { .. } | EmailTemplate::TestMessage { .. } => return None,
+        EmailTemplate::PledgeConfirmed { campaign, amount, team, reward, timing, deadline, manage_link } => {
+            let when = match (timing, ja) {
+                (PledgeTiming::AtDeadline, true) => format!(
+                    "カードを登録しました。締切({deadline})までに目標額に達した場合に限り、締切後に請求します。届かなかった場合の請求はありません。"
+                ),
+                (PledgeTiming::AtDeadline, false) => format!(
+                    "Your card is saved. It will be charged after the deadline ({deadline}) only if the goal is reached; otherwise nothing is charged."
+                ),
+                (PledgeTiming::Now, true) => "お支払いを受け付けました。領収メールを別にお送りします。".to_owned(),
+                (PledgeTiming::Now, false) => "Your payment is being processed; a receipt follows in a separate email.".to_owned(),
+                (PledgeTiming::Konbini, true) => "コンビニ払いの番号を発行しました。期限までにお支払いください。お支払いの確認後に領収メールをお送りします。".to_owned(),
+                (PledgeTiming::Konbini, false) => "Your convenience-store payment slip is issued. Please pay before it expires; a receipt follows once it is paid.".to_owned(),
+            };
+            let mut facts = vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("金額", "Amount"), amount),
+                                 fact(&t("支援先", "Supporting"), team)];
+            if let Some(reward) = reward {
+                facts.push(fact(&t("リターン", "Reward"), reward));
+            }
+            Notice {
+                heading: t("ご支援ありがとうございます", "Thank you for your pledge"),
+                paragraphs: vec![when],
+                facts,
+                action: None,
+                manage_link: Some(manage_link.clone()),
+            }
+        }
+        EmailTemplate::PaymentReceipt { campaign, amount, team, paid_on, manage_link } => Notice {
+            heading: t("お支払いありがとうございました", "Thank you for your payment"),
+            paragraphs: vec![t("次の金額をお受け取りしました。", "We have received the following payment.")],
+            facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("金額", "Amount"), amount),
+                        fact(&t("支援先", "Supporting"), team), fact(&t("お支払日", "Paid on"), paid_on)],
+            action: Some((t("領収書を見る", "View your receipts"), manage_link.clone())),
+            manage_link: None,
+        },
+        EmailTemplate::PaymentFailed { campaign, amount, pay_link, pay_by, manage_link } => Notice {
+            heading: t("お支払いを完了できませんでした", "We could not complete your payment"),
+            paragraphs: vec![
+                t("目標額に達したため、ご登録のカードに請求しましたが、カード会社に承認されませんでした(または本人認証が必要でした)。",
+                  "The goal was reached, so we charged your saved card, but the card issuer declined it (or asked for authentication)."),
+                if ja { format!("{pay_by} までに下のボタンからお支払いください。期限を過ぎるとご支援は取り消されます。") }
+                else { format!("Please pay with the button below by {pay_by}. After that the pledge is dropped.") },
+            ],
+            facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("金額", "Amount"), amount)],
+            action: Some((t("支払う", "Pay now"), pay_link.clone())),
+            manage_link: Some(manage_link.clone()),
+        },
+        EmailTemplate::PledgeDropped { campaign, amount, manage_link } => Notice {
+            heading: t("ご支援を取り消しました", "Your pledge was dropped"),
+            paragraphs: vec![t("お支払いの期限を過ぎたため、ご支援を取り消しました。請求はありません。",
+                               "The payment window has closed, so your pledge was dropped. Nothing was charged.")],
+            facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("金額", "Amount"), amount)],
+            action: None,
+            manage_link: Some(manage_link.clone()),
+        },
+        EmailTemplate::CampaignMissed { campaign, goal, raised, manage_link } => Notice {
+            heading: t("目標額に届きませんでした", "The goal was not reached"),
+            paragraphs: vec![t("ご支援ありがとうございました。目標額に届かなかったため、どなたにも請求しません。",
+                               "Thank you for your support. The goal was not reached, so nobody will be charged.")],
+            facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("目標額", "Goal"), goal),
+                        fact(&t("集まった額", "Pledged"), raised)],
+            action: None,
+            manage_link: Some(manage_link.clone()),
+        },
+        EmailTemplate::PledgeRefunded { campaign, amount, manage_link } => Notice {
+            heading: t("返金しました", "Refund issued"),
+            paragraphs: vec![t("次の金額をご登録の支払い方法に返金しました。反映まで数日かかることがあります。",
+                               "We refunded the following amount to your payment method. It can take a few days to appear.")],
+            facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("返金額", "Refunded"), amount)],
+            action: None,
+            manage_link: Some(manage_link.clone()),
+        },
+        EmailTemplate::SettlementReport { campaign, outcome, collected, failed, dropped, teams, report_link } => {
+            let mut facts = vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("結果", "Outcome"), outcome),
+                                 fact(&t("集金済み", "Collected"), collected), fact(&t("支払い待ち", "Awaiting payment"), failed),
+                                 fact(&t("取り消し", "Dropped"), dropped)];
+            facts.extend(teams.iter().cloned());
+            Notice {
+                heading: t("精算レポート", "Settlement report"),
+                paragraphs: vec![t("キャンペーンの精算結果です。チームごとの金額はプール分配後の基金残高です。",
+                                   "Here is how the campaign settled. Team amounts are fund balances after the pool was shared.")],
+                facts,
+                action: Some((t("詳しく見る", "See the full report"), report_link.clone())),
+                manage_link: None,
+            }
+        }
+    })
 }
 
 /// A rendered email: subject and both bodies.
@@ -131,6 +315,21 @@ pub fn render(template: &EmailTemplate, locale: Locale, site_name: &str) -> Resu
             TestText { lang, site_name, sent_from }.render().map_err(err)?,
             TestHtml { lang, site_name, subject: &subject, sent_from }.render().map_err(err)?,
         ),
+        other => {
+            let n = notice(other, locale == Locale::Ja).ok_or_else(|| {
+                EmailError::Render(template.name(), "no notice text for this template".into())
+            })?;
+            let (heading, paragraphs, facts) = (n.heading.as_str(), n.paragraphs.as_slice(), n.facts.as_slice());
+            let manage_link = n.manage_link.as_deref();
+            (
+                NoticeText { lang, site_name, heading, paragraphs, facts, action: n.action.clone(), manage_link }
+                    .render()
+                    .map_err(err)?,
+                NoticeHtml { lang, site_name, subject: &subject, heading, paragraphs, facts, action: n.action, manage_link }
+                    .render()
+                    .map_err(err)?,
+            )
+        }
     };
     Ok(Rendered { subject, text, html })
 }

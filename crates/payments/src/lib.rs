@@ -1,12 +1,22 @@
-//! Payments: how kanpa talks to Stripe.
+//! Payments: how kanpa talks to a payment provider.
 //!
-//! This crate owns the Stripe client's construction, the verification of
-//! signed webhook payloads, and reading events from Stripe's API for
-//! backfills. The `PaymentGateway` port (checkout, charges, refunds) and its
-//! sandbox adapter arrive with the funding drives.
+//! - [`gateway`]: the `PaymentGateway` port (Checkout, saved cards,
+//!   off-session charges, what a payment collected) and its two adapters,
+//!   [`stripe_gateway`] and [`sandbox`];
+//! - [`stripe_api`]: the Stripe client's construction and the events
+//!   listing for backfills;
+//! - [`webhook`]: verification of signed webhook payloads.
 //!
-//! It writes nothing to the database and knows nothing of campaigns or
-//! patrons.
+//! It knows nothing of campaigns or patrons: callers pass a kind and a
+//! reference, which come back in the provider's metadata and events.
 
+pub mod gateway;
+pub mod sandbox;
 pub mod stripe_api;
+pub mod stripe_gateway;
 pub mod webhook;
+
+pub use gateway::{
+    ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, OffSessionCharge,
+    PaymentGateway, SavedCard,
+};

@@ -1,0 +1,65 @@
+use kanpa_ledger::LedgerError;
+use kanpa_payments::GatewayError;
+
+use crate::model::{CampaignStatus, Invalid};
+
+/// Everything a campaign operation can refuse or fail with. The server maps
+/// each variant to a status and a message in the user's language.
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// Unknown, or belonging to another campaign or organisation: the two are
+    /// reported alike.
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("the slug is already taken")]
+    SlugTaken,
+    #[error("not possible while the campaign is {status}")]
+    WrongState { status: CampaignStatus },
+    /// Not live, not started, or past its deadline.
+    #[error("the campaign is not taking pledges")]
+    NotOpen,
+    #[error("the reward is sold out")]
+    SoldOut,
+    /// Outside its availability window, or for another team.
+    #[error("the reward is not available")]
+    RewardUnavailable,
+    /// The pledge can no longer be changed (charged, cancelled, or past the deadline).
+    #[error("the pledge can no longer be changed")]
+    PledgeLocked,
+    /// A sign-in link that is unknown, expired or already used.
+    #[error("the sign-in link has expired or was already used")]
+    LinkExpired,
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl CampaignError {
+    /// A stable machine-readable code for the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CampaignError::Invalid(invalid) => invalid.problem.code(),
+            CampaignError::NotFound(_) => "not_found",
+            CampaignError::SlugTaken => "slug_taken",
+            CampaignError::WrongState { .. } => "wrong_state",
+            CampaignError::NotOpen => "campaign_closed",
+            CampaignError::SoldOut => "sold_out",
+            CampaignError::RewardUnavailable => "reward_unavailable",
+            CampaignError::PledgeLocked => "pledge_locked",
+            CampaignError::LinkExpired => "link_expired",
+            CampaignError::Gateway(_) => "payment_provider_unavailable",
+            CampaignError::Ledger(_) | CampaignError::Database(_) => "internal",
+        }
+    }
+}
+
+impl From<kanpa_ledger::EntryError> for CampaignError {
+    fn from(e: kanpa_ledger::EntryError) -> Self {
+        CampaignError::Ledger(e.into())
+    }
+}

@@ -1,0 +1,123 @@
+//! The `PaymentGateway` port: the few things kanpa asks of a payment
+//! provider. Two adapters implement it: [`crate::stripe_gateway`] (Stripe,
+//! through async-stripe) and [`crate::sandbox`] (a local test checkout).
+//!
+//! The port never writes kanpa's own records. What a payment did is learnt
+//! from events (webhooks, or the sandbox's own events through the same
+//! inbox) and from the synchronous answer of an off-session charge.
+
+use async_trait::async_trait;
+use kanpa_ledger::{Locale, Money, Timestamp};
+
+/// How a Checkout session takes the money.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckoutMode {
+    /// Charge now. `konbini` also offers payment at a convenience store
+    /// (paid later, confirmed by `checkout.session.async_payment_succeeded`).
+    Payment { konbini: bool },
+    /// Save a card for a later off-session charge; nothing is charged now.
+    Setup,
+}
+
+/// A Checkout session to open for one payer.
+#[derive(Clone, Debug)]
+pub struct CheckoutRequest {
+    pub mode: CheckoutMode,
+    pub amount: Money,
+    /// The line shown to the payer ("Nurses team — Drive 2026").
+    pub description: String,
+    pub email: String,
+    pub locale: Locale,
+    /// What kanpa calls the payment ("pledge"), stored in the metadata.
+    pub kind: &'static str,
+    /// kanpa's public id of the thing paid for; comes back in every event.
+    pub reference: String,
+    pub success_url: String,
+    pub cancel_url: String,
+    /// One key per Checkout session kanpa means to open.
+    pub idempotency_key: String,
+}
+
+/// Where to send the payer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckoutSession {
+    pub id: String,
+    pub url: String,
+}
+
+/// A card saved by a setup-mode Checkout session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedCard {
+    pub customer: String,
+    pub payment_method: String,
+}
+
+/// A charge of a saved card without the payer present.
+#[derive(Clone, Debug)]
+pub struct OffSessionCharge {
+    pub card: SavedCard,
+    pub amount: Money,
+    pub description: String,
+    pub kind: &'static str,
+    pub reference: String,
+    /// Stored before the call: a retry after a crash sends the same key and
+    /// cannot charge twice.
+    pub idempotency_key: String,
+}
+
+/// Money that was taken: the gross, the provider's fee, and the ids that tie
+/// it to the provider's balance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collected {
+    pub payment_intent: String,
+    pub charge: String,
+    pub balance_transaction: Option<String>,
+    pub gross: Money,
+    pub fee: Money,
+    pub created: Timestamp,
+}
+
+/// What an off-session charge did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    Succeeded(Collected),
+    /// The issuer refused (`card_declined`, `insufficient_funds`,
+    /// `expired_card`…): `code` is the most specific code the provider gave.
+    Declined { code: String, payment_intent: Option<String> },
+    /// The bank wants the payer present (3-D Secure).
+    AuthenticationRequired { payment_intent: Option<String> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Worth retrying with the same idempotency key: rate limited, a 5xx,
+    /// a dropped connection.
+    #[error("payment provider temporarily unavailable: {0}")]
+    Transient(String),
+    /// The provider refused the request as made; retrying will not help.
+    #[error("payment provider refused the request: {0}")]
+    Rejected(String),
+}
+
+impl GatewayError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, GatewayError::Transient(_))
+    }
+}
+
+#[async_trait]
+pub trait PaymentGateway: Send + Sync {
+    /// "stripe" or "sandbox".
+    fn name(&self) -> &'static str;
+
+    async fn create_checkout(&self, request: &CheckoutRequest) -> Result<CheckoutSession, GatewayError>;
+
+    /// The customer and card a completed setup-mode session saved.
+    async fn saved_card(&self, setup_intent: &str) -> Result<SavedCard, GatewayError>;
+
+    async fn charge_off_session(&self, charge: &OffSessionCharge) -> Result<ChargeOutcome, GatewayError>;
+
+    /// The money a succeeded PaymentIntent took, with its fee; `None` while
+    /// it has not succeeded.
+    async fn collected(&self, payment_intent: &str) -> Result<Option<Collected>, GatewayError>;
+}

@@ -1,0 +1,323 @@
+//! The sandbox adapter of the [`PaymentGateway`] port: kanpa's default when
+//! no Stripe keys are configured, so every flow can be clicked through
+//! offline. Its Checkout page (served by the server under `/sandbox/`) is
+//! clearly marked as a test and offers success, a decline, and a card that
+//! needs authentication. What the payer chooses becomes Stripe-shaped events
+//! stored in the same inbox as real webhooks, and is applied by the same
+//! handlers. Production configuration refuses it.
+//!
+//! Saved cards remember how they will behave when charged off-session:
+//! a card saved with "needs authentication" answers every off-session
+//! charge with `authentication_required`.
+
+use async_trait::async_trait;
+use kanpa_ledger::{Currency, Db, Money, Timestamp, on_db, on_tx};
+use kanpa_messaging::inbox::{self, IncomingEvent, Via};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::gateway::{
+    ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, OffSessionCharge,
+    PaymentGateway, SavedCard,
+};
+
+pub struct Sandbox {
+    db: Db,
+    base_url: String,
+}
+
+/// A sandbox Checkout session, as its page shows it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct SandboxSession {
+    pub id: String,
+    pub mode: String,
+    pub amount: i64,
+    pub currency: String,
+    pub description: String,
+    pub email: String,
+    pub reference: String,
+    pub success_url: String,
+    pub cancel_url: String,
+    pub status: String,
+}
+
+impl SandboxSession {
+    pub fn money(&self) -> Option<Money> {
+        Currency::from_code(&self.currency).ok().map(|c| Money::new(self.amount, c))
+    }
+
+    pub fn is_setup(&self) -> bool {
+        self.mode == "setup"
+    }
+}
+
+/// A button on the sandbox Checkout page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SandboxAction {
+    /// Pay now (payment mode) or save a card that will pay (setup mode).
+    Succeed,
+    /// The card is declined; the session stays open.
+    Decline,
+    /// Payment mode: the bank asks for authentication, which then passes
+    /// (`true`) or fails. Setup mode: save a card that will ask for
+    /// authentication when charged later.
+    Authenticate(bool),
+}
+
+/// What the page should show after a button.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SandboxResult {
+    /// Done: go to this URL.
+    Completed { redirect: String },
+    /// Declined: show the page again with the reason.
+    Declined { code: &'static str },
+    /// The session was already completed or expired.
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("no sandbox session {0}")]
+    UnknownSession(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Stripe's Japanese card fee, which the sandbox charges too: 3.6 %,
+/// rounded half up to the yen (or cent).
+pub fn sandbox_fee(gross: Money) -> Money {
+    Money::new((gross.amount() * 36 + 500) / 1000, gross.currency())
+}
+
+fn random_suffix() -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..24).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+impl Sandbox {
+    pub fn new(db: Db, base_url: impl Into<String>) -> Sandbox {
+        Sandbox { db, base_url: base_url.into().trim_end_matches('/').to_owned() }
+    }
+
+    pub async fn session(db: &Db, id: &str) -> Result<Option<SandboxSession>, sqlx::Error> {
+        let sql = "SELECT id, mode, amount, currency, description, email, reference, success_url, cancel_url, status
+                   FROM sandbox_sessions WHERE id = $1";
+        Ok(on_db!(db, p => sqlx::query_as(sql).bind(id).fetch_optional(p).await?))
+    }
+
+    /// Applies a button of the sandbox Checkout page.
+    pub async fn act(db: &Db, id: &str, action: SandboxAction) -> Result<SandboxResult, SandboxError> {
+        let session = Sandbox::session(db, id).await?.ok_or_else(|| SandboxError::UnknownSession(id.to_owned()))?;
+        if session.status != "open" {
+            return Ok(SandboxResult::Closed);
+        }
+        let setup = session.is_setup();
+        let behaviour = match (action, setup) {
+            (SandboxAction::Decline, _) | (SandboxAction::Authenticate(false), false) => {
+                let code = if action == SandboxAction::Decline { "card_declined" } else { "authentication_failed" };
+                return Ok(SandboxResult::Declined { code });
+            }
+            (SandboxAction::Succeed, _) | (SandboxAction::Authenticate(true), false) => "succeeds",
+            (SandboxAction::Authenticate(_), true) => "requires_authentication",
+        };
+        let suffix = random_suffix();
+        let now = Timestamp::now();
+        let mut tx = db.begin().await?;
+        let claimed = on_tx!(&mut tx, c => sqlx::query(
+            "UPDATE sandbox_sessions SET status = 'complete' WHERE id = $1 AND status = 'open'")
+            .bind(id).execute(c).await?.rows_affected());
+        if claimed == 0 {
+            return Ok(SandboxResult::Closed);
+        }
+        let customer = format!("cus_sandbox_{suffix}");
+        let meta = json!({ "kanpa_kind": "pledge", "kanpa_ref": session.reference });
+        let mut object = json!({
+            "id": session.id, "object": "checkout.session", "mode": session.mode, "status": "complete",
+            "client_reference_id": session.reference, "metadata": meta, "customer": customer,
+            "customer_details": { "email": session.email }, "currency": session.currency.to_ascii_lowercase(),
+            "amount_total": if setup { Value::Null } else { json!(session.amount) },
+            "payment_intent": Value::Null, "setup_intent": Value::Null, "livemode": false,
+        });
+        let mut events = Vec::new();
+        let pm = format!("pm_sandbox_{suffix}");
+        let insert = "INSERT INTO sandbox_payments
+                      (id, idempotency_key, kind, reference, behaviour, amount, currency, status, created_at)
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        on_tx!(&mut tx, c => sqlx::query(insert)
+            .bind(&pm).bind(format!("{id}:pm")).bind("payment_method").bind(&session.reference).bind(behaviour)
+            .bind(0_i64).bind(&session.currency).bind("saved").bind(now)
+            .execute(c).await?.rows_affected());
+        if setup {
+            let seti = format!("seti_sandbox_{suffix}");
+            object["setup_intent"] = json!(seti);
+            object["payment_status"] = json!("no_payment_required");
+            let intent = json!({ "id": seti, "object": "setup_intent", "status": "succeeded", "customer": customer,
+                                 "payment_method": pm, "metadata": meta, "usage": "off_session" });
+            events.push(("setup_intent.succeeded", intent));
+        } else {
+            let pi = format!("pi_sandbox_{suffix}");
+            on_tx!(&mut tx, c => sqlx::query(insert)
+                .bind(&pi).bind(format!("{id}:pi")).bind("payment_intent").bind(&session.reference)
+                .bind("succeeds").bind(session.amount).bind(&session.currency).bind("succeeded").bind(now)
+                .execute(c).await?.rows_affected());
+            object["payment_intent"] = json!(pi);
+            object["payment_status"] = json!("paid");
+            events.push(("payment_intent.succeeded", payment_intent_json(&pi, &session.amount, &session.currency, &meta)));
+        }
+        events.insert(0, ("checkout.session.completed", object));
+        for (event_type, object) in events {
+            store_event(&mut tx, event_type, object).await?;
+        }
+        tx.commit().await?;
+        Ok(SandboxResult::Completed { redirect: session.success_url.replace("{CHECKOUT_SESSION_ID}", id) })
+    }
+}
+
+fn payment_intent_json(id: &str, amount: &i64, currency: &str, meta: &Value) -> Value {
+    json!({ "id": id, "object": "payment_intent", "status": "succeeded", "amount": amount,
+            "amount_received": amount, "currency": currency.to_ascii_lowercase(), "metadata": meta,
+            "latest_charge": id.replace("pi_", "ch_") })
+}
+
+async fn store_event(tx: &mut kanpa_ledger::Tx, event_type: &str, object: Value) -> Result<(), sqlx::Error> {
+    let event = json!({
+        "id": format!("evt_sandbox_{}", random_suffix()), "object": "event", "type": event_type,
+        "created": Timestamp::now().unix_seconds(), "livemode": false, "api_version": "2025-09-30.clover",
+        "pending_webhooks": 0, "request": { "id": null, "idempotency_key": null },
+        "data": { "object": object },
+    });
+    let incoming = IncomingEvent::from_json(&event.to_string()).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    inbox::store(tx, &incoming, Via::Webhook).await?;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct PaymentRow {
+    id: String,
+    amount: i64,
+    currency: String,
+    status: String,
+    created_at: Timestamp,
+}
+
+fn gateway_db(e: sqlx::Error) -> GatewayError {
+    GatewayError::Transient(format!("sandbox database: {e}"))
+}
+
+#[async_trait]
+impl PaymentGateway for Sandbox {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    async fn create_checkout(&self, request: &CheckoutRequest) -> Result<CheckoutSession, GatewayError> {
+        let mode = match request.mode {
+            CheckoutMode::Payment { .. } => "payment",
+            CheckoutMode::Setup => "setup",
+        };
+        let id = format!("cs_sandbox_{}", random_suffix());
+        let sql = "INSERT INTO sandbox_sessions (id, idempotency_key, mode, amount, currency, description, email,
+                       reference, success_url, cancel_url, status, created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11)
+                   ON CONFLICT (idempotency_key) DO NOTHING";
+        let replay = "SELECT id FROM sandbox_sessions WHERE idempotency_key = $1";
+        let mut tx = self.db.begin().await.map_err(gateway_db)?;
+        let id: String = on_tx!(&mut tx, c => {
+            sqlx::query(sql)
+                .bind(&id).bind(&request.idempotency_key).bind(mode).bind(request.amount.amount())
+                .bind(request.amount.currency().code()).bind(&request.description).bind(&request.email)
+                .bind(&request.reference).bind(&request.success_url).bind(&request.cancel_url).bind(Timestamp::now())
+                .execute(&mut *c).await.map_err(gateway_db)?;
+            sqlx::query_scalar(replay).bind(&request.idempotency_key).fetch_one(c).await.map_err(gateway_db)?
+        });
+        tx.commit().await.map_err(gateway_db)?;
+        Ok(CheckoutSession { url: format!("{}/sandbox/checkout/{id}", self.base_url), id })
+    }
+
+    async fn saved_card(&self, setup_intent: &str) -> Result<SavedCard, GatewayError> {
+        let suffix = setup_intent.strip_prefix("seti_sandbox_").unwrap_or_default();
+        let pm = format!("pm_sandbox_{suffix}");
+        let sql = "SELECT COUNT(*) FROM sandbox_payments WHERE id = $1 AND kind = 'payment_method'";
+        let found: i64 = on_db!(&self.db, p => sqlx::query_scalar(sql).bind(&pm).fetch_one(p).await.map_err(gateway_db)?);
+        if found == 0 {
+            return Err(GatewayError::Rejected(format!("no sandbox setup intent {setup_intent}")));
+        }
+        Ok(SavedCard { customer: format!("cus_sandbox_{suffix}"), payment_method: pm })
+    }
+
+    async fn charge_off_session(&self, charge: &OffSessionCharge) -> Result<ChargeOutcome, GatewayError> {
+        let select = "SELECT id, amount, currency, status, created_at
+                      FROM sandbox_payments WHERE idempotency_key = $1";
+        let mut tx = self.db.begin().await.map_err(gateway_db)?;
+        let existing: Option<PaymentRow> = on_tx!(&mut tx, c => sqlx::query_as(select)
+            .bind(&charge.idempotency_key).fetch_optional(c).await.map_err(gateway_db)?);
+        let row = match existing {
+            Some(row) => row,
+            None => {
+                let card: Option<String> = on_tx!(&mut tx, c => sqlx::query_scalar(
+                    "SELECT behaviour FROM sandbox_payments WHERE id = $1 AND kind = 'payment_method'")
+                    .bind(&charge.card.payment_method).fetch_optional(c).await.map_err(gateway_db)?);
+                let behaviour = card.ok_or_else(|| {
+                    GatewayError::Rejected(format!("No such PaymentMethod: '{}'", charge.card.payment_method))
+                })?;
+                let status = match behaviour.as_str() {
+                    "succeeds" => "succeeded",
+                    "requires_authentication" => "requires_action",
+                    _ => "requires_payment_method",
+                };
+                let row = PaymentRow {
+                    id: format!("pi_sandbox_{}", random_suffix()),
+                    amount: charge.amount.amount(),
+                    currency: charge.amount.currency().code().to_owned(),
+                    status: status.to_owned(),
+                    created_at: Timestamp::now(),
+                };
+                let insert = "INSERT INTO sandbox_payments
+                              (id, idempotency_key, kind, reference, behaviour, amount, currency, status, created_at)
+                              VALUES ($1, $2, 'payment_intent', $3, $4, $5, $6, $7, $8)";
+                on_tx!(&mut tx, c => sqlx::query(insert)
+                    .bind(&row.id).bind(&charge.idempotency_key).bind(&charge.reference).bind(&behaviour)
+                    .bind(row.amount).bind(&row.currency).bind(&row.status).bind(row.created_at)
+                    .execute(c).await.map_err(gateway_db)?.rows_affected());
+                if row.status == "succeeded" {
+                    let meta = json!({ "kanpa_kind": charge.kind, "kanpa_ref": charge.reference });
+                    let object = payment_intent_json(&row.id, &row.amount, &row.currency, &meta);
+                    store_event(&mut tx, "payment_intent.succeeded", object).await.map_err(gateway_db)?;
+                }
+                row
+            }
+        };
+        tx.commit().await.map_err(gateway_db)?;
+        let payment_intent = Some(row.id.clone());
+        Ok(match row.status.as_str() {
+            "succeeded" => ChargeOutcome::Succeeded(collected(&row)?),
+            "requires_action" => ChargeOutcome::AuthenticationRequired { payment_intent },
+            _ => ChargeOutcome::Declined { code: "card_declined".into(), payment_intent },
+        })
+    }
+
+    async fn collected(&self, payment_intent: &str) -> Result<Option<Collected>, GatewayError> {
+        let sql = "SELECT id, amount, currency, status, created_at
+                   FROM sandbox_payments WHERE id = $1 AND kind = 'payment_intent'";
+        let row: Option<PaymentRow> =
+            on_db!(&self.db, p => sqlx::query_as(sql).bind(payment_intent).fetch_optional(p).await.map_err(gateway_db)?);
+        match row {
+            Some(row) if row.status == "succeeded" => Ok(Some(collected(&row)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn collected(row: &PaymentRow) -> Result<Collected, GatewayError> {
+    let currency = Currency::from_code(&row.currency).map_err(|e| GatewayError::Rejected(e.to_string()))?;
+    let gross = Money::new(row.amount, currency);
+    Ok(Collected {
+        payment_intent: row.id.clone(),
+        charge: row.id.replace("pi_", "ch_"),
+        balance_transaction: Some(row.id.replace("pi_", "txn_")),
+        gross,
+        fee: sandbox_fee(gross),
+        created: row.created_at,
+    })
+}

@@ -1,0 +1,304 @@
+//! The Stripe adapter of the [`PaymentGateway`] port, through async-stripe.
+//!
+//! Requests are form-encoded by async-stripe's own request builder and sent
+//! by its client; every response is parsed by async-stripe's types (a reply
+//! that does not parse is an error) and read from the raw JSON Stripe sent.
+//! Rate limits, 5xx answers and dropped connections are retried here with
+//! the same idempotency key, so a retry can never charge twice.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use kanpa_ledger::{Currency, Locale, Money, Timestamp};
+use serde_json::{Value, json};
+use stripe::{Client, CustomizedStripeRequest, IdempotencyKey, RequestStrategy, StripeError};
+use stripe_client_core::{RequestBuilder, StripeMethod};
+
+use crate::gateway::{
+    ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, OffSessionCharge,
+    PaymentGateway, SavedCard,
+};
+
+/// How often a transient failure is retried before it is reported.
+const ATTEMPTS: u32 = 6;
+
+pub struct StripeGateway {
+    client: Client,
+}
+
+impl StripeGateway {
+    pub fn new(client: Client) -> StripeGateway {
+        StripeGateway { client }
+    }
+
+    async fn send<T: miniserde::Deserialize>(
+        &self,
+        method: StripeMethod,
+        path: &str,
+        form: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<Value, StripeError> {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut builder = RequestBuilder::new(method, path);
+            if let Some(form) = form {
+                builder = match method {
+                    StripeMethod::Get => builder.query(form),
+                    _ => builder.form(form),
+                };
+            }
+            let mut request = builder.customize::<T>();
+            if let Some(key) = key {
+                let key = IdempotencyKey::new(key).map_err(|e| StripeError::ClientError(e.to_string()))?;
+                request = request.request_strategy(RequestStrategy::Idempotent(key));
+            }
+            let raw = KeepRaw { client: &self.client, body: Mutex::new(None) };
+            match request.send(&raw).await {
+                Ok(_) => {
+                    let body = raw.body.lock().ok().and_then(|mut b| b.take()).unwrap_or_default();
+                    return serde_json::from_slice(&body).map_err(|e| StripeError::JSONDeserialize(e.to_string()));
+                }
+                Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                    metrics::counter!("kanpa_stripe_retries_total").increment(1);
+                    tracing::warn!(path, attempt, error = %e, "Stripe request failed, retrying with the same key");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Rate limiting, lock conflicts, server errors and lost connections.
+fn is_transient(error: &StripeError) -> bool {
+    match error {
+        StripeError::Stripe(_, status) => matches!(status, 409 | 429 | 500..=599),
+        StripeError::ClientError(_) | StripeError::Timeout => true,
+        StripeError::JSONDeserialize(_) | StripeError::ConfigError(_) => false,
+    }
+}
+
+fn gateway_error(error: StripeError) -> GatewayError {
+    let message = match &error {
+        StripeError::Stripe(api, status) => {
+            format!("{status} {}", api.message.clone().unwrap_or_else(|| format!("{:?}", api.type_)))
+        }
+        other => other.to_string(),
+    };
+    if is_transient(&error) { GatewayError::Transient(message) } else { GatewayError::Rejected(message) }
+}
+
+/// Delegates to the client and keeps the raw body of the response.
+struct KeepRaw<'a> {
+    client: &'a Client,
+    body: Mutex<Option<Bytes>>,
+}
+
+impl stripe_client_core::StripeClient for KeepRaw<'_> {
+    type Err = StripeError;
+
+    async fn execute(&self, request: CustomizedStripeRequest) -> Result<Bytes, StripeError> {
+        let bytes = self.client.execute(request).await?;
+        if let Ok(mut slot) = self.body.lock() {
+            *slot = Some(bytes.clone());
+        }
+        Ok(bytes)
+    }
+}
+
+fn metadata(kind: &str, reference: &str) -> Value {
+    json!({ "kanpa_kind": kind, "kanpa_ref": reference })
+}
+
+fn text(value: &Value, key: &str) -> Option<String> {
+    value[key].as_str().map(str::to_owned)
+}
+
+/// An expandable field: the id whether Stripe sent an id or the object.
+fn id_in(value: &Value, key: &str) -> Option<String> {
+    match &value[key] {
+        Value::String(id) => Some(id.clone()),
+        Value::Object(object) => object.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn money(value: &Value, amount_key: &str) -> Result<Money, GatewayError> {
+    let amount = value[amount_key].as_i64().ok_or_else(|| GatewayError::Rejected(format!("no {amount_key}")))?;
+    let code = value["currency"].as_str().unwrap_or_default().to_ascii_uppercase();
+    let currency = Currency::from_code(&code).map_err(|e| GatewayError::Rejected(e.to_string()))?;
+    Ok(Money::new(amount, currency))
+}
+
+#[async_trait]
+impl PaymentGateway for StripeGateway {
+    fn name(&self) -> &'static str {
+        "stripe"
+    }
+
+    async fn create_checkout(&self, request: &CheckoutRequest) -> Result<CheckoutSession, GatewayError> {
+        let currency = request.amount.currency().stripe_code();
+        let meta = metadata(request.kind, &request.reference);
+        let mut form = json!({
+            "client_reference_id": request.reference,
+            "success_url": request.success_url,
+            "cancel_url": request.cancel_url,
+            "locale": match request.locale { Locale::Ja => "ja", Locale::En => "en" },
+            "metadata": meta,
+        });
+        match request.mode {
+            CheckoutMode::Payment { konbini } => {
+                form["mode"] = json!("payment");
+                form["customer_email"] = json!(request.email);
+                form["line_items"] = json!([{
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": currency,
+                        "unit_amount": request.amount.stripe_amount(),
+                        "product_data": { "name": request.description },
+                    },
+                }]);
+                form["payment_intent_data"] = json!({ "metadata": meta, "description": request.description });
+                form["payment_method_types"] = if konbini { json!(["card", "konbini"]) } else { json!(["card"]) };
+            }
+            CheckoutMode::Setup => {
+                // A saved card can only be charged later through a customer.
+                let customer = self
+                    .send::<stripe_shared::Customer>(
+                        StripeMethod::Post,
+                        "/customers",
+                        Some(&json!({ "email": request.email, "metadata": meta })),
+                        Some(&format!("{}:customer", request.idempotency_key)),
+                    )
+                    .await
+                    .map_err(gateway_error)?;
+                form["mode"] = json!("setup");
+                form["currency"] = json!(currency);
+                form["customer"] = json!(text(&customer, "id"));
+                form["payment_method_types"] = json!(["card"]);
+                form["setup_intent_data"] = json!({ "metadata": meta, "description": request.description });
+            }
+        }
+        let session = self
+            .send::<stripe_shared::CheckoutSession>(
+                StripeMethod::Post,
+                "/checkout/sessions",
+                Some(&form),
+                Some(&request.idempotency_key),
+            )
+            .await
+            .map_err(gateway_error)?;
+        match (text(&session, "id"), text(&session, "url")) {
+            (Some(id), Some(url)) => Ok(CheckoutSession { id, url }),
+            _ => Err(GatewayError::Rejected("Checkout session without id or url".into())),
+        }
+    }
+
+    async fn saved_card(&self, setup_intent: &str) -> Result<SavedCard, GatewayError> {
+        let path = format!("/setup_intents/{setup_intent}");
+        let intent =
+            self.send::<stripe_shared::SetupIntent>(StripeMethod::Get, &path, None, None).await.map_err(gateway_error)?;
+        match (id_in(&intent, "customer"), id_in(&intent, "payment_method")) {
+            (Some(customer), Some(payment_method)) => Ok(SavedCard { customer, payment_method }),
+            _ => Err(GatewayError::Rejected(format!("setup intent {setup_intent} saved no card"))),
+        }
+    }
+
+    async fn charge_off_session(&self, charge: &OffSessionCharge) -> Result<ChargeOutcome, GatewayError> {
+        let form = json!({
+            "amount": charge.amount.stripe_amount(),
+            "currency": charge.amount.currency().stripe_code(),
+            "customer": charge.card.customer,
+            "payment_method": charge.card.payment_method,
+            "off_session": true,
+            "confirm": true,
+            "description": charge.description,
+            "metadata": metadata(charge.kind, &charge.reference),
+        });
+        let sent = self
+            .send::<stripe_shared::PaymentIntent>(
+                StripeMethod::Post,
+                "/payment_intents",
+                Some(&form),
+                Some(&charge.idempotency_key),
+            )
+            .await;
+        match sent {
+            Ok(intent) => {
+                let id = text(&intent, "id").unwrap_or_default();
+                match self.collected(&id).await? {
+                    Some(collected) => Ok(ChargeOutcome::Succeeded(collected)),
+                    None if intent["status"] == "requires_action" => {
+                        Ok(ChargeOutcome::AuthenticationRequired { payment_intent: Some(id) })
+                    }
+                    None => Ok(ChargeOutcome::Declined {
+                        code: text(&intent, "status").unwrap_or_default(),
+                        payment_intent: Some(id),
+                    }),
+                }
+            }
+            Err(StripeError::Stripe(api, 402)) => {
+                let code = api.code.as_ref().map(|c| c.as_str().to_owned());
+                let intent = api.payment_intent.as_ref().map(|p| p.id.to_string());
+                if code.as_deref() == Some("authentication_required")
+                    || api.decline_code.as_deref() == Some("authentication_required")
+                {
+                    Ok(ChargeOutcome::AuthenticationRequired { payment_intent: intent })
+                } else {
+                    let code = api.decline_code.clone().or(code).unwrap_or_else(|| "card_declined".into());
+                    Ok(ChargeOutcome::Declined { code, payment_intent: intent })
+                }
+            }
+            Err(e) => Err(gateway_error(e)),
+        }
+    }
+
+    async fn collected(&self, payment_intent: &str) -> Result<Option<Collected>, GatewayError> {
+        let path = format!("/payment_intents/{payment_intent}");
+        let intent =
+            self.send::<stripe_shared::PaymentIntent>(StripeMethod::Get, &path, None, None).await.map_err(gateway_error)?;
+        if intent["status"] != "succeeded" {
+            return Ok(None);
+        }
+        let charge_id = id_in(&intent, "latest_charge")
+            .ok_or_else(|| GatewayError::Rejected(format!("{payment_intent} succeeded without a charge")))?;
+        let charge = self
+            .send::<stripe_shared::Charge>(StripeMethod::Get, &format!("/charges/{charge_id}"), None, None)
+            .await
+            .map_err(gateway_error)?;
+        let gross = money(&charge, "amount")?;
+        let balance_transaction = id_in(&charge, "balance_transaction");
+        let fee = match &balance_transaction {
+            Some(id) => {
+                let path = format!("/balance_transactions/{id}");
+                let bt = self
+                    .send::<stripe_shared::BalanceTransaction>(StripeMethod::Get, &path, None, None)
+                    .await
+                    .map_err(gateway_error)?;
+                money(&bt, "fee")?
+            }
+            None => Money::new(0, gross.currency()),
+        };
+        let created = charge["created"].as_i64().and_then(Timestamp::from_unix_seconds).unwrap_or_else(Timestamp::now);
+        Ok(Some(Collected {
+            payment_intent: payment_intent.to_owned(),
+            charge: charge_id,
+            balance_transaction,
+            gross,
+            fee,
+            created,
+        }))
+    }
+}
+
+/// Metadata Stripe echoes back: kanpa's kind and reference of a payment.
+pub fn kanpa_reference(object: &Value) -> Option<(String, String)> {
+    let meta: HashMap<String, String> = serde_json::from_value(object["metadata"].clone()).ok()?;
+    Some((meta.get("kanpa_kind")?.clone(), meta.get("kanpa_ref")?.clone()))
+}
