@@ -191,20 +191,13 @@ impl PledgeEvents {
                 Ok(Handled::Skipped("payment failures are handled by settlement".into()))
             }
             "charge.refunded" => self.refunded(tx, &campaign, &pledge, object).await,
-            _ if event.event_type.starts_with("charge.dispute.") => {
-                self.disputed(tx, &campaign, &pledge, object).await
-            }
+            _ if event.event_type.starts_with("charge.dispute.") => self.disputed(tx, &campaign, &pledge, object).await,
             other => Ok(Handled::Skipped(format!("{other} is not handled"))),
         }
     }
 
     /// A card is saved: the pledge counts toward the drive.
-    async fn commit(
-        &self,
-        tx: &mut Tx,
-        campaign: &crate::Campaign,
-        pledge: &Pledge,
-    ) -> Result<Handled, CampaignError> {
+    async fn commit(&self, tx: &mut Tx, campaign: &crate::Campaign, pledge: &Pledge) -> Result<Handled, CampaignError> {
         if pledge.status != PledgeStatus::Pending {
             return Ok(Handled::Skipped(format!("pledge is {}", pledge.status)));
         }
@@ -444,8 +437,7 @@ impl JobHandler for CollectPayment {
     }
 
     async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure> {
-        let (Some(public_id), Some(intent)) =
-            (job.payload["pledge"].as_str(), job.payload["payment_intent"].as_str())
+        let (Some(public_id), Some(intent)) = (job.payload["pledge"].as_str(), job.payload["payment_intent"].as_str())
         else {
             return Err(JobFailure::GiveUp("job without pledge or payment_intent".into()));
         };
@@ -458,7 +450,9 @@ impl JobHandler for CollectPayment {
             .await
             .map_err(|e| JobFailure::Retry(e.to_string()))?
             .ok_or_else(|| JobFailure::GiveUp(format!("no pledge {public_id}")))?;
-        record_collection(&mut tx, &self.site, &pledge, &collected).await.map_err(|e| JobFailure::Retry(e.to_string()))?;
+        record_collection(&mut tx, &self.site, &pledge, &collected)
+            .await
+            .map_err(|e| JobFailure::Retry(e.to_string()))?;
         Ok(tx)
     }
 }

@@ -27,8 +27,7 @@ pub fn split(total: i64, weights: &[i64]) -> Vec<i64> {
     let sum: i128 = weights.iter().sum();
     let total = i128::from(total);
     let mut shares: Vec<i128> = weights.iter().map(|w| total * w / sum).collect();
-    let mut remainders: Vec<(i128, usize)> =
-        weights.iter().enumerate().map(|(i, w)| (total * w % sum, i)).collect();
+    let mut remainders: Vec<(i128, usize)> = weights.iter().enumerate().map(|(i, w)| (total * w % sum, i)).collect();
     remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let left = total - shares.iter().sum::<i128>();
     for (_, i) in remainders.into_iter().take(left as usize) {
@@ -58,12 +57,7 @@ async fn pool_balance(tx: &mut Tx, campaign: &Campaign) -> Result<i64, CampaignE
 
 /// Moves `amount` out of the pool into the teams' funds by the campaign's
 /// rule, as one entry under `key`. Returns each team's share.
-async fn share(
-    tx: &mut Tx,
-    campaign: &Campaign,
-    amount: i64,
-    key: String,
-) -> Result<Vec<(i64, Money)>, CampaignError> {
+async fn share(tx: &mut Tx, campaign: &Campaign, amount: i64, key: String) -> Result<Vec<(i64, Money)>, CampaignError> {
     let teams = store::teams_in(tx, campaign.id).await?;
     if amount <= 0 || teams.is_empty() {
         return Ok(Vec::new());

@@ -262,7 +262,11 @@ impl Settler {
             collected: m(report.collected, report.collected_count),
             failed: m(report.failed, report.failed_count),
             dropped: m(report.dropped, report.dropped_count),
-            teams: report.teams.iter().map(|t| (t.name.clone(), money_text(campaign.money(t.fund_balance), locale))).collect(),
+            teams: report
+                .teams
+                .iter()
+                .map(|t| (t.name.clone(), money_text(campaign.money(t.fund_balance), locale)))
+                .collect(),
             report_link: format!("{}/api/v1/campaigns/{}/settlement", self.site.base_url, campaign.slug),
         };
         let email = NewEmail {
@@ -350,7 +354,9 @@ impl Settler {
     ) -> Result<(), CampaignError> {
         let (status, intent, code) = match outcome {
             ChargeOutcome::Succeeded(c) => ("succeeded", Some(c.payment_intent.clone()), None),
-            ChargeOutcome::Declined { code, payment_intent } => ("declined", payment_intent.clone(), Some(code.clone())),
+            ChargeOutcome::Declined { code, payment_intent } => {
+                ("declined", payment_intent.clone(), Some(code.clone()))
+            }
             ChargeOutcome::AuthenticationRequired { payment_intent } => {
                 ("authentication_required", payment_intent.clone(), Some("authentication_required".to_owned()))
             }
@@ -436,7 +442,9 @@ impl Settler {
     pub async fn drop_unpaid(&self, public_id: &str) -> Result<bool, CampaignError> {
         let mut tx = self.db.begin().await?;
         let Some(pledge) = store::pledge_in(&mut tx, public_id).await? else { return Ok(false) };
-        if pledge.status != PledgeStatus::PaymentFailed || !change_status(&mut tx, &pledge, PledgeStatus::Dropped).await? {
+        if pledge.status != PledgeStatus::PaymentFailed
+            || !change_status(&mut tx, &pledge, PledgeStatus::Dropped).await?
+        {
             return Ok(false);
         }
         let campaign = store::campaign_in(&mut tx, pledge.campaign_id).await?;
@@ -462,8 +470,7 @@ async fn committed_pledges(db: &Db, campaign_id: i64, limit: i64) -> Result<Vec<
         "SELECT {} FROM pledges WHERE campaign_id = $1 AND status = 'committed' ORDER BY id LIMIT $2",
         store::PLEDGE_COLUMNS
     );
-    let rows: Vec<store::PledgeRow> =
-        on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(campaign_id).bind(limit).fetch_all(p).await?);
+    let rows: Vec<store::PledgeRow> = on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(campaign_id).bind(limit).fetch_all(p).await?);
     rows.into_iter().map(Pledge::try_from).collect()
 }
 
@@ -546,7 +553,8 @@ impl JobHandler for SettleJob {
         };
         let mut tx = db.begin().await?;
         if progress == Progress::Continue {
-            let next = NewJob { kind: SETTLE_JOB, payload: job.payload.clone(), run_at: Timestamp::now(), max_attempts: 50 };
+            let next =
+                NewJob { kind: SETTLE_JOB, payload: job.payload.clone(), run_at: Timestamp::now(), max_attempts: 50 };
             jobs::enqueue(&mut tx, &next).await?;
         }
         Ok(tx)

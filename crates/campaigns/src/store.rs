@@ -355,8 +355,7 @@ pub async fn create_campaign(db: &Db, org: OrgId, input: &CampaignInput) -> Resu
     let contact_email = model::email("contact_email", &input.contact_email)?;
 
     let mut tx = db.begin().await?;
-    let taken: Option<i64> =
-        on_tx!(&mut tx, c => sqlx::query_scalar("SELECT id FROM campaigns WHERE slug = $1").bind(&slug).fetch_optional(c).await?);
+    let taken: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar("SELECT id FROM campaigns WHERE slug = $1").bind(&slug).fetch_optional(c).await?);
     if taken.is_some() {
         return Err(CampaignError::SlugTaken);
     }
@@ -377,7 +376,13 @@ pub async fn create_campaign(db: &Db, org: OrgId, input: &CampaignInput) -> Resu
     Ok(campaign)
 }
 
-async fn open_fund(tx: &mut Tx, org: OrgId, code: &str, name: &str, currency: Currency) -> Result<AccountId, CampaignError> {
+async fn open_fund(
+    tx: &mut Tx,
+    org: OrgId,
+    code: &str,
+    name: &str,
+    currency: Currency,
+) -> Result<AccountId, CampaignError> {
     let new = NewAccount { org, code: code.to_owned(), name: name.to_owned(), kind: AccountKind::Fund, currency };
     Ok(ledger::create_account(tx, &new).await?.id)
 }
@@ -490,19 +495,22 @@ pub(crate) async fn lock_campaign(tx: &mut Tx, id: i64) -> Result<(), CampaignEr
 
 pub(crate) async fn campaign_in(tx: &mut Tx, id: i64) -> Result<Campaign, CampaignError> {
     let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1");
-    let row: Option<CampaignRow> = on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(id).fetch_optional(c).await?);
+    let row: Option<CampaignRow> =
+        on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(id).fetch_optional(c).await?);
     row.ok_or(CampaignError::NotFound("campaign"))?.try_into()
 }
 
 pub async fn campaign_by_id(db: &Db, id: i64) -> Result<Campaign, CampaignError> {
     let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1");
-    let row: Option<CampaignRow> = on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(id).fetch_optional(p).await?);
+    let row: Option<CampaignRow> =
+        on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(id).fetch_optional(p).await?);
     row.ok_or(CampaignError::NotFound("campaign"))?.try_into()
 }
 
 pub async fn campaign_by_slug(db: &Db, slug: &str) -> Result<Campaign, CampaignError> {
     let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE slug = $1");
-    let row: Option<CampaignRow> = on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(slug).fetch_optional(p).await?);
+    let row: Option<CampaignRow> =
+        on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(slug).fetch_optional(p).await?);
     row.ok_or(CampaignError::NotFound("campaign"))?.try_into()
 }
 
@@ -517,7 +525,8 @@ pub async fn public_campaigns(db: &Db, live_only: bool) -> Result<Vec<Campaign>,
 
 pub async fn campaigns_of(db: &Db, org: OrgId) -> Result<Vec<Campaign>, CampaignError> {
     let sql = format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE org_id = $1 ORDER BY id");
-    let rows: Vec<CampaignRow> = on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(org.0).fetch_all(p).await?);
+    let rows: Vec<CampaignRow> =
+        on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(org.0).fetch_all(p).await?);
     rows.into_iter().map(Campaign::try_from).collect()
 }
 
@@ -556,7 +565,8 @@ pub async fn add_team(db: &Db, campaign_id: i64, input: &TeamInput) -> Result<Te
         campaign.currency,
     )
     .await?;
-    let sql = "INSERT INTO campaign_teams (campaign_id, slug, name_ja, name_en, goal, position, pool_weight, account_id)
+    let sql =
+        "INSERT INTO campaign_teams (campaign_id, slug, name_ja, name_en, goal, position, pool_weight, account_id)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id";
     let id: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(sql)
         .bind(campaign_id).bind(&slug).bind(&name_ja).bind(&name_en).bind(goal).bind(position)
@@ -582,21 +592,22 @@ pub async fn update_team(db: &Db, campaign_id: i64, team_id: i64, input: &TeamIn
 
 pub async fn teams(db: &Db, campaign_id: i64) -> Result<Vec<Team>, CampaignError> {
     let sql = format!("SELECT {TEAM_COLUMNS} FROM campaign_teams WHERE campaign_id = $1 ORDER BY position, id");
-    let rows: Vec<TeamRow> = on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(campaign_id).fetch_all(p).await?);
+    let rows: Vec<TeamRow> =
+        on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(campaign_id).fetch_all(p).await?);
     Ok(rows.into_iter().map(Team::from).collect())
 }
 
 pub(crate) async fn teams_in(tx: &mut Tx, campaign_id: i64) -> Result<Vec<Team>, CampaignError> {
     let sql = format!("SELECT {TEAM_COLUMNS} FROM campaign_teams WHERE campaign_id = $1 ORDER BY position, id");
-    let rows: Vec<TeamRow> = on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(campaign_id).fetch_all(c).await?);
+    let rows: Vec<TeamRow> =
+        on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(campaign_id).fetch_all(c).await?);
     Ok(rows.into_iter().map(Team::from).collect())
 }
 
 /// A team of this campaign; a team of another campaign is not found.
 pub async fn team(db: &Db, campaign_id: i64, team_id: i64) -> Result<Team, CampaignError> {
     let sql = format!("SELECT {TEAM_COLUMNS} FROM campaign_teams WHERE id = $1 AND campaign_id = $2");
-    let row: Option<TeamRow> =
-        on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(team_id).bind(campaign_id).fetch_optional(p).await?);
+    let row: Option<TeamRow> = on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(team_id).bind(campaign_id).fetch_optional(p).await?);
     row.map(Team::from).ok_or(CampaignError::NotFound("team"))
 }
 
@@ -699,15 +710,15 @@ async fn reward_fields(db: &Db, campaign: &Campaign, input: &RewardInput) -> Res
 
 pub async fn rewards(db: &Db, campaign_id: i64) -> Result<Vec<Reward>, CampaignError> {
     let sql = format!("SELECT {REWARD_COLUMNS} FROM campaign_rewards WHERE campaign_id = $1 ORDER BY position, id");
-    let rows: Vec<RewardRow> = on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(campaign_id).fetch_all(p).await?);
+    let rows: Vec<RewardRow> =
+        on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(campaign_id).fetch_all(p).await?);
     Ok(rows.into_iter().map(Reward::from).collect())
 }
 
 /// A reward of this campaign; a reward of another campaign is not found.
 pub async fn reward(db: &Db, campaign_id: i64, reward_id: i64) -> Result<Reward, CampaignError> {
     let sql = format!("SELECT {REWARD_COLUMNS} FROM campaign_rewards WHERE id = $1 AND campaign_id = $2");
-    let row: Option<RewardRow> =
-        on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(reward_id).bind(campaign_id).fetch_optional(p).await?);
+    let row: Option<RewardRow> = on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(reward_id).bind(campaign_id).fetch_optional(p).await?);
     row.map(Reward::from).ok_or(CampaignError::NotFound("reward"))
 }
 
@@ -715,19 +726,22 @@ pub async fn reward(db: &Db, campaign_id: i64, reward_id: i64) -> Result<Reward,
 
 pub async fn pledge_by_public_id(db: &Db, public_id: &str) -> Result<Pledge, CampaignError> {
     let sql = format!("SELECT {PLEDGE_COLUMNS} FROM pledges WHERE public_id = $1");
-    let row: Option<PledgeRow> = on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(public_id).fetch_optional(p).await?);
+    let row: Option<PledgeRow> =
+        on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(public_id).fetch_optional(p).await?);
     row.ok_or(CampaignError::NotFound("pledge"))?.try_into()
 }
 
 pub(crate) async fn pledge_in(tx: &mut Tx, public_id: &str) -> Result<Option<Pledge>, CampaignError> {
     let sql = format!("SELECT {PLEDGE_COLUMNS} FROM pledges WHERE public_id = $1");
-    let row: Option<PledgeRow> = on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(public_id).fetch_optional(c).await?);
+    let row: Option<PledgeRow> =
+        on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(public_id).fetch_optional(c).await?);
     row.map(Pledge::try_from).transpose()
 }
 
 pub(crate) async fn pledge_where(tx: &mut Tx, column: &str, value: &str) -> Result<Option<Pledge>, CampaignError> {
     let sql = format!("SELECT {PLEDGE_COLUMNS} FROM pledges WHERE {column} = $1 ORDER BY id LIMIT 1");
-    let row: Option<PledgeRow> = on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(value).fetch_optional(c).await?);
+    let row: Option<PledgeRow> =
+        on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(value).fetch_optional(c).await?);
     row.map(Pledge::try_from).transpose()
 }
 
@@ -738,13 +752,15 @@ pub async fn pledges_of_email(db: &Db, email: &str) -> Result<Vec<Pledge>, Campa
         "SELECT {PLEDGE_COLUMNS} FROM pledges WHERE lower(email) = lower($1) AND status NOT IN ('pending', 'expired')
          ORDER BY id DESC"
     );
-    let rows: Vec<PledgeRow> = on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(email).fetch_all(p).await?);
+    let rows: Vec<PledgeRow> =
+        on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(email).fetch_all(p).await?);
     rows.into_iter().map(Pledge::try_from).collect()
 }
 
 pub async fn pledges_of_campaign(db: &Db, campaign_id: i64) -> Result<Vec<Pledge>, CampaignError> {
     let sql = format!("SELECT {PLEDGE_COLUMNS} FROM pledges WHERE campaign_id = $1 ORDER BY id");
-    let rows: Vec<PledgeRow> = on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(campaign_id).fetch_all(p).await?);
+    let rows: Vec<PledgeRow> =
+        on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(campaign_id).fetch_all(p).await?);
     rows.into_iter().map(Pledge::try_from).collect()
 }
 

@@ -40,7 +40,13 @@ impl Holding {
 
     /// The organisation's account for this holding, opened on first use.
     pub async fn account(self, tx: &mut Tx, org: OrgId, currency: Currency) -> Result<AccountId, LedgerError> {
-        let new = NewAccount { org, code: self.code(currency), name: self.name(currency), kind: AccountKind::Asset, currency };
+        let new = NewAccount {
+            org,
+            code: self.code(currency),
+            name: self.name(currency),
+            kind: AccountKind::Asset,
+            currency,
+        };
         Ok(crate::store::ensure_account(tx, &new).await?.id)
     }
 }

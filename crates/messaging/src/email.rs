@@ -136,8 +136,12 @@ impl EmailTemplate {
             (EmailTemplate::SignInLink { .. }, Locale::En) => format!("Your {site_name} sign-in link"),
             (EmailTemplate::TestMessage { .. }, Locale::Ja) => format!("{site_name} テストメール"),
             (EmailTemplate::TestMessage { .. }, Locale::En) => format!("{site_name} test message"),
-            (EmailTemplate::PledgeConfirmed { campaign, .. }, Locale::Ja) => format!("ご支援ありがとうございます — {campaign}"),
-            (EmailTemplate::PledgeConfirmed { campaign, .. }, Locale::En) => format!("Thank you for your pledge — {campaign}"),
+            (EmailTemplate::PledgeConfirmed { campaign, .. }, Locale::Ja) => {
+                format!("ご支援ありがとうございます — {campaign}")
+            }
+            (EmailTemplate::PledgeConfirmed { campaign, .. }, Locale::En) => {
+                format!("Thank you for your pledge — {campaign}")
+            }
             (EmailTemplate::PaymentReceipt { campaign, .. }, Locale::Ja) => format!("お支払いの領収 — {campaign}"),
             (EmailTemplate::PaymentReceipt { campaign, .. }, Locale::En) => format!("Payment receipt — {campaign}"),
             (EmailTemplate::PaymentFailed { campaign, .. }, Locale::Ja) => {
@@ -146,8 +150,12 @@ impl EmailTemplate {
             (EmailTemplate::PaymentFailed { campaign, .. }, Locale::En) => {
                 format!("Please complete your payment — {campaign}")
             }
-            (EmailTemplate::PledgeDropped { campaign, .. }, Locale::Ja) => format!("ご支援を取り消しました — {campaign}"),
-            (EmailTemplate::PledgeDropped { campaign, .. }, Locale::En) => format!("Your pledge was dropped — {campaign}"),
+            (EmailTemplate::PledgeDropped { campaign, .. }, Locale::Ja) => {
+                format!("ご支援を取り消しました — {campaign}")
+            }
+            (EmailTemplate::PledgeDropped { campaign, .. }, Locale::En) => {
+                format!("Your pledge was dropped — {campaign}")
+            }
             (EmailTemplate::CampaignMissed { campaign, .. }, Locale::Ja) => {
                 format!("目標に届きませんでした(請求はありません) — {campaign}")
             }
@@ -217,8 +225,11 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
                 (PledgeTiming::Konbini, true) => "コンビニ払いの番号を発行しました。期限までにお支払いください。お支払いの確認後に領収メールをお送りします。".to_owned(),
                 (PledgeTiming::Konbini, false) => "Your convenience-store payment slip is issued. Please pay before it expires; a receipt follows once it is paid.".to_owned(),
             };
-            let mut facts = vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("金額", "Amount"), amount),
-                                 fact(&t("支援先", "Supporting"), team)];
+            let mut facts = vec![
+                fact(&t("キャンペーン", "Campaign"), campaign),
+                fact(&t("金額", "Amount"), amount),
+                fact(&t("支援先", "Supporting"), team),
+            ];
             if let Some(reward) = reward {
                 facts.push(fact(&t("リターン", "Reward"), reward));
             }
@@ -233,18 +244,27 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
         EmailTemplate::PaymentReceipt { campaign, amount, team, paid_on, manage_link } => Notice {
             heading: t("お支払いありがとうございました", "Thank you for your payment"),
             paragraphs: vec![t("次の金額をお受け取りしました。", "We have received the following payment.")],
-            facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("金額", "Amount"), amount),
-                        fact(&t("支援先", "Supporting"), team), fact(&t("お支払日", "Paid on"), paid_on)],
+            facts: vec![
+                fact(&t("キャンペーン", "Campaign"), campaign),
+                fact(&t("金額", "Amount"), amount),
+                fact(&t("支援先", "Supporting"), team),
+                fact(&t("お支払日", "Paid on"), paid_on),
+            ],
             action: Some((t("領収書を見る", "View your receipts"), manage_link.clone())),
             manage_link: None,
         },
         EmailTemplate::PaymentFailed { campaign, amount, pay_link, pay_by, manage_link } => Notice {
             heading: t("お支払いを完了できませんでした", "We could not complete your payment"),
             paragraphs: vec![
-                t("目標額に達したため、ご登録のカードに請求しましたが、カード会社に承認されませんでした(または本人認証が必要でした)。",
-                  "The goal was reached, so we charged your saved card, but the card issuer declined it (or asked for authentication)."),
-                if ja { format!("{pay_by} までに下のボタンからお支払いください。期限を過ぎるとご支援は取り消されます。") }
-                else { format!("Please pay with the button below by {pay_by}. After that the pledge is dropped.") },
+                t(
+                    "目標額に達したため、ご登録のカードに請求しましたが、カード会社に承認されませんでした(または本人認証が必要でした)。",
+                    "The goal was reached, so we charged your saved card, but the card issuer declined it (or asked for authentication).",
+                ),
+                if ja {
+                    format!("{pay_by} までに下のボタンからお支払いください。期限を過ぎるとご支援は取り消されます。")
+                } else {
+                    format!("Please pay with the button below by {pay_by}. After that the pledge is dropped.")
+                },
             ],
             facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("金額", "Amount"), amount)],
             action: Some((t("支払う", "Pay now"), pay_link.clone())),
@@ -252,38 +272,53 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
         },
         EmailTemplate::PledgeDropped { campaign, amount, manage_link } => Notice {
             heading: t("ご支援を取り消しました", "Your pledge was dropped"),
-            paragraphs: vec![t("お支払いの期限を過ぎたため、ご支援を取り消しました。請求はありません。",
-                               "The payment window has closed, so your pledge was dropped. Nothing was charged.")],
+            paragraphs: vec![t(
+                "お支払いの期限を過ぎたため、ご支援を取り消しました。請求はありません。",
+                "The payment window has closed, so your pledge was dropped. Nothing was charged.",
+            )],
             facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("金額", "Amount"), amount)],
             action: None,
             manage_link: Some(manage_link.clone()),
         },
         EmailTemplate::CampaignMissed { campaign, goal, raised, manage_link } => Notice {
             heading: t("目標額に届きませんでした", "The goal was not reached"),
-            paragraphs: vec![t("ご支援ありがとうございました。目標額に届かなかったため、どなたにも請求しません。",
-                               "Thank you for your support. The goal was not reached, so nobody will be charged.")],
-            facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("目標額", "Goal"), goal),
-                        fact(&t("集まった額", "Pledged"), raised)],
+            paragraphs: vec![t(
+                "ご支援ありがとうございました。目標額に届かなかったため、どなたにも請求しません。",
+                "Thank you for your support. The goal was not reached, so nobody will be charged.",
+            )],
+            facts: vec![
+                fact(&t("キャンペーン", "Campaign"), campaign),
+                fact(&t("目標額", "Goal"), goal),
+                fact(&t("集まった額", "Pledged"), raised),
+            ],
             action: None,
             manage_link: Some(manage_link.clone()),
         },
         EmailTemplate::PledgeRefunded { campaign, amount, manage_link } => Notice {
             heading: t("返金しました", "Refund issued"),
-            paragraphs: vec![t("次の金額をご登録の支払い方法に返金しました。反映まで数日かかることがあります。",
-                               "We refunded the following amount to your payment method. It can take a few days to appear.")],
+            paragraphs: vec![t(
+                "次の金額をご登録の支払い方法に返金しました。反映まで数日かかることがあります。",
+                "We refunded the following amount to your payment method. It can take a few days to appear.",
+            )],
             facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("返金額", "Refunded"), amount)],
             action: None,
             manage_link: Some(manage_link.clone()),
         },
         EmailTemplate::SettlementReport { campaign, outcome, collected, failed, dropped, teams, report_link } => {
-            let mut facts = vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("結果", "Outcome"), outcome),
-                                 fact(&t("集金済み", "Collected"), collected), fact(&t("支払い待ち", "Awaiting payment"), failed),
-                                 fact(&t("取り消し", "Dropped"), dropped)];
+            let mut facts = vec![
+                fact(&t("キャンペーン", "Campaign"), campaign),
+                fact(&t("結果", "Outcome"), outcome),
+                fact(&t("集金済み", "Collected"), collected),
+                fact(&t("支払い待ち", "Awaiting payment"), failed),
+                fact(&t("取り消し", "Dropped"), dropped),
+            ];
             facts.extend(teams.iter().cloned());
             Notice {
                 heading: t("精算レポート", "Settlement report"),
-                paragraphs: vec![t("キャンペーンの精算結果です。チームごとの金額はプール分配後の基金残高です。",
-                                   "Here is how the campaign settled. Team amounts are fund balances after the pool was shared.")],
+                paragraphs: vec![t(
+                    "キャンペーンの精算結果です。チームごとの金額はプール分配後の基金残高です。",
+                    "Here is how the campaign settled. Team amounts are fund balances after the pool was shared.",
+                )],
                 facts,
                 action: Some((t("詳しく見る", "See the full report"), report_link.clone())),
                 manage_link: None,
@@ -316,18 +351,26 @@ pub fn render(template: &EmailTemplate, locale: Locale, site_name: &str) -> Resu
             TestHtml { lang, site_name, subject: &subject, sent_from }.render().map_err(err)?,
         ),
         other => {
-            let n = notice(other, locale == Locale::Ja).ok_or_else(|| {
-                EmailError::Render(template.name(), "no notice text for this template".into())
-            })?;
+            let n = notice(other, locale == Locale::Ja)
+                .ok_or_else(|| EmailError::Render(template.name(), "no notice text for this template".into()))?;
             let (heading, paragraphs, facts) = (n.heading.as_str(), n.paragraphs.as_slice(), n.facts.as_slice());
             let manage_link = n.manage_link.as_deref();
             (
                 NoticeText { lang, site_name, heading, paragraphs, facts, action: n.action.clone(), manage_link }
                     .render()
                     .map_err(err)?,
-                NoticeHtml { lang, site_name, subject: &subject, heading, paragraphs, facts, action: n.action, manage_link }
-                    .render()
-                    .map_err(err)?,
+                NoticeHtml {
+                    lang,
+                    site_name,
+                    subject: &subject,
+                    heading,
+                    paragraphs,
+                    facts,
+                    action: n.action,
+                    manage_link,
+                }
+                .render()
+                .map_err(err)?,
             )
         }
     };

@@ -226,6 +226,11 @@ impl EventHandlers {
     pub fn register(&mut self, event_type: impl Into<String>, handler: Arc<dyn StripeEventHandler>) {
         self.by_type.insert(event_type.into(), handler);
     }
+
+    /// Adds every handler of `other`, replacing those of the same type.
+    pub fn extend(&mut self, other: EventHandlers) {
+        self.by_type.extend(other.by_type);
+    }
 }
 
 /// The job that processes a stored event.

@@ -83,9 +83,14 @@ pub enum ChargeOutcome {
     Succeeded(Collected),
     /// The issuer refused (`card_declined`, `insufficient_funds`,
     /// `expired_card`…): `code` is the most specific code the provider gave.
-    Declined { code: String, payment_intent: Option<String> },
+    Declined {
+        code: String,
+        payment_intent: Option<String>,
+    },
     /// The bank wants the payer present (3-D Secure).
-    AuthenticationRequired { payment_intent: Option<String> },
+    AuthenticationRequired {
+        payment_intent: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -163,7 +163,10 @@ impl Sandbox {
                 .execute(c).await?.rows_affected());
             object["payment_intent"] = json!(pi);
             object["payment_status"] = json!("paid");
-            events.push(("payment_intent.succeeded", payment_intent_json(&pi, &session.amount, &session.currency, &meta)));
+            events.push((
+                "payment_intent.succeeded",
+                payment_intent_json(&pi, &session.amount, &session.currency, &meta),
+            ));
         }
         events.insert(0, ("checkout.session.completed", object));
         for (event_type, object) in events {
@@ -239,7 +242,8 @@ impl PaymentGateway for Sandbox {
         let suffix = setup_intent.strip_prefix("seti_sandbox_").unwrap_or_default();
         let pm = format!("pm_sandbox_{suffix}");
         let sql = "SELECT COUNT(*) FROM sandbox_payments WHERE id = $1 AND kind = 'payment_method'";
-        let found: i64 = on_db!(&self.db, p => sqlx::query_scalar(sql).bind(&pm).fetch_one(p).await.map_err(gateway_db)?);
+        let found: i64 =
+            on_db!(&self.db, p => sqlx::query_scalar(sql).bind(&pm).fetch_one(p).await.map_err(gateway_db)?);
         if found == 0 {
             return Err(GatewayError::Rejected(format!("no sandbox setup intent {setup_intent}")));
         }
@@ -300,8 +304,7 @@ impl PaymentGateway for Sandbox {
     async fn collected(&self, payment_intent: &str) -> Result<Option<Collected>, GatewayError> {
         let sql = "SELECT id, amount, currency, status, created_at
                    FROM sandbox_payments WHERE id = $1 AND kind = 'payment_intent'";
-        let row: Option<PaymentRow> =
-            on_db!(&self.db, p => sqlx::query_as(sql).bind(payment_intent).fetch_optional(p).await.map_err(gateway_db)?);
+        let row: Option<PaymentRow> = on_db!(&self.db, p => sqlx::query_as(sql).bind(payment_intent).fetch_optional(p).await.map_err(gateway_db)?);
         match row {
             Some(row) if row.status == "succeeded" => Ok(Some(collected(&row)?)),
             _ => Ok(None),

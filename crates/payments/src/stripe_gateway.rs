@@ -202,8 +202,10 @@ impl PaymentGateway for StripeGateway {
 
     async fn saved_card(&self, setup_intent: &str) -> Result<SavedCard, GatewayError> {
         let path = format!("/setup_intents/{setup_intent}");
-        let intent =
-            self.send::<stripe_shared::SetupIntent>(StripeMethod::Get, &path, None, None).await.map_err(gateway_error)?;
+        let intent = self
+            .send::<stripe_shared::SetupIntent>(StripeMethod::Get, &path, None, None)
+            .await
+            .map_err(gateway_error)?;
         match (id_in(&intent, "customer"), id_in(&intent, "payment_method")) {
             (Some(customer), Some(payment_method)) => Ok(SavedCard { customer, payment_method }),
             _ => Err(GatewayError::Rejected(format!("setup intent {setup_intent} saved no card"))),
@@ -261,8 +263,10 @@ impl PaymentGateway for StripeGateway {
 
     async fn collected(&self, payment_intent: &str) -> Result<Option<Collected>, GatewayError> {
         let path = format!("/payment_intents/{payment_intent}");
-        let intent =
-            self.send::<stripe_shared::PaymentIntent>(StripeMethod::Get, &path, None, None).await.map_err(gateway_error)?;
+        let intent = self
+            .send::<stripe_shared::PaymentIntent>(StripeMethod::Get, &path, None, None)
+            .await
+            .map_err(gateway_error)?;
         if intent["status"] != "succeeded" {
             return Ok(None);
         }

@@ -34,6 +34,8 @@ pub struct AppState {
     /// Woken when a request enqueues work.
     pub workers: Workers,
     pub stripe_webhook_secrets: Arc<Vec<String>>,
+    pub gateway: Arc<dyn kanpa_payments::PaymentGateway>,
+    pub site: kanpa_campaigns::Site,
 }
 
 /// The whole HTTP application.
@@ -83,6 +85,7 @@ impl Server {
     /// As [`Server::build`], with handlers or a mailer plugged in.
     pub async fn build_with(config: Config, extras: Extras) -> anyhow::Result<Server> {
         let db = connect(&config).await?;
+        let gateway = workers::gateway(&config, &db)?;
         let workers = workers::build(&config, db.clone(), extras)?;
         let listener = TcpListener::bind(config.server.bind)
             .await
@@ -90,6 +93,8 @@ impl Server {
         let state = AppState {
             db,
             stripe_webhook_secrets: Arc::new(config.stripe.webhook_secrets()),
+            gateway,
+            site: config.site(),
             config: Arc::new(config),
             metrics: telemetry::metrics_handle(),
             workers,

@@ -50,6 +50,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub webhooks: WebhooksConfig,
     pub payments: PaymentsConfig,
+    pub campaigns: CampaignsConfig,
     pub stripe: StripeConfig,
     pub mail: MailConfig,
 }
@@ -118,6 +119,13 @@ pub enum GatewayKind {
 #[serde(deny_unknown_fields)]
 pub struct PaymentsConfig {
     pub gateway: GatewayKind,
+    pub charge_rate: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignsConfig {
+    pub max_pledge: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -215,6 +223,18 @@ impl Config {
         if !(self.jobs.backoff_scale > 0.0 && self.jobs.backoff_scale <= 100.0) {
             return Err(ConfigError::Refused { key: "jobs.backoff_scale", reason: "must be above 0".into() });
         }
+        if !(1..=kanpa_campaigns::settle::MAX_RATE).contains(&self.payments.charge_rate) {
+            return Err(ConfigError::Refused {
+                key: "payments.charge_rate",
+                reason: format!(
+                    "must be between 1 and {} charges per second (Stripe allows about 100 requests per second)",
+                    kanpa_campaigns::settle::MAX_RATE
+                ),
+            });
+        }
+        if self.campaigns.max_pledge < 50 {
+            return Err(ConfigError::Refused { key: "campaigns.max_pledge", reason: "must be at least 50".into() });
+        }
         if self.database.max_connections == 0 {
             return Err(ConfigError::Refused { key: "database.max_connections", reason: "must be at least 1".into() });
         }
@@ -253,6 +273,12 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// What campaign flows need to know about this server.
+    pub fn site(&self) -> kanpa_campaigns::Site {
+        let base_url = self.server.base_url.trim_end_matches('/').to_owned();
+        kanpa_campaigns::Site { mail_domain: self.host(), base_url, max_pledge: self.campaigns.max_pledge }
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -12,7 +12,13 @@ use kanpa_messaging::jobs::{Registry, WorkerOptions, Workers};
 use kanpa_messaging::mailer::{FileMailer, Mailer, SmtpMailer};
 use kanpa_messaging::outbox::{self, SendEmail, SenderSettings};
 
-use crate::config::{Config, MailTransport};
+use kanpa_campaigns::settle::Settler;
+use kanpa_payments::PaymentGateway;
+use kanpa_payments::sandbox::Sandbox;
+use kanpa_payments::stripe_api;
+use kanpa_payments::stripe_gateway::StripeGateway;
+
+use crate::config::{Config, GatewayKind, MailTransport};
 
 /// What a caller (the binary, or a test) plugs into the workers.
 #[derive(Clone, Default)]
@@ -33,8 +39,26 @@ pub fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
     })
 }
 
+/// The payment gateway `payments.gateway` selects.
+pub fn gateway(config: &Config, db: &Db) -> anyhow::Result<Arc<dyn PaymentGateway>> {
+    Ok(match config.payments.gateway {
+        GatewayKind::Sandbox => Arc::new(Sandbox::new(db.clone(), config.site().base_url)),
+        GatewayKind::Stripe => {
+            let client = stripe_api::client(config.stripe.secret_key.expose(), &config.stripe.api_base)
+                .context("stripe.secret_key / stripe.api_base")?;
+            Arc::new(StripeGateway::new(client))
+        }
+    })
+}
+
+/// The settlement runner, shared by its jobs and `kanpa campaign settle`.
+pub fn settler(config: &Config, db: Db, gateway: Arc<dyn PaymentGateway>) -> Arc<Settler> {
+    Arc::new(Settler { db, gateway, site: config.site(), rate: config.payments.charge_rate })
+}
+
 /// Builds the worker pool with every job kind registered.
 pub fn build(config: &Config, db: Db, extras: Extras) -> anyhow::Result<Workers> {
+    let gateway = gateway(config, &db)?;
     let mailer = match extras.mailer {
         Some(mailer) => mailer,
         None => mailer(config)?,
@@ -42,7 +66,14 @@ pub fn build(config: &Config, db: Db, extras: Extras) -> anyhow::Result<Workers>
     let settings =
         SenderSettings { from: config.mail.from.parse().context("mail.from")?, site_name: "kanpa".to_owned() };
     let mut registry = Registry::default();
-    registry.register(inbox::JOB_KIND, Arc::new(ProcessEvent { handlers: extras.event_handlers }));
+    let mut handlers = EventHandlers::default();
+    kanpa_campaigns::events::register(&mut handlers, config.site());
+    // Handlers a caller plugs in take precedence.
+    handlers.extend(extras.event_handlers);
+    registry.register(inbox::JOB_KIND, Arc::new(ProcessEvent { handlers }));
+    // A settlement slice stays well inside its job's lease.
+    let slice = Duration::from_secs(config.jobs.lease_secs).mul_f64(0.4);
+    kanpa_campaigns::settle::register(&mut registry, settler(config, db.clone(), gateway), slice);
     registry.register(outbox::JOB_KIND, Arc::new(SendEmail { mailer, settings }));
     registry.register(hooks::JOB_KIND, Arc::new(Deliver::new()));
     let options = WorkerOptions {
