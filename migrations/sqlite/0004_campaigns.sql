@@ -175,3 +175,15 @@ CREATE TABLE sandbox_payments (
     status           TEXT        NOT NULL,
     created_at       INTEGER     NOT NULL
 ) STRICT;
+
+-- API tokens for automation, scoped to one organisation and a role; stored
+-- hashed, shown once, revocable.
+CREATE TABLE api_tokens (
+    id           INTEGER     PRIMARY KEY,
+    org_id       INTEGER      NOT NULL REFERENCES organisations (id),
+    token_hash   TEXT        NOT NULL UNIQUE,
+    role         TEXT        NOT NULL CHECK (role IN ('owner', 'organiser', 'treasurer', 'viewer')),
+    label        TEXT        NOT NULL,
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER
+) STRICT;

@@ -269,6 +269,8 @@ pub enum Problem {
     TooLong { max: usize },
     #[error("not a valid amount: {0}")]
     Amount(ParseMoneyError),
+    #[error("write the amount with half-width digits")]
+    FullWidthDigits,
     #[error("must be at least {min}")]
     BelowMinimum { min: Money },
     #[error("must be at most {max}")]
@@ -292,7 +294,7 @@ impl Problem {
         match self {
             Problem::Required => "required",
             Problem::TooLong { .. } => "too_long",
-            Problem::Amount(_) => "invalid_amount",
+            Problem::Amount(_) | Problem::FullWidthDigits => "invalid_amount",
             Problem::BelowMinimum { .. } => "below_minimum",
             Problem::AboveMaximum { .. } => "above_maximum",
             Problem::Email => "invalid_email",
@@ -352,6 +354,11 @@ pub fn email(field: &'static str, value: &str) -> Result<String, Invalid> {
 
 /// An amount typed by a person ("3000", "3,000"), in minor units.
 pub fn amount(field: &'static str, value: &str, currency: Currency) -> Result<Money, Invalid> {
+    // An IME's full-width digits are refused with their own message rather
+    // than guessed at: what is charged must be exactly what was typed.
+    if value.chars().any(|c| ('\u{FF10}'..='\u{FF19}').contains(&c)) {
+        return Err(invalid(field, Problem::FullWidthDigits));
+    }
     let money = Money::parse(value, currency).map_err(|e| invalid(field, Problem::Amount(e)))?;
     if money.amount() <= 0 {
         return Err(invalid(field, Problem::BelowMinimum { min: currency.stripe_minimum() }));

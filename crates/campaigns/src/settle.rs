@@ -340,8 +340,10 @@ impl Settler {
         };
         let card = self.gateway.saved_card(setup_intent).await?;
         let sql = "UPDATE pledges SET customer_id = $1, payment_method_id = $2 WHERE id = $3";
-        on_db!(&self.db, p => sqlx::query(sql).bind(&card.customer).bind(&card.payment_method).bind(pledge.id)
-            .execute(p).await?.rows_affected());
+        let mut tx = self.db.begin().await?;
+        on_tx!(&mut tx, c => sqlx::query(sql).bind(&card.customer).bind(&card.payment_method).bind(pledge.id)
+            .execute(c).await?.rows_affected());
+        tx.commit().await?;
         Ok(card)
     }
 

@@ -584,9 +584,11 @@ pub async fn update_team(db: &Db, campaign_id: i64, team_id: i64, input: &TeamIn
     let goal = goal("goal", input.goal, campaign.currency)?;
     let sql = "UPDATE campaign_teams SET name_ja = $1, name_en = $2, goal = $3, position = $4, pool_weight = $5
                WHERE id = $6 AND campaign_id = $7";
-    on_db!(db, p => sqlx::query(sql).bind(&name_ja).bind(&name_en).bind(goal)
+    let mut tx = db.begin().await?;
+    on_tx!(&mut tx, c => sqlx::query(sql).bind(&name_ja).bind(&name_en).bind(goal)
         .bind(input.position.unwrap_or(current.position)).bind(input.pool_weight.max(0))
-        .bind(team_id).bind(campaign_id).execute(p).await?.rows_affected());
+        .bind(team_id).bind(campaign_id).execute(c).await?.rows_affected());
+    tx.commit().await?;
     team(db, campaign_id, team_id).await
 }
 
@@ -628,11 +630,13 @@ pub async fn add_reward(db: &Db, campaign_id: i64, input: &RewardInput) -> Resul
     let sql = "INSERT INTO campaign_rewards (campaign_id, team_id, title_ja, title_en, description_ja, description_en,
                    min_amount, quantity, available_from, available_until, position)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id";
-    let id: i64 = on_db!(db, p => sqlx::query_scalar(sql)
+    let mut tx = db.begin().await?;
+    let id: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(sql)
         .bind(campaign_id).bind(fields.team_id).bind(&fields.title_ja).bind(&fields.title_en)
         .bind(&fields.description_ja).bind(&fields.description_en).bind(fields.min_amount).bind(fields.quantity)
         .bind(fields.available_from).bind(fields.available_until).bind(position)
-        .fetch_one(p).await?);
+        .fetch_one(c).await?);
+    tx.commit().await?;
     reward(db, campaign_id, id).await
 }
 
@@ -655,11 +659,13 @@ pub async fn update_reward(
                    description_en = $5, min_amount = $6, quantity = $7, available_from = $8, available_until = $9,
                    position = $10
                WHERE id = $11 AND campaign_id = $12 AND (CAST($7 AS BIGINT) IS NULL OR claimed <= $7)";
-    let n = on_db!(db, p => sqlx::query(sql)
+    let mut tx = db.begin().await?;
+    let n = on_tx!(&mut tx, c => sqlx::query(sql)
         .bind(fields.team_id).bind(&fields.title_ja).bind(&fields.title_en).bind(&fields.description_ja)
         .bind(&fields.description_en).bind(fields.min_amount).bind(fields.quantity).bind(fields.available_from)
         .bind(fields.available_until).bind(input.position.unwrap_or(current.position))
-        .bind(reward_id).bind(campaign_id).execute(p).await?.rows_affected());
+        .bind(reward_id).bind(campaign_id).execute(c).await?.rows_affected());
+    tx.commit().await?;
     if n == 0 {
         return Err(invalid("quantity", Problem::Choice).into());
     }

@@ -91,7 +91,9 @@ pub async fn session_email(db: &Db, session_id: &str) -> Result<Option<String>, 
 
 pub async fn sign_out(db: &Db, session_id: &str) -> Result<(), CampaignError> {
     let sql = "DELETE FROM supporter_sessions WHERE id_hash = $1";
-    on_db!(db, p => sqlx::query(sql).bind(hash(session_id)).execute(p).await?.rows_affected());
+    let mut tx = db.begin().await?;
+    on_tx!(&mut tx, c => sqlx::query(sql).bind(hash(session_id)).execute(c).await?.rows_affected());
+    tx.commit().await?;
     Ok(())
 }
 

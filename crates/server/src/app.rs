@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::home::router())
         .merge(routes::assets::router())
         .merge(routes::webhooks::router())
+        .merge(routes::api::router())
         .fallback(error::not_found)
         .layer(from_fn(telemetry::track_requests))
         .with_state(state)
@@ -108,6 +109,11 @@ impl Server {
 
     pub fn db(&self) -> &Db {
         &self.state.db
+    }
+
+    /// The configured public URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.state.site.base_url
     }
 
     /// Serves and runs the workers until `shutdown` resolves, then lets

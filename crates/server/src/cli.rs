@@ -32,6 +32,9 @@ pub enum Command {
         /// Address to listen on, overriding server.bind.
         #[arg(long, value_name = "ADDR")]
         bind: Option<SocketAddr>,
+        /// Seed the demonstration drive first (once; restarts find it and seed nothing).
+        #[arg(long)]
+        demo: bool,
     },
     /// Apply pending database migrations and exit.
     Migrate,
@@ -62,11 +65,71 @@ pub enum Command {
     },
     /// Background jobs: counts by state and the ones that gave up.
     Jobs,
+    /// Funding drives: create from a JSON file, publish, settle, report.
+    Campaign {
+        #[command(subcommand)]
+        command: CampaignCommand,
+    },
+    /// API tokens of an organisation.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Exit 0 if the server at ADDR answers /healthz (for container health checks).
     Healthcheck {
         /// Address of the running server; defaults to server.bind.
         #[arg(long, value_name = "ADDR")]
         addr: Option<SocketAddr>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// One campaign per line: slug, status, raised/goal, backers, deadline.
+    List {
+        #[arg(long, value_name = "SLUG")]
+        org: Option<String>,
+    },
+    /// Create a draft from FILE: the API's campaign fields, plus optional
+    /// "teams" and "rewards" arrays (see /api/v1/openapi.json).
+    Create {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        file: std::path::PathBuf,
+    },
+    /// Open a draft for pledges.
+    Publish { slug: String },
+    /// Settle now: charge (all-or-nothing, goal met), or tell everyone the
+    /// goal was missed, or close (keep-it-all). Resumes an interrupted run.
+    Settle {
+        slug: String,
+        /// Settle even though the deadline has not passed.
+        #[arg(long)]
+        before_deadline: bool,
+    },
+    /// Print the settlement report.
+    Report { slug: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (it is shown only once).
+    Create {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        /// owner, organiser, treasurer or viewer.
+        #[arg(long, default_value = "organiser")]
+        role: String,
+        /// A name to recognise (and revoke) it by.
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// Revoke the tokens with this label.
+    Revoke {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        #[arg(long)]
+        label: String,
     },
 }
 
@@ -136,7 +199,7 @@ pub enum LedgerCommand {
 /// Runs the command; the exit code is the process's.
 pub async fn run(cli: Cli) -> ExitCode {
     let overrides = match &cli.command {
-        Command::Serve { bind } => Overrides { bind: *bind },
+        Command::Serve { bind, .. } => Overrides { bind: *bind },
         _ => Overrides::default(),
     };
     let config = match Config::load(&overrides) {
@@ -148,7 +211,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     telemetry::init_logging(&config.log);
     let result = match cli.command {
-        Command::Serve { .. } => serve(config).await,
+        Command::Serve { demo, .. } => serve(config, demo).await,
         Command::Migrate => migrate(config).await,
         Command::Ledger { command: LedgerCommand::Check } => return ledger_check(config).await,
         Command::Healthcheck { addr } => {
@@ -161,6 +224,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Webhooks { command } => operator::webhooks(config, command).await,
         Command::Jobs => operator::jobs(config).await,
+        Command::Campaign { command } => crate::campaign_cli::run(config, command).await,
+        Command::Token { command } => crate::campaign_cli::token(config, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,8 +236,17 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let server = Server::build(config).await?;
+    if demo {
+        let seeded = kanpa_campaigns::demo::seed(server.db(), kanpa_ledger::Timestamp::now()).await?;
+        let base = server.base_url();
+        if seeded {
+            println!("demo drive seeded: {base}/c/{}", kanpa_campaigns::demo::DEMO_CAMPAIGN);
+        } else {
+            println!("demo drive already there: {base}/c/{}", kanpa_campaigns::demo::DEMO_CAMPAIGN);
+        }
+    }
     tracing::info!(address = %server.local_addr(), backend = server.db().backend().name(), "kanpa is serving");
     server.run(app::shutdown_signal()).await
 }

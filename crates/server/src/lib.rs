@@ -4,7 +4,10 @@
 //!
 //! Only this crate knows HTTP; nothing depends on it.
 
+pub mod api_token;
 pub mod app;
+pub mod campaign_cli;
+pub mod campaign_errors;
 pub mod cli;
 pub mod config;
 pub mod error;
