@@ -200,6 +200,24 @@ impl FakeStripe {
         self.shared.lock().declines.push_back(code.to_owned());
     }
 
+    /// Makes every charge of one saved payment method fail with `code`
+    /// (e.g. `insufficient_funds`, `authentication_required`), as a test
+    /// card number does on Stripe.
+    pub fn decline_payment_method(&self, payment_method: &str, code: &str) {
+        self.shared.lock().card_declines.insert(payment_method.to_owned(), code.to_owned());
+    }
+
+    /// Answers 429 `rate_limit` to requests beyond `per_second` in any one
+    /// second, as Stripe's rate limiter does.
+    pub fn set_rate_limit(&self, per_second: u32) {
+        self.shared.lock().rate_limit = Some(per_second);
+    }
+
+    /// How many requests the rate limiter refused.
+    pub fn rate_limited(&self) -> u64 {
+        self.shared.lock().rate_limited
+    }
+
     // ----- clock ---------------------------------------------------------
 
     /// Freezes the fake's clock (used for `created` and periods) at a Unix

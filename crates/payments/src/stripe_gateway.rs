@@ -222,6 +222,7 @@ impl PaymentGateway for StripeGateway {
             "confirm": true,
             "description": charge.description,
             "metadata": metadata(charge.kind, &charge.reference),
+            "expand": [EXPAND_FEE],
         });
         let sent = self
             .send::<stripe_shared::PaymentIntent>(
@@ -234,7 +235,11 @@ impl PaymentGateway for StripeGateway {
         match sent {
             Ok(intent) => {
                 let id = text(&intent, "id").unwrap_or_default();
-                match self.collected(&id).await? {
+                let collected = match expanded_collection(&intent)? {
+                    Some(collected) => Some(collected),
+                    None => self.collected(&id).await?,
+                };
+                match collected {
                     Some(collected) => Ok(ChargeOutcome::Succeeded(collected)),
                     None if intent["status"] == "requires_action" => {
                         Ok(ChargeOutcome::AuthenticationRequired { payment_intent: Some(id) })
@@ -263,13 +268,19 @@ impl PaymentGateway for StripeGateway {
 
     async fn collected(&self, payment_intent: &str) -> Result<Option<Collected>, GatewayError> {
         let path = format!("/payment_intents/{payment_intent}");
+        let expand = json!({ "expand": [EXPAND_FEE] });
         let intent = self
-            .send::<stripe_shared::PaymentIntent>(StripeMethod::Get, &path, None, None)
+            .send::<stripe_shared::PaymentIntent>(StripeMethod::Get, &path, Some(&expand), None)
             .await
             .map_err(gateway_error)?;
         if intent["status"] != "succeeded" {
             return Ok(None);
         }
+        if let Some(collected) = expanded_collection(&intent)? {
+            return Ok(Some(collected));
+        }
+        // Not expanded (an older API or proxy): read the charge and its
+        // balance transaction one by one.
         let charge_id = id_in(&intent, "latest_charge")
             .ok_or_else(|| GatewayError::Rejected(format!("{payment_intent} succeeded without a charge")))?;
         let charge = self
@@ -299,6 +310,33 @@ impl PaymentGateway for StripeGateway {
             created,
         }))
     }
+}
+
+/// Asks Stripe to embed the charge and its balance transaction (with the
+/// fee) in a PaymentIntent, so one request tells what was collected.
+const EXPAND_FEE: &str = "latest_charge.balance_transaction";
+
+/// What a succeeded PaymentIntent collected, when its charge and balance
+/// transaction came embedded.
+fn expanded_collection(intent: &Value) -> Result<Option<Collected>, GatewayError> {
+    if intent["status"] != "succeeded" {
+        return Ok(None);
+    }
+    let charge = &intent["latest_charge"];
+    let bt = &charge["balance_transaction"];
+    if !charge.is_object() || !bt.is_object() {
+        return Ok(None);
+    }
+    let gross = money(charge, "amount")?;
+    let created = charge["created"].as_i64().and_then(Timestamp::from_unix_seconds).unwrap_or_else(Timestamp::now);
+    Ok(Some(Collected {
+        payment_intent: text(intent, "id").unwrap_or_default(),
+        charge: text(charge, "id").unwrap_or_default(),
+        balance_transaction: text(bt, "id"),
+        gross,
+        fee: money(bt, "fee")?,
+        created,
+    }))
 }
 
 /// Metadata Stripe echoes back: kanpa's kind and reference of a payment.

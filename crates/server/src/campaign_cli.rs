@@ -71,10 +71,14 @@ async fn dispatch(config: &Config, db: &Db, command: CampaignCommand) -> anyhow:
         CampaignCommand::Create { org, file } => {
             let org = ledger::organisation_by_slug(db, &org).await?.context("no such organisation")?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("could not read {}", file.display()))?;
-            let spec: CampaignFile = serde_json::from_str(&text).with_context(|| format!("{} is not valid", file.display()))?;
+            let spec: CampaignFile =
+                serde_json::from_str(&text).with_context(|| format!("{} is not valid", file.display()))?;
             let campaign = store::create_campaign(db, org.id, &spec.campaign).await.map_err(explain)?;
             for team in &spec.teams {
-                store::add_team(db, campaign.id, team).await.map_err(explain).with_context(|| format!("team {}", team.slug))?;
+                store::add_team(db, campaign.id, team)
+                    .await
+                    .map_err(explain)
+                    .with_context(|| format!("team {}", team.slug))?;
             }
             for reward in &spec.rewards {
                 store::add_reward(db, campaign.id, reward)

@@ -179,7 +179,21 @@ async fn handle(
             idempotency_key: idempotency_key.clone(),
             params: form.as_ref().map(|form| form.pairs.clone()).unwrap_or_default(),
         });
-        let fault = state.faults.pop_front();
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let over_limit = state.rate_limit.is_some_and(|limit| {
+            if state.rate_window.0 != second {
+                state.rate_window = (second, 0);
+            }
+            state.rate_window.1 += 1;
+            state.rate_window.1 > limit
+        });
+        if over_limit {
+            state.rate_limited += 1;
+        }
+        let fault = if over_limit { Some(Fault::RateLimited) } else { state.faults.pop_front() };
         let reply = match fault {
             Some(Fault::RateLimited) => Reply::error(&ApiError::new(
                 429,
@@ -284,8 +298,34 @@ fn process(
 
 fn run(state: &mut State, method: &Method, path: &str, form: &Form) -> Reply {
     match dispatch(state, method, path, form) {
-        Ok(object) => Reply::json(200, &object),
+        Ok(object) => Reply::json(200, &expand(state, object, &form.strings("expand"))),
         Err(error) => Reply::error(&error),
+    }
+}
+
+/// Replaces ids by the objects they name for the `expand[]` paths given
+/// ("latest_charge", "latest_charge.balance_transaction",
+/// "balance_transaction"), as Stripe does.
+fn expand(state: &State, mut object: Value, paths: &[String]) -> Value {
+    for path in paths {
+        let mut parts = path.split('.');
+        let Some(first) = parts.next() else { continue };
+        let rest: Vec<&str> = parts.collect();
+        expand_path(state, &mut object, first, &rest);
+    }
+    object
+}
+
+fn expand_path(state: &State, object: &mut Value, key: &str, rest: &[&str]) {
+    if let Some(id) = object[key].as_str().map(str::to_owned)
+        && let Some(found) = state.get(&id)
+    {
+        object[key] = found.clone();
+    }
+    if let (Some((next, tail)), Some(inner)) = (rest.split_first(), object.get_mut(key))
+        && inner.is_object()
+    {
+        expand_path(state, inner, next, tail);
     }
 }
 

@@ -535,7 +535,8 @@ pub(crate) fn confirm_payment_intent(
         )
         .with("payment_intent", payment_intent));
     }
-    match state.declines.pop_front() {
+    let card_decline = text_of(&payment_intent, "payment_method").and_then(|pm| state.card_declines.get(&pm).cloned());
+    match card_decline.or_else(|| state.declines.pop_front()) {
         Some(code) => {
             let decline = Decline::for_code(&code);
             let (payment_intent, error) = fail_payment_intent(state, payment_intent, &decline);

@@ -22,6 +22,14 @@ pub(crate) struct State {
     pub latency: Duration,
     pub faults: VecDeque<Fault>,
     pub declines: VecDeque<String>,
+    /// Payment method id → the decline every charge of it gets.
+    pub card_declines: HashMap<String, String>,
+    /// Requests allowed per second, as Stripe's rate limiter.
+    pub rate_limit: Option<u32>,
+    /// The current one-second window and the requests counted in it.
+    pub rate_window: (i64, u32),
+    /// 429 answers given by the rate limiter.
+    pub rate_limited: u64,
     pub requests: Vec<RecordedRequest>,
     pub idempotent_replies: HashMap<String, SavedReply>,
     pub webhook_url: Option<String>,
@@ -58,6 +66,10 @@ impl State {
             latency: Duration::ZERO,
             faults: VecDeque::new(),
             declines: VecDeque::new(),
+            card_declines: HashMap::new(),
+            rate_limit: None,
+            rate_window: (0, 0),
+            rate_limited: 0,
             requests: Vec::new(),
             idempotent_replies: HashMap::new(),
             webhook_url: None,

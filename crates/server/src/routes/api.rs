@@ -85,9 +85,8 @@ impl FromRequestParts<AppState> for Api {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Api, ApiError> {
         let tr = Tr(negotiate(&parts.uri, &parts.headers));
-        let token = bearer(&parts.headers).ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", tr.t("api-error-unauthorized"))
-        })?;
+        let token = bearer(&parts.headers)
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", tr.t("api-error-unauthorized")))?;
         let caller = api_token::authenticate(&state.db, token)
             .await
             .map_err(|e| {
@@ -200,7 +199,11 @@ async fn publish(State(state): State<AppState>, api: Api, Path(slug): Path<Strin
     Ok(Json(campaign_json(&published)))
 }
 
-async fn list_teams(State(state): State<AppState>, api: Api, Path(slug): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn list_teams(
+    State(state): State<AppState>,
+    api: Api,
+    Path(slug): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let campaign = api.campaign(&state, &slug).await?;
     let teams = store::teams(&state.db, campaign.id).await.map_err(|e| api.fail(e))?;
     Ok(Json(json!({ "data": teams })))
@@ -227,10 +230,8 @@ async fn update_team(
     api.must_organise()?;
     let campaign = api.campaign(&state, &slug).await?;
     let teams = store::teams(&state.db, campaign.id).await.map_err(|e| api.fail(e))?;
-    let team = teams
-        .into_iter()
-        .find(|t| t.slug == team_slug)
-        .ok_or_else(|| api.fail(CampaignError::NotFound("team")))?;
+    let team =
+        teams.into_iter().find(|t| t.slug == team_slug).ok_or_else(|| api.fail(CampaignError::NotFound("team")))?;
     let team = store::update_team(&state.db, campaign.id, team.id, &input).await.map_err(|e| api.fail(e))?;
     Ok(Json(json!(team)))
 }
@@ -269,7 +270,11 @@ async fn update_reward(
     Ok(Json(json!(reward)))
 }
 
-async fn settlement(State(state): State<AppState>, api: Api, Path(slug): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn settlement(
+    State(state): State<AppState>,
+    api: Api,
+    Path(slug): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let campaign = api.campaign(&state, &slug).await?;
     let report = settle::report(&state.db, campaign.id).await.map_err(|e| api.fail(e))?;
     Ok(Json(json!(report)))
