@@ -543,7 +543,7 @@ impl JobHandler for SettleJob {
         let campaign = job.payload["campaign"].as_i64().ok_or_else(|| JobFailure::GiveUp("no campaign".into()))?;
         let progress = match self.settler.settle_slice(campaign, false, Some(self.slice)).await {
             Ok(progress) => progress,
-            Err(CampaignError::WrongState { status }) if status == CampaignStatus::Live => {
+            Err(CampaignError::WrongState { status: CampaignStatus::Live }) => {
                 // The deadline moved or the clock is early: try again later.
                 return Err(JobFailure::Retry("the deadline has not passed".into()));
             }

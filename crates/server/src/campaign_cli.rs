@@ -119,7 +119,7 @@ async fn dispatch(config: &Config, db: &Db, command: CampaignCommand) -> anyhow:
             let result = settler.settle(campaign.id, before_deadline).await;
             progress.abort();
             let report = result.map_err(|e| match e {
-                CampaignError::WrongState { status } if status == kanpa_campaigns::CampaignStatus::Live => {
+                CampaignError::WrongState { status: kanpa_campaigns::CampaignStatus::Live } => {
                     anyhow::anyhow!("the deadline has not passed; add --before-deadline to settle now")
                 }
                 e => explain(e),
