@@ -575,4 +575,69 @@ async fn keep_it_all_payment_posts_gross_and_fee_to_the_team_fund(backend: TestB
     let report = d.settler().settle(campaign.id, true).await.unwrap();
     assert_eq!(report.collected, 12_345);
     assert_eq!(report.outcome.as_deref(), Some("closed"));
+
+    // A partial refund made on Stripe: the fund and the totals follow, once.
+    let charge_id = pledge.charge_id.clone().expect("charge recorded");
+    let refund = d
+        .app
+        .client
+        .post(format!("{}/v1/refunds", d.stripe.api_base().trim_end_matches('/')))
+        .bearer_auth("sk_test_kanpa")
+        .form(&[("charge", charge_id.as_str()), ("amount", "2345")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refund.status(), 200, "{}", refund.text().await.unwrap_or_default());
+    let charge = d.stripe.object(&charge_id).unwrap();
+    assert_eq!(charge["amount_refunded"], 2345);
+    d.deliver("charge.refunded", charge.clone()).await;
+    d.deliver("charge.refunded", charge).await;
+    let net = 12_345 - fee(12_345);
+    eventually(30, "the refund is posted", || async {
+        fund(d.db(), campaign.org_id, "fund:kia-2026:occupational").await == net - 2_345
+    })
+    .await;
+    let refunded = store::pledge_by_public_id(d.db(), &id).await.unwrap();
+    assert_eq!((refunded.amount_refunded, refunded.status), (2_345, PledgeStatus::Collected));
+    assert_eq!(store::campaign_by_id(d.db(), campaign.id).await.unwrap().collected, 10_000);
+
+    // A dispute: the disputed amount and Stripe's fee leave the fund; winning reinstates the amount.
+    // Stripe's own example dispute and balance transactions, pointed at this charge.
+    let dispute = |bts: Value| {
+        let mut dispute = kanpa_testkit::stripe::fixture("dispute").unwrap();
+        dispute["id"] = serde_json::json!("dp_kanpa_1");
+        dispute["charge"] = serde_json::json!(charge_id);
+        dispute["amount"] = serde_json::json!(10_000);
+        dispute["currency"] = serde_json::json!("jpy");
+        dispute["payment_intent"] = Value::Null;
+        dispute["balance_transactions"] = bts;
+        dispute
+    };
+    let bt = |id: &str, amount: i64, fee: i64| {
+        let mut bt = kanpa_testkit::stripe::fixture("balance_transaction").unwrap();
+        bt["id"] = serde_json::json!(id);
+        bt["amount"] = serde_json::json!(amount);
+        bt["fee"] = serde_json::json!(fee);
+        bt["net"] = serde_json::json!(amount - fee);
+        bt["currency"] = serde_json::json!("jpy");
+        bt
+    };
+    let withdrawal = serde_json::json!([bt("txn_dispute_1", -10_000, 1_500)]);
+    d.deliver("charge.dispute.created", dispute(withdrawal.clone())).await;
+    eventually(30, "the dispute withdrawal is posted", || async {
+        fund(d.db(), campaign.org_id, "fund:kia-2026:occupational").await == net - 2_345 - 10_000 - 1_500
+    })
+    .await;
+    let mut both = withdrawal.as_array().unwrap().clone();
+    both.push(bt("txn_dispute_2", 10_000, 0));
+    d.deliver("charge.dispute.closed", dispute(Value::Array(both))).await;
+    eventually(30, "the reinstatement is posted once", || async {
+        fund(d.db(), campaign.org_id, "fund:kia-2026:occupational").await == net - 2_345 - 1_500
+    })
+    .await;
+    assert!(ledger::check(d.db()).await.unwrap().is_clean());
+    eventually(30, "the supporter hears of the refund", || async {
+        subjects(&d.sink).iter().filter(|s| s.contains("返金しました")).count() == 1
+    })
+    .await;
 }

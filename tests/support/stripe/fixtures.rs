@@ -4,7 +4,7 @@
 //!
 //! `stripe_fixtures.json` is taken unchanged from stripe/openapi
 //! `fixtures3.json` (MIT licence, Copyright Stripe, Inc.), keeping only the
-//! resources the fake serves.
+//! resources the fake serves and those tests build events from (disputes).
 
 use std::sync::LazyLock;
 
