@@ -8,7 +8,6 @@ use kanpa_ledger::{
     AccountId, AccountKind, Currency, Db, EntryHeader, IdempotencyKey, Money, NewAccount, NewEntry, NewPosting, OrgId,
     Timestamp, on_tx,
 };
-use kanpa_testkit::postgres::{Durability, PgCluster};
 
 use crate::target::fresh;
 use rand::Rng;
@@ -177,12 +176,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.entries, args.accounts, args.writers
     );
     for backend in &args.backends {
-        let cluster = if backend == "postgres" {
-            let cluster: &'static PgCluster = Box::leak(Box::new(PgCluster::start(Durability::Durable)?));
-            Some(cluster)
-        } else {
-            None
-        };
+        let cluster = crate::target::cluster_for(backend)?;
         println!(
             "\n== {backend} ({})",
             if backend == "sqlite" { "WAL, synchronous=FULL" } else { "fsync on, synchronous_commit on" }

@@ -15,7 +15,7 @@ use kanpa_ledger::{Timestamp, on_tx, store as ledger};
 use kanpa_payments::PaymentGateway;
 use kanpa_payments::stripe_api;
 use kanpa_payments::stripe_gateway::StripeGateway;
-use kanpa_testkit::postgres::{Durability, PgCluster};
+use kanpa_testkit::postgres::PgCluster;
 use kanpa_testkit::stripe::FakeStripe;
 
 use crate::target;
@@ -47,13 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("| backend | wall time | ideal | vs ideal | charged | double charges | 429s (all retried) |");
     println!("|---|---|---|---|---|---|---|");
     for backend in &args.backends {
-        let cluster = if backend == "postgres" {
-            let cluster: &'static PgCluster = Box::leak(Box::new(PgCluster::start(Durability::Durable)?));
-            Some(cluster)
-        } else {
-            None
-        };
-        measure(&args, backend, cluster).await?;
+        measure(&args, backend, target::cluster_for(backend)?).await?;
     }
     Ok(())
 }
@@ -64,7 +58,8 @@ async fn measure(args: &Args, backend: &str, cluster: Option<&'static PgCluster>
     let stripe = FakeStripe::start().await?;
     let client = stripe_api::client("sk_test_bench", &stripe.api_base())?;
     let gateway: Arc<dyn PaymentGateway> = Arc::new(StripeGateway::new(client));
-    let site = Site { base_url: "http://127.0.0.1:8080".into(), mail_domain: "kanpa.bench".into(), max_pledge: 1_000_000 };
+    let site =
+        Site { base_url: "http://127.0.0.1:8080".into(), mail_domain: "kanpa.bench".into(), max_pledge: 1_000_000 };
 
     // A live drive whose committed pledges already meet the goal.
     let mut tx = db.begin().await?;

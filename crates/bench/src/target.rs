@@ -14,6 +14,16 @@ enum Guard {
     Postgres(#[expect(dead_code, reason = "held for its Drop")] kanpa_testkit::postgres::PgDatabase),
 }
 
+/// A throw-away durable PostgreSQL cluster for the "postgres" backend,
+/// kept for the rest of the run; none for other backends.
+pub fn cluster_for(backend: &str) -> anyhow::Result<Option<&'static PgCluster>> {
+    if backend != "postgres" {
+        return Ok(None);
+    }
+    let cluster = PgCluster::start(kanpa_testkit::postgres::Durability::Durable)?;
+    Ok(Some(Box::leak(Box::new(cluster))))
+}
+
 /// An empty, migrated database on `backend` ("sqlite" in a temporary
 /// directory, "postgres" in `cluster`).
 pub async fn fresh(backend: &str, cluster: Option<&'static PgCluster>) -> anyhow::Result<Target> {

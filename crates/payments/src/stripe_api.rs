@@ -17,9 +17,20 @@ pub fn client(secret_key: &str, api_base: &str) -> Result<Client, StripeError> {
 
 /// Delegates to the real client and keeps the raw response body, so callers
 /// get both async-stripe's typed check and the exact JSON Stripe sent.
-struct KeepRaw<'a> {
+pub(crate) struct KeepRaw<'a> {
     client: &'a Client,
     body: Mutex<Option<Bytes>>,
+}
+
+impl<'a> KeepRaw<'a> {
+    pub(crate) fn new(client: &'a Client) -> KeepRaw<'a> {
+        KeepRaw { client, body: Mutex::new(None) }
+    }
+
+    /// The body of the last response, once.
+    pub(crate) fn take(&self) -> Bytes {
+        self.body.lock().ok().and_then(|mut b| b.take()).unwrap_or_default()
+    }
 }
 
 impl stripe_client_core::StripeClient for KeepRaw<'_> {
@@ -52,9 +63,9 @@ pub async fn events_since(client: &Client, since: Timestamp) -> Result<Vec<Strin
         if let Some(after) = &starting_after {
             request = request.starting_after(after.clone());
         }
-        let raw = KeepRaw { client, body: Mutex::new(None) };
+        let raw = KeepRaw::new(client);
         let page = request.customize().send(&raw).await?;
-        let body = raw.body.lock().ok().and_then(|mut b| b.take()).unwrap_or_default();
+        let body = raw.take();
         let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ListError::Json(e.to_string()))?;
         let data = value["data"].as_array().cloned().unwrap_or_default();
         starting_after = page.data.last().map(|e| e.id.to_string());

@@ -7,20 +7,19 @@
 //! the same idempotency key, so a retry can never charge twice.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use kanpa_ledger::{Currency, Locale, Money, Timestamp};
 use serde_json::{Value, json};
-use stripe::{Client, CustomizedStripeRequest, IdempotencyKey, RequestStrategy, StripeError};
+use stripe::{Client, IdempotencyKey, RequestStrategy, StripeError};
 use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use crate::gateway::{
     ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, OffSessionCharge,
     PaymentGateway, SavedCard,
 };
+use crate::stripe_api::KeepRaw;
 
 /// How often a transient failure is retried before it is reported.
 const ATTEMPTS: u32 = 6;
@@ -57,10 +56,10 @@ impl StripeGateway {
                 let key = IdempotencyKey::new(key).map_err(|e| StripeError::ClientError(e.to_string()))?;
                 request = request.request_strategy(RequestStrategy::Idempotent(key));
             }
-            let raw = KeepRaw { client: &self.client, body: Mutex::new(None) };
+            let raw = KeepRaw::new(&self.client);
             match request.send(&raw).await {
                 Ok(_) => {
-                    let body = raw.body.lock().ok().and_then(|mut b| b.take()).unwrap_or_default();
+                    let body = raw.take();
                     return serde_json::from_slice(&body).map_err(|e| StripeError::JSONDeserialize(e.to_string()));
                 }
                 Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
@@ -92,24 +91,6 @@ fn gateway_error(error: StripeError) -> GatewayError {
         other => other.to_string(),
     };
     if is_transient(&error) { GatewayError::Transient(message) } else { GatewayError::Rejected(message) }
-}
-
-/// Delegates to the client and keeps the raw body of the response.
-struct KeepRaw<'a> {
-    client: &'a Client,
-    body: Mutex<Option<Bytes>>,
-}
-
-impl stripe_client_core::StripeClient for KeepRaw<'_> {
-    type Err = StripeError;
-
-    async fn execute(&self, request: CustomizedStripeRequest) -> Result<Bytes, StripeError> {
-        let bytes = self.client.execute(request).await?;
-        if let Ok(mut slot) = self.body.lock() {
-            *slot = Some(bytes.clone());
-        }
-        Ok(bytes)
-    }
 }
 
 fn metadata(kind: &str, reference: &str) -> Value {
