@@ -51,6 +51,14 @@ impl Tr {
         LOCALES.lookup_with_args(language(self.0), key, &args)
     }
 
+    /// A message with one number argument, so Fluent can pick the plural
+    /// form ("1 day left", "3 days left").
+    pub fn t_count(&self, key: &str, name: &str, n: i64) -> String {
+        let mut args: HashMap<std::borrow::Cow<'static, str>, FluentValue<'_>> = HashMap::new();
+        args.insert(std::borrow::Cow::Owned(name.to_owned()), FluentValue::from(n));
+        LOCALES.lookup_with_args(language(self.0), key, &args)
+    }
+
     pub fn lang(&self) -> &'static str {
         self.0.as_str()
     }

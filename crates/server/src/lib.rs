@@ -11,6 +11,7 @@ pub mod campaign_errors;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod forms;
 pub mod i18n;
 pub mod operator;
 pub mod pages;

@@ -27,9 +27,3 @@ pub struct ErrorPage {
     pub request_id: String,
     pub status: u16,
 }
-
-#[derive(Template)]
-#[template(path = "home.html")]
-pub struct HomePage {
-    pub tr: Tr,
-}

@@ -46,3 +46,161 @@ campaign-error-reward-unavailable = This reward cannot be chosen right now (outs
 campaign-error-pledge-locked = This pledge can no longer be changed (the deadline has passed, or it was charged or cancelled).
 campaign-error-link-expired = This sign-in link has expired or was already used. Please ask for a new one.
 campaign-error-gateway = We could not reach the payment service. Nothing was charged. Please try again in a moment.
+error-cross-site = This form was sent from another site, so it was not accepted. Please open the page again and retry.
+
+# Progress, time, funding model
+progress-label = { $raised } of { $goal } ({ $percent }%)
+backers-count = { $n ->
+    [one] 1 backer
+   *[other] { $n } backers
+}
+time-starts = Starts { $at }
+time-left-days = { $n ->
+    [one] 1 day left
+   *[other] { $n } days left
+}
+time-left-hours = { $n ->
+    [one] 1 hour left
+   *[other] { $n } hours left
+}
+time-left-minutes = { $n ->
+    [one] 1 minute left
+   *[other] { $n } minutes left
+}
+time-ended = Ended
+time-succeeded = Goal reached, closed
+time-failed = Goal not reached (nobody was charged)
+model-all-or-nothing = All-or-nothing: cards are charged after the deadline only if the goal is reached by { $deadline }. Otherwise nobody pays anything.
+model-keep-it-all = Keep-it-all: you pay now, and the money goes to the teams even if the goal is not reached.
+team-pool = The whole drive (no team)
+
+# The campaign page
+campaign-totals = Progress
+campaign-raised = Raised
+campaign-goal = Goal
+campaign-backers = Backers
+campaign-time-left = Time left
+campaign-pledge-button = Back this campaign
+campaign-closed = This campaign is not taking pledges right now.
+campaign-teams = Teams
+campaign-support-team = Support this team
+campaign-story = The story
+campaign-rewards = Rewards
+campaign-choose-reward = Pledge for this reward
+campaign-wall = Supporters
+campaign-wall-empty = No pledges yet. Be the first to back it.
+campaign-contact = Contact the organisers:
+wall-anonymous = Anonymous
+reward-minimum = { $amount } or more
+reward-remaining = { $n } left
+reward-sold-out = Sold out
+reward-team-only = Only for pledges to the { $team } team
+reward-not-now = Not available at the moment
+embed-cta = See more and back it →
+
+# The pledge form
+pledge-heading = Make a pledge
+pledge-team = Support
+pledge-team-pool = The whole drive (no particular team)
+pledge-reward = Reward
+pledge-no-reward = No reward, just support
+pledge-amount = Amount (yen)
+pledge-amount-hint = Whole yen, digits only ({ $min } or more).
+pledge-display-name = Your name (shown on the supporters' wall)
+pledge-display-name-hint = A nickname is fine.
+pledge-anonymous = Pledge anonymously (do not show my name)
+pledge-message = Message (optional, shown publicly)
+pledge-email = Email address
+pledge-email-hint = For your confirmation and a link to review or change your pledge. Never shown.
+pledge-next-all-or-nothing = Next you save your card. Nothing is charged now: your card is charged after the deadline only if the goal is reached by { $deadline }.
+pledge-next-keep-it-all = Next you choose how to pay (card or convenience store) and pay.
+pledge-submit = Continue to payment
+pledge-cancelled-notice = You left the payment page. Nothing was charged. You can check the details and try again.
+
+field-amount = Amount
+field-email = Email address
+field-display-name = Name
+field-message = Message
+field-team = Team
+field-reward = Reward
+field-problem = { $field }: { $problem }
+
+# Thank you
+thanks-heading = Thank you for your support
+thanks-pending-heading = Confirming your payment…
+thanks-pending = We are waiting for the payment provider to confirm. This page refreshes itself every few seconds.
+thanks-refreshing = If it does not refresh, reload the page.
+thanks-committed = Your card is saved. It will be charged only if the goal is met by { $deadline }. We have emailed you a confirmation.
+thanks-awaiting-payment = Your payment slip is ready: please pay at the convenience store before it expires. We will email a receipt once the payment arrives.
+thanks-collected = Paid. We have emailed you a receipt.
+thanks-failed-heading = Your payment is not complete
+thanks-payment-failed = We could not charge your card after the deadline. Please pay from "My pledges".
+thanks-not-completed = This pledge was not completed. Nothing was charged.
+thanks-refunded = This pledge was refunded.
+thanks-try-again = Pledge again
+thanks-back = Back to the campaign
+thanks-my-pledges = My pledges
+
+# The sandbox checkout
+sandbox-title = Test checkout
+sandbox-banner = Test checkout — no real money moves
+sandbox-description = For
+sandbox-amount = Amount
+sandbox-email = Email
+sandbox-setup-explained = This only saves a card; nothing is charged now (the card is charged after the deadline if the goal is met).
+sandbox-pay = Pay
+sandbox-save-card = Save card
+sandbox-decline = Card is declined
+sandbox-authenticate = Card needs authentication
+sandbox-save-card-authentication = Save a card that will need authentication later
+sandbox-cancel = Cancel and go back
+sandbox-authentication-heading = Authentication (3-D Secure)
+sandbox-authentication-explained = The card issuer asks the payer to confirm. This is a test: choose the outcome.
+sandbox-authentication-pass = Authentication succeeds
+sandbox-authentication-fail = Authentication fails
+sandbox-closed = This checkout is already finished or has expired.
+sandbox-declined-card = The card was declined (card_declined). Choose another outcome.
+sandbox-declined-authentication = Authentication failed. Choose another outcome.
+
+# My pledges
+me-heading = My pledges
+me-sign-in-explained = We will email a sign-in link (valid for 30 minutes, once) to the address you pledged with. No password needed.
+me-send-link = Email me a sign-in link
+me-link-sent-heading = Check your email
+me-link-sent = If this address has pledges, a sign-in link is on its way. Open it within 30 minutes.
+me-signed-out = You are signed out.
+me-sign-out = Sign out
+me-none = There are no pledges with this email address yet.
+me-amount = Amount
+me-target = Supporting
+me-reward = Reward
+me-pay = Pay now
+me-receipt = View receipt
+me-change = Change or cancel
+me-save = Save changes
+me-cancel = Cancel this pledge
+me-changed = Your pledge was changed.
+me-cancelled = Your pledge was cancelled. You will not be charged.
+status-pending = Payment in progress
+status-committed = Card saved (charged after the deadline)
+status-awaiting_payment = Awaiting payment at the convenience store
+status-collected = Paid
+status-payment_failed = Payment failed (please pay)
+status-dropped = Not paid in time, cancelled
+status-cancelled = Cancelled
+status-expired = Not completed
+status-void = Goal not reached, nothing charged
+status-refunded = Refunded
+
+# Receipts
+receipt-heading = Receipt
+receipt-not-invoice = A record of your pledge (not a qualified invoice).
+receipt-number = Receipt number
+receipt-to = Received from
+receipt-issuer = Issued by
+receipt-for = For
+receipt-amount = Amount
+receipt-refunded = Of which refunded
+receipt-paid-on = Paid on
+receipt-charge = Payment ID
+receipt-print = Use your browser's print function to print or save as PDF.

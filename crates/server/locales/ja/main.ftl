@@ -46,3 +46,149 @@ campaign-error-reward-unavailable = このリターンは現在選べません(�
 campaign-error-pledge-locked = このご支援は変更できません(締切後、または請求済み・取り消し済みです)。
 campaign-error-link-expired = このサインイン用リンクは有効期限切れか、すでに使われています。もう一度リンクを請求してください。
 campaign-error-gateway = 決済サービスに接続できませんでした。請求は発生していません。少し時間をおいてもう一度お試しください。
+error-cross-site = このフォームは他のサイトから送信されたため、受け付けませんでした。ページを開き直してからもう一度お試しください。
+
+# Progress, time, funding model
+progress-label = 目標 { $goal } のうち { $raised }({ $percent }%)
+backers-count = { $n }人
+time-starts = { $at } に開始
+time-left-days = 残り { $n }日
+time-left-hours = 残り { $n }時間
+time-left-minutes = 残り { $n }分
+time-ended = 受付終了
+time-succeeded = 目標達成・受付終了
+time-failed = 目標に届かず終了(請求はありません)
+model-all-or-nothing = 目標達成時のみ決済(All-or-Nothing): { $deadline } までに目標額に届いた場合だけ、締切後にカードへ請求します。届かなければ請求はありません。
+model-keep-it-all = 実行確約型(Keep-it-All): ご支援はその場で決済され、目標額に届かなくても各チームの活動に使われます。
+team-pool = 全体(チーム指定なし)
+
+# The campaign page
+campaign-totals = 支援の状況
+campaign-raised = 支援総額
+campaign-goal = 目標
+campaign-backers = 支援者数
+campaign-time-left = 残り
+campaign-pledge-button = このキャンペーンを支援する
+campaign-closed = このキャンペーンは現在支援を受け付けていません。
+campaign-teams = チームごとの状況
+campaign-support-team = このチームを応援する
+campaign-story = ストーリー
+campaign-rewards = リターン
+campaign-choose-reward = このリターンで支援する
+campaign-wall = 応援メッセージ
+campaign-wall-empty = まだ支援はありません。最初の支援者になりませんか。
+campaign-contact = 主催者への連絡先:
+wall-anonymous = 匿名
+reward-minimum = { $amount } 以上
+reward-remaining = 残り { $n }個
+reward-sold-out = 完売
+reward-team-only = { $team }チームへの支援限定
+reward-not-now = 現在は受付期間外です
+embed-cta = 詳しく見る・支援する →
+
+# The pledge form
+pledge-heading = 支援する
+pledge-team = 応援先
+pledge-team-pool = キャンペーン全体を応援する(チームを選ばない)
+pledge-reward = リターン
+pledge-no-reward = リターンなしで支援する
+pledge-amount = 支援金額(円)
+pledge-amount-hint = 半角数字・円単位で入力してください({ $min } 以上)。
+pledge-display-name = お名前(応援メッセージに表示)
+pledge-display-name-hint = ニックネームでも構いません。
+pledge-anonymous = 名前を出さずに匿名で支援する
+pledge-message = 応援メッセージ(任意・公開されます)
+pledge-email = メールアドレス
+pledge-email-hint = 確認メールと、支援内容の確認・変更用のリンクをお送りします。公開されません。
+pledge-next-all-or-nothing = 次の画面でカード情報を登録します。この時点では請求されません。{ $deadline } の締切までに目標額に届いた場合のみ、締切後に請求します。
+pledge-next-keep-it-all = 次の画面でお支払い方法(カードまたはコンビニ払い)を選んでお支払いください。
+pledge-submit = 決済画面へ進む
+pledge-cancelled-notice = 決済を中断しました。請求は発生していません。内容を確認してもう一度お試しいただけます。
+
+field-amount = 支援金額
+field-email = メールアドレス
+field-display-name = お名前
+field-message = 応援メッセージ
+field-team = 応援先
+field-reward = リターン
+field-problem = { $field }:{ $problem }
+
+# Thank you
+thanks-heading = ご支援ありがとうございます
+thanks-pending-heading = お支払いを確認しています…
+thanks-pending = 決済サービスからの確認を待っています。このページは数秒ごとに自動で更新されます。
+thanks-refreshing = 自動で更新されない場合は、ページを再読み込みしてください。
+thanks-committed = カード情報を登録しました。{ $deadline } の締切までに目標額に届いた場合のみ請求されます。確認メールをお送りしました。
+thanks-awaiting-payment = お支払い番号を発行しました。期限までにコンビニでお支払いください。お支払いが確認でき次第、領収メールをお送りします。
+thanks-collected = お支払いが完了しました。領収メールをお送りしました。
+thanks-failed-heading = お支払いが完了していません
+thanks-payment-failed = 締切後の決済ができませんでした。「支援の確認・変更」からお支払いください。
+thanks-not-completed = この支援は完了しませんでした。請求は発生していません。
+thanks-refunded = この支援は返金されました。
+thanks-try-again = もう一度支援する
+thanks-back = キャンペーンページへ戻る
+thanks-my-pledges = 支援の確認・変更
+
+# The sandbox checkout
+sandbox-title = テスト決済
+sandbox-banner = テスト用の決済画面 — 実際の請求は発生しません
+sandbox-description = 内容
+sandbox-amount = 金額
+sandbox-email = メールアドレス
+sandbox-setup-explained = カードを登録するだけで、今は請求されません(目標達成時に締切後に請求されます)。
+sandbox-pay = 支払う
+sandbox-save-card = カードを登録
+sandbox-decline = カードが拒否される
+sandbox-authenticate = 本人認証が必要なカード
+sandbox-save-card-authentication = 後で本人認証が必要になるカードを登録
+sandbox-cancel = 決済をやめて戻る
+sandbox-authentication-heading = 本人認証(3Dセキュア)
+sandbox-authentication-explained = カード会社が本人確認を求めています。テストなので結果を選んでください。
+sandbox-authentication-pass = 認証に成功する
+sandbox-authentication-fail = 認証に失敗する
+sandbox-closed = この決済画面はすでに完了しているか、期限が切れています。
+sandbox-declined-card = カードが拒否されました(card_declined)。別の結果を選んでください。
+sandbox-declined-authentication = 本人認証に失敗しました。別の結果を選んでください。
+
+# My pledges
+me-heading = 支援の確認・変更
+me-sign-in-explained = 支援のときに入力したメールアドレスに、ログイン用のリンク(30分間有効・1回限り)をお送りします。パスワードは不要です。
+me-send-link = ログインリンクを送る
+me-link-sent-heading = メールをご確認ください
+me-link-sent = このアドレスで支援されている場合、ログイン用のリンクをお送りしました。30分以内にメールのリンクを開いてください。
+me-signed-out = ログアウトしました。
+me-sign-out = ログアウト
+me-none = このメールアドレスでの支援はまだありません。
+me-amount = 金額
+me-target = 応援先
+me-reward = リターン
+me-pay = 今すぐ支払う
+me-receipt = 領収書を表示
+me-change = 内容を変更・取り消す
+me-save = 変更を保存する
+me-cancel = この支援を取り消す
+me-changed = 支援内容を変更しました。
+me-cancelled = 支援を取り消しました。請求は発生しません。
+status-pending = 決済手続き中
+status-committed = カード登録済み(締切後に請求予定)
+status-awaiting_payment = コンビニでのお支払い待ち
+status-collected = お支払い済み
+status-payment_failed = 決済に失敗しました(お支払いをお願いします)
+status-dropped = 期限までにお支払いがなく取り消し
+status-cancelled = 取り消し済み
+status-expired = 手続き未完了
+status-void = 目標未達のため請求なし
+status-refunded = 返金済み
+
+# Receipts
+receipt-heading = 領収書
+receipt-not-invoice = この領収書は支援の記録です(適格請求書ではありません)。
+receipt-number = 領収書番号
+receipt-to = 支援者
+receipt-issuer = 発行者
+receipt-for = 但し書き
+receipt-amount = 金額
+receipt-refunded = うち返金額
+receipt-paid-on = 支払日時
+receipt-charge = 決済ID
+receipt-print = ブラウザの印刷機能で印刷・PDF保存できます。

@@ -1,17 +1,53 @@
-//! `/`: what this server hosts.
+//! `/`: what this server hosts: the live campaigns (salons come with the
+//! patron club).
 
+use askama::Template;
 use axum::Router;
+use axum::extract::State;
 use axum::response::Html;
 use axum::routing::get;
+use kanpa_campaigns::store;
+use kanpa_ledger::Timestamp;
 
 use crate::app::AppState;
-use crate::i18n::Lang;
-use crate::pages::{HomePage, RenderHtml};
+use crate::error::AppError;
+use crate::forms::read_failure;
+use crate::i18n::{Lang, Tr};
+use crate::pages::RenderHtml;
+use crate::routes::campaigns::{Bar, bar, time_left};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/", get(home))
 }
 
-async fn home(lang: Lang) -> Html<String> {
-    Html(HomePage { tr: lang.tr() }.render_html())
+struct CampaignSummary {
+    slug: String,
+    title: String,
+    total: Bar,
+    backers: String,
+    time_left: String,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    tr: Tr,
+    campaigns: Vec<CampaignSummary>,
+}
+
+async fn home(State(state): State<AppState>, lang: Lang) -> Result<Html<String>, AppError> {
+    let tr = lang.tr();
+    let now = Timestamp::now();
+    let campaigns = store::public_campaigns(&state.db, true).await.map_err(read_failure)?;
+    let campaigns = campaigns
+        .iter()
+        .map(|c| CampaignSummary {
+            slug: c.slug.clone(),
+            title: c.title(tr.0).to_owned(),
+            total: bar(tr, c.currency, c.raised(), c.goal),
+            backers: tr.t_count("backers-count", "n", c.backers),
+            time_left: time_left(tr, c, now),
+        })
+        .collect();
+    Ok(Html(HomePage { tr, campaigns }.render_html()))
 }

@@ -3,6 +3,9 @@
 
 pub mod api;
 pub mod assets;
+pub mod campaigns;
 pub mod health;
 pub mod home;
+pub mod me;
+pub mod sandbox;
 pub mod webhooks;

@@ -1,0 +1,507 @@
+//! `/me`: "my pledges", reached through an emailed single-use sign-in
+//! link (no password). A supporter sees every pledge made with their
+//! address, changes or cancels those still open, pays one whose deadline
+//! charge failed, and prints a receipt for money taken.
+//!
+//! The session lives in the `kanpa_supporter` cookie (HttpOnly,
+//! SameSite=Lax, Secure behind HTTPS); only its SHA-256 is stored. Every
+//! POST passes the same-origin check of [`crate::forms`]. A pledge of
+//! another address is not found, exactly like one that does not exist.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CACHE_CONTROL, COOKIE, LOCATION, REFERRER_POLICY, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::from_fn;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use kanpa_campaigns::supporter::{self, ChangeForm};
+use kanpa_campaigns::{Campaign, CampaignError, Pledge, PledgeStatus, Reward, Team, local_time, store};
+use kanpa_ledger::Timestamp;
+use kanpa_payments::{CheckoutMode, CheckoutRequest};
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::forms::{self, read_failure, refusal};
+use crate::i18n::{Lang, Tr};
+use crate::pages::RenderHtml;
+use crate::routes::campaigns::Choice;
+
+pub const SESSION_COOKIE: &str = "kanpa_supporter";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(my_pledges))
+        .route("/me/sign-in", post(sign_in))
+        .route("/me/sign-in/{token}", get(redeem))
+        .route("/me/sign-out", post(sign_out))
+        .route("/me/pledges/{id}", post(change))
+        .route("/me/pledges/{id}/cancel", post(cancel))
+        .route("/me/pledges/{id}/pay", get(pay))
+        .route("/me/pledges/{id}/receipt", get(receipt))
+        .route_layer(from_fn(forms::deny_framing))
+}
+
+// ---------------------------------------------------------------- the session
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .find(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// The signed-in supporter: (session id, email).
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<(String, String)>, AppError> {
+    let Some(id) = session_cookie(headers) else {
+        return Ok(None);
+    };
+    let email = supporter::session_email(&state.db, &id).await.map_err(read_failure)?;
+    Ok(email.map(|email| (id, email)))
+}
+
+fn cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.config.server.secure_cookies { "; Secure" } else { "" };
+    let text = format!("{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn see_other(to: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(LOCATION, to.to_owned())]).into_response()
+}
+
+fn page(status: StatusCode, html: String) -> Response {
+    // Personal pages: never kept by a shared cache.
+    (status, [(CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+// ---------------------------------------------------------------- signing in
+
+#[derive(Template)]
+#[template(path = "me_sign_in.html")]
+struct SignInPage {
+    tr: Tr,
+    email: String,
+    sent: bool,
+    expired: bool,
+    error: Option<String>,
+}
+
+impl SignInPage {
+    fn new(tr: Tr) -> SignInPage {
+        SignInPage { tr, email: String::new(), sent: false, expired: false, error: None }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SignInForm {
+    #[serde(default)]
+    email: String,
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Result<Response, AppError> {
+    let tr = lang.tr();
+    if !forms::same_origin(&headers, &state.site.base_url) {
+        return Ok(forms::cross_site(tr));
+    }
+    match supporter::request_link(&state.db, &state.site, &form.email, lang.0).await {
+        Ok(()) => {
+            state.workers.notify();
+            // The same answer whether or not the address has pledges.
+            let page_ = SignInPage { sent: true, email: form.email.trim().to_owned(), ..SignInPage::new(tr) };
+            Ok(page(StatusCode::OK, page_.render_html()))
+        }
+        Err(error) => {
+            let refused = refusal(tr, error)?;
+            let page_ = SignInPage { email: form.email, error: Some(refused.message), ..SignInPage::new(tr) };
+            Ok(page(refused.status, page_.render_html()))
+        }
+    }
+}
+
+async fn redeem(State(state): State<AppState>, lang: Lang, Path(token): Path<String>) -> Result<Response, AppError> {
+    match supporter::redeem(&state.db, &token).await {
+        Ok(session) => {
+            let max_age = supporter::SESSION_DAYS * 86_400;
+            let mut response = see_other("/me");
+            response.headers_mut().insert(SET_COOKIE, cookie(&state, &session.id, max_age));
+            // The token is in this URL: keep it out of any Referer.
+            response.headers_mut().insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            Ok(response)
+        }
+        Err(CampaignError::LinkExpired) => {
+            let page_ = SignInPage { expired: true, ..SignInPage::new(lang.tr()) };
+            let mut response = page(StatusCode::GONE, page_.render_html());
+            response.headers_mut().insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            Ok(response)
+        }
+        Err(error) => Err(read_failure(error)),
+    }
+}
+
+async fn sign_out(State(state): State<AppState>, lang: Lang, headers: HeaderMap) -> Result<Response, AppError> {
+    if !forms::same_origin(&headers, &state.site.base_url) {
+        return Ok(forms::cross_site(lang.tr()));
+    }
+    if let Some(id) = session_cookie(&headers) {
+        supporter::sign_out(&state.db, &id).await.map_err(read_failure)?;
+    }
+    let mut response = see_other("/me?done=signed_out");
+    response.headers_mut().insert(SET_COOKIE, cookie(&state, "", 0));
+    Ok(response)
+}
+
+// ---------------------------------------------------------------- my pledges
+
+struct MyPledge {
+    id: String,
+    campaign_title: String,
+    campaign_slug: String,
+    target: String,
+    reward: Option<String>,
+    amount: String,
+    /// The amount as typed in the change form.
+    amount_value: String,
+    status: String,
+    status_class: &'static str,
+    changeable: bool,
+    can_pay: bool,
+    has_receipt: bool,
+    teams: Vec<Choice>,
+    rewards: Vec<Choice>,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "me.html")]
+struct MePage {
+    tr: Tr,
+    email: String,
+    pledges: Vec<MyPledge>,
+    notice: Option<String>,
+}
+
+fn status_words(tr: Tr, status: PledgeStatus) -> String {
+    tr.t(&format!("status-{}", status.as_str()))
+}
+
+fn status_class(status: PledgeStatus) -> &'static str {
+    match status {
+        PledgeStatus::Committed | PledgeStatus::Collected => "ok",
+        PledgeStatus::Pending | PledgeStatus::AwaitingPayment => "wait",
+        PledgeStatus::PaymentFailed => "bad",
+        PledgeStatus::Dropped
+        | PledgeStatus::Cancelled
+        | PledgeStatus::Expired
+        | PledgeStatus::Void
+        | PledgeStatus::Refunded => "off",
+    }
+}
+
+struct CampaignParts {
+    campaign: Campaign,
+    teams: Vec<Team>,
+    rewards: Vec<Reward>,
+}
+
+async fn parts(state: &AppState, campaign_id: i64) -> Result<CampaignParts, AppError> {
+    let campaign = store::campaign_by_id(&state.db, campaign_id).await.map_err(read_failure)?;
+    let (teams, rewards) =
+        tokio::try_join!(store::teams(&state.db, campaign_id), store::rewards(&state.db, campaign_id))
+            .map_err(read_failure)?;
+    Ok(CampaignParts { campaign, teams, rewards })
+}
+
+fn my_pledge(tr: Tr, parts: &CampaignParts, pledge: &Pledge, changeable: bool) -> MyPledge {
+    let campaign = &parts.campaign;
+    let now = Timestamp::now();
+    let target = match pledge.team_id.and_then(|id| parts.teams.iter().find(|t| t.id == id)) {
+        Some(team) => team.name(tr.0).to_owned(),
+        None => tr.t("team-pool"),
+    };
+    let mut teams =
+        vec![Choice { value: String::new(), label: tr.t("pledge-team-pool"), selected: pledge.team_id.is_none() }];
+    teams.extend(parts.teams.iter().map(|t| Choice {
+        value: t.id.to_string(),
+        label: t.name(tr.0).to_owned(),
+        selected: pledge.team_id == Some(t.id),
+    }));
+    let mut rewards =
+        vec![Choice { value: String::new(), label: tr.t("pledge-no-reward"), selected: pledge.reward_id.is_none() }];
+    rewards.extend(
+        parts
+            .rewards
+            .iter()
+            // Offered: those available now, and the one this pledge holds.
+            .filter(|r| pledge.reward_id == Some(r.id) || r.is_available_at(now))
+            .map(|r| Choice {
+                value: r.id.to_string(),
+                label: format!(
+                    "{} ({})",
+                    r.title(tr.0),
+                    tr.t_with("reward-minimum", &[("amount", &campaign.money(r.min_amount).format(tr.0))])
+                ),
+                selected: pledge.reward_id == Some(r.id),
+            }),
+    );
+    MyPledge {
+        id: pledge.public_id.clone(),
+        campaign_title: campaign.title(tr.0).to_owned(),
+        campaign_slug: campaign.slug.clone(),
+        target,
+        reward: pledge
+            .reward_id
+            .and_then(|id| parts.rewards.iter().find(|r| r.id == id))
+            .map(|r| r.title(tr.0).to_owned()),
+        amount: pledge.money().format(tr.0),
+        amount_value: pledge.amount.to_string(),
+        status: status_words(tr, pledge.status),
+        status_class: status_class(pledge.status),
+        changeable,
+        can_pay: pledge.status == PledgeStatus::PaymentFailed,
+        has_receipt: matches!(pledge.status, PledgeStatus::Collected | PledgeStatus::Refunded)
+            && pledge.collected_at.is_some(),
+        teams,
+        rewards,
+        error: None,
+    }
+}
+
+async fn me_page(state: &AppState, tr: Tr, email: &str) -> Result<MePage, AppError> {
+    let pledges = store::pledges_of_email(&state.db, email).await.map_err(read_failure)?;
+    let mut campaigns: HashMap<i64, CampaignParts> = HashMap::new();
+    let mut mine = Vec::with_capacity(pledges.len());
+    for pledge in &pledges {
+        if let std::collections::hash_map::Entry::Vacant(entry) = campaigns.entry(pledge.campaign_id) {
+            entry.insert(parts(state, pledge.campaign_id).await?);
+        }
+        let changeable = supporter::is_changeable(&state.db, pledge).await.map_err(read_failure)?;
+        mine.push(my_pledge(tr, &campaigns[&pledge.campaign_id], pledge, changeable));
+    }
+    Ok(MePage { tr, email: email.to_owned(), pledges: mine, notice: None })
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Done {
+    done: Option<String>,
+}
+
+async fn my_pledges(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    Query(done): Query<Done>,
+) -> Result<Response, AppError> {
+    let tr = lang.tr();
+    let Some((_, email)) = signed_in(&state, &headers).await? else {
+        let mut page_ = SignInPage::new(tr);
+        if done.done.as_deref() == Some("signed_out") {
+            page_.error = Some(tr.t("me-signed-out"));
+        }
+        return Ok(page(StatusCode::OK, page_.render_html()));
+    };
+    let mut page_ = me_page(&state, tr, &email).await?;
+    page_.notice = match done.done.as_deref() {
+        Some("changed") => Some(tr.t("me-changed")),
+        Some("cancelled") => Some(tr.t("me-cancelled")),
+        _ => None,
+    };
+    Ok(page(StatusCode::OK, page_.render_html()))
+}
+
+/// The list again, with a refusal shown at the pledge it concerns.
+async fn refused_at(
+    state: &AppState,
+    tr: Tr,
+    email: &str,
+    id: &str,
+    error: CampaignError,
+) -> Result<Response, AppError> {
+    let refused = refusal(tr, error)?;
+    let mut page_ = me_page(state, tr, email).await?;
+    if let Some(pledge) = page_.pledges.iter_mut().find(|p| p.id == id) {
+        pledge.error = Some(refused.message);
+    } else {
+        page_.notice = Some(refused.message);
+    }
+    Ok(page(refused.status, page_.render_html()))
+}
+
+async fn change(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<ChangeForm>,
+) -> Result<Response, AppError> {
+    let tr = lang.tr();
+    if !forms::same_origin(&headers, &state.site.base_url) {
+        return Ok(forms::cross_site(tr));
+    }
+    let Some((_, email)) = signed_in(&state, &headers).await? else {
+        return Ok(see_other("/me"));
+    };
+    match supporter::change(&state.db, &state.site, &email, &id, &form).await {
+        Ok(_) => Ok(see_other("/me?done=changed")),
+        Err(error) => refused_at(&state, tr, &email, &id, error).await,
+    }
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let tr = lang.tr();
+    if !forms::same_origin(&headers, &state.site.base_url) {
+        return Ok(forms::cross_site(tr));
+    }
+    let Some((_, email)) = signed_in(&state, &headers).await? else {
+        return Ok(see_other("/me"));
+    };
+    match supporter::cancel(&state.db, &email, &id).await {
+        Ok(()) => Ok(see_other("/me?done=cancelled")),
+        Err(error) => refused_at(&state, tr, &email, &id, error).await,
+    }
+}
+
+/// Opens a Checkout session in payment mode for a pledge whose deadline
+/// charge failed. Each visit is a new attempt with its own idempotency
+/// key, `pledge:{id}:pay:{n}`, where `n` is the second of the visit: a
+/// double click within the second reuses the session, a later visit opens a
+/// fresh one (the previous may have expired or been abandoned).
+async fn pay(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let tr = lang.tr();
+    let Some((_, email)) = signed_in(&state, &headers).await? else {
+        return Ok(see_other("/me"));
+    };
+    let pledge = supporter::own_pledge(&state.db, &email, &id).await.map_err(read_failure)?;
+    if pledge.status != PledgeStatus::PaymentFailed {
+        return Ok(see_other("/me"));
+    }
+    let campaign = store::campaign_by_id(&state.db, pledge.campaign_id).await.map_err(read_failure)?;
+    let target = match pledge.team_id {
+        Some(team) => store::team(&state.db, campaign.id, team).await.map_err(read_failure)?.name(tr.0).to_owned(),
+        None => tr.t("team-pool"),
+    };
+    let base = &state.site.base_url;
+    let request = CheckoutRequest {
+        mode: CheckoutMode::Payment { konbini: false },
+        amount: pledge.money(),
+        description: format!("{} — {target}", campaign.title(tr.0)),
+        email: pledge.email.clone(),
+        locale: tr.0,
+        kind: "pledge",
+        reference: pledge.public_id.clone(),
+        success_url: format!("{base}/c/{}/thanks/{}", campaign.slug, pledge.public_id),
+        cancel_url: format!("{base}/me"),
+        idempotency_key: format!("pledge:{}:pay:{}", pledge.public_id, Timestamp::now().unix_seconds()),
+    };
+    match state.gateway.create_checkout(&request).await {
+        Ok(session) => Ok(see_other(&session.url)),
+        Err(e) => refused_at(&state, tr, &email, &id, CampaignError::Gateway(e)).await,
+    }
+}
+
+// ---------------------------------------------------------------- receipts
+
+#[derive(Template)]
+#[template(path = "receipt.html")]
+struct ReceiptPage {
+    tr: Tr,
+    number: String,
+    organisation: String,
+    campaign_title: String,
+    target: String,
+    supporter: String,
+    amount: String,
+    refunded: Option<String>,
+    paid_on: String,
+    charge: String,
+}
+
+async fn receipt(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let tr = lang.tr();
+    let Some((_, email)) = signed_in(&state, &headers).await? else {
+        return Ok(see_other("/me"));
+    };
+    let pledge = supporter::own_pledge(&state.db, &email, &id).await.map_err(read_failure)?;
+    let Some(paid_at) =
+        pledge.collected_at.filter(|_| matches!(pledge.status, PledgeStatus::Collected | PledgeStatus::Refunded))
+    else {
+        return Err(AppError::NotFound);
+    };
+    let parts = parts(&state, pledge.campaign_id).await?;
+    let campaign = &parts.campaign;
+    let organisation = kanpa_ledger::store::organisations(&state.db)
+        .await?
+        .into_iter()
+        .find(|o| o.id.0 == campaign.org_id)
+        .map(|o| o.name)
+        .unwrap_or_default();
+    let page_ = ReceiptPage {
+        tr,
+        number: pledge.public_id.clone(),
+        organisation,
+        campaign_title: campaign.title(tr.0).to_owned(),
+        target: match pledge.team_id.and_then(|t| parts.teams.iter().find(|x| x.id == t)) {
+            Some(team) => team.name(tr.0).to_owned(),
+            None => tr.t("team-pool"),
+        },
+        supporter: if pledge.display_name.is_empty() { pledge.email.clone() } else { pledge.display_name.clone() },
+        amount: pledge.money().format(tr.0),
+        refunded: (pledge.amount_refunded > 0).then(|| campaign.money(pledge.amount_refunded).format(tr.0)),
+        paid_on: local_time(campaign, paid_at, tr.0),
+        charge: pledge.charge_id.clone().unwrap_or_default(),
+    };
+    Ok(page(StatusCode::OK, page_.render_html()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kanpa_ledger::Locale;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(COOKIE, HeaderValue::from_static("lang=en; kanpa_supporter=abc123; x=y"));
+        assert_eq!(session_cookie(&headers).as_deref(), Some("abc123"));
+        headers.insert(COOKIE, HeaderValue::from_static("kanpa_supporterx=1; kanpa_supporter="));
+        assert_eq!(session_cookie(&headers), None);
+    }
+
+    #[test]
+    fn every_status_has_words_in_both_languages() {
+        for locale in [Locale::Ja, Locale::En] {
+            for status in PledgeStatus::ALL {
+                let words = status_words(Tr(locale), *status);
+                assert!(!words.is_empty() && !words.contains("status-"), "{locale:?} {status}: {words}");
+            }
+        }
+    }
+}
