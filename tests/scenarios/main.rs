@@ -10,4 +10,5 @@ mod inbox;
 mod jobs;
 mod ledger;
 mod outgoing;
+mod pages;
 mod server;
