@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod browser;
 mod campaigns;
 mod cli;
 mod inbox;

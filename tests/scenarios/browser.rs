@@ -1,0 +1,112 @@
+//! The pledge flow clicked through in headless Chromium with the sandbox
+//! gateway, as a supporter on a phone would, with full-page screenshots
+//! saved as test artifacts under `<cargo target dir>/test-artifacts/browser/`.
+//!
+//! Skipped, with a notice, when Chromium or chromedriver is not installed
+//! (CI installs them and sets `KANPA_REQUIRE_BROWSER=1`).
+
+use std::path::PathBuf;
+
+use kanpa_campaigns::demo::{self, DEMO_CAMPAIGN};
+use kanpa_campaigns::{PledgeStatus, store};
+use kanpa_ledger::Timestamp;
+use kanpa_testkit::webdriver::Browser;
+
+use crate::harness::{TestApp, TestBackend, eventually};
+use crate::on_both_backends;
+
+on_both_backends!(a_supporter_pledges_on_a_phone_through_the_sandbox_checkout);
+
+const PHONE: u32 = 390;
+const DESKTOP: u32 = 1280;
+
+/// `<target dir>/test-artifacts/browser/<backend>/`: the test binary lives
+/// in `<target dir>/<profile>/deps/`.
+fn artifacts(backend: TestBackend) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let target = exe.ancestors().nth(3).expect("the target directory").to_path_buf();
+    let backend = match backend {
+        TestBackend::Sqlite => "sqlite",
+        TestBackend::Postgres => "postgres",
+    };
+    target.join("test-artifacts").join("browser").join(backend)
+}
+
+async fn screenshots(browser: &Browser, dir: &std::path::Path, name: &str) {
+    browser.screenshot(PHONE, &dir.join(format!("{name}-phone.png"))).await;
+    browser.screenshot(DESKTOP, &dir.join(format!("{name}-desktop.png"))).await;
+}
+
+async fn a_supporter_pledges_on_a_phone_through_the_sandbox_checkout(backend: TestBackend) {
+    kanpa_server::install_crypto_provider();
+    let Some(browser) = Browser::start().await else { return };
+    // The browser follows absolute redirects, so server.base_url must be
+    // where the server really listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mail = tempfile::tempdir().unwrap();
+    let mail_dir = mail.path().display().to_string();
+    let Some(app) = TestApp::spawn_with(backend, Default::default(), |config| {
+        config.server.bind = format!("127.0.0.1:{port}").parse().unwrap();
+        config.server.base_url = format!("http://127.0.0.1:{port}");
+        config.mail.file_dir = mail_dir;
+    })
+    .await
+    else {
+        browser.quit().await;
+        return;
+    };
+    demo::seed(&app.db, Timestamp::now()).await.unwrap();
+    let drive = store::campaign_by_slug(&app.db, DEMO_CAMPAIGN).await.unwrap();
+    let nurses = store::teams(&app.db, drive.id).await.unwrap().into_iter().find(|t| t.slug == "nurses").unwrap();
+    let reward = store::rewards(&app.db, drive.id).await.unwrap().into_iter().find(|r| r.min_amount == 3000).unwrap();
+    let dir = artifacts(backend);
+
+    // The campaign page.
+    browser.goto(&app.url(&format!("/c/{DEMO_CAMPAIGN}"))).await;
+    let page = browser.source().await;
+    assert!(page.contains("7職種 免許更新応援キャンペーン 2026") && page.contains("看護師"), "{page}");
+    screenshots(&browser, &dir, "1-campaign").await;
+
+    // "Support this team" opens the form with the team chosen.
+    browser.click(&format!(r#"a[href="/c/{DEMO_CAMPAIGN}/pledge?team={}"]"#, nurses.id)).await;
+    browser.wait_for_url("/pledge?team=").await;
+    assert!(browser.is_selected(&format!(r#"select[name="team"] option[value="{}"]"#, nurses.id)).await);
+    browser.click(&format!(r#"input[name="reward"][value="{}"]"#, reward.id)).await;
+    browser.fill("#amount", "5000").await;
+    browser.fill("#display_name", "ブラウザ花子").await;
+    browser.fill("#message", "スマホから応援しています").await;
+    browser.fill("#email", "browser@example.jp").await;
+    screenshots(&browser, &dir, "2-pledge-form").await;
+    browser.click(r#"form.pledge button[type="submit"]"#).await;
+
+    // The sandbox checkout: a test, saving a card for the all-or-nothing drive.
+    browser.wait_for_url("/sandbox/checkout/cs_sandbox_").await;
+    let page = browser.source().await;
+    assert!(page.contains("テスト用の決済画面 — 実際の請求は発生しません") && page.contains("¥5,000"));
+    screenshots(&browser, &dir, "3-sandbox-checkout").await;
+    browser.click("#succeed").await;
+
+    // The thank-you page: confirming, then committed once the inbox job ran.
+    let thanks = browser.wait_for_url(&format!("/c/{DEMO_CAMPAIGN}/thanks/")).await;
+    let public_id = thanks.rsplit('/').next().unwrap().to_owned();
+    eventually(10, "the pledge is committed", || async {
+        store::pledge_by_public_id(&app.db, &public_id).await.unwrap().status == PledgeStatus::Committed
+    })
+    .await;
+    // The page refreshes itself while the payment is being confirmed.
+    browser.wait_for_text("カード情報を登録しました").await;
+    screenshots(&browser, &dir, "4-thank-you").await;
+
+    let pledge = store::pledge_by_public_id(&app.db, &public_id).await.unwrap();
+    assert_eq!((pledge.amount, pledge.team_id, pledge.reward_id), (5000, Some(nurses.id), Some(reward.id)));
+    assert_eq!(pledge.display_name, "ブラウザ花子");
+    let after = store::campaign_by_slug(&app.db, DEMO_CAMPAIGN).await.unwrap();
+    assert_eq!(after.raised(), drive.raised() + 5000);
+
+    // The wall shows the new supporter.
+    browser.goto(&app.url(&format!("/c/{DEMO_CAMPAIGN}"))).await;
+    assert!(browser.source().await.contains("スマホから応援しています"));
+    println!("screenshots saved in {}", dir.display());
+    browser.quit().await;
+    app.stop().await;
+}
