@@ -14,9 +14,14 @@
 //! `cargo run --release -p kanpa-bench -- settle` charges 10,000 committed
 //! pledges against the fake Stripe (50 ms answers, 100 requests/s limit) at
 //! 90 charges/s and compares the wall time with 10,000/90 s.
+//!
+//! `cargo run --release -p kanpa-bench -- page` serves the demo campaign
+//! page under `wrk -t2 -c64 -d20s` against nginx serving the same HTML as a
+//! static file.
 
 mod ledger;
 mod messaging;
+mod page;
 mod settlement;
 mod target;
 
@@ -37,6 +42,8 @@ enum Command {
     Messaging(messaging::Args),
     /// Settlement of 10,000 pledges against the fake Stripe (50 ms latency, 100 requests/s limit) at 90/s.
     Settle(settlement::Args),
+    /// The campaign page under wrk against nginx serving the same rendered HTML.
+    Page(page::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Command::Ledger(args) => runtime.block_on(ledger::run(args)),
         Command::Messaging(args) => runtime.block_on(messaging::run(args)),
         Command::Settle(args) => runtime.block_on(settlement::run(args)),
+        Command::Page(args) => runtime.block_on(page::run(args)),
     }
 }
