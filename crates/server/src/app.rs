@@ -25,9 +25,20 @@ use crate::{error, i18n, routes, telemetry};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What every handler can reach.
+/// What every handler can reach. Handlers take it by value (axum clones it
+/// for every request), so it is one `Arc` around [`Shared`]; its fields read
+/// as `state.db`, `state.site`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub db: Db,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
@@ -36,6 +47,8 @@ pub struct AppState {
     pub stripe_webhook_secrets: Arc<Vec<String>>,
     pub gateway: Arc<dyn kanpa_payments::PaymentGateway>,
     pub site: kanpa_campaigns::Site,
+    /// Public pages rendered in the last second.
+    pub pages: crate::page_cache::PageCache,
 }
 
 /// The whole HTTP application.
@@ -94,15 +107,16 @@ impl Server {
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("could not listen on {} (server.bind)", config.server.bind))?;
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             db,
             stripe_webhook_secrets: Arc::new(config.stripe.webhook_secrets()),
             gateway,
             site: config.site(),
+            pages: Default::default(),
             config: Arc::new(config),
             metrics: telemetry::metrics_handle(),
             workers,
-        };
+        }));
         Ok(Server { listener, state })
     }
 

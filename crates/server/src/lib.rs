@@ -14,6 +14,7 @@ pub mod error;
 pub mod forms;
 pub mod i18n;
 pub mod operator;
+pub mod page_cache;
 pub mod pages;
 pub mod routes;
 pub mod telemetry;

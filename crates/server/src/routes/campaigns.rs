@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, LOCATION};
+use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::from_fn;
 use axum::response::{Html, IntoResponse, Response};
@@ -209,7 +209,7 @@ fn reward_card(tr: Tr, campaign: &Campaign, teams: &[Team], reward: &Reward, now
 
 /// Renders `/c/{slug}` from the database: four indexed reads (campaign,
 /// teams, rewards, the newest supporters).
-pub(crate) async fn render_campaign_page(state: &AppState, slug: &str, tr: Tr) -> Result<String, AppError> {
+async fn render_campaign_page(state: &AppState, slug: &str, tr: Tr) -> Result<String, AppError> {
     let campaign = public_campaign(state, slug).await?;
     let (teams, rewards, wall) = tokio::try_join!(
         store::teams(&state.db, campaign.id),
@@ -266,13 +266,14 @@ pub(crate) async fn render_campaign_page(state: &AppState, slug: &str, tr: Tr) -
     Ok(page.render_html())
 }
 
+/// Served from [`crate::page_cache`]: at most one second old.
 async fn campaign_page(
     State(state): State<AppState>,
     lang: Lang,
     Path(slug): Path<String>,
 ) -> Result<Response, AppError> {
-    let html = render_campaign_page(&state, &slug, lang.tr()).await?;
-    Ok(Html(html).into_response())
+    let html = state.pages.get_or_render(&slug, lang.0, || render_campaign_page(&state, &slug, lang.tr())).await?;
+    Ok(([(CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
 }
 
 // ---------------------------------------------------------------- progress.json and the embed
