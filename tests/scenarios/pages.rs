@@ -269,6 +269,7 @@ async fn progress_json_and_the_embed_show_the_maintained_totals(backend: TestBac
     let embed = site.get(&format!("/c/{DEMO_CAMPAIGN}/embed")).await;
     assert_eq!(embed.status(), 200);
     assert!(embed.headers().get("x-frame-options").is_none(), "the widget can be framed");
+    assert_eq!(embed.headers()["vary"], "accept-language, cookie", "cached once per language");
     let html = embed.text().await.unwrap();
     assert!(html.contains(&format!(r#"href="http://127.0.0.1:8080/c/{DEMO_CAMPAIGN}" target="_top""#)));
     assert!(html.contains(&yen(drive.raised())) && html.contains(r#"role="progressbar""#));

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE, LOCATION, VARY};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::from_fn;
 use axum::response::{Html, IntoResponse, Response};
@@ -326,7 +326,10 @@ async fn embed(State(state): State<AppState>, lang: Lang, Path(slug): Path<Strin
         backers: backers_text(tr, campaign.backers),
         time_left: time_left(tr, &campaign, Timestamp::now()),
     };
-    Ok(([(CACHE_CONTROL, "public, max-age=30")], Html(page.render_html())).into_response())
+    // Its language follows the visitor's cookie and browser: shared caches
+    // must keep one copy per language.
+    let headers = [(CACHE_CONTROL, "public, max-age=30"), (VARY, "accept-language, cookie")];
+    Ok((headers, Html(page.render_html())).into_response())
 }
 
 // ---------------------------------------------------------------- the pledge form
