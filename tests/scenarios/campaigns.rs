@@ -453,6 +453,24 @@ async fn two_hundred_concurrent_pledges_for_fifty_rewards_sell_exactly_fifty(bac
         store::pledge_by_public_id(&app.db, &other.public_id).await.unwrap().status == PledgeStatus::Committed
     })
     .await;
+    // Sold out again; its holder can still change the amount and keep it.
+    let last = PledgeForm {
+        reward: reward.to_string(),
+        amount: "5000".into(),
+        display_name: "last".into(),
+        email: "last@example.jp".into(),
+        ..PledgeForm::default()
+    };
+    pledge::start(&app.db, gateway.as_ref(), &site, &campaign.slug, &last, Locale::Ja).await.unwrap();
+    assert_eq!(store::reward(&app.db, campaign.id, reward).await.unwrap().remaining(), Some(0));
+    let change = kanpa_campaigns::supporter::ChangeForm {
+        amount: "8000".into(),
+        team: String::new(),
+        reward: reward.to_string(),
+    };
+    let changed = kanpa_campaigns::supporter::change(&app.db, &site, &other.email, &other.public_id, &change).await;
+    assert_eq!(changed.unwrap().amount, 8_000);
+    assert_eq!(store::reward(&app.db, campaign.id, reward).await.unwrap().claimed, 50);
 }
 
 async fn a_crash_in_the_middle_of_settlement_resumes_without_double_charges(backend: TestBackend) {

@@ -78,6 +78,7 @@ pub struct TestApp {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     _database: TestDb,
+    _outbox: tempfile::TempDir,
 }
 
 impl TestApp {
@@ -95,6 +96,9 @@ impl TestApp {
         kanpa_server::install_crypto_provider();
         let database = TestDb::new(backend).await?;
         let mut config = test_config(&database.url);
+        // The file mailer writes into the test's own directory, not the tree.
+        let outbox = tempfile::tempdir().expect("a temporary outbox");
+        config.mail.file_dir = outbox.path().display().to_string();
         configure(&mut config);
         let server = Server::build_with(config, extras).await.expect("server builds");
         let addr = server.local_addr();
@@ -106,7 +110,16 @@ impl TestApp {
         let client =
             reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client");
         let database_url = database.url.clone();
-        Some(TestApp { addr, db, database_url, client, shutdown: Some(tx), task: Some(task), _database: database })
+        Some(TestApp {
+            addr,
+            db,
+            database_url,
+            client,
+            shutdown: Some(tx),
+            task: Some(task),
+            _database: database,
+            _outbox: outbox,
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

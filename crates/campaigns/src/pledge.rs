@@ -70,16 +70,24 @@ pub(crate) struct Checked {
     pub message: String,
 }
 
+/// What a supporter chose, as typed: team id, reward id, amount.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Choice<'a> {
+    pub team: &'a str,
+    pub reward: &'a str,
+    pub amount: &'a str,
+}
+
 /// Checks the team, reward and amount of a pledge against the campaign.
 pub(crate) async fn check_choice(
     db: &Db,
     campaign: &Campaign,
-    team: &str,
-    reward: &str,
-    amount: &str,
+    choice: Choice<'_>,
     max_amount: i64,
     now: Timestamp,
+    held_reward: Option<i64>,
 ) -> Result<(Option<crate::model::Team>, Option<crate::model::Reward>, Money), CampaignError> {
+    let Choice { team, reward, amount } = choice;
     let amount = model::amount("amount", amount, campaign.currency)?;
     let minimum = campaign.currency.stripe_minimum();
     if amount.amount() < minimum.amount() {
@@ -100,10 +108,14 @@ pub(crate) async fn check_choice(
         if reward.team_id.is_some() && reward.team_id != team.as_ref().map(|t| t.id) {
             return Err(CampaignError::RewardUnavailable);
         }
-        if reward.remaining() == Some(0) {
+        // A pledge keeping the reward it holds does not need another unit.
+        let keeps = held_reward == Some(reward.id);
+        if reward.remaining() == Some(0) && !keeps {
             return Err(CampaignError::SoldOut);
         }
-        if !reward.is_available_at(now) {
+        let in_window = reward.available_from.is_none_or(|from| now >= from)
+            && reward.available_until.is_none_or(|until| now < until);
+        if !in_window && !keeps {
             return Err(CampaignError::RewardUnavailable);
         }
         if amount.amount() < reward.min_amount {
@@ -124,8 +136,15 @@ pub(crate) async fn check(
     let anonymous = form.anonymous.as_deref().is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
     let display_name = model::text("display_name", &form.display_name, !anonymous, MAX_NAME)?;
     let message = model::text("message", &form.message, false, MAX_MESSAGE)?;
-    let (team, reward, amount) =
-        check_choice(db, campaign, &form.team, &form.reward, &form.amount, max_amount, now).await?;
+    let (team, reward, amount) = check_choice(
+        db,
+        campaign,
+        Choice { team: &form.team, reward: &form.reward, amount: &form.amount },
+        max_amount,
+        now,
+        None,
+    )
+    .await?;
     Ok((email, Checked { team, reward, amount, display_name, anonymous, message }))
 }
 

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::CampaignError;
 use crate::model::{self, FundingModel, Pledge, PledgeStatus};
-use crate::pledge::{add_to_totals, check_choice, claim_reward, release_reward, sub};
+use crate::pledge::{Choice, add_to_totals, check_choice, claim_reward, release_reward, sub};
 use crate::{Site, store};
 
 pub const LINK_MINUTES: u32 = 30;
@@ -138,8 +138,9 @@ pub async fn change(
         return Err(CampaignError::PledgeLocked);
     }
     let campaign = store::campaign_by_id(db, pledge.campaign_id).await?;
+    let choice = Choice { team: &form.team, reward: &form.reward, amount: &form.amount };
     let (team, reward, amount) =
-        check_choice(db, &campaign, &form.team, &form.reward, &form.amount, site.max_pledge, Timestamp::now()).await?;
+        check_choice(db, &campaign, choice, site.max_pledge, Timestamp::now(), pledge.reward_id).await?;
     let team_id = team.map(|t| t.id);
     let reward_id = reward.map(|r| r.id);
     let mut tx = db.begin().await?;
