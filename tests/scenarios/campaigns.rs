@@ -16,8 +16,8 @@ use kanpa_campaigns::{Campaign, CampaignError, Site, Team};
 use kanpa_ledger::{Db, Locale, OrgId, Timestamp, on_db, store as ledger};
 use kanpa_messaging::inbox::EventHandlers;
 use kanpa_messaging::mailer::SmtpMailer;
+use kanpa_payments::PaymentGateway;
 use kanpa_payments::sandbox::{Sandbox, SandboxAction};
-use kanpa_payments::{CheckoutMode, CheckoutRequest, PaymentGateway};
 use kanpa_server::config::{Config, GatewayKind, Secret};
 use kanpa_server::workers::{self, Extras};
 use kanpa_testkit::smtp::SmtpSink;
@@ -287,19 +287,14 @@ async fn seven_team_drive_goal_met_settles_with_declines_and_a_late_payment(back
     assert_eq!(fund(d.db(), campaign.org_id, "fund:drive-2026:pool").await, 0, "the pool is emptied");
 
     // The authentication-required supporter pays on-session from the emailed link.
-    let pay = CheckoutRequest {
-        mode: CheckoutMode::Payment { konbini: false },
-        amount: kanpa_ledger::Money::yen(50_000),
-        description: "pay".into(),
-        email: "pool1@example.jp".into(),
-        locale: Locale::Ja,
-        kind: "pledge",
-        reference: needs_auth.clone(),
-        success_url: "http://x/ok".into(),
-        cancel_url: "http://x/no".into(),
-        idempotency_key: format!("pledge:{needs_auth}:pay:1"),
-    };
-    let session = d.gateway.create_checkout(&pay).await.unwrap();
+    // Opening the pay link twice closes the first checkout: only one can be paid.
+    let supporter = "pool1@example.jp";
+    let (db, gateway, site) = (d.db(), d.gateway.as_ref(), &d.site);
+    let pay = kanpa_campaigns::supporter::pay_checkout;
+    let first = pay(db, gateway, site, supporter, &needs_auth, Locale::Ja).await.unwrap();
+    let session = pay(db, gateway, site, supporter, &needs_auth, Locale::Ja).await.unwrap();
+    assert_ne!(first.id, session.id);
+    assert_eq!(d.stripe.object(&first.id).unwrap()["status"], "expired");
     let completed = d.stripe.complete_checkout_session(&session.id).unwrap();
     d.deliver("checkout.session.completed", completed).await;
     d.wait_status(&needs_auth, PledgeStatus::Collected).await;
@@ -444,6 +439,16 @@ async fn two_hundred_concurrent_pledges_for_fifty_rewards_sell_exactly_fifty(bac
         store::reward(&app.db, campaign.id, reward).await.unwrap().claimed == 49
     })
     .await;
+    // A checkout left unfinished for a day is closed and gives its unit back.
+    let abandoned = store::pledges_of_campaign(&app.db, campaign.id).await.unwrap().remove(2);
+    make_due(&app.db, kanpa_campaigns::pledge::EXPIRE_JOB, &abandoned.public_id).await;
+    eventually(30, "the abandoned checkout expires", || async {
+        store::pledge_by_public_id(&app.db, &abandoned.public_id).await.unwrap().status == PledgeStatus::Expired
+    })
+    .await;
+    assert_eq!(store::reward(&app.db, campaign.id, reward).await.unwrap().claimed, 48);
+    let closed = Sandbox::session(&app.db, abandoned.checkout_session_id.as_deref().unwrap()).await.unwrap().unwrap();
+    assert_eq!(closed.status, "expired");
     // The sandbox page's "save card" commits another.
     let other = store::pledges_of_campaign(&app.db, campaign.id).await.unwrap().remove(1);
     let result =
@@ -462,6 +467,16 @@ async fn two_hundred_concurrent_pledges_for_fifty_rewards_sell_exactly_fifty(bac
         ..PledgeForm::default()
     };
     pledge::start(&app.db, gateway.as_ref(), &site, &campaign.slug, &last, Locale::Ja).await.unwrap();
+    pledge::start(
+        &app.db,
+        gateway.as_ref(),
+        &site,
+        &campaign.slug,
+        &PledgeForm { email: "last2@example.jp".into(), ..last.clone() },
+        Locale::Ja,
+    )
+    .await
+    .unwrap();
     assert_eq!(store::reward(&app.db, campaign.id, reward).await.unwrap().remaining(), Some(0));
     let change = kanpa_campaigns::supporter::ChangeForm {
         amount: "8000".into(),
@@ -564,6 +579,16 @@ async fn bad_pledges_are_refused_and_leave_nothing_behind(backend: TestBackend) 
     pledge::start(&app.db, &gateway, &site, &campaign.slug, &ok, Locale::Ja).await.unwrap();
     let anonymous = PledgeForm { display_name: "".into(), anonymous: Some("on".into()), ..base };
     pledge::start(&app.db, &gateway, &site, &campaign.slug, &anonymous, Locale::Ja).await.unwrap();
+}
+
+/// Makes the jobs of `kind` whose payload mentions `about` due now, as a
+/// day passing would.
+async fn make_due(db: &Db, kind: &str, about: &str) {
+    let mut tx = db.begin().await.unwrap();
+    let sql = "UPDATE jobs SET run_at = $1 WHERE kind = $2 AND state = 'ready' AND payload LIKE $3";
+    kanpa_ledger::on_tx!(&mut tx, c => sqlx::query(sql)
+        .bind(Timestamp::now()).bind(kind).bind(format!("%{about}%")).execute(c).await.unwrap().rows_affected());
+    tx.commit().await.unwrap();
 }
 
 /// Moves a campaign's deadline into the past, as time passing would.

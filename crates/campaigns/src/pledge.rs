@@ -4,6 +4,7 @@
 
 use kanpa_ledger::{Db, Locale, Money, Timestamp, Tx, on_tx};
 use kanpa_messaging::email::{EmailAddress, EmailTemplate, PledgeTiming};
+use kanpa_messaging::jobs::{self, NewJob};
 use kanpa_messaging::outbox::{self, NewEmail};
 use kanpa_payments::{CheckoutMode, CheckoutRequest, PaymentGateway};
 use rand::Rng;
@@ -43,6 +44,11 @@ pub struct Started {
 }
 
 pub const MAX_NAME: usize = 50;
+
+/// The job that closes a Checkout session still unfinished after
+/// [`PENDING_FOR`] (Stripe's own sessions expire after 24 hours).
+pub const EXPIRE_JOB: &str = "pledge.expire_pending";
+pub const PENDING_FOR: time::Duration = time::Duration::hours(25);
 pub const MAX_MESSAGE: usize = 500;
 
 fn new_public_id() -> String {
@@ -195,6 +201,15 @@ pub async fn start(
         .bind(&email).bind(&checked.display_name).bind(checked.anonymous).bind(&checked.message)
         .bind(locale.as_str()).bind(now)
         .execute(c).await?.rows_affected());
+    // A Checkout session left unfinished is closed after a day, giving back
+    // the reward unit it holds.
+    let expiry = NewJob {
+        kind: EXPIRE_JOB,
+        payload: serde_json::json!({ "pledge": public_id }),
+        run_at: now.saturating_add(PENDING_FOR),
+        max_attempts: 20,
+    };
+    jobs::enqueue(&mut tx, &expiry).await?;
     tx.commit().await?;
 
     let target = match &checked.team {
@@ -354,4 +369,44 @@ pub(crate) async fn confirmation(
         manage_link: site.manage_link(),
     };
     email_supporter(tx, site, pledge, "confirmed", template).await
+}
+
+/// Closes a pledge's Checkout session still unfinished after a day and
+/// expires the pledge, releasing its reward. A session the supporter
+/// completed meanwhile is left to its events.
+pub struct ExpirePending {
+    pub gateway: std::sync::Arc<dyn PaymentGateway>,
+}
+
+#[async_trait::async_trait]
+impl kanpa_messaging::jobs::JobHandler for ExpirePending {
+    fn retry_policy(&self) -> kanpa_messaging::jobs::RetryPolicy {
+        kanpa_messaging::jobs::RetryPolicy {
+            base: std::time::Duration::from_secs(60),
+            cap: std::time::Duration::from_secs(3600),
+            max_attempts: 20,
+        }
+    }
+
+    async fn run(
+        &self,
+        db: &Db,
+        job: &kanpa_messaging::jobs::ClaimedJob,
+    ) -> Result<Tx, kanpa_messaging::jobs::JobFailure> {
+        use kanpa_messaging::jobs::JobFailure;
+        let public_id = job.payload["pledge"].as_str().ok_or_else(|| JobFailure::GiveUp("no pledge".into()))?;
+        let pledge = store::pledge_by_public_id(db, public_id).await.map_err(|e| JobFailure::Retry(e.to_string()))?;
+        if pledge.status != PledgeStatus::Pending {
+            return Ok(db.begin().await?);
+        }
+        if let Some(session) = &pledge.checkout_session_id {
+            let state = self.gateway.expire_checkout(session).await.map_err(|e| JobFailure::Retry(e.to_string()))?;
+            if state == kanpa_payments::SessionState::Complete {
+                return Ok(db.begin().await?);
+            }
+        }
+        let mut tx = db.begin().await?;
+        change_status(&mut tx, &pledge, PledgeStatus::Expired).await.map_err(|e| JobFailure::Retry(e.to_string()))?;
+        Ok(tx)
+    }
 }

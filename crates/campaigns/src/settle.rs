@@ -436,6 +436,13 @@ impl Settler {
         if pledge.status != PledgeStatus::PaymentFailed {
             return Ok(None);
         }
+        // Never charge the card while the supporter may be paying through
+        // their pay link: close that checkout first.
+        if crate::supporter::close_pay_checkout(&self.db, self.gateway.as_ref(), pledge.id).await?
+            == kanpa_payments::SessionState::Complete
+        {
+            return Ok(None);
+        }
         let campaign = store::campaign_by_id(&self.db, pledge.campaign_id).await?;
         self.charge(&campaign, &pledge).await.map(Some)
     }
@@ -602,6 +609,10 @@ pub fn register(registry: &mut jobs::Registry, settler: Arc<Settler>, slice: Dur
     registry.register(SETTLE_JOB, Arc::new(SettleJob { settler: settler.clone(), slice }));
     registry.register(RETRY_JOB, Arc::new(RetryChargeJob { settler: settler.clone() }));
     registry.register(DROP_JOB, Arc::new(DropJob { settler: settler.clone() }));
+    registry.register(
+        crate::pledge::EXPIRE_JOB,
+        Arc::new(crate::pledge::ExpirePending { gateway: settler.gateway.clone() }),
+    );
     registry.register(
         crate::events::COLLECT_JOB,
         Arc::new(crate::events::CollectPayment { gateway: settler.gateway.clone(), site: settler.site.clone() }),

@@ -7,6 +7,7 @@
 use kanpa_ledger::{Db, Locale, Timestamp, on_db, on_tx};
 use kanpa_messaging::email::{EmailAddress, EmailTemplate};
 use kanpa_messaging::outbox::{self, NewEmail};
+use kanpa_payments::{CheckoutMode, CheckoutRequest, CheckoutSession, PaymentGateway, SessionState};
 use rand::Rng;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -178,4 +179,74 @@ pub async fn cancel(db: &Db, email: &str, public_id: &str) -> Result<(), Campaig
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Opens a Checkout session to pay a pledge whose charge failed. Only one
+/// is open at a time: the previous one is expired at the gateway first, and
+/// if the supporter had completed it meanwhile, no new one is opened.
+pub async fn pay_checkout(
+    db: &Db,
+    gateway: &dyn PaymentGateway,
+    site: &Site,
+    email: &str,
+    public_id: &str,
+    locale: Locale,
+) -> Result<CheckoutSession, CampaignError> {
+    let pledge = own_pledge(db, email, public_id).await?;
+    if pledge.status != PledgeStatus::PaymentFailed {
+        return Err(CampaignError::PledgeLocked);
+    }
+    if close_pay_checkout(db, gateway, pledge.id).await? == SessionState::Complete {
+        return Err(CampaignError::PledgeLocked);
+    }
+    let mut tx = db.begin().await?;
+    let sql = "UPDATE pledges SET pay_checkouts = pay_checkouts + 1 WHERE id = $1 AND status = 'payment_failed'
+               RETURNING pay_checkouts";
+    let n: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(sql).bind(pledge.id).fetch_optional(c).await?);
+    let n = n.ok_or(CampaignError::PledgeLocked)?;
+    tx.commit().await?;
+    let campaign = store::campaign_by_id(db, pledge.campaign_id).await?;
+    let target = match pledge.team_id {
+        Some(team) => store::team(db, campaign.id, team).await?.name(locale).to_owned(),
+        None => campaign.title(locale).to_owned(),
+    };
+    let request = CheckoutRequest {
+        mode: CheckoutMode::Payment { konbini: false },
+        amount: pledge.money(),
+        description: format!("{} — {target}", campaign.title(locale)),
+        email: pledge.email.clone(),
+        locale,
+        kind: "pledge",
+        reference: pledge.public_id.clone(),
+        success_url: format!("{}/c/{}/thanks/{}", site.base_url, campaign.slug, pledge.public_id),
+        cancel_url: format!("{}/me", site.base_url),
+        idempotency_key: format!("pledge:{}:pay:{n}", pledge.public_id),
+    };
+    let session = gateway.create_checkout(&request).await?;
+    let mut tx = db.begin().await?;
+    let sql = "UPDATE pledges SET pay_session_id = $1 WHERE id = $2";
+    on_tx!(&mut tx, c => sqlx::query(sql).bind(&session.id).bind(pledge.id).execute(c).await?.rows_affected());
+    tx.commit().await?;
+    Ok(session)
+}
+
+/// Expires the pledge's open pay-link Checkout session, if any. `Complete`
+/// means the supporter paid through it: its events will record the money.
+pub(crate) async fn close_pay_checkout(
+    db: &Db,
+    gateway: &dyn PaymentGateway,
+    pledge_id: i64,
+) -> Result<SessionState, CampaignError> {
+    let sql = "SELECT pay_session_id FROM pledges WHERE id = $1";
+    let open: Option<Option<String>> =
+        on_db!(db, p => sqlx::query_scalar(sql).bind(pledge_id).fetch_optional(p).await?);
+    let Some(session) = open.flatten() else { return Ok(SessionState::Expired) };
+    let state = gateway.expire_checkout(&session).await?;
+    if state == SessionState::Expired {
+        let mut tx = db.begin().await?;
+        let sql = "UPDATE pledges SET pay_session_id = NULL WHERE id = $1 AND pay_session_id = $2";
+        on_tx!(&mut tx, c => sqlx::query(sql).bind(pledge_id).bind(&session).execute(c).await?.rows_affected());
+        tx.commit().await?;
+    }
+    Ok(state)
 }

@@ -93,6 +93,15 @@ pub enum ChargeOutcome {
     },
 }
 
+/// What expiring a Checkout session found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// It can no longer be paid.
+    Expired,
+    /// The payer finished it first; its events are on their way.
+    Complete,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// Worth retrying with the same idempotency key: rate limited, a 5xx,
@@ -116,6 +125,10 @@ pub trait PaymentGateway: Send + Sync {
     fn name(&self) -> &'static str;
 
     async fn create_checkout(&self, request: &CheckoutRequest) -> Result<CheckoutSession, GatewayError>;
+
+    /// Closes an open Checkout session so it can no longer be paid (or
+    /// learns that it was completed first).
+    async fn expire_checkout(&self, session: &str) -> Result<SessionState, GatewayError>;
 
     /// The customer and card a completed setup-mode session saved.
     async fn saved_card(&self, setup_intent: &str) -> Result<SavedCard, GatewayError>;

@@ -18,5 +18,5 @@ pub mod webhook;
 
 pub use gateway::{
     ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, OffSessionCharge,
-    PaymentGateway, SavedCard,
+    PaymentGateway, SavedCard, SessionState,
 };

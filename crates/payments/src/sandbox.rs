@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::gateway::{
     ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, OffSessionCharge,
-    PaymentGateway, SavedCard,
+    PaymentGateway, SavedCard, SessionState,
 };
 
 pub struct Sandbox {
@@ -236,6 +236,16 @@ impl PaymentGateway for Sandbox {
         });
         tx.commit().await.map_err(gateway_db)?;
         Ok(CheckoutSession { url: format!("{}/sandbox/checkout/{id}", self.base_url), id })
+    }
+
+    async fn expire_checkout(&self, session: &str) -> Result<SessionState, GatewayError> {
+        let mut tx = self.db.begin().await.map_err(gateway_db)?;
+        let sql = "UPDATE sandbox_sessions SET status = 'expired' WHERE id = $1 AND status = 'open'";
+        on_tx!(&mut tx, c => sqlx::query(sql).bind(session).execute(c).await.map_err(gateway_db)?.rows_affected());
+        let status: Option<String> = on_tx!(&mut tx, c => sqlx::query_scalar(
+            "SELECT status FROM sandbox_sessions WHERE id = $1").bind(session).fetch_optional(c).await.map_err(gateway_db)?);
+        tx.commit().await.map_err(gateway_db)?;
+        Ok(if status.as_deref() == Some("complete") { SessionState::Complete } else { SessionState::Expired })
     }
 
     async fn saved_card(&self, setup_intent: &str) -> Result<SavedCard, GatewayError> {

@@ -17,7 +17,7 @@ use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use crate::gateway::{
     ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, OffSessionCharge,
-    PaymentGateway, SavedCard,
+    PaymentGateway, SavedCard, SessionState,
 };
 use crate::stripe_api::KeepRaw;
 
@@ -178,6 +178,25 @@ impl PaymentGateway for StripeGateway {
         match (text(&session, "id"), text(&session, "url")) {
             (Some(id), Some(url)) => Ok(CheckoutSession { id, url }),
             _ => Err(GatewayError::Rejected("Checkout session without id or url".into())),
+        }
+    }
+
+    async fn expire_checkout(&self, session: &str) -> Result<SessionState, GatewayError> {
+        let path = format!("/checkout/sessions/{session}");
+        let expired = self
+            .send::<stripe_shared::CheckoutSession>(StripeMethod::Post, &format!("{path}/expire"), None, None)
+            .await;
+        match expired {
+            Ok(_) => Ok(SessionState::Expired),
+            // Not open any more: find out whether it was paid or had expired.
+            Err(StripeError::Stripe(_, 400)) => {
+                let current = self
+                    .send::<stripe_shared::CheckoutSession>(StripeMethod::Get, &path, None, None)
+                    .await
+                    .map_err(gateway_error)?;
+                Ok(if current["status"] == "complete" { SessionState::Complete } else { SessionState::Expired })
+            }
+            Err(e) => Err(gateway_error(e)),
         }
     }
 

@@ -21,7 +21,6 @@ use axum::{Form, Router};
 use kanpa_campaigns::supporter::{self, ChangeForm};
 use kanpa_campaigns::{Campaign, CampaignError, Pledge, PledgeStatus, Reward, Team, local_time, store};
 use kanpa_ledger::Timestamp;
-use kanpa_payments::{CheckoutMode, CheckoutRequest};
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -380,10 +379,10 @@ async fn cancel(
 }
 
 /// Opens a Checkout session in payment mode for a pledge whose deadline
-/// charge failed. Each visit is a new attempt with its own idempotency
-/// key, `pledge:{id}:pay:{n}`, where `n` is the second of the visit: a
-/// double click within the second reuses the session, a later visit opens a
-/// fresh one (the previous may have expired or been abandoned).
+/// charge failed (`supporter::pay_checkout`): each visit closes the previous
+/// session at the gateway and opens a new one under its own key
+/// (`pledge:{id}:pay:{n}`, `n` counted on the pledge), so only one can be
+/// paid.
 async fn pay(
     State(state): State<AppState>,
     lang: Lang,
@@ -398,27 +397,9 @@ async fn pay(
     if pledge.status != PledgeStatus::PaymentFailed {
         return Ok(see_other("/me"));
     }
-    let campaign = store::campaign_by_id(&state.db, pledge.campaign_id).await.map_err(read_failure)?;
-    let target = match pledge.team_id {
-        Some(team) => store::team(&state.db, campaign.id, team).await.map_err(read_failure)?.name(tr.0).to_owned(),
-        None => tr.t("team-pool"),
-    };
-    let base = &state.site.base_url;
-    let request = CheckoutRequest {
-        mode: CheckoutMode::Payment { konbini: false },
-        amount: pledge.money(),
-        description: format!("{} — {target}", campaign.title(tr.0)),
-        email: pledge.email.clone(),
-        locale: tr.0,
-        kind: "pledge",
-        reference: pledge.public_id.clone(),
-        success_url: format!("{base}/c/{}/thanks/{}", campaign.slug, pledge.public_id),
-        cancel_url: format!("{base}/me"),
-        idempotency_key: format!("pledge:{}:pay:{}", pledge.public_id, Timestamp::now().unix_seconds()),
-    };
-    match state.gateway.create_checkout(&request).await {
+    match supporter::pay_checkout(&state.db, state.gateway.as_ref(), &state.site, &email, &id, tr.0).await {
         Ok(session) => Ok(see_other(&session.url)),
-        Err(e) => refused_at(&state, tr, &email, &id, CampaignError::Gateway(e)).await,
+        Err(e) => refused_at(&state, tr, &email, &id, e).await,
     }
 }
 
