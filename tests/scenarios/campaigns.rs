@@ -89,6 +89,19 @@ impl Drive {
     /// A pledge through Checkout, completed on the fake, its webhooks
     /// delivered; returns its public id once the inbox has committed it.
     async fn pledge(&self, campaign: &Campaign, team: Option<&Team>, amount: i64, email: &str) -> String {
+        let (pledge, session) = self.open_pledge(campaign, team, amount, email).await;
+        self.finish_checkout(&session).await;
+        pledge
+    }
+
+    /// A pledge whose supporter is still at Checkout: (pledge, session id).
+    async fn open_pledge(
+        &self,
+        campaign: &Campaign,
+        team: Option<&Team>,
+        amount: i64,
+        email: &str,
+    ) -> (String, String) {
         let form = PledgeForm {
             team: team.map(|t| t.id.to_string()).unwrap_or_default(),
             amount: amount.to_string(),
@@ -101,13 +114,17 @@ impl Drive {
             .await
             .expect("pledge starts");
         let session_id = started.checkout_url.rsplit('/').next().unwrap().to_owned();
-        let session = self.stripe.complete_checkout_session(&session_id).expect("checkout completes");
+        (started.pledge, session_id)
+    }
+
+    /// The supporter finishes Checkout; Stripe sends its events.
+    async fn finish_checkout(&self, session_id: &str) {
+        let session = self.stripe.complete_checkout_session(session_id).expect("checkout completes");
         self.deliver("checkout.session.completed", session.clone()).await;
         if let Some(seti) = session["setup_intent"].as_str() {
             let intent = self.stripe.object(seti).expect("setup intent exists");
             self.deliver("setup_intent.succeeded", intent).await;
         }
-        started.pledge
     }
 
     async fn deliver(&self, event_type: &str, object: Value) {
@@ -362,8 +379,12 @@ async fn a_missed_goal_charges_nothing_and_tells_everyone(backend: TestBackend) 
     for id in &ids {
         d.wait_status(id, PledgeStatus::Committed).await;
     }
+    let (late, late_session) = d.open_pledge(&campaign, Some(&teams[4]), 20_000, "late@example.jp").await;
     let report = d.settler().settle(campaign.id, true).await.unwrap();
     assert_eq!(report.status, kanpa_campaigns::CampaignStatus::Failed);
+    // A checkout finished after the drive failed commits nothing.
+    d.finish_checkout(&late_session).await;
+    d.wait_status(&late, PledgeStatus::Void).await;
     for id in &ids {
         assert_eq!(d.status(id).await, PledgeStatus::Void);
     }
@@ -499,6 +520,7 @@ async fn a_crash_in_the_middle_of_settlement_resumes_without_double_charges(back
     for id in &ids {
         d.wait_status(id, PledgeStatus::Committed).await;
     }
+    let (late, late_session) = d.open_pledge(&campaign, Some(&teams[0]), 3_000, "late@example.jp").await;
     // Slow answers, so the "crash" (dropping the settlement mid-flight)
     // leaves charges sent to Stripe whose answers were never recorded.
     d.stripe.set_latency(Duration::from_millis(150));
@@ -531,6 +553,12 @@ async fn a_crash_in_the_middle_of_settlement_resumes_without_double_charges(back
     assert!(replays > 28, "the resumed run resent the in-flight keys ({replays} requests)");
     assert_eq!(count(d.db(), "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE '%:gross'").await, 28);
     assert!(ledger::check(d.db()).await.unwrap().is_clean());
+
+    // A checkout finished after the drive settled successfully is charged at once.
+    d.finish_checkout(&late_session).await;
+    d.wait_status(&late, PledgeStatus::Collected).await;
+    let succeeded = d.stripe.objects("payment_intent").into_iter().filter(|pi| pi["status"] == "succeeded").count();
+    assert_eq!(succeeded, 29);
 }
 
 async fn bad_pledges_are_refused_and_leave_nothing_behind(backend: TestBackend) {

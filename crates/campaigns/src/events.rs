@@ -21,7 +21,7 @@ use kanpa_payments::{Collected, PaymentGateway};
 use serde_json::{Value, json};
 
 use crate::error::CampaignError;
-use crate::model::{Pledge, PledgeStatus};
+use crate::model::{CampaignStatus, Pledge, PledgeStatus};
 use crate::pledge::{change_status, confirmation, email_supporter};
 use crate::{Site, money_text, pool, store};
 
@@ -200,6 +200,25 @@ impl PledgeEvents {
     async fn commit(&self, tx: &mut Tx, campaign: &crate::Campaign, pledge: &Pledge) -> Result<Handled, CampaignError> {
         if pledge.status != PledgeStatus::Pending {
             return Ok(Handled::Skipped(format!("pledge is {}", pledge.status)));
+        }
+        // A card saved at a Checkout opened before the deadline but finished
+        // after it: too late for a missed or cancelled drive; charged at once
+        // for one that has already settled successfully.
+        match campaign.status {
+            CampaignStatus::Failed | CampaignStatus::Cancelled => {
+                change_status(tx, pledge, PledgeStatus::Void).await?;
+                return Ok(Handled::Applied);
+            }
+            CampaignStatus::Succeeded => {
+                let job = NewJob {
+                    kind: crate::settle::CHARGE_JOB,
+                    payload: json!({ "pledge": pledge.public_id }),
+                    run_at: kanpa_ledger::Timestamp::now(),
+                    max_attempts: 10,
+                };
+                jobs::enqueue(tx, &job).await?;
+            }
+            CampaignStatus::Draft | CampaignStatus::Live | CampaignStatus::Settling => {}
         }
         change_status(tx, pledge, PledgeStatus::Committed).await?;
         confirmation(tx, &self.site, campaign, pledge, PledgeTiming::AtDeadline).await?;

@@ -40,6 +40,8 @@ use crate::{Site, local_time, money_text, pool, store};
 pub const SETTLE_JOB: &str = "campaign.settle";
 pub const RETRY_JOB: &str = "pledge.retry_charge";
 pub const DROP_JOB: &str = "pledge.drop";
+/// Charges one pledge committed after its drive had already settled.
+pub const CHARGE_JOB: &str = "pledge.charge_late";
 
 /// Days after the first failure on which the charge is tried again.
 pub const RETRY_DAYS: [i64; 3] = [1, 3, 5];
@@ -447,6 +449,16 @@ impl Settler {
         self.charge(&campaign, &pledge).await.map(Some)
     }
 
+    /// Charges a pledge committed after its campaign settled successfully.
+    pub async fn charge_late(&self, public_id: &str) -> Result<Option<ChargeOutcome>, CampaignError> {
+        let pledge = store::pledge_by_public_id(&self.db, public_id).await?;
+        let campaign = store::campaign_by_id(&self.db, pledge.campaign_id).await?;
+        if pledge.status != PledgeStatus::Committed || campaign.status != CampaignStatus::Succeeded {
+            return Ok(None);
+        }
+        self.charge(&campaign, &pledge).await.map(Some)
+    }
+
     /// Drops a pledge still unpaid at the end of its window.
     pub async fn drop_unpaid(&self, public_id: &str) -> Result<bool, CampaignError> {
         let mut tx = self.db.begin().await?;
@@ -587,6 +599,23 @@ impl JobHandler for RetryChargeJob {
     }
 }
 
+pub struct ChargeLateJob {
+    pub settler: Arc<Settler>,
+}
+
+#[async_trait]
+impl JobHandler for ChargeLateJob {
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy { base: Duration::from_secs(30), cap: Duration::from_secs(3600), max_attempts: 10 }
+    }
+
+    async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure> {
+        let pledge = job.payload["pledge"].as_str().ok_or_else(|| JobFailure::GiveUp("no pledge".into()))?;
+        self.settler.charge_late(pledge).await.map_err(|e| JobFailure::Retry(e.to_string()))?;
+        Ok(db.begin().await?)
+    }
+}
+
 pub struct DropJob {
     pub settler: Arc<Settler>,
 }
@@ -609,6 +638,7 @@ pub fn register(registry: &mut jobs::Registry, settler: Arc<Settler>, slice: Dur
     registry.register(SETTLE_JOB, Arc::new(SettleJob { settler: settler.clone(), slice }));
     registry.register(RETRY_JOB, Arc::new(RetryChargeJob { settler: settler.clone() }));
     registry.register(DROP_JOB, Arc::new(DropJob { settler: settler.clone() }));
+    registry.register(CHARGE_JOB, Arc::new(ChargeLateJob { settler: settler.clone() }));
     registry.register(
         crate::pledge::EXPIRE_JOB,
         Arc::new(crate::pledge::ExpirePending { gateway: settler.gateway.clone() }),
