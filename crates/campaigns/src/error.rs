@@ -63,3 +63,20 @@ impl From<kanpa_ledger::EntryError> for CampaignError {
         CampaignError::Ledger(e.into())
     }
 }
+
+/// A sign-in refusal in the words of the pledge forms: the same field and
+/// problems as any email a supporter types.
+impl From<kanpa_messaging::signin::SignInError> for CampaignError {
+    fn from(e: kanpa_messaging::signin::SignInError) -> Self {
+        use crate::model::{Problem, invalid};
+        use kanpa_messaging::signin::SignInError as E;
+        match e {
+            E::EmailRequired => invalid("email", Problem::Required).into(),
+            E::EmailTooLong => invalid("email", Problem::TooLong { max: 254 }).into(),
+            E::InvalidEmail => invalid("email", Problem::Email).into(),
+            E::LinkExpired => CampaignError::LinkExpired,
+            E::Database(e) => CampaignError::Database(e),
+            E::Outbox(e) => CampaignError::Database(sqlx::Error::Protocol(e.to_string())),
+        }
+    }
+}

@@ -10,7 +10,8 @@
 //!   taken in the ledger;
 //! - [`settle`]: the deadline: charging saved cards, retries, dropping, the
 //!   pool split and the report;
-//! - [`supporter`]: sign-in links and "my pledges";
+//! - [`supporter`]: "my pledges" changes (signing in is
+//!   `kanpa_messaging::signin`);
 //! - [`demo`]: the demonstration drive `kanpa serve --demo` seeds.
 //!
 //! Pledged-but-not-charged money lives in the pledge table and the

@@ -1,102 +1,16 @@
-//! Supporters sign in with an emailed single-use link and manage their
-//! pledges: change the amount, team or reward, or cancel, until the
-//! deadline of an all-or-nothing drive.
-//!
-//! Tokens and session ids are random and stored only as SHA-256 hashes.
+//! Supporters manage their pledges: change the amount, team or reward, or
+//! cancel, until the deadline of an all-or-nothing drive; pay one whose
+//! deadline charge failed. Signing in (the emailed single-use link and the
+//! session) is `kanpa_messaging::signin`, shared with patrons.
 
 use kanpa_ledger::{Db, Locale, Timestamp, on_db, on_tx};
-use kanpa_messaging::email::{EmailAddress, EmailTemplate};
-use kanpa_messaging::outbox::{self, NewEmail};
 use kanpa_payments::{CheckoutMode, CheckoutRequest, CheckoutSession, PaymentGateway, SessionState};
-use rand::Rng;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::CampaignError;
-use crate::model::{self, FundingModel, Pledge, PledgeStatus};
+use crate::model::{FundingModel, Pledge, PledgeStatus};
 use crate::pledge::{Choice, add_to_totals, check_choice, claim_reward, release_reward, sub};
 use crate::{Site, store};
-
-pub const LINK_MINUTES: u32 = 30;
-pub const SESSION_DAYS: i64 = 30;
-
-fn random_token() -> String {
-    let bytes: [u8; 32] = rand::rng().random();
-    hex::encode(bytes)
-}
-
-fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// Emails a sign-in link. Says nothing about whether the address has
-/// pledges, so the page cannot be used to find out who supports what.
-pub async fn request_link(db: &Db, site: &Site, email: &str, locale: Locale) -> Result<(), CampaignError> {
-    let email = model::email("email", email)?;
-    let to = EmailAddress::parse(&email).map_err(|_| model::invalid("email", model::Problem::Email))?;
-    let token = random_token();
-    let now = Timestamp::now();
-    let expires = now.saturating_add(time::Duration::minutes(i64::from(LINK_MINUTES)));
-    let mut tx = db.begin().await?;
-    let sql = "INSERT INTO sign_in_tokens (token_hash, email, created_at, expires_at) VALUES ($1, $2, $3, $4)";
-    on_tx!(&mut tx, c => sqlx::query(sql).bind(hash(&token)).bind(&email).bind(now).bind(expires)
-        .execute(c).await?.rows_affected());
-    let message = NewEmail {
-        key: format!("sign-in:{}", hash(&token)),
-        to,
-        to_name: None,
-        locale,
-        template: EmailTemplate::SignInLink {
-            link: format!("{}/me/sign-in/{token}", site.base_url),
-            expires_in_minutes: LINK_MINUTES,
-        },
-    };
-    outbox::enqueue(&mut tx, &message, &site.mail_domain)
-        .await
-        .map_err(|e| CampaignError::Database(sqlx::Error::Protocol(e.to_string())))?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// A signed-in supporter: the raw session id goes in the cookie.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Session {
-    pub id: String,
-    pub email: String,
-}
-
-/// Uses a sign-in link once and opens a session. An unknown, expired or
-/// already used link is refused alike.
-pub async fn redeem(db: &Db, token: &str) -> Result<Session, CampaignError> {
-    let now = Timestamp::now();
-    let mut tx = db.begin().await?;
-    let sql = "UPDATE sign_in_tokens SET used_at = $1
-               WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING email";
-    let email: Option<String> =
-        on_tx!(&mut tx, c => sqlx::query_scalar(sql).bind(now).bind(hash(token)).fetch_optional(c).await?);
-    let email = email.ok_or(CampaignError::LinkExpired)?;
-    let id = random_token();
-    let expires = now.saturating_add(time::Duration::days(SESSION_DAYS));
-    let sql = "INSERT INTO supporter_sessions (id_hash, email, created_at, expires_at) VALUES ($1, $2, $3, $4)";
-    on_tx!(&mut tx, c => sqlx::query(sql).bind(hash(&id)).bind(&email).bind(now).bind(expires)
-        .execute(c).await?.rows_affected());
-    tx.commit().await?;
-    Ok(Session { id, email })
-}
-
-/// The email of a live session.
-pub async fn session_email(db: &Db, session_id: &str) -> Result<Option<String>, CampaignError> {
-    let sql = "SELECT email FROM supporter_sessions WHERE id_hash = $1 AND expires_at > $2";
-    Ok(on_db!(db, p => sqlx::query_scalar(sql).bind(hash(session_id)).bind(Timestamp::now()).fetch_optional(p).await?))
-}
-
-pub async fn sign_out(db: &Db, session_id: &str) -> Result<(), CampaignError> {
-    let sql = "DELETE FROM supporter_sessions WHERE id_hash = $1";
-    let mut tx = db.begin().await?;
-    on_tx!(&mut tx, c => sqlx::query(sql).bind(hash(session_id)).execute(c).await?.rows_affected());
-    tx.commit().await?;
-    Ok(())
-}
 
 /// A pledge of this supporter; another's is not found.
 pub async fn own_pledge(db: &Db, email: &str, public_id: &str) -> Result<Pledge, CampaignError> {

@@ -1,9 +1,11 @@
 //! Everything that happens later or elsewhere: the job runner, the durable
-//! inbox for Stripe events, the email outbox and outgoing webhooks.
+//! inbox for Stripe events, the email outbox, emailed sign-in links and
+//! outgoing webhooks.
 //!
 //! Owns the tables `jobs`, `stripe_events`, `stripe_object_versions`,
-//! `outbox_emails`, `webhook_endpoints`, `webhook_deliveries` and
-//! `webhook_delivery_attempts`. Rows are written in the caller's
+//! `outbox_emails`, `webhook_endpoints`, `webhook_deliveries`,
+//! `webhook_delivery_attempts`, and, for [`signin`], `sign_in_tokens` and
+//! `supporter_sessions`. Rows are written in the caller's
 //! transaction, so a job, an event or an email exists exactly when the
 //! change that caused it does.
 //!
@@ -17,3 +19,4 @@ pub mod inbox;
 pub mod jobs;
 pub mod mailer;
 pub mod outbox;
+pub mod signin;

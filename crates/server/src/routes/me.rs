@@ -21,6 +21,7 @@ use axum::{Form, Router};
 use kanpa_campaigns::supporter::{self, ChangeForm};
 use kanpa_campaigns::{Campaign, CampaignError, Pledge, PledgeStatus, Reward, Team, local_time, store};
 use kanpa_ledger::Timestamp;
+use kanpa_messaging::signin::{self, LinkSite};
 use serde::Deserialize;
 
 use crate::app::AppState;
@@ -63,7 +64,7 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<(Stri
     let Some(id) = session_cookie(headers) else {
         return Ok(None);
     };
-    let email = supporter::session_email(&state.db, &id).await.map_err(read_failure)?;
+    let email = signin::session_email(&state.db, &id).await.map_err(|e| read_failure(e.into()))?;
     Ok(email.map(|email| (id, email)))
 }
 
@@ -116,7 +117,8 @@ async fn sign_in(
     if !forms::same_origin(&headers, &state.site.base_url) {
         return Ok(forms::cross_site(tr));
     }
-    match supporter::request_link(&state.db, &state.site, &form.email, lang.0).await {
+    let site = LinkSite { base_url: &state.site.base_url, mail_domain: &state.site.mail_domain };
+    match signin::request_link(&state.db, site, &form.email, lang.0).await.map_err(CampaignError::from) {
         Ok(()) => {
             state.workers.notify();
             // The same answer whether or not the address has pledges.
@@ -132,9 +134,9 @@ async fn sign_in(
 }
 
 async fn redeem(State(state): State<AppState>, lang: Lang, Path(token): Path<String>) -> Result<Response, AppError> {
-    match supporter::redeem(&state.db, &token).await {
+    match signin::redeem(&state.db, &token).await.map_err(CampaignError::from) {
         Ok(session) => {
-            let max_age = supporter::SESSION_DAYS * 86_400;
+            let max_age = signin::SESSION_DAYS * 86_400;
             let mut response = see_other("/me");
             response.headers_mut().insert(SET_COOKIE, cookie(&state, &session.id, max_age));
             // The token is in this URL: keep it out of any Referer.
@@ -156,7 +158,7 @@ async fn sign_out(State(state): State<AppState>, lang: Lang, headers: HeaderMap)
         return Ok(forms::cross_site(lang.tr()));
     }
     if let Some(id) = session_cookie(&headers) {
-        supporter::sign_out(&state.db, &id).await.map_err(read_failure)?;
+        signin::sign_out(&state.db, &id).await.map_err(|e| read_failure(e.into()))?;
     }
     let mut response = see_other("/me?done=signed_out");
     response.headers_mut().insert(SET_COOKIE, cookie(&state, "", 0));
