@@ -12,4 +12,5 @@ mod jobs;
 mod ledger;
 mod outgoing;
 mod pages;
+mod salons;
 mod server;

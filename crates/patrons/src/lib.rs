@@ -1,1 +1,22 @@
-//! placeholder
+//! The patron salon: an organisation's salon offers monthly tiers, and
+//! patrons hold memberships, each one Stripe subscription to one tier's
+//! price.
+//!
+//! - [`model`]: the types and the rules their inputs follow;
+//! - [`store`]: creating, editing and reading salons, tiers, members'
+//!   posts and memberships, and the atomic seat claim of a tier.
+//!
+//! Each salon opens a fund account in the ledger; money a patron pays is
+//! posted there with the Stripe fee as its own entry. Owns the tables
+//! `salons`, `salon_tiers`, `salon_tier_prices`, `salon_member_posts`,
+//! `memberships` and `membership_invoices`. Knows nothing of campaigns or
+//! of HTTP; signing in is `kanpa_messaging::signin`.
+
+pub mod error;
+pub mod model;
+pub mod store;
+
+pub use error::PatronError;
+pub use model::{
+    BillingAnchor, MemberPost, Membership, MembershipStatus, Salon, SalonStatus, Tier, TierChange, TierStatus,
+};

@@ -70,6 +70,11 @@ pub enum Command {
         #[command(subcommand)]
         command: CampaignCommand,
     },
+    /// Patron salons: create from a JSON file with tiers, open, close, list.
+    Salon {
+        #[command(subcommand)]
+        command: SalonCommand,
+    },
     /// API tokens of an organisation.
     Token {
         #[command(subcommand)]
@@ -109,6 +114,28 @@ pub enum CampaignCommand {
     },
     /// Print the settlement report.
     Report { slug: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SalonCommand {
+    /// One salon per line: slug, status, currency, tiers.
+    List {
+        #[arg(long, value_name = "SLUG")]
+        org: Option<String>,
+    },
+    /// Create a draft from FILE: the API's salon fields, plus optional
+    /// "tiers" and "posts" arrays (see /api/v1/openapi.json).
+    Create {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        file: std::path::PathBuf,
+    },
+    /// Open a salon to new patrons.
+    Open { slug: String },
+    /// Take no new patrons; memberships run on.
+    Close { slug: String },
+    /// One tier per line: slug, status, monthly price, seats.
+    Tiers { slug: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +252,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Webhooks { command } => operator::webhooks(config, command).await,
         Command::Jobs => operator::jobs(config).await,
         Command::Campaign { command } => crate::campaign_cli::run(config, command).await,
+        Command::Salon { command } => crate::salon_cli::run(config, command).await,
         Command::Token { command } => crate::campaign_cli::token(config, command).await,
     };
     match result {

@@ -17,6 +17,8 @@ pub mod operator;
 pub mod page_cache;
 pub mod pages;
 pub mod routes;
+pub mod salon_cli;
+pub mod salon_errors;
 pub mod telemetry;
 pub mod workers;
 

@@ -46,6 +46,14 @@ campaign-error-reward-unavailable = This reward cannot be chosen right now (outs
 campaign-error-pledge-locked = This pledge can no longer be changed (the deadline has passed, or it was charged or cancelled).
 campaign-error-link-expired = This sign-in link has expired or was already used. Please ask for a new one.
 campaign-error-gateway = We could not reach the payment service. Nothing was charged. Please try again in a moment.
+salon-error-unknown-tier = The tier you chose is not part of this salon.
+salon-error-tier-retired = This tier is no longer taking new members. Please choose another one.
+salon-error-tier-full = This tier is full. Please choose another one.
+salon-error-already-member = This email address already has a membership of this salon. Sign in to manage it.
+salon-error-wrong-state = Not possible while the salon is { $status }.
+salon-error-membership-state = Not possible while the membership is { $status }.
+salon-error-url = Give a link starting with https:// or http://.
+salon-error-out-of-range = Enter a number from { $min } to { $max }.
 error-cross-site = This form was sent from another site, so it was not accepted. Please open the page again and retry.
 
 # Progress, time, funding model

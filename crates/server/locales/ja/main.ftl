@@ -46,6 +46,14 @@ campaign-error-reward-unavailable = このリターンは現在選べません(�
 campaign-error-pledge-locked = このご支援は変更できません(締切後、または請求済み・取り消し済みです)。
 campaign-error-link-expired = このサインイン用リンクは有効期限切れか、すでに使われています。もう一度リンクを請求してください。
 campaign-error-gateway = 決済サービスに接続できませんでした。請求は発生していません。少し時間をおいてもう一度お試しください。
+salon-error-unknown-tier = 選んだプランはこのサロンにありません。
+salon-error-tier-retired = このプランは新規の入会を受け付けていません。別のプランを選んでください。
+salon-error-tier-full = このプランは満席です。別のプランを選んでください。
+salon-error-already-member = このメールアドレスはすでにこのサロンに入会しています。サインインして会員情報をご確認ください。
+salon-error-wrong-state = サロンの状態({ $status })ではこの操作はできません。
+salon-error-membership-state = 会員の状態({ $status })ではこの操作はできません。
+salon-error-url = https:// または http:// で始まるリンクを入力してください。
+salon-error-out-of-range = { $min } から { $max } までの数を入力してください。
 error-cross-site = このフォームは他のサイトから送信されたため、受け付けませんでした。ページを開き直してからもう一度お試しください。
 
 # Progress, time, funding model

@@ -1,5 +1,5 @@
 //! `/api/v1`: the organisers' JSON API for campaigns, teams and rewards,
-//! and the settlement report. Described in OpenAPI at `/api/v1/openapi.json`.
+//! and the settlement report (salons are in [`super::salon_api`]). Described in OpenAPI at `/api/v1/openapi.json`.
 //!
 //! Every request carries `Authorization: Bearer <token>` (see
 //! `kanpa token create`). A campaign of another organisation is answered
@@ -61,6 +61,15 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
+    pub(crate) fn with_field(
+        status: StatusCode,
+        code: &'static str,
+        field: Option<&'static str>,
+        message: String,
+    ) -> ApiError {
+        ApiError { status, code, field, message }
+    }
+
     fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
         ApiError { status, code, field: None, message }
     }
@@ -104,11 +113,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Api {
+    pub(crate) fn org(&self) -> kanpa_ledger::OrgId {
+        self.caller.org
+    }
+
+    pub(crate) fn tr(&self) -> Tr {
+        self.tr
+    }
+
     fn fail(&self, e: CampaignError) -> ApiError {
         ApiError::from_campaign(e, self.tr)
     }
 
-    fn must_organise(&self) -> Result<(), ApiError> {
+    pub(crate) fn must_organise(&self) -> Result<(), ApiError> {
         if self.caller.role.can_organise() {
             Ok(())
         } else {
@@ -127,7 +144,7 @@ impl Api {
 }
 
 /// A JSON body, or a 400 naming what is wrong with it.
-pub struct Body<T>(T);
+pub struct Body<T>(pub T);
 
 impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for Body<T> {
     type Rejection = ApiError;

@@ -7,5 +7,6 @@ pub mod campaigns;
 pub mod health;
 pub mod home;
 pub mod me;
+pub mod salon_api;
 pub mod sandbox;
 pub mod webhooks;
