@@ -4,13 +4,24 @@
 
 use std::sync::Arc;
 
+use kanpa_ledger::Locale;
+use kanpa_messaging::inbox::EventHandlers;
+use kanpa_messaging::mailer::SmtpMailer;
+use kanpa_patrons::join::{self, JoinForm};
+use kanpa_payments::PaymentGateway;
+use kanpa_payments::sandbox::{Sandbox, SandboxAction, SandboxResult};
+use kanpa_server::config::{Config, GatewayKind, Secret};
+use kanpa_server::workers::{self, Extras};
+use kanpa_testkit::smtp::SmtpSink;
+use kanpa_testkit::stripe::FakeStripe;
+
 use kanpa_ledger::{Db, OrgId, on_db, store as ledger};
 use kanpa_patrons::store::{self, SalonInput, TierInput};
-use kanpa_patrons::{PatronError, Salon};
+use kanpa_patrons::{PatronError, Salon, SalonStatus, Site, Tier};
 use kanpa_server::api_token::{self, Role};
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, TestBackend, TestDb, run_kanpa};
+use crate::harness::{TestApp, TestBackend, TestDb, exec_raw, run_kanpa, test_config};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -19,6 +30,10 @@ on_both_backends!(
     a_tier_seat_limit_holds_under_concurrent_claims,
     bad_salon_input_is_refused_and_nothing_is_stored,
     an_operator_creates_and_opens_a_salon_from_a_file,
+    a_patron_joins_through_subscription_checkout_on_the_tiers_own_price,
+    bad_joins_are_refused_and_change_nothing,
+    concurrent_joins_never_take_more_seats_than_a_tier_has,
+    the_sandbox_completes_a_subscription_checkout_into_stripe_shaped_events,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -90,6 +105,8 @@ async fn organisers_set_up_a_salon_with_tiers_and_posts_through_the_api(backend:
         assert_eq!(status, 201, "{tier}");
         assert_eq!(tier["monthly_price"], price);
         assert_eq!(tier["status"], "active");
+        // Priced at the gateway (the sandbox here) as soon as it exists.
+        assert!(tier["stripe_price_id"].as_str().is_some_and(|p| p.starts_with("price_sandbox_")), "{tier}");
     }
     let (status, listed) = call(&app, &token, "GET", "/api/v1/salons/dr-salon/tiers", None).await;
     assert_eq!(status, 200);
@@ -326,4 +343,243 @@ async fn an_operator_creates_and_opens_a_salon_from_a_file(backend: TestBackend)
     assert_eq!(code, 1);
     assert!(err.contains("contact_email: That email address does not look right."), "{err}");
     assert_eq!(count(&t.db, "SELECT COUNT(*) FROM salons").await, 1);
+}
+
+/// The server on the Stripe gateway against the fake, mail to the sink.
+struct Billing {
+    app: TestApp,
+    stripe: FakeStripe,
+    _sink: SmtpSink,
+    gateway: Arc<dyn PaymentGateway>,
+    site: Site,
+}
+
+impl Billing {
+    async fn start(backend: TestBackend) -> Option<Billing> {
+        kanpa_server::install_crypto_provider();
+        let stripe = FakeStripe::start().await.expect("fake Stripe starts");
+        let sink = SmtpSink::start().expect("SMTP sink starts");
+        let mailer = SmtpMailer::from_url(&sink.url()).expect("sink URL");
+        let configure = {
+            let (api_base, secret) = (stripe.api_base(), stripe.webhook_secret());
+            move |c: &mut Config| {
+                c.payments.gateway = GatewayKind::Stripe;
+                c.stripe.secret_key = Secret::new("sk_test_kanpa");
+                c.stripe.api_base = api_base.clone();
+                c.stripe.webhook_secrets = Secret::new(&secret);
+            }
+        };
+        let extras = Extras { event_handlers: EventHandlers::default(), mailer: Some(Arc::new(mailer)) };
+        let app = TestApp::spawn_with(backend, extras, configure.clone()).await?;
+        stripe.set_webhook_url(app.url("/webhooks/stripe"));
+        let mut config = test_config(&app.database_url);
+        configure(&mut config);
+        let gateway = workers::gateway(&config, &app.db).expect("gateway");
+        Some(Billing { app, stripe, _sink: sink, gateway, site: config.salon_site() })
+    }
+
+    fn db(&self) -> &Db {
+        &self.app.db
+    }
+
+    async fn join(&self, salon: &Salon, tier: &str, email: &str) -> Result<join::Joined, PatronError> {
+        let form = JoinForm { tier: tier.into(), email: email.into() };
+        join::join(self.db(), self.gateway.as_ref(), &self.site, &salon.slug, &form, Locale::Ja).await
+    }
+}
+
+/// An open salon with a reader tier (¥500, unlimited) and an inner tier
+/// (¥5,000, `seats` seats).
+async fn open_salon(db: &Db, seats: i64) -> (Salon, Tier, Tier) {
+    let org = org(db, "clinic").await;
+    let salon = salon(db, org, "dr-salon").await;
+    let reader =
+        TierInput { slug: "reader".into(), name_ja: "読者".into(), monthly_price: 500, ..TierInput::default() };
+    let reader = store::add_tier(db, salon.id, &reader).await.unwrap();
+    let inner = TierInput {
+        slug: "inner".into(),
+        name_ja: "インナー".into(),
+        monthly_price: 5000,
+        seat_limit: Some(seats),
+        ..TierInput::default()
+    };
+    let inner = store::add_tier(db, salon.id, &inner).await.unwrap();
+    let salon = store::set_salon_status(db, salon.id, SalonStatus::Open).await.unwrap();
+    (salon, reader, inner)
+}
+
+fn session_id(url: &str) -> String {
+    url.rsplit('/').next().unwrap().to_owned()
+}
+
+async fn a_patron_joins_through_subscription_checkout_on_the_tiers_own_price(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, inner) = open_salon(b.db(), 10).await;
+    let joined = b.join(&salon, "inner", "hanako@example.jp").await.expect("joins");
+    let membership = store::membership_by_public_id(b.db(), &joined.membership).await.unwrap();
+    assert_eq!(membership.status, kanpa_patrons::MembershipStatus::Incomplete);
+    assert_eq!(membership.amount, 5000);
+    let tier = store::tier(b.db(), salon.id, inner.id).await.unwrap();
+    assert_eq!(tier.seats_taken, 1);
+    let first_price = tier.stripe_price_id.clone().expect("the tier is priced");
+    let product = tier.stripe_product_id.clone().expect("the tier has a product");
+    assert_eq!(membership.stripe_price_id.as_deref(), Some(first_price.as_str()));
+    let price = b.stripe.object(&first_price).unwrap();
+    assert_eq!((price["unit_amount"].as_i64(), price["recurring"]["interval"].as_str()), (Some(5000), Some("month")));
+    assert_eq!(price["metadata"]["kanpa_kind"], "tier");
+
+    // Completing Checkout on Stripe starts a subscription on that price,
+    // carrying the membership's id.
+    let session = b.stripe.complete_checkout_session(&session_id(&joined.checkout_url)).unwrap();
+    assert_eq!(session["mode"], "subscription");
+    assert_eq!(session["metadata"]["kanpa_kind"], "membership");
+    assert_eq!(session["metadata"]["kanpa_ref"], joined.membership.as_str());
+    let subscription = b.stripe.object(session["subscription"].as_str().unwrap()).unwrap();
+    assert_eq!(subscription["items"]["data"][0]["price"]["id"], first_price.as_str());
+    assert_eq!(subscription["metadata"]["kanpa_ref"], joined.membership.as_str());
+
+    // A new amount is a new Stripe price of the same product, for new
+    // patrons; the first patron stays on theirs.
+    let change = store::TierChanges { monthly_price: Some(6000), ..Default::default() };
+    let changed = store::update_tier(b.db(), salon.id, inner.id, &change).await.unwrap();
+    assert_eq!(changed.stripe_price_id, None);
+    let second = b.join(&salon, "inner", "taro@example.jp").await.expect("joins");
+    let tier = store::tier(b.db(), salon.id, inner.id).await.unwrap();
+    let new_price = tier.stripe_price_id.clone().unwrap();
+    assert_ne!(new_price, first_price);
+    assert_eq!(tier.stripe_product_id.as_deref(), Some(product.as_str()));
+    assert_eq!(b.stripe.object(&new_price).unwrap()["unit_amount"], 6000);
+    let second = store::membership_by_public_id(b.db(), &second.membership).await.unwrap();
+    assert_eq!((second.amount, second.stripe_price_id.as_deref()), (6000, Some(new_price.as_str())));
+    let first = store::membership_by_public_id(b.db(), &joined.membership).await.unwrap();
+    assert_eq!((first.amount, first.stripe_price_id.as_deref()), (5000, Some(first_price.as_str())));
+    assert_eq!(count(b.db(), "SELECT COUNT(*) FROM salon_tier_prices").await, 2);
+    b.app.stop().await;
+}
+
+async fn bad_joins_are_refused_and_change_nothing(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, reader, _) = open_salon(b.db(), 0).await;
+    let member = b.join(&salon, "reader", "hanako@example.jp").await.unwrap();
+    exec_raw(b.db(), &format!("UPDATE memberships SET status = 'active' WHERE public_id = '{}'", member.membership))
+        .await
+        .unwrap();
+    let retire = store::TierChanges { status: Some("retired".into()), ..Default::default() };
+    let other = TierInput { slug: "old".into(), name_ja: "旧".into(), monthly_price: 800, ..TierInput::default() };
+    let old = store::add_tier(b.db(), salon.id, &other).await.unwrap();
+    store::update_tier(b.db(), salon.id, old.id, &retire).await.unwrap();
+    let sessions = b.stripe.objects("checkout.session").len();
+    let memberships = count(b.db(), "SELECT COUNT(*) FROM memberships").await;
+
+    type Expected = fn(&PatronError) -> bool;
+    let refusals: [(&str, &str, Expected); 6] = [
+        ("gold", "a@example.jp", |e| matches!(e, PatronError::NotFound("tier"))),
+        ("1; DROP TABLE memberships", "a@example.jp", |e| matches!(e, PatronError::NotFound("tier"))),
+        ("old", "a@example.jp", |e| matches!(e, PatronError::TierRetired)),
+        ("inner", "a@example.jp", |e| matches!(e, PatronError::TierFull)),
+        ("reader", "HANAKO@example.jp", |e| matches!(e, PatronError::AlreadyMember)),
+        ("reader", "not-an-address", |e| matches!(e, PatronError::Invalid(i) if i.field == "email")),
+    ];
+    for (tier, email, expected) in refusals {
+        let refused = b.join(&salon, tier, email).await.expect_err(tier);
+        assert!(expected(&refused), "{tier} {email}: {refused:?}");
+    }
+    let closed = store::set_salon_status(b.db(), salon.id, SalonStatus::Closed).await.unwrap();
+    assert!(matches!(b.join(&closed, "reader", "b@example.jp").await, Err(PatronError::SalonState { .. })));
+    let Err(PatronError::NotFound("salon")) = join::join(
+        b.db(),
+        b.gateway.as_ref(),
+        &b.site,
+        "no-such-salon",
+        &JoinForm { tier: "reader".into(), email: "b@example.jp".into() },
+        Locale::En,
+    )
+    .await
+    else {
+        panic!("an unknown salon is not found")
+    };
+
+    assert_eq!(count(b.db(), "SELECT COUNT(*) FROM memberships").await, memberships);
+    assert_eq!(b.stripe.objects("checkout.session").len(), sessions);
+    assert_eq!(store::tier(b.db(), salon.id, reader.id).await.unwrap().seats_taken, 1);
+    assert_eq!(count(b.db(), "SELECT CAST(COALESCE(SUM(seats_taken), 0) AS BIGINT) FROM salon_tiers").await, 1);
+    b.app.stop().await;
+}
+
+async fn concurrent_joins_never_take_more_seats_than_a_tier_has(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, inner) = open_salon(b.db(), 5).await;
+    let b = Arc::new(b);
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        let (b, salon) = (b.clone(), salon.clone());
+        tasks.push(tokio::spawn(async move { b.join(&salon, "inner", &format!("patron{n}@example.jp")).await }));
+    }
+    let (mut joined, mut full) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => joined += 1,
+            Err(PatronError::TierFull) => full += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!((joined, full), (5, 15));
+    assert_eq!(store::tier(b.db(), salon.id, inner.id).await.unwrap().seats_taken, 5);
+    assert_eq!(count(b.db(), "SELECT COUNT(*) FROM memberships").await, 5);
+    let Ok(b) = Arc::try_unwrap(b) else { panic!("all joins are done") };
+    b.app.stop().await;
+}
+
+async fn the_sandbox_completes_a_subscription_checkout_into_stripe_shaped_events(backend: TestBackend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let (salon, reader, _) = open_salon(&app.db, 3).await;
+    let sandbox = Sandbox::new(app.db.clone(), app.url(""));
+    let site = Site { base_url: app.url(""), mail_domain: "kanpa.test".into() };
+    let form = JoinForm { tier: "reader".into(), email: "hanako@example.jp".into() };
+    // A first Checkout left unfinished is closed when the patron starts again.
+    let abandoned = join::join(&app.db, &sandbox, &site, &salon.slug, &form, Locale::Ja).await.unwrap();
+    let joined = join::join(&app.db, &sandbox, &site, &salon.slug, &form, Locale::Ja).await.unwrap();
+    let old = store::membership_by_public_id(&app.db, &abandoned.membership).await.unwrap();
+    assert_eq!(old.status, kanpa_patrons::MembershipStatus::Ended);
+    assert_eq!(store::tier(&app.db, salon.id, reader.id).await.unwrap().seats_taken, 1);
+    let closed = Sandbox::act(&app.db, &session_id(&abandoned.checkout_url), SandboxAction::Succeed).await.unwrap();
+    assert_eq!(closed, SandboxResult::Closed);
+
+    let id = session_id(&joined.checkout_url);
+    let session = Sandbox::session(&app.db, &id).await.unwrap().unwrap();
+    assert_eq!((session.mode.as_str(), session.amount), ("subscription", 500));
+    let price = store::tier(&app.db, salon.id, reader.id).await.unwrap().stripe_price_id.unwrap();
+    assert_eq!(session.price_id.as_deref(), Some(price.as_str()));
+    let done = Sandbox::act(&app.db, &id, SandboxAction::Succeed).await.unwrap();
+    let SandboxResult::Completed { redirect } = done else { panic!("completed: {done:?}") };
+    assert!(redirect.ends_with(&format!("/s/dr-salon/welcome/{}", joined.membership)), "{redirect}");
+
+    let sql = "SELECT event_type, payload FROM stripe_events ORDER BY created, id";
+    let events: Vec<(String, String)> = on_db!(&app.db, p => sqlx::query_as(sql).fetch_all(p).await.unwrap());
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types.len(), 3);
+    for expected in ["checkout.session.completed", "customer.subscription.created", "invoice.paid"] {
+        assert!(types.contains(&expected), "{types:?}");
+    }
+    let object = |t: &str| -> Value {
+        let (_, payload) = events.iter().find(|(et, _)| et == t).unwrap();
+        serde_json::from_str::<Value>(payload).unwrap()["data"]["object"].clone()
+    };
+    let (completed, subscription, invoice) =
+        (object("checkout.session.completed"), object("customer.subscription.created"), object("invoice.paid"));
+    assert_eq!(completed["mode"], "subscription");
+    assert_eq!(completed["metadata"]["kanpa_kind"], "membership");
+    assert_eq!(completed["metadata"]["kanpa_ref"], joined.membership.as_str());
+    assert_eq!(completed["subscription"], subscription["id"]);
+    assert_eq!(subscription["status"], "active");
+    assert_eq!(subscription["metadata"]["kanpa_ref"], joined.membership.as_str());
+    assert_eq!(subscription["items"]["data"][0]["price"]["id"], price.as_str());
+    assert!(subscription["items"]["data"][0]["current_period_end"].as_i64() > subscription["created"].as_i64());
+    assert_eq!(invoice["amount_paid"], 500);
+    assert_eq!(invoice["parent"]["subscription_details"]["subscription"], subscription["id"]);
+    let pi = invoice["payments"]["data"][0]["payment"]["payment_intent"].as_str().unwrap();
+    // The sandbox knows what that payment took, fee included, like Stripe.
+    let collected = sandbox.collected(pi).await.unwrap().expect("paid");
+    assert_eq!((collected.gross.amount(), collected.fee.amount()), (500, 18));
+    app.stop().await;
 }

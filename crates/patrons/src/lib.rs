@@ -4,7 +4,9 @@
 //!
 //! - [`model`]: the types and the rules their inputs follow;
 //! - [`store`]: creating, editing and reading salons, tiers, members'
-//!   posts and memberships, and the atomic seat claim of a tier.
+//!   posts and memberships, and the atomic seat claim of a tier;
+//! - [`join`]: a tier's Stripe price, and joining through Checkout in
+//!   subscription mode.
 //!
 //! Each salon opens a fund account in the ledger; money a patron pays is
 //! posted there with the Stripe fee as its own entry. Owns the tables
@@ -13,10 +15,20 @@
 //! of HTTP; signing in is `kanpa_messaging::signin`.
 
 pub mod error;
+pub mod join;
 pub mod model;
 pub mod store;
 
 pub use error::PatronError;
+/// What salon flows need to know about the server they run in.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// Absolute, without a trailing slash: "https://kanpa.example".
+    pub base_url: String,
+    /// The domain of outgoing Message-IDs.
+    pub mail_domain: String,
+}
+
 pub use model::{
     BillingAnchor, MemberPost, Membership, MembershipStatus, Salon, SalonStatus, Tier, TierChange, TierStatus,
 };

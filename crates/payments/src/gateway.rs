@@ -10,13 +10,18 @@ use async_trait::async_trait;
 use kanpa_ledger::{Locale, Money, Timestamp};
 
 /// How a Checkout session takes the money.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckoutMode {
     /// Charge now. `konbini` also offers payment at a convenience store
     /// (paid later, confirmed by `checkout.session.async_payment_succeeded`).
     Payment { konbini: bool },
     /// Save a card for a later off-session charge; nothing is charged now.
     Setup,
+    /// Start a subscription to a recurring `price` (see
+    /// [`PaymentGateway::create_price`]); the first invoice is paid now.
+    /// `anchor`: the first renewal, when the cycle does not start today
+    /// (the 1st of next month); the days until then are prorated.
+    Subscription { price: String, anchor: Option<Timestamp> },
 }
 
 /// A Checkout session to open for one payer.
@@ -36,6 +41,27 @@ pub struct CheckoutRequest {
     pub cancel_url: String,
     /// One key per Checkout session kanpa means to open.
     pub idempotency_key: String,
+}
+
+/// A monthly recurring price to create. The first price of a product
+/// creates the product too (named `product_name`); later prices name it.
+#[derive(Clone, Debug)]
+pub struct NewPrice {
+    pub product: Option<String>,
+    pub product_name: String,
+    /// Per month.
+    pub amount: Money,
+    /// What kanpa calls the thing priced ("tier"), stored in the metadata.
+    pub kind: &'static str,
+    pub reference: String,
+    pub idempotency_key: String,
+}
+
+/// A created price and the product it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriceIds {
+    pub product: String,
+    pub price: String,
 }
 
 /// Where to send the payer.
@@ -125,6 +151,11 @@ pub trait PaymentGateway: Send + Sync {
     fn name(&self) -> &'static str;
 
     async fn create_checkout(&self, request: &CheckoutRequest) -> Result<CheckoutSession, GatewayError>;
+
+    /// Creates a monthly price (and, for the first, its product). Prices
+    /// are never changed: a new amount is a new price, and subscriptions
+    /// on the old one stay there.
+    async fn create_price(&self, price: &NewPrice) -> Result<PriceIds, GatewayError>;
 
     /// Closes an open Checkout session so it can no longer be paid (or
     /// learns that it was completed first).

@@ -17,6 +17,6 @@ pub mod stripe_gateway;
 pub mod webhook;
 
 pub use gateway::{
-    ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, OffSessionCharge,
-    PaymentGateway, SavedCard, SessionState,
+    ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, NewPrice, OffSessionCharge,
+    PaymentGateway, PriceIds, SavedCard, SessionState,
 };

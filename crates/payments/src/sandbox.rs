@@ -17,8 +17,8 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use crate::gateway::{
-    ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, OffSessionCharge,
-    PaymentGateway, SavedCard, SessionState,
+    ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, NewPrice, OffSessionCharge,
+    PaymentGateway, PriceIds, SavedCard, SessionState,
 };
 
 pub struct Sandbox {
@@ -31,6 +31,8 @@ pub struct Sandbox {
 pub struct SandboxSession {
     pub id: String,
     pub mode: String,
+    /// The recurring price of a subscription-mode session.
+    pub price_id: Option<String>,
     pub amount: i64,
     pub currency: String,
     pub description: String,
@@ -101,7 +103,8 @@ impl Sandbox {
     }
 
     pub async fn session(db: &Db, id: &str) -> Result<Option<SandboxSession>, sqlx::Error> {
-        let sql = "SELECT id, mode, amount, currency, description, email, reference, success_url, cancel_url, status
+        let sql = "SELECT id, mode, price_id, amount, currency, description, email, reference, success_url,
+                       cancel_url, status
                    FROM sandbox_sessions WHERE id = $1";
         Ok(on_db!(db, p => sqlx::query_as(sql).bind(id).fetch_optional(p).await?))
     }
@@ -131,7 +134,9 @@ impl Sandbox {
             return Ok(SandboxResult::Closed);
         }
         let customer = format!("cus_sandbox_{suffix}");
-        let meta = json!({ "kanpa_kind": "pledge", "kanpa_ref": session.reference });
+        // Pledges pay or save a card; only memberships subscribe.
+        let kind = if session.mode == "subscription" { "membership" } else { "pledge" };
+        let meta = json!({ "kanpa_kind": kind, "kanpa_ref": session.reference });
         let mut object = json!({
             "id": session.id, "object": "checkout.session", "mode": session.mode, "status": "complete",
             "client_reference_id": session.reference, "metadata": meta, "customer": customer,
@@ -148,7 +153,29 @@ impl Sandbox {
             .bind(&pm).bind(format!("{id}:pm")).bind("payment_method").bind(&session.reference).bind(behaviour)
             .bind(0_i64).bind(&session.currency).bind("saved").bind(now)
             .execute(c).await?.rows_affected());
-        if setup {
+        if session.mode == "subscription" {
+            let pi = format!("pi_sandbox_{suffix}");
+            on_tx!(&mut tx, c => sqlx::query(insert)
+                .bind(&pi).bind(format!("{id}:pi")).bind("payment_intent").bind(&session.reference)
+                .bind("succeeds").bind(session.amount).bind(&session.currency).bind("succeeded").bind(now)
+                .execute(c).await?.rows_affected());
+            let billed = Subscribed {
+                suffix: &suffix,
+                customer: &customer,
+                price: session.price_id.as_deref().unwrap_or_default(),
+                amount: session.amount,
+                currency: &session.currency,
+                meta: &meta,
+                payment_intent: &pi,
+                now,
+            };
+            let (subscription, invoice) = billed.objects();
+            object["subscription"] = subscription["id"].clone();
+            object["invoice"] = invoice["id"].clone();
+            object["payment_status"] = json!("paid");
+            events.push(("customer.subscription.created", subscription));
+            events.push(("invoice.paid", invoice));
+        } else if setup {
             let seti = format!("seti_sandbox_{suffix}");
             object["setup_intent"] = json!(seti);
             object["payment_status"] = json!("no_payment_required");
@@ -175,6 +202,69 @@ impl Sandbox {
         tx.commit().await?;
         Ok(SandboxResult::Completed { redirect: session.success_url.replace("{CHECKOUT_SESSION_ID}", id) })
     }
+}
+
+/// What completing a subscription-mode session starts: an active
+/// subscription and its first invoice, paid, in Stripe's shapes (API
+/// 2025-09-30: periods on the items, the subscription and payment intent
+/// of an invoice under `parent` and `payments`).
+struct Subscribed<'a> {
+    suffix: &'a str,
+    customer: &'a str,
+    price: &'a str,
+    amount: i64,
+    currency: &'a str,
+    meta: &'a Value,
+    payment_intent: &'a str,
+    now: Timestamp,
+}
+
+impl Subscribed<'_> {
+    fn objects(&self) -> (Value, Value) {
+        let start = self.now.unix_seconds();
+        let end = self
+            .now
+            .as_offset()
+            .checked_add(time::Duration::days(i64::from(days_in_month(self.now))))
+            .map_or(start + 30 * 86_400, |t| t.unix_timestamp());
+        let currency = self.currency.to_ascii_lowercase();
+        let (sub, invoice) = (format!("sub_sandbox_{}", self.suffix), format!("in_sandbox_{}", self.suffix));
+        let subscription = json!({
+            "id": sub, "object": "subscription", "status": "active", "customer": self.customer,
+            "metadata": self.meta, "currency": currency, "created": start, "start_date": start,
+            "cancel_at_period_end": false, "cancel_at": null, "canceled_at": null, "ended_at": null,
+            "pause_collection": null, "latest_invoice": invoice, "livemode": false,
+            "items": { "object": "list", "data": [{
+                "id": format!("si_sandbox_{}", self.suffix), "object": "subscription_item", "quantity": 1,
+                "current_period_start": start, "current_period_end": end,
+                "price": { "id": self.price, "object": "price", "unit_amount": self.amount, "currency": currency,
+                           "recurring": { "interval": "month", "interval_count": 1 }, "type": "recurring" },
+            }] },
+        });
+        let invoice = json!({
+            "id": invoice, "object": "invoice", "status": "paid", "customer": self.customer, "currency": currency,
+            "amount_due": self.amount, "amount_paid": self.amount, "amount_remaining": 0,
+            "billing_reason": "subscription_create", "created": start, "period_start": start, "period_end": start,
+            "hosted_invoice_url": null, "livemode": false, "attempt_count": 1,
+            "status_transitions": { "paid_at": start },
+            "parent": { "type": "subscription_details",
+                        "subscription_details": { "subscription": sub, "metadata": self.meta } },
+            "payments": { "object": "list", "data": [{
+                "object": "invoice_payment", "status": "paid", "amount_paid": self.amount,
+                "payment": { "type": "payment_intent", "payment_intent": self.payment_intent },
+            }] },
+            "lines": { "object": "list", "data": [{
+                "amount": self.amount, "currency": currency, "period": { "start": start, "end": end },
+                "pricing": { "type": "price_details", "price_details": { "price": self.price } },
+            }] },
+        });
+        (subscription, invoice)
+    }
+}
+
+fn days_in_month(at: Timestamp) -> u8 {
+    let t = at.as_offset();
+    t.month().length(t.year())
 }
 
 fn payment_intent_json(id: &str, amount: &i64, currency: &str, meta: &Value) -> Value {
@@ -215,14 +305,15 @@ impl PaymentGateway for Sandbox {
     }
 
     async fn create_checkout(&self, request: &CheckoutRequest) -> Result<CheckoutSession, GatewayError> {
-        let mode = match request.mode {
-            CheckoutMode::Payment { .. } => "payment",
-            CheckoutMode::Setup => "setup",
+        let (mode, price) = match &request.mode {
+            CheckoutMode::Payment { .. } => ("payment", None),
+            CheckoutMode::Setup => ("setup", None),
+            CheckoutMode::Subscription { price, .. } => ("subscription", Some(price.as_str())),
         };
         let id = format!("cs_sandbox_{}", random_suffix());
         let sql = "INSERT INTO sandbox_sessions (id, idempotency_key, mode, amount, currency, description, email,
-                       reference, success_url, cancel_url, status, created_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11)
+                       reference, success_url, cancel_url, status, created_at, price_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11, $12)
                    ON CONFLICT (idempotency_key) DO NOTHING";
         let replay = "SELECT id FROM sandbox_sessions WHERE idempotency_key = $1";
         let mut tx = self.db.begin().await.map_err(gateway_db)?;
@@ -231,11 +322,29 @@ impl PaymentGateway for Sandbox {
                 .bind(&id).bind(&request.idempotency_key).bind(mode).bind(request.amount.amount())
                 .bind(request.amount.currency().code()).bind(&request.description).bind(&request.email)
                 .bind(&request.reference).bind(&request.success_url).bind(&request.cancel_url).bind(Timestamp::now())
-                .execute(&mut *c).await.map_err(gateway_db)?;
+                .bind(price).execute(&mut *c).await.map_err(gateway_db)?;
             sqlx::query_scalar(replay).bind(&request.idempotency_key).fetch_one(c).await.map_err(gateway_db)?
         });
         tx.commit().await.map_err(gateway_db)?;
         Ok(CheckoutSession { url: format!("{}/sandbox/checkout/{id}", self.base_url), id })
+    }
+
+    async fn create_price(&self, price: &NewPrice) -> Result<PriceIds, GatewayError> {
+        let suffix = random_suffix();
+        let product = price.product.clone().unwrap_or_else(|| format!("prod_sandbox_{suffix}"));
+        let sql = "INSERT INTO sandbox_prices (id, idempotency_key, product, amount, currency, reference, created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING";
+        let replay = "SELECT id, product FROM sandbox_prices WHERE idempotency_key = $1";
+        let mut tx = self.db.begin().await.map_err(gateway_db)?;
+        let (id, product): (String, String) = on_tx!(&mut tx, c => {
+            sqlx::query(sql)
+                .bind(format!("price_sandbox_{suffix}")).bind(&price.idempotency_key).bind(&product)
+                .bind(price.amount.amount()).bind(price.amount.currency().code()).bind(&price.reference)
+                .bind(Timestamp::now()).execute(&mut *c).await.map_err(gateway_db)?;
+            sqlx::query_as(replay).bind(&price.idempotency_key).fetch_one(c).await.map_err(gateway_db)?
+        });
+        tx.commit().await.map_err(gateway_db)?;
+        Ok(PriceIds { product, price: id })
     }
 
     async fn expire_checkout(&self, session: &str) -> Result<SessionState, GatewayError> {

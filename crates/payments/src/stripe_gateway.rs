@@ -16,8 +16,8 @@ use stripe::{Client, IdempotencyKey, RequestStrategy, StripeError};
 use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use crate::gateway::{
-    ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, OffSessionCharge,
-    PaymentGateway, SavedCard, SessionState,
+    ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, NewPrice, OffSessionCharge,
+    PaymentGateway, PriceIds, SavedCard, SessionState,
 };
 use crate::stripe_api::KeepRaw;
 
@@ -133,7 +133,7 @@ impl PaymentGateway for StripeGateway {
             "locale": match request.locale { Locale::Ja => "ja", Locale::En => "en" },
             "metadata": meta,
         });
-        match request.mode {
+        match &request.mode {
             CheckoutMode::Payment { konbini } => {
                 form["mode"] = json!("payment");
                 form["customer_email"] = json!(request.email);
@@ -146,7 +146,7 @@ impl PaymentGateway for StripeGateway {
                     },
                 }]);
                 form["payment_intent_data"] = json!({ "metadata": meta, "description": request.description });
-                form["payment_method_types"] = if konbini { json!(["card", "konbini"]) } else { json!(["card"]) };
+                form["payment_method_types"] = if *konbini { json!(["card", "konbini"]) } else { json!(["card"]) };
             }
             CheckoutMode::Setup => {
                 // A saved card can only be charged later through a customer.
@@ -165,6 +165,18 @@ impl PaymentGateway for StripeGateway {
                 form["payment_method_types"] = json!(["card"]);
                 form["setup_intent_data"] = json!({ "metadata": meta, "description": request.description });
             }
+            CheckoutMode::Subscription { price, anchor } => {
+                form["mode"] = json!("subscription");
+                form["customer_email"] = json!(request.email);
+                form["line_items"] = json!([{ "quantity": 1, "price": price }]);
+                form["payment_method_types"] = json!(["card"]);
+                let mut data = json!({ "metadata": meta, "description": request.description });
+                if let Some(anchor) = anchor {
+                    data["billing_cycle_anchor"] = json!(anchor.unix_seconds());
+                    data["proration_behavior"] = json!("create_prorations");
+                }
+                form["subscription_data"] = data;
+            }
         }
         let session = self
             .send::<stripe_shared::CheckoutSession>(
@@ -178,6 +190,28 @@ impl PaymentGateway for StripeGateway {
         match (text(&session, "id"), text(&session, "url")) {
             (Some(id), Some(url)) => Ok(CheckoutSession { id, url }),
             _ => Err(GatewayError::Rejected("Checkout session without id or url".into())),
+        }
+    }
+
+    async fn create_price(&self, price: &NewPrice) -> Result<PriceIds, GatewayError> {
+        let meta = metadata(price.kind, &price.reference);
+        let mut form = json!({
+            "currency": price.amount.currency().stripe_code(),
+            "unit_amount": price.amount.stripe_amount(),
+            "recurring": { "interval": "month" },
+            "metadata": meta,
+        });
+        match &price.product {
+            Some(product) => form["product"] = json!(product),
+            None => form["product_data"] = json!({ "name": price.product_name, "metadata": meta }),
+        }
+        let created = self
+            .send::<stripe_shared::Price>(StripeMethod::Post, "/prices", Some(&form), Some(&price.idempotency_key))
+            .await
+            .map_err(gateway_error)?;
+        match (id_in(&created, "product"), text(&created, "id")) {
+            (Some(product), Some(price)) => Ok(PriceIds { product, price }),
+            _ => Err(GatewayError::Rejected("price without id or product".into())),
         }
     }
 

@@ -281,6 +281,11 @@ impl Config {
         kanpa_campaigns::Site { mail_domain: self.host(), base_url, max_pledge: self.campaigns.max_pledge }
     }
 
+    pub fn salon_site(&self) -> kanpa_patrons::Site {
+        let base_url = self.server.base_url.trim_end_matches('/').to_owned();
+        kanpa_patrons::Site { mail_domain: self.host(), base_url }
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.server.request_timeout_secs)
     }

@@ -408,6 +408,8 @@ fn dispatch(state: &mut State, method: &Method, path: &str, form: &Form) -> Resu
         }
         ("GET", ["charges", id]) => get("charge", id),
 
+        ("POST", ["prices"]) => create_price(state, form),
+        ("GET", ["prices", id]) => get("price", id),
         ("POST", ["subscriptions"]) => create_subscription(state, form),
         ("GET", ["subscriptions"]) => {
             let customer = form.text("customer");
@@ -676,6 +678,28 @@ fn plan_item(state: &State, node: &Value, param: &str, default_currency: Option<
         product_name: price_data.pointer("/product_data/name").and_then(Value::as_str).map(str::to_owned),
         recurring,
     })
+}
+
+/// `POST /v1/prices`: a price of an existing `product`, or of a new one made
+/// from `product_data[name]`.
+fn create_price(state: &mut State, form: &Form) -> Result<Value, ApiError> {
+    let currency = form.text("currency").ok_or_else(|| ApiError::parameter_missing("currency"))?;
+    let unit_amount = form.integer("unit_amount")?.ok_or_else(|| ApiError::parameter_missing("unit_amount"))?;
+    if unit_amount < 0 {
+        return Err(ApiError::invalid("unit_amount", "Invalid non-negative integer"));
+    }
+    let product = form.text("product");
+    let product_name = form.text_at(&["product_data", "name"]);
+    if product.is_none() && product_name.is_none() {
+        return Err(ApiError::parameter_missing("product"));
+    }
+    let interval = form.text_at(&["recurring", "interval"]);
+    let mut item = PlanItem::new(unit_amount, &currency.to_ascii_lowercase(), interval.as_deref());
+    item.product = product;
+    item.product_name = product_name;
+    let mut price = objects::price_object(state, &item);
+    price["metadata"] = Value::Object(form.metadata("metadata"));
+    Ok(state.put(price))
 }
 
 fn create_subscription(state: &mut State, form: &Form) -> Result<Value, ApiError> {

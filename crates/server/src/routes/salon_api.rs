@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use kanpa_patrons::store::{self, PostInput, SalonChanges, SalonInput, TierChanges, TierInput};
-use kanpa_patrons::{PatronError, Salon, SalonStatus};
+use kanpa_patrons::{PatronError, Salon, SalonStatus, Tier, join};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
@@ -122,6 +122,7 @@ async fn add_tier(
     api.must_organise()?;
     let salon = api.salon(&state, &slug).await?;
     let tier = store::add_tier(&state.db, salon.id, &input).await.map_err(|e| api.fail_salon(e))?;
+    let tier = priced(&state, &salon, tier).await;
     Ok((StatusCode::CREATED, Json(json!(tier))))
 }
 
@@ -135,7 +136,20 @@ async fn update_tier(
     let salon = api.salon(&state, &slug).await?;
     let tier = store::tier_by_slug(&state.db, salon.id, &tier_slug).await.map_err(|e| api.fail_salon(e))?;
     let tier = store::update_tier(&state.db, salon.id, tier.id, &changes).await.map_err(|e| api.fail_salon(e))?;
+    let tier = priced(&state, &salon, tier).await;
     Ok(Json(json!(tier)))
+}
+
+/// The tier with a Stripe price for its amount. If the payment provider
+/// cannot be reached the tier is saved unpriced and priced on its first join.
+async fn priced(state: &AppState, salon: &Salon, tier: Tier) -> Tier {
+    match join::sync_tier(&state.db, state.gateway.as_ref(), salon, &tier).await {
+        Ok(synced) => synced,
+        Err(e) => {
+            tracing::warn!(tier = %tier.slug, error = %e, "tier not priced yet");
+            tier
+        }
+    }
 }
 
 async fn list_posts(
