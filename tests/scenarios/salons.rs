@@ -21,7 +21,7 @@ use kanpa_patrons::{PatronError, Salon, SalonStatus, Site, Tier};
 use kanpa_server::api_token::{self, Role};
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, TestBackend, TestDb, exec_raw, run_kanpa, test_config};
+use crate::harness::{TestApp, TestBackend, TestDb, eventually, exec_raw, run_kanpa, test_config};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -34,6 +34,9 @@ on_both_backends!(
     bad_joins_are_refused_and_change_nothing,
     concurrent_joins_never_take_more_seats_than_a_tier_has,
     the_sandbox_completes_a_subscription_checkout_into_stripe_shaped_events,
+    a_paid_join_makes_an_active_membership_and_renewals_post_to_the_salon_fund_once,
+    a_failed_renewal_makes_the_membership_past_due_and_sends_a_polite_email,
+    an_older_subscription_update_cannot_undo_a_newer_cancellation,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -582,4 +585,147 @@ async fn the_sandbox_completes_a_subscription_checkout_into_stripe_shaped_events
     let collected = sandbox.collected(pi).await.unwrap().expect("paid");
     assert_eq!((collected.gross.amount(), collected.fee.amount()), (500, 18));
     app.stop().await;
+}
+
+impl Billing {
+    async fn deliver(&self, event_type: &str, object: Value) {
+        let event = self.stripe.event(event_type, object);
+        assert_eq!(self.stripe.deliver(&event).await.unwrap(), 200, "{event_type} accepted");
+    }
+
+    /// Joins, completes Checkout on the fake and delivers its events:
+    /// (membership id, subscription).
+    async fn member(&self, salon: &Salon, tier: &str, email: &str) -> (String, Value) {
+        let joined = self.join(salon, tier, email).await.expect("joins");
+        let session = self.stripe.complete_checkout_session(&session_id(&joined.checkout_url)).unwrap();
+        let subscription = self.stripe.object(session["subscription"].as_str().unwrap()).unwrap();
+        let invoice = self.stripe.object(subscription["latest_invoice"].as_str().unwrap()).unwrap();
+        self.deliver("checkout.session.completed", session).await;
+        self.deliver("customer.subscription.created", subscription.clone()).await;
+        self.deliver("invoice.paid", invoice).await;
+        (joined.membership, subscription)
+    }
+
+    async fn membership(&self, id: &str) -> kanpa_patrons::Membership {
+        store::membership_by_public_id(self.db(), id).await.unwrap()
+    }
+
+    async fn wait(&self, id: &str, what: &str, check: impl Fn(&kanpa_patrons::Membership) -> bool) {
+        eventually(30, what, || async { check(&self.membership(id).await) }).await;
+    }
+
+    async fn fund(&self, salon: &Salon) -> i64 {
+        -ledger::balance(self.db(), salon.fund_account).await.unwrap().amount()
+    }
+
+    async fn templates(&self) -> Vec<String> {
+        let sql = "SELECT template FROM outbox_emails ORDER BY id";
+        on_db!(self.db(), p => sqlx::query_scalar(sql).fetch_all(p).await.unwrap())
+    }
+}
+
+/// Stripe's Japanese card fee as the fake charges it.
+fn fee(amount: i64) -> i64 {
+    (amount * 36 + 500) / 1000
+}
+
+async fn a_paid_join_makes_an_active_membership_and_renewals_post_to_the_salon_fund_once(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, _) = open_salon(b.db(), 10).await;
+    let (id, subscription) = b.member(&salon, "inner", "hanako@example.jp").await;
+    b.wait(&id, "the first invoice is recorded", |m| m.lifetime_paid == 5000).await;
+    let m = b.membership(&id).await;
+    assert_eq!(m.status, kanpa_patrons::MembershipStatus::Active);
+    assert_eq!(m.stripe_subscription_id.as_deref(), subscription["id"].as_str());
+    assert!(m.stripe_customer_id.is_some() && m.since.is_some() && m.last_payment_at.is_some());
+    assert!(m.current_period_end.is_some_and(|end| end > kanpa_ledger::Timestamp::now()));
+    assert_eq!(b.fund(&salon).await, 5000 - fee(5000));
+
+    // A month later Stripe renews; the same invoice event delivered twice
+    // posts once.
+    let invoice = b.stripe.renew_subscription(subscription["id"].as_str().unwrap()).unwrap();
+    assert_eq!(invoice["status"], "paid");
+    b.deliver("invoice.paid", invoice.clone()).await;
+    b.deliver("invoice.paid", invoice).await;
+    b.wait(&id, "the renewal is recorded", |m| m.lifetime_paid == 10_000).await;
+    eventually(30, "both receipts are queued", || async {
+        b.templates().await.iter().filter(|t| *t == "membership_receipt").count() == 2
+    })
+    .await;
+    assert_eq!(b.fund(&salon).await, 2 * (5000 - fee(5000)));
+    assert_eq!(count(b.db(), "SELECT COUNT(*) FROM membership_invoices WHERE status = 'paid'").await, 2);
+    let sql = "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE 'stripe:%:gross'";
+    assert_eq!(count(b.db(), sql).await, 2);
+    assert_eq!(b.templates().await.iter().filter(|t| *t == "membership_receipt").count(), 2);
+    let (code, out, err) = run_kanpa(&b.app.database_url, &["ledger", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    b.app.stop().await;
+}
+
+async fn a_failed_renewal_makes_the_membership_past_due_and_sends_a_polite_email(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, _) = open_salon(b.db(), 10).await;
+    let (id, subscription) = b.member(&salon, "reader", "taro@example.jp").await;
+    b.wait(&id, "the membership is paid", |m| m.lifetime_paid == 500).await;
+    let sub = subscription["id"].as_str().unwrap();
+    b.stripe.decline_next("card_declined");
+    let invoice = b.stripe.renew_subscription(sub).unwrap();
+    assert_eq!(invoice["status"], "open");
+    b.deliver("invoice.payment_failed", invoice.clone()).await;
+    b.deliver("customer.subscription.updated", b.stripe.object(sub).unwrap()).await;
+    b.wait(&id, "the membership is past due", |m| m.status == kanpa_patrons::MembershipStatus::PastDue).await;
+    eventually(30, "the failure email is queued", || async {
+        b.templates().await.contains(&"membership_payment_failed".to_owned())
+    })
+    .await;
+    let m = b.membership(&id).await;
+    // Access is kept for the salon's grace period (7 days), not after.
+    let now = kanpa_ledger::Timestamp::now();
+    assert!(m.in_good_standing(salon.grace_days, now));
+    assert!(!m.in_good_standing(salon.grace_days, now.saturating_add(time::Duration::days(8))));
+    // Nothing was posted for the failed attempt.
+    assert_eq!((m.lifetime_paid, b.fund(&salon).await), (500, 500 - fee(500)));
+    let sql = "SELECT COUNT(*) FROM membership_invoices WHERE status = 'failed'";
+    assert_eq!(count(b.db(), sql).await, 1);
+    let sql = "SELECT data FROM outbox_emails WHERE template = 'membership_payment_failed'";
+    let data: String = on_db!(b.db(), p => sqlx::query_scalar(sql).fetch_one(p).await.unwrap());
+    assert!(data.contains("/me") && data.contains("¥500"), "{data}");
+    b.app.stop().await;
+}
+
+async fn an_older_subscription_update_cannot_undo_a_newer_cancellation(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, reader, _) = open_salon(b.db(), 10).await;
+    let (id, subscription) = b.member(&salon, "reader", "hanako@example.jp").await;
+    b.wait(&id, "the membership is active", |m| m.status == kanpa_patrons::MembershipStatus::Active).await;
+    let now = b.stripe.now();
+    let mut canceling = subscription.clone();
+    canceling["cancel_at_period_end"] = json!(true);
+    let newer = b.stripe.event_at("customer.subscription.updated", canceling, now + 20);
+    let older = b.stripe.event_at("customer.subscription.updated", subscription.clone(), now + 10);
+    assert_eq!(b.stripe.deliver(&newer).await.unwrap(), 200);
+    b.wait(&id, "the membership is canceling", |m| m.status == kanpa_patrons::MembershipStatus::Canceling).await;
+    assert_eq!(b.stripe.deliver(&older).await.unwrap(), 200);
+    eventually(30, "the older event is processed", || async {
+        count(b.db(), "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'").await == 0
+    })
+    .await;
+    let m = b.membership(&id).await;
+    assert_eq!(m.status, kanpa_patrons::MembershipStatus::Canceling);
+    assert!(m.cancel_at.is_some());
+    // The end arrives: the seat is given back, and nothing older revives it.
+    let mut ended = subscription.clone();
+    ended["status"] = json!("canceled");
+    let deleted = b.stripe.event_at("customer.subscription.deleted", ended, now + 30);
+    assert_eq!(b.stripe.deliver(&deleted).await.unwrap(), 200);
+    b.wait(&id, "the membership ended", |m| m.status == kanpa_patrons::MembershipStatus::Ended).await;
+    let late = b.stripe.event_at("customer.subscription.updated", subscription, now + 15);
+    assert_eq!(b.stripe.deliver(&late).await.unwrap(), 200);
+    eventually(30, "the late event is processed", || async {
+        count(b.db(), "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'").await == 0
+    })
+    .await;
+    assert_eq!(b.membership(&id).await.status, kanpa_patrons::MembershipStatus::Ended);
+    assert_eq!(store::tier(b.db(), salon.id, reader.id).await.unwrap().seats_taken, 0);
+    b.app.stop().await;
 }

@@ -48,7 +48,7 @@ pub const COLLECT_JOB: &str = "pledge.collect";
 pub fn register(handlers: &mut EventHandlers, site: Site) {
     let handler = Arc::new(PledgeEvents { site });
     for event_type in EVENT_TYPES {
-        handlers.register(*event_type, handler.clone());
+        handlers.add(*event_type, handler.clone());
     }
 }
 
@@ -113,7 +113,7 @@ impl PledgeEvents {
             .map_err(|e| CampaignError::Database(sqlx::Error::Protocol(e.to_string())))?;
         let object = &payload["data"]["object"];
         let Some(pledge) = pledge_of(tx, object).await? else {
-            return Ok(Handled::Skipped("not about a pledge".into()));
+            return Ok(Handled::NotOurs);
         };
         let campaign = store::campaign_in(tx, pledge.campaign_id).await?;
         let status = pledge.status;

@@ -91,6 +91,12 @@ pub enum EmailTemplate {
     CampaignMissed { campaign: String, goal: String, raised: String, manage_link: String },
     /// Money returned to the supporter.
     PledgeRefunded { campaign: String, amount: String, manage_link: String },
+    /// A salon membership's monthly payment was taken.
+    MembershipReceipt { salon: String, tier: String, amount: String, paid_on: String, manage_link: String },
+    /// A renewal failed; Stripe retries, access is kept until `access_until`.
+    MembershipPaymentFailed { salon: String, amount: String, access_until: String, manage_link: String },
+    /// The bank wants the patron to confirm the payment on `pay_link`.
+    MembershipActionRequired { salon: String, amount: String, pay_link: String, manage_link: String },
     /// To the organiser, when a campaign settles.
     SettlementReport {
         campaign: String,
@@ -127,6 +133,9 @@ impl EmailTemplate {
             EmailTemplate::CampaignMissed { .. } => "campaign_missed",
             EmailTemplate::PledgeRefunded { .. } => "pledge_refunded",
             EmailTemplate::SettlementReport { .. } => "settlement_report",
+            EmailTemplate::MembershipReceipt { .. } => "membership_receipt",
+            EmailTemplate::MembershipPaymentFailed { .. } => "membership_payment_failed",
+            EmailTemplate::MembershipActionRequired { .. } => "membership_action_required",
         }
     }
 
@@ -164,6 +173,20 @@ impl EmailTemplate {
             }
             (EmailTemplate::PledgeRefunded { campaign, .. }, Locale::Ja) => format!("返金しました — {campaign}"),
             (EmailTemplate::PledgeRefunded { campaign, .. }, Locale::En) => format!("Refund issued — {campaign}"),
+            (EmailTemplate::MembershipReceipt { salon, .. }, Locale::Ja) => format!("月会費の領収 — {salon}"),
+            (EmailTemplate::MembershipReceipt { salon, .. }, Locale::En) => format!("Membership receipt — {salon}"),
+            (EmailTemplate::MembershipPaymentFailed { salon, .. }, Locale::Ja) => {
+                format!("月会費のお支払いを確認できませんでした — {salon}")
+            }
+            (EmailTemplate::MembershipPaymentFailed { salon, .. }, Locale::En) => {
+                format!("We could not take your membership payment — {salon}")
+            }
+            (EmailTemplate::MembershipActionRequired { salon, .. }, Locale::Ja) => {
+                format!("お支払いの確認をお願いします — {salon}")
+            }
+            (EmailTemplate::MembershipActionRequired { salon, .. }, Locale::En) => {
+                format!("Please confirm your payment — {salon}")
+            }
             (EmailTemplate::SettlementReport { campaign, .. }, Locale::Ja) => format!("精算レポート — {campaign}"),
             (EmailTemplate::SettlementReport { campaign, .. }, Locale::En) => format!("Settlement report — {campaign}"),
         }
@@ -304,6 +327,52 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
             action: None,
             manage_link: Some(manage_link.clone()),
         },
+        EmailTemplate::MembershipReceipt { salon, tier, amount, paid_on, manage_link } => Notice {
+            heading: t("月会費をお受け取りしました", "Thank you for your membership payment"),
+            paragraphs: vec![t(
+                "次の金額をお受け取りしました。プランの変更・一時停止・退会はいつでも会員ページからできます。",
+                "We have received the following payment. You can change, pause or cancel your membership at any time from your page.",
+            )],
+            facts: vec![
+                fact(&t("サロン", "Salon"), salon),
+                fact(&t("プラン", "Tier"), tier),
+                fact(&t("金額", "Amount"), amount),
+                fact(&t("お支払日", "Paid on"), paid_on),
+            ],
+            action: Some((t("領収書を見る", "View your receipts"), manage_link.clone())),
+            manage_link: None,
+        },
+        EmailTemplate::MembershipPaymentFailed { salon, amount, access_until, manage_link } => Notice {
+            heading: t("お支払いを確認できませんでした", "We could not take your payment"),
+            paragraphs: vec![
+                t(
+                    "今月の会費をご登録のカードに請求しましたが、カード会社に承認されませんでした。カードの有効期限や利用枠をご確認ください。",
+                    "We tried to charge this month's fee to your card, but the card issuer declined it. Please check the card's expiry date and limit.",
+                ),
+                if ja {
+                    format!(
+                        "下のボタンからカードを更新していただければ、自動でもう一度請求します。{access_until} までは会員ページを引き続きご覧いただけます。"
+                    )
+                } else {
+                    format!(
+                        "Update your card with the button below and we will try again automatically. You keep access to the members' area until {access_until}."
+                    )
+                },
+            ],
+            facts: vec![fact(&t("サロン", "Salon"), salon), fact(&t("金額", "Amount"), amount)],
+            action: Some((t("カードを更新する", "Update your card"), manage_link.clone())),
+            manage_link: Some(manage_link.clone()),
+        },
+        EmailTemplate::MembershipActionRequired { salon, amount, pay_link, manage_link } => Notice {
+            heading: t("お支払いの確認が必要です", "Your bank asks you to confirm the payment"),
+            paragraphs: vec![t(
+                "カード会社が本人確認(3Dセキュア)を求めています。下のボタンから確認すると、お支払いが完了します。",
+                "Your card issuer wants you to confirm this payment (3-D Secure). Confirm it with the button below to complete the payment.",
+            )],
+            facts: vec![fact(&t("サロン", "Salon"), salon), fact(&t("金額", "Amount"), amount)],
+            action: Some((t("お支払いを確認する", "Confirm the payment"), pay_link.clone())),
+            manage_link: Some(manage_link.clone()),
+        },
         EmailTemplate::SettlementReport { campaign, outcome, collected, failed, dropped, teams, report_link } => {
             let mut facts = vec![
                 fact(&t("キャンペーン", "Campaign"), campaign),
@@ -432,6 +501,44 @@ mod tests {
         assert!(ja.html.contains(r#"lang="ja""#) && ja.html.contains("https://kanpa.example/s/abc"));
         let en = render(&template, Locale::En, "kanpa").unwrap();
         assert!(en.subject.contains("sign-in link") && en.text.contains("15 minutes"));
+    }
+
+    #[test]
+    fn membership_emails_render_in_both_languages_with_the_patrons_page() {
+        let link = "https://kanpa.example/me".to_owned();
+        let templates = [
+            EmailTemplate::MembershipReceipt {
+                salon: "サロン".into(),
+                tier: "インナー".into(),
+                amount: "¥5,000".into(),
+                paid_on: "2026年5月1日".into(),
+                manage_link: link.clone(),
+            },
+            EmailTemplate::MembershipPaymentFailed {
+                salon: "サロン".into(),
+                amount: "¥5,000".into(),
+                access_until: "2026年5月8日".into(),
+                manage_link: link.clone(),
+            },
+            EmailTemplate::MembershipActionRequired {
+                salon: "サロン".into(),
+                amount: "¥5,000".into(),
+                pay_link: "https://invoice.stripe.com/i/x".into(),
+                manage_link: link.clone(),
+            },
+        ];
+        for template in &templates {
+            let ja = render(template, Locale::Ja, "kanpa").unwrap();
+            let en = render(template, Locale::En, "kanpa").unwrap();
+            assert!(ja.subject.contains("サロン") && en.subject.contains("サロン"), "{}", template.name());
+            assert!(ja.text.contains(&link) && en.html.contains(&link), "{}", template.name());
+            assert!(ja.text.contains("¥5,000") && en.text.contains("¥5,000"));
+            assert_ne!(ja.text, en.text);
+        }
+        let failed = render(&templates[1], Locale::Ja, "kanpa").unwrap();
+        assert!(failed.text.contains("2026年5月8日"), "{}", failed.text);
+        let action = render(&templates[2], Locale::En, "kanpa").unwrap();
+        assert!(action.text.contains("https://invoice.stripe.com/i/x"));
     }
 
     #[test]

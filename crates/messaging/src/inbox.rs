@@ -207,6 +207,9 @@ pub enum Handled {
     /// It was deliberately not applied (superseded by a newer event, or
     /// nothing to do); the reason is logged.
     Skipped(String),
+    /// It is about nothing this handler's domain knows (another domain's
+    /// payment, or none of ours): the next handler of the type may take it.
+    NotOurs,
 }
 
 /// Applies one type of Stripe event.
@@ -223,13 +226,47 @@ pub struct EventHandlers {
 }
 
 impl EventHandlers {
+    /// Sets the handler of a type, replacing any other.
     pub fn register(&mut self, event_type: impl Into<String>, handler: Arc<dyn StripeEventHandler>) {
         self.by_type.insert(event_type.into(), handler);
+    }
+
+    /// Adds a handler for a type several domains share (pledges and
+    /// memberships both complete Checkout sessions and are refunded): each
+    /// event goes to the first handler that does not answer
+    /// [`Handled::NotOurs`].
+    pub fn add(&mut self, event_type: impl Into<String>, handler: Arc<dyn StripeEventHandler>) {
+        let event_type = event_type.into();
+        let chained: Arc<dyn StripeEventHandler> = match self.by_type.remove(&event_type) {
+            None => handler,
+            Some(existing) => Arc::new(FirstTaker { handlers: vec![existing, handler] }),
+        };
+        self.by_type.insert(event_type, chained);
     }
 
     /// Adds every handler of `other`, replacing those of the same type.
     pub fn extend(&mut self, other: EventHandlers) {
         self.by_type.extend(other.by_type);
+    }
+}
+
+/// Hands an event to each handler in turn until one takes it. A handler
+/// answers `NotOurs` before writing anything, so the next one starts from
+/// the same transaction state.
+struct FirstTaker {
+    handlers: Vec<Arc<dyn StripeEventHandler>>,
+}
+
+#[async_trait]
+impl StripeEventHandler for FirstTaker {
+    async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
+        for handler in &self.handlers {
+            match handler.handle(tx, event).await? {
+                Handled::NotOurs => continue,
+                handled => return Ok(handled),
+            }
+        }
+        Ok(Handled::NotOurs)
     }
 }
 
@@ -269,6 +306,7 @@ impl JobHandler for ProcessEvent {
                     record_applied(&mut tx, &event).await?;
                     "applied"
                 }
+                Ok(Handled::NotOurs) => "ignored",
                 Ok(Handled::Skipped(reason)) => {
                     tracing::info!(event = %event.id, event_type = %event.event_type, reason = %reason, "event skipped");
                     "stale"

@@ -6,7 +6,9 @@
 //! - [`store`]: creating, editing and reading salons, tiers, members'
 //!   posts and memberships, and the atomic seat claim of a tier;
 //! - [`join`]: a tier's Stripe price, and joining through Checkout in
-//!   subscription mode.
+//!   subscription mode;
+//! - [`events`]: the Stripe Billing events and the job that posts a paid
+//!   invoice to the salon's fund.
 //!
 //! Each salon opens a fund account in the ledger; money a patron pays is
 //! posted there with the Stripe fee as its own entry. Owns the tables
@@ -15,6 +17,7 @@
 //! of HTTP; signing in is `kanpa_messaging::signin`.
 
 pub mod error;
+pub mod events;
 pub mod join;
 pub mod model;
 pub mod store;
@@ -27,6 +30,13 @@ pub struct Site {
     pub base_url: String,
     /// The domain of outgoing Message-IDs.
     pub mail_domain: String,
+}
+
+impl Site {
+    /// The patron's own page, where every patron email links.
+    pub fn manage_link(&self) -> String {
+        format!("{}/me", self.base_url)
+    }
 }
 
 pub use model::{

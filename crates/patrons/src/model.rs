@@ -74,6 +74,21 @@ impl MembershipStatus {
     }
 }
 
+/// What a Stripe subscription's state means for its membership.
+/// `cancel_pending`: `cancel_at_period_end` or a `cancel_at` is set;
+/// `paused`: `pause_collection` is set.
+pub fn status_of_subscription(stripe_status: &str, cancel_pending: bool, paused: bool) -> MembershipStatus {
+    match stripe_status {
+        "active" | "trialing" if paused => MembershipStatus::Paused,
+        "active" | "trialing" if cancel_pending => MembershipStatus::Canceling,
+        "active" | "trialing" => MembershipStatus::Active,
+        "past_due" | "unpaid" => MembershipStatus::PastDue,
+        "paused" => MembershipStatus::Paused,
+        "canceled" | "incomplete_expired" => MembershipStatus::Ended,
+        _ => MembershipStatus::Incomplete,
+    }
+}
+
 /// The text in the reader's language, falling back to Japanese.
 pub fn pick<'a>(locale: Locale, ja: &'a str, en: &'a str) -> &'a str {
     match locale {
@@ -395,6 +410,20 @@ mod tests {
         assert!(past_due.in_good_standing(7, now));
         assert!(!past_due.in_good_standing(5, now));
         assert!(!past_due.in_good_standing(0, now));
+    }
+
+    #[test]
+    fn subscription_states_map_to_membership_states() {
+        use MembershipStatus as M;
+        assert_eq!(status_of_subscription("active", false, false), M::Active);
+        assert_eq!(status_of_subscription("active", true, false), M::Canceling);
+        assert_eq!(status_of_subscription("active", true, true), M::Paused);
+        assert_eq!(status_of_subscription("trialing", false, false), M::Active);
+        assert_eq!(status_of_subscription("past_due", false, false), M::PastDue);
+        assert_eq!(status_of_subscription("unpaid", false, false), M::PastDue);
+        assert_eq!(status_of_subscription("canceled", false, false), M::Ended);
+        assert_eq!(status_of_subscription("incomplete_expired", false, false), M::Ended);
+        assert_eq!(status_of_subscription("incomplete", false, false), M::Incomplete);
     }
 
     #[test]

@@ -645,6 +645,30 @@ pub async fn delete_post(db: &Db, salon_id: i64, post_id: i64) -> Result<(), Pat
 
 // ---------------------------------------------------------------- memberships
 
+pub(crate) async fn membership_in(tx: &mut Tx, public_id: &str) -> Result<Option<Membership>, PatronError> {
+    let sql = format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships m JOIN salons s ON s.id = m.salon_id WHERE m.public_id = $1"
+    );
+    let row: Option<MembershipRow> =
+        on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(public_id).fetch_optional(c).await?);
+    row.map(Membership::try_from).transpose()
+}
+
+/// The membership holding a Stripe id (`column` is one of ours, never input).
+pub(crate) async fn membership_where(
+    tx: &mut Tx,
+    column: &str,
+    value: &str,
+) -> Result<Option<Membership>, PatronError> {
+    debug_assert!(matches!(column, "checkout_session_id" | "stripe_subscription_id"));
+    let sql = format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM memberships m JOIN salons s ON s.id = m.salon_id WHERE m.{column} = $1"
+    );
+    let row: Option<MembershipRow> =
+        on_tx!(tx, c => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(value).fetch_optional(c).await?);
+    row.map(Membership::try_from).transpose()
+}
+
 pub async fn membership_by_public_id(db: &Db, public_id: &str) -> Result<Membership, PatronError> {
     let sql = format!(
         "SELECT {MEMBERSHIP_COLUMNS} FROM memberships m JOIN salons s ON s.id = m.salon_id WHERE m.public_id = $1"

@@ -68,6 +68,7 @@ pub fn build(config: &Config, db: Db, extras: Extras) -> anyhow::Result<Workers>
     let mut registry = Registry::default();
     let mut handlers = EventHandlers::default();
     kanpa_campaigns::events::register(&mut handlers, config.site());
+    kanpa_patrons::events::register(&mut handlers, &mut registry, config.salon_site(), gateway.clone());
     // Handlers a caller plugs in take precedence.
     handlers.extend(extras.event_handlers);
     registry.register(inbox::JOB_KIND, Arc::new(ProcessEvent { handlers }));

@@ -1,0 +1,481 @@
+//! Stripe Billing events that move memberships along, and the job that
+//! records a paid invoice in the ledger.
+//!
+//! Every handler runs inside the inbox's transaction and is idempotent. An
+//! event about something that is not a membership answers `NotOurs`, so a
+//! type shared with pledges reaches the pledge handlers. Subscription events
+//! never go back in time: one older than the newest applied for the same
+//! subscription is skipped (`StoredEvent::is_superseded`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kanpa_ledger::chart::Holding;
+use kanpa_ledger::store as ledger;
+use kanpa_ledger::{
+    Db, EntryHeader, IdempotencyKey, Locale, NewEntry, NewPosting, OrgId, SourceRef, Timestamp, Tx, on_tx,
+};
+use kanpa_messaging::email::{EmailAddress, EmailTemplate};
+use kanpa_messaging::inbox::{EventHandlers, Handled, StoredEvent, StripeEventHandler};
+use kanpa_messaging::jobs::{self, ClaimedJob, JobFailure, JobHandler, NewJob, Registry, RetryPolicy};
+use kanpa_messaging::outbox::{self, NewEmail};
+use kanpa_payments::stripe_gateway::kanpa_reference;
+use kanpa_payments::{Collected, PaymentGateway};
+use serde_json::{Value, json};
+
+use crate::error::PatronError;
+use crate::model::{Membership, MembershipStatus, Salon, status_of_subscription};
+use crate::{Site, store};
+
+/// The event types this module handles (shared types reach it only when the
+/// pledge handlers answer `NotOurs`).
+pub const EVENT_TYPES: &[&str] = &[
+    "checkout.session.completed",
+    "checkout.session.expired",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "invoice.payment_action_required",
+];
+
+pub const COLLECT_JOB: &str = "membership.collect";
+
+/// Registers the membership handlers beside any others of the same types,
+/// and the job that records paid invoices.
+pub fn register(handlers: &mut EventHandlers, registry: &mut Registry, site: Site, gateway: Arc<dyn PaymentGateway>) {
+    let handler = Arc::new(MembershipEvents { site: site.clone() });
+    for event_type in EVENT_TYPES {
+        handlers.add(*event_type, handler.clone());
+    }
+    registry.register(COLLECT_JOB, Arc::new(CollectInvoice { gateway, site }));
+}
+
+pub struct MembershipEvents {
+    site: Site,
+}
+
+fn text(object: &Value, key: &str) -> Option<String> {
+    match &object[key] {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn db_error(e: impl std::fmt::Display) -> PatronError {
+    PatronError::Database(sqlx::Error::Protocol(e.to_string()))
+}
+
+/// The subscription an invoice bills (API 2025-09-30 keeps it under
+/// `parent`; older versions had it at the top).
+fn invoice_subscription(invoice: &Value) -> Option<String> {
+    text(&invoice["parent"]["subscription_details"], "subscription").or_else(|| text(invoice, "subscription"))
+}
+
+/// The PaymentIntent that paid an invoice.
+fn invoice_payment_intent(invoice: &Value) -> Option<String> {
+    let payments = invoice["payments"]["data"].as_array();
+    payments
+        .and_then(|p| p.iter().find(|p| p["status"] == "paid").or(p.first()))
+        .and_then(|p| text(&p["payment"], "payment_intent"))
+        .or_else(|| text(invoice, "payment_intent"))
+}
+
+fn subscription_period_end(subscription: &Value) -> Option<Timestamp> {
+    let item = &subscription["items"]["data"][0];
+    item["current_period_end"]
+        .as_i64()
+        .or_else(|| subscription["current_period_end"].as_i64())
+        .and_then(Timestamp::from_unix_seconds)
+}
+
+/// The membership an object is about: by our metadata, or a Stripe id we
+/// stored; `None` for anything else.
+async fn membership_of(tx: &mut Tx, object: &Value) -> Result<Option<Membership>, PatronError> {
+    let reference = kanpa_reference(object).or_else(|| kanpa_reference(&object["parent"]["subscription_details"]));
+    if let Some((kind, reference)) = reference {
+        return if kind == "membership" { store::membership_in(tx, &reference).await } else { Ok(None) };
+    }
+    let by_id = match object["object"].as_str() {
+        Some("checkout.session") => ("checkout_session_id", text(object, "id")),
+        Some("subscription") => ("stripe_subscription_id", text(object, "id")),
+        Some("invoice") => ("stripe_subscription_id", invoice_subscription(object)),
+        _ => return Ok(None),
+    };
+    match by_id {
+        (column, Some(id)) => store::membership_where(tx, column, &id).await,
+        _ => Ok(None),
+    }
+}
+
+/// The date a patron reads, in Japan's time zone: "2026年5月1日", "1 May 2026".
+pub fn local_date(at: Timestamp, locale: Locale) -> String {
+    let offset = time::UtcOffset::from_hms(9, 0, 0).unwrap_or(time::UtcOffset::UTC);
+    let t = at.as_offset().to_offset(offset);
+    match locale {
+        Locale::Ja => format!("{}年{}月{}日", t.year(), u8::from(t.month()), t.day()),
+        Locale::En => format!("{} {} {}", t.day(), t.month(), t.year()),
+    }
+}
+
+async fn email_patron(
+    tx: &mut Tx,
+    site: &Site,
+    membership: &Membership,
+    key: &str,
+    template: EmailTemplate,
+) -> Result<(), PatronError> {
+    let Ok(to) = EmailAddress::parse(&membership.email) else {
+        tracing::warn!(membership = %membership.public_id, "membership has an unusable email address; no email sent");
+        return Ok(());
+    };
+    let email = NewEmail {
+        key: format!("membership:{}:{key}", membership.public_id),
+        to,
+        to_name: None,
+        locale: membership.locale,
+        template,
+    };
+    outbox::enqueue(tx, &email, &site.mail_domain).await.map_err(|e| match e {
+        outbox::OutboxError::Database(e) => PatronError::Database(e),
+        outbox::OutboxError::Email(e) => db_error(e),
+    })?;
+    Ok(())
+}
+
+/// Moves a membership to `to`, keeping its tier's seat count right: an
+/// ended membership gives its seat back. Refuses to revive an ended one.
+async fn set_status(tx: &mut Tx, membership: &Membership, to: MembershipStatus) -> Result<bool, PatronError> {
+    if membership.status == to {
+        return Ok(false);
+    }
+    if membership.status == MembershipStatus::Ended {
+        return Ok(false);
+    }
+    let now = Timestamp::now();
+    let sql = "UPDATE memberships SET status = $1, updated_at = $2,
+                   since = CASE WHEN $1 = 'active' THEN COALESCE(since, $2) ELSE since END,
+                   past_due_since = CASE WHEN $1 = 'past_due' THEN COALESCE(past_due_since, $2) ELSE NULL END,
+                   ended_at = CASE WHEN $1 = 'ended' THEN $2 ELSE ended_at END
+               WHERE id = $3 AND status = $4";
+    let n = on_tx!(tx, c => sqlx::query(sql).bind(to.as_str()).bind(now).bind(membership.id)
+        .bind(membership.status.as_str()).execute(c).await?.rows_affected());
+    if n == 1 && to == MembershipStatus::Ended {
+        store::release_seat(tx, membership.tier_id).await?;
+    }
+    Ok(n == 1)
+}
+
+impl MembershipEvents {
+    async fn apply(&self, tx: &mut Tx, event: &StoredEvent) -> Result<Handled, PatronError> {
+        let payload: Value = serde_json::from_str(&event.payload).map_err(db_error)?;
+        let object = &payload["data"]["object"];
+        let Some(membership) = membership_of(tx, object).await? else {
+            return Ok(Handled::NotOurs);
+        };
+        match event.event_type.as_str() {
+            "checkout.session.completed" => self.checkout_completed(tx, &membership, object).await,
+            "checkout.session.expired" => {
+                if membership.status == MembershipStatus::Incomplete && membership.stripe_subscription_id.is_none() {
+                    set_status(tx, &membership, MembershipStatus::Ended).await?;
+                    Ok(Handled::Applied)
+                } else {
+                    Ok(Handled::Skipped(format!("membership is {}", membership.status)))
+                }
+            }
+            t if t.starts_with("customer.subscription.") => {
+                if event.is_superseded(tx).await? {
+                    return Ok(Handled::Skipped("a newer event about this subscription was applied".into()));
+                }
+                self.subscription_changed(tx, &membership, object).await
+            }
+            "invoice.paid" => self.invoice_paid(tx, &membership, object).await,
+            "invoice.payment_failed" => self.invoice_failed(tx, &membership, object).await,
+            "invoice.payment_action_required" => self.action_required(tx, &membership, object).await,
+            other => Ok(Handled::Skipped(format!("{other} is not handled"))),
+        }
+    }
+
+    async fn checkout_completed(
+        &self,
+        tx: &mut Tx,
+        membership: &Membership,
+        session: &Value,
+    ) -> Result<Handled, PatronError> {
+        if session["mode"] != "subscription" {
+            return Ok(Handled::Skipped("a membership session not in subscription mode".into()));
+        }
+        let sql = "UPDATE memberships SET stripe_customer_id = COALESCE($1, stripe_customer_id),
+                       stripe_subscription_id = COALESCE(stripe_subscription_id, $2), updated_at = $3
+                   WHERE id = $4";
+        on_tx!(tx, c => sqlx::query(sql).bind(text(session, "customer")).bind(text(session, "subscription"))
+            .bind(Timestamp::now()).bind(membership.id).execute(c).await?.rows_affected());
+        if session["payment_status"] == "paid" && membership.status == MembershipStatus::Incomplete {
+            set_status(tx, membership, MembershipStatus::Active).await?;
+        }
+        Ok(Handled::Applied)
+    }
+
+    async fn subscription_changed(
+        &self,
+        tx: &mut Tx,
+        membership: &Membership,
+        subscription: &Value,
+    ) -> Result<Handled, PatronError> {
+        if membership.status == MembershipStatus::Ended {
+            return Ok(Handled::Skipped("the membership has ended".into()));
+        }
+        let status = status_of_subscription(
+            subscription["status"].as_str().unwrap_or_default(),
+            subscription["cancel_at_period_end"].as_bool().unwrap_or(false) || !subscription["cancel_at"].is_null(),
+            subscription["pause_collection"].is_object(),
+        );
+        let period_end = subscription_period_end(subscription);
+        let cancel_at = subscription["cancel_at"]
+            .as_i64()
+            .and_then(Timestamp::from_unix_seconds)
+            .or(if status == MembershipStatus::Canceling { period_end } else { None });
+        let paused_until =
+            subscription["pause_collection"]["resumes_at"].as_i64().and_then(Timestamp::from_unix_seconds);
+        let sql = "UPDATE memberships SET stripe_subscription_id = COALESCE(stripe_subscription_id, $1),
+                       stripe_customer_id = COALESCE($2, stripe_customer_id),
+                       current_period_end = COALESCE($3, current_period_end), cancel_at = $4, paused_until = $5,
+                       updated_at = $6
+                   WHERE id = $7";
+        on_tx!(tx, c => sqlx::query(sql).bind(text(subscription, "id")).bind(text(subscription, "customer"))
+            .bind(period_end).bind(cancel_at).bind(paused_until).bind(Timestamp::now()).bind(membership.id)
+            .execute(c).await?.rows_affected());
+        set_status(tx, membership, status).await?;
+        Ok(Handled::Applied)
+    }
+
+    async fn record_invoice(
+        &self,
+        tx: &mut Tx,
+        membership: &Membership,
+        invoice: &Value,
+        status: &str,
+    ) -> Result<String, PatronError> {
+        let id = text(invoice, "id").ok_or_else(|| db_error("invoice without id"))?;
+        let period = &invoice["lines"]["data"][0]["period"];
+        let at = |v: &Value| v.as_i64().and_then(Timestamp::from_unix_seconds);
+        let now = Timestamp::now();
+        // A paid invoice stays paid, whatever arrives after.
+        let sql = "INSERT INTO membership_invoices (membership_id, stripe_invoice_id, status, amount_due,
+                       period_start, period_end, hosted_invoice_url, created_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                   ON CONFLICT (stripe_invoice_id) DO UPDATE SET
+                       status = CASE WHEN membership_invoices.status = 'paid' THEN 'paid' ELSE excluded.status END,
+                       hosted_invoice_url = COALESCE(excluded.hosted_invoice_url, membership_invoices.hosted_invoice_url),
+                       updated_at = excluded.updated_at";
+        on_tx!(tx, c => sqlx::query(sql).bind(membership.id).bind(&id).bind(status)
+            .bind(invoice["amount_due"].as_i64().unwrap_or(0).max(0)).bind(at(&period["start"])).bind(at(&period["end"]))
+            .bind(text(invoice, "hosted_invoice_url")).bind(now).execute(c).await?.rows_affected());
+        Ok(id)
+    }
+
+    async fn invoice_paid(
+        &self,
+        tx: &mut Tx,
+        membership: &Membership,
+        invoice: &Value,
+    ) -> Result<Handled, PatronError> {
+        let id = self.record_invoice(tx, membership, invoice, "paid").await?;
+        if matches!(membership.status, MembershipStatus::Incomplete | MembershipStatus::PastDue) {
+            set_status(tx, membership, MembershipStatus::Active).await?;
+        }
+        if invoice["amount_paid"].as_i64().unwrap_or(0) <= 0 {
+            return Ok(Handled::Applied);
+        }
+        let Some(intent) = invoice_payment_intent(invoice) else {
+            return Ok(Handled::Skipped("a paid invoice without a PaymentIntent".into()));
+        };
+        let job = NewJob {
+            kind: COLLECT_JOB,
+            payload: json!({ "membership": membership.public_id, "invoice": id, "payment_intent": intent }),
+            run_at: Timestamp::now(),
+            max_attempts: 20,
+        };
+        jobs::enqueue(tx, &job).await?;
+        Ok(Handled::Applied)
+    }
+
+    async fn invoice_failed(
+        &self,
+        tx: &mut Tx,
+        membership: &Membership,
+        invoice: &Value,
+    ) -> Result<Handled, PatronError> {
+        let id = self.record_invoice(tx, membership, invoice, "failed").await?;
+        if !matches!(
+            membership.status,
+            MembershipStatus::Active | MembershipStatus::Canceling | MembershipStatus::PastDue
+        ) {
+            return Ok(Handled::Skipped(format!("membership is {}", membership.status)));
+        }
+        set_status(tx, membership, MembershipStatus::PastDue).await?;
+        let salon = store::salon_in(tx, membership.salon_id).await?;
+        let since = store::membership_in(tx, &membership.public_id)
+            .await?
+            .and_then(|m| m.past_due_since)
+            .unwrap_or_else(Timestamp::now);
+        let locale = membership.locale;
+        let template = EmailTemplate::MembershipPaymentFailed {
+            salon: salon.name(locale).to_owned(),
+            amount: amount_text(invoice, &salon, membership, locale),
+            access_until: local_date(since.saturating_add(time::Duration::days(salon.grace_days)), locale),
+            manage_link: self.site.manage_link(),
+        };
+        // One email per attempt: Stripe retries, and each failure is news.
+        let attempt = invoice["attempt_count"].as_i64().unwrap_or(1);
+        email_patron(tx, &self.site, membership, &format!("failed:{id}:{attempt}"), template).await?;
+        Ok(Handled::Applied)
+    }
+
+    async fn action_required(
+        &self,
+        tx: &mut Tx,
+        membership: &Membership,
+        invoice: &Value,
+    ) -> Result<Handled, PatronError> {
+        let id = self.record_invoice(tx, membership, invoice, "action_required").await?;
+        let Some(link) = text(invoice, "hosted_invoice_url") else {
+            return Ok(Handled::Skipped("no hosted invoice page to send".into()));
+        };
+        let salon = store::salon_in(tx, membership.salon_id).await?;
+        let locale = membership.locale;
+        let template = EmailTemplate::MembershipActionRequired {
+            salon: salon.name(locale).to_owned(),
+            amount: amount_text(invoice, &salon, membership, locale),
+            pay_link: link,
+            manage_link: self.site.manage_link(),
+        };
+        email_patron(tx, &self.site, membership, &format!("action:{id}"), template).await?;
+        Ok(Handled::Applied)
+    }
+}
+
+/// What an invoice asks for, as the patron reads it.
+fn amount_text(invoice: &Value, salon: &Salon, membership: &Membership, locale: Locale) -> String {
+    let amount = invoice["amount_due"].as_i64().filter(|a| *a > 0).unwrap_or(membership.amount);
+    kanpa_ledger::Money::new(amount, salon.currency).format(locale)
+}
+
+#[async_trait]
+impl StripeEventHandler for MembershipEvents {
+    async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
+        Ok(self.apply(tx, event).await?)
+    }
+}
+
+fn header(
+    salon: &Salon,
+    membership: &Membership,
+    key: String,
+    what: &str,
+    at: Timestamp,
+) -> Result<EntryHeader, PatronError> {
+    Ok(EntryHeader {
+        org: OrgId(salon.org_id),
+        key: IdempotencyKey::parse(key).map_err(|e| PatronError::Ledger(e.into()))?,
+        occurred_at: at,
+        description: format!("{what} — {} ({})", salon.slug, membership.public_id),
+        source: Some(SourceRef { kind: "membership".into(), reference: membership.public_id.clone() }),
+        recorded_by: Some("stripe".into()),
+    })
+}
+
+/// Records a paid invoice's money: gross into the Stripe balance and the
+/// salon's fund, Stripe's fee out of the fund, keyed by the charge so a
+/// replay posts nothing; then the invoice, the membership's totals and the
+/// receipt, once.
+pub async fn record_payment(
+    tx: &mut Tx,
+    site: &Site,
+    membership: &Membership,
+    invoice_id: &str,
+    collected: &Collected,
+) -> Result<bool, PatronError> {
+    let salon = store::salon_in(tx, membership.salon_id).await?;
+    if collected.gross.currency() != salon.currency {
+        return Err(PatronError::Ledger(kanpa_ledger::LedgerError::CurrencyMismatch {
+            account: salon.fund_account,
+            posted: collected.gross.currency(),
+        }));
+    }
+    let fund = salon.fund_account;
+    let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
+    let charge = &collected.charge;
+    let gross = header(&salon, membership, format!("stripe:{charge}:gross"), "Membership paid", collected.created)?;
+    ledger::post(tx, &NewEntry::transfer(gross, stripe, fund, collected.gross)?).await?;
+    if collected.fee.amount() > 0 {
+        let fee = header(&salon, membership, format!("stripe:{charge}:fee"), "Stripe fee", collected.created)?;
+        let postings = vec![NewPosting::debit(fund, collected.fee), NewPosting::credit(stripe, collected.fee)?];
+        ledger::post(tx, &NewEntry::new(fee, postings)?).await?;
+    }
+    let sql = "UPDATE membership_invoices SET stripe_charge_id = $1, amount_paid = $2, fee = $3, paid_at = $4,
+                   status = 'paid', updated_at = $5
+               WHERE stripe_invoice_id = $6 AND membership_id = $7 AND stripe_charge_id IS NULL";
+    let first = on_tx!(tx, c => sqlx::query(sql).bind(charge).bind(collected.gross.amount())
+        .bind(collected.fee.amount()).bind(collected.created).bind(Timestamp::now()).bind(invoice_id)
+        .bind(membership.id).execute(c).await?.rows_affected());
+    if first == 0 {
+        return Ok(false);
+    }
+    let sql = "UPDATE memberships SET lifetime_paid = lifetime_paid + $1,
+                   last_payment_at = CASE WHEN last_payment_at IS NULL OR last_payment_at < $2 THEN $2
+                                          ELSE last_payment_at END
+               WHERE id = $3";
+    on_tx!(tx, c => sqlx::query(sql).bind(collected.gross.amount()).bind(collected.created).bind(membership.id)
+        .execute(c).await?.rows_affected());
+    let tier = store::tier_in(tx, salon.id, membership.tier_id).await?;
+    let locale = membership.locale;
+    let template = EmailTemplate::MembershipReceipt {
+        salon: salon.name(locale).to_owned(),
+        tier: tier.name(locale).to_owned(),
+        amount: collected.gross.format(locale),
+        paid_on: local_date(collected.created, locale),
+        manage_link: site.manage_link(),
+    };
+    email_patron(tx, site, membership, &format!("receipt:{charge}"), template).await?;
+    Ok(true)
+}
+
+/// The `membership.collect` job: asks the gateway what an invoice's
+/// PaymentIntent took (outside any transaction), then records it.
+pub struct CollectInvoice {
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub site: Site,
+}
+
+#[async_trait]
+impl JobHandler for CollectInvoice {
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy { base: Duration::from_secs(5), cap: Duration::from_secs(3600), max_attempts: 20 }
+    }
+
+    async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure> {
+        let p = &job.payload;
+        let (Some(public_id), Some(invoice), Some(intent)) =
+            (p["membership"].as_str(), p["invoice"].as_str(), p["payment_intent"].as_str())
+        else {
+            return Err(JobFailure::GiveUp("job without membership, invoice or payment_intent".into()));
+        };
+        let collected = self.gateway.collected(intent).await.map_err(|e| JobFailure::Retry(e.to_string()))?;
+        let Some(collected) = collected else {
+            return Err(JobFailure::Retry(format!("{intent} has not succeeded yet")));
+        };
+        let mut tx = db.begin().await?;
+        let membership = store::membership_in(&mut tx, public_id)
+            .await
+            .map_err(|e| JobFailure::Retry(e.to_string()))?
+            .ok_or_else(|| JobFailure::GiveUp(format!("no membership {public_id}")))?;
+        record_payment(&mut tx, &self.site, &membership, invoice, &collected)
+            .await
+            .map_err(|e| JobFailure::Retry(e.to_string()))?;
+        Ok(tx)
+    }
+}
