@@ -7,7 +7,9 @@ use std::sync::Arc;
 use kanpa_ledger::Locale;
 use kanpa_messaging::inbox::EventHandlers;
 use kanpa_messaging::mailer::SmtpMailer;
+use kanpa_patrons::MembershipStatus as M;
 use kanpa_patrons::join::{self, JoinForm};
+use kanpa_patrons::selfservice;
 use kanpa_payments::PaymentGateway;
 use kanpa_payments::sandbox::{Sandbox, SandboxAction, SandboxResult};
 use kanpa_server::config::{Config, GatewayKind, Secret};
@@ -37,6 +39,8 @@ on_both_backends!(
     a_paid_join_makes_an_active_membership_and_renewals_post_to_the_salon_fund_once,
     a_failed_renewal_makes_the_membership_past_due_and_sends_a_polite_email,
     an_older_subscription_update_cannot_undo_a_newer_cancellation,
+    a_patron_cancels_and_undoes_pauses_and_resumes_and_changes_tier,
+    self_service_refuses_tampered_ids_and_wrong_states_and_changes_nothing,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -584,6 +588,18 @@ async fn the_sandbox_completes_a_subscription_checkout_into_stripe_shaped_events
     // The sandbox knows what that payment took, fee included, like Stripe.
     let collected = sandbox.collected(pi).await.unwrap().expect("paid");
     assert_eq!((collected.gross.amount(), collected.fee.amount()), (500, 18));
+
+    // The same handlers apply the sandbox's events: the patron is a member,
+    // the payment is in the salon's fund, and self-service works offline.
+    let membership = || async { store::membership_by_public_id(&app.db, &joined.membership).await.unwrap() };
+    eventually(30, "the sandbox payment is recorded", || async { membership().await.lifetime_paid == 500 }).await;
+    assert_eq!(membership().await.status, M::Active);
+    assert_eq!(-ledger::balance(&app.db, salon.fund_account).await.unwrap().amount(), 500 - 18);
+    selfservice::cancel_at_period_end(&app.db, &sandbox, "hanako@example.jp", &joined.membership).await.unwrap();
+    eventually(30, "the cancellation is applied", || async { membership().await.status == M::Canceling }).await;
+    let refused =
+        selfservice::card_update_link(&app.db, &sandbox, &site, "hanako@example.jp", &joined.membership).await;
+    assert!(matches!(refused, Err(PatronError::Gateway(_))), "{refused:?}");
     app.stop().await;
 }
 
@@ -727,5 +743,118 @@ async fn an_older_subscription_update_cannot_undo_a_newer_cancellation(backend: 
     .await;
     assert_eq!(b.membership(&id).await.status, kanpa_patrons::MembershipStatus::Ended);
     assert_eq!(store::tier(b.db(), salon.id, reader.id).await.unwrap().seats_taken, 0);
+    b.app.stop().await;
+}
+
+impl Billing {
+    /// Stripe tells kanpa what the subscription is now.
+    async fn report(&self, subscription: &str) {
+        self.deliver("customer.subscription.updated", self.stripe.object(subscription).unwrap()).await;
+    }
+
+    fn last_update(&self, subscription: &str) -> Vec<(String, String)> {
+        let path = format!("/v1/subscriptions/{subscription}");
+        let requests = self.stripe.requests();
+        requests.into_iter().rev().find(|r| r.method == "POST" && r.path == path).map(|r| r.params).unwrap_or_default()
+    }
+}
+
+async fn a_patron_cancels_and_undoes_pauses_and_resumes_and_changes_tier(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, reader, inner) = open_salon(b.db(), 10).await;
+    let email = "hanako@example.jp";
+    let (id, subscription) = b.member(&salon, "reader", email).await;
+    let sub = subscription["id"].as_str().unwrap().to_owned();
+    b.wait(&id, "active", |m| m.status == M::Active && m.lifetime_paid == 500).await;
+    let (db, gw) = (b.db(), b.gateway.as_ref());
+
+    selfservice::cancel_at_period_end(db, gw, email, &id).await.unwrap();
+    assert_eq!(b.stripe.object(&sub).unwrap()["cancel_at_period_end"], true);
+    b.report(&sub).await;
+    b.wait(&id, "canceling", |m| m.status == M::Canceling && m.cancel_at.is_some()).await;
+    selfservice::undo_cancel(db, gw, email, &id).await.unwrap();
+    b.report(&sub).await;
+    b.wait(&id, "active again", |m| m.status == M::Active && m.cancel_at.is_none()).await;
+
+    let too_long = selfservice::pause(db, gw, email, &id, 4).await.unwrap_err();
+    assert!(matches!(too_long, PatronError::Invalid(ref i) if i.field == "months"), "{too_long:?}");
+    selfservice::pause(db, gw, email, &id, 2).await.unwrap();
+    let paused = b.stripe.object(&sub).unwrap();
+    let resumes_at = paused["pause_collection"]["resumes_at"].as_i64().unwrap();
+    let expected = selfservice::pause_end(kanpa_ledger::Timestamp::now(), 2).unix_seconds();
+    assert!((resumes_at - expected).abs() < 60, "{resumes_at} vs {expected}");
+    b.report(&sub).await;
+    b.wait(&id, "paused", |m| m.status == M::Paused && m.paused_until.is_some()).await;
+    selfservice::resume(db, gw, email, &id).await.unwrap();
+    b.report(&sub).await;
+    b.wait(&id, "resumed", |m| m.status == M::Active && m.paused_until.is_none()).await;
+
+    // Upgrade under the salon's rule (from the next cycle): no proration.
+    let upgraded = selfservice::change_tier(db, gw, email, &id, "inner").await.unwrap();
+    assert_eq!((upgraded.tier_id, upgraded.amount), (inner.id, 5000));
+    let params = b.last_update(&sub);
+    assert!(params.contains(&("proration_behavior".into(), "none".into())), "{params:?}");
+    let inner_price = store::tier(db, salon.id, inner.id).await.unwrap().stripe_price_id.unwrap();
+    assert_eq!(b.stripe.object(&sub).unwrap()["items"]["data"][0]["price"]["id"], inner_price.as_str());
+    assert_eq!(store::tier(db, salon.id, reader.id).await.unwrap().seats_taken, 0);
+    assert_eq!(store::tier(db, salon.id, inner.id).await.unwrap().seats_taken, 1);
+    b.report(&sub).await;
+    b.wait(&id, "still active on the new tier", |m| m.status == M::Active && m.tier_id == inner.id).await;
+
+    // The organiser switches to prorating now; the downgrade is invoiced at once.
+    let rule = store::SalonChanges { tier_change: Some("prorate_now".into()), ..Default::default() };
+    store::update_salon(db, salon.id, &rule).await.unwrap();
+    selfservice::change_tier(db, gw, email, &id, "reader").await.unwrap();
+    let params = b.last_update(&sub);
+    assert!(params.contains(&("proration_behavior".into(), "always_invoice".into())), "{params:?}");
+    assert_eq!(store::tier(db, salon.id, inner.id).await.unwrap().seats_taken, 0);
+
+    let portal = selfservice::card_update_link(db, gw, &b.site, email, &id).await.unwrap();
+    assert!(portal.contains("/billing_portal/"), "{portal}");
+    b.app.stop().await;
+}
+
+async fn self_service_refuses_tampered_ids_and_wrong_states_and_changes_nothing(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, reader, inner) = open_salon(b.db(), 1).await;
+    let (id, subscription) = b.member(&salon, "reader", "hanako@example.jp").await;
+    let (other, _) = b.member(&salon, "inner", "taro@example.jp").await;
+    b.wait(&id, "active", |m| m.status == M::Active).await;
+    b.wait(&other, "active", |m| m.status == M::Active).await;
+    let sub = subscription["id"].as_str().unwrap();
+    let before = b.stripe.object(sub).unwrap();
+    let requests = b.stripe.requests().len();
+    let (db, gw) = (b.db(), b.gateway.as_ref());
+
+    // Someone else's membership, or one that does not exist, is not found.
+    for (email, target) in [("taro@example.jp", id.as_str()), ("hanako@example.jp", "m_000000000000000000000000")] {
+        let refused = selfservice::cancel_at_period_end(db, gw, email, target).await.unwrap_err();
+        assert!(matches!(refused, PatronError::NotFound("membership")), "{refused:?}");
+        let refused = selfservice::change_tier(db, gw, email, target, "inner").await.unwrap_err();
+        assert!(matches!(refused, PatronError::NotFound("membership")), "{refused:?}");
+    }
+    assert!(matches!(
+        selfservice::undo_cancel(db, gw, "hanako@example.jp", &id).await,
+        Err(PatronError::MembershipState { status: M::Active })
+    ));
+    assert!(matches!(
+        selfservice::resume(db, gw, "hanako@example.jp", &id).await,
+        Err(PatronError::MembershipState { status: M::Active })
+    ));
+    // The inner tier's one seat is taken; a tier of nowhere is not found.
+    let full = selfservice::change_tier(db, gw, "hanako@example.jp", &id, "inner").await.unwrap_err();
+    assert!(matches!(full, PatronError::TierFull), "{full:?}");
+    let unknown = selfservice::change_tier(db, gw, "hanako@example.jp", &id, "platinum").await.unwrap_err();
+    assert!(matches!(unknown, PatronError::NotFound("tier")), "{unknown:?}");
+    let same = selfservice::change_tier(db, gw, "hanako@example.jp", &id, "reader").await.unwrap_err();
+    assert!(matches!(same, PatronError::Invalid(ref i) if i.field == "tier"), "{same:?}");
+
+    assert_eq!(b.stripe.object(sub).unwrap(), before);
+    let writes = b.stripe.requests().iter().skip(requests).filter(|r| r.method == "POST").count();
+    assert_eq!(writes, 0);
+    let m = b.membership(&id).await;
+    assert_eq!((m.status, m.tier_id), (M::Active, reader.id));
+    assert_eq!(store::tier(db, salon.id, reader.id).await.unwrap().seats_taken, 1);
+    assert_eq!(store::tier(db, salon.id, inner.id).await.unwrap().seats_taken, 1);
     b.app.stop().await;
 }

@@ -177,6 +177,18 @@ pub async fn newest_applied(tx: &mut Tx, object_id: &str) -> Result<Option<(Time
     Ok(on_tx!(tx, c => sqlx::query_as(sql).bind(object_id).fetch_optional(c).await?))
 }
 
+/// The newest stored event's object for a Stripe object id (by `created`,
+/// then arrival), as JSON text: what the sandbox gateway knows of a
+/// subscription it reported.
+pub async fn newest_object(tx: &mut Tx, object_id: &str) -> Result<Option<String>, sqlx::Error> {
+    let sql = "SELECT payload FROM stripe_events WHERE object_id = $1 ORDER BY created DESC, received_at DESC LIMIT 1";
+    let payload: Option<String> = on_tx!(tx, c => sqlx::query_scalar(sql).bind(object_id).fetch_optional(c).await?);
+    Ok(payload.and_then(|p| {
+        let value: serde_json::Value = serde_json::from_str(&p).ok()?;
+        Some(value["data"]["object"].to_string())
+    }))
+}
+
 /// Takes the row lock on an object's version row (creating it empty if
 /// needed) for the rest of the transaction, so two workers never apply
 /// events of the same object at once: the second waits, then sees what the

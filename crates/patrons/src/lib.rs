@@ -8,7 +8,9 @@
 //! - [`join`]: a tier's Stripe price, and joining through Checkout in
 //!   subscription mode;
 //! - [`events`]: the Stripe Billing events and the job that posts a paid
-//!   invoice to the salon's fund.
+//!   invoice to the salon's fund;
+//! - [`selfservice`]: a patron's own changes: tier, cancel and undo, pause
+//!   and resume, the card.
 //!
 //! Each salon opens a fund account in the ledger; money a patron pays is
 //! posted there with the Stripe fee as its own entry. Owns the tables
@@ -20,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod join;
 pub mod model;
+pub mod selfservice;
 pub mod store;
 
 pub use error::PatronError;

@@ -64,6 +64,26 @@ pub struct PriceIds {
     pub price: String,
 }
 
+/// A change a patron makes to their subscription. The new state comes back
+/// as `customer.subscription.updated` (and an invoice, for a prorated
+/// change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscriptionAction {
+    /// End at the end of the paid period (`true`), or take that back.
+    CancelAtPeriodEnd(bool),
+    /// Stop collecting (invoices are voided) until `until`.
+    Pause {
+        until: Timestamp,
+    },
+    Resume,
+    /// Move to another price: prorated and invoiced now, or from the next
+    /// renewal with no proration.
+    ChangePrice {
+        price: String,
+        prorate_now: bool,
+    },
+}
+
 /// Where to send the payer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckoutSession {
@@ -156,6 +176,18 @@ pub trait PaymentGateway: Send + Sync {
     /// are never changed: a new amount is a new price, and subscriptions
     /// on the old one stay there.
     async fn create_price(&self, price: &NewPrice) -> Result<PriceIds, GatewayError>;
+
+    /// Changes a subscription as its subscriber asked.
+    async fn change_subscription(
+        &self,
+        subscription: &str,
+        action: &SubscriptionAction,
+        idempotency_key: &str,
+    ) -> Result<(), GatewayError>;
+
+    /// A session of the provider's billing portal where the customer updates
+    /// their card; the URL to send them to.
+    async fn billing_portal(&self, customer: &str, return_url: &str) -> Result<String, GatewayError>;
 
     /// Closes an open Checkout session so it can no longer be paid (or
     /// learns that it was completed first).

@@ -18,5 +18,5 @@ pub mod webhook;
 
 pub use gateway::{
     ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, NewPrice, OffSessionCharge,
-    PaymentGateway, PriceIds, SavedCard, SessionState,
+    PaymentGateway, PriceIds, SavedCard, SessionState, SubscriptionAction,
 };

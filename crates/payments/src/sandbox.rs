@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::gateway::{
     ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, NewPrice, OffSessionCharge,
-    PaymentGateway, PriceIds, SavedCard, SessionState,
+    PaymentGateway, PriceIds, SavedCard, SessionState, SubscriptionAction,
 };
 
 pub struct Sandbox {
@@ -345,6 +345,52 @@ impl PaymentGateway for Sandbox {
         });
         tx.commit().await.map_err(gateway_db)?;
         Ok(PriceIds { product, price: id })
+    }
+
+    /// Applies the change to the subscription as the sandbox last reported
+    /// it and reports it again as `customer.subscription.updated`. Price
+    /// changes take effect without a proration invoice in the sandbox.
+    async fn change_subscription(
+        &self,
+        subscription: &str,
+        action: &SubscriptionAction,
+        _idempotency_key: &str,
+    ) -> Result<(), GatewayError> {
+        let mut tx = self.db.begin().await.map_err(gateway_db)?;
+        let known = inbox::newest_object(&mut tx, subscription).await.map_err(gateway_db)?;
+        let mut object: Value = known
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .filter(|o: &Value| o["object"] == "subscription")
+            .ok_or_else(|| GatewayError::Rejected(format!("No such subscription: '{subscription}'")))?;
+        if object["status"] == "canceled" {
+            return Err(GatewayError::Rejected("A canceled subscription cannot be changed.".into()));
+        }
+        match action {
+            SubscriptionAction::CancelAtPeriodEnd(cancel) => {
+                object["cancel_at_period_end"] = json!(cancel);
+                object["cancel_at"] =
+                    if *cancel { object["items"]["data"][0]["current_period_end"].clone() } else { Value::Null };
+            }
+            SubscriptionAction::Pause { until } => {
+                object["pause_collection"] = json!({ "behavior": "void", "resumes_at": until.unix_seconds() });
+            }
+            SubscriptionAction::Resume => object["pause_collection"] = Value::Null,
+            SubscriptionAction::ChangePrice { price, .. } => {
+                let sql = "SELECT amount FROM sandbox_prices WHERE id = $1";
+                let amount: Option<i64> = on_tx!(&mut tx, c => sqlx::query_scalar(sql).bind(price)
+                    .fetch_optional(c).await.map_err(gateway_db)?);
+                let amount = amount.ok_or_else(|| GatewayError::Rejected(format!("No such price: '{price}'")))?;
+                object["items"]["data"][0]["price"]["id"] = json!(price);
+                object["items"]["data"][0]["price"]["unit_amount"] = json!(amount);
+            }
+        }
+        store_event(&mut tx, "customer.subscription.updated", object).await.map_err(gateway_db)?;
+        tx.commit().await.map_err(gateway_db)?;
+        Ok(())
+    }
+
+    async fn billing_portal(&self, _customer: &str, _return_url: &str) -> Result<String, GatewayError> {
+        Err(GatewayError::Rejected("the sandbox has no billing portal: its test cards never need updating".into()))
     }
 
     async fn expire_checkout(&self, session: &str) -> Result<SessionState, GatewayError> {

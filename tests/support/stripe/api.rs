@@ -746,6 +746,20 @@ fn update_subscription(state: &mut State, id: &str, form: &Form) -> Result<Value
         id,
         SubscriptionChanges {
             metadata: form.metadata_changes("metadata"),
+            pause_collection: match form.node_at(&["pause_collection"]) {
+                None => None,
+                Some(Value::String(s)) if s.is_empty() => Some(None),
+                Some(_) => {
+                    let behavior = form
+                        .text_at(&["pause_collection", "behavior"])
+                        .ok_or_else(|| ApiError::parameter_missing("pause_collection[behavior]"))?;
+                    let resumes_at = match form.node_at(&["pause_collection", "resumes_at"]) {
+                        Some(value) => Some(parse_integer(value, "pause_collection[resumes_at]")?),
+                        None => None,
+                    };
+                    Some(Some((behavior, resumes_at)))
+                }
+            },
             cancel_at_period_end: form.boolean("cancel_at_period_end")?,
             default_payment_method: form.text("default_payment_method"),
             description: form.text("description"),

@@ -1246,6 +1246,9 @@ pub(crate) fn create_subscription(state: &mut State, new: NewSubscription) -> Re
 #[derive(Default)]
 pub(crate) struct SubscriptionChanges {
     pub metadata: Option<MetadataChanges>,
+    /// `Some(None)`: `pause_collection=""` resumes; `Some(Some((behavior,
+    /// resumes_at)))` pauses.
+    pub pause_collection: Option<Option<(String, Option<i64>)>>,
     pub cancel_at_period_end: Option<bool>,
     pub default_payment_method: Option<String>,
     pub description: Option<String>,
@@ -1291,6 +1294,12 @@ pub(crate) fn update_subscription(
     }
     for change in changes.items {
         apply_item_change(state, &mut subscription, id, change)?;
+    }
+    if let Some(pause) = changes.pause_collection {
+        subscription["pause_collection"] = match pause {
+            Some((behavior, resumes_at)) => json!({ "behavior": behavior, "resumes_at": resumes_at }),
+            None => Value::Null,
+        };
     }
     if let Some(cancel_at_period_end) = changes.cancel_at_period_end {
         subscription["cancel_at_period_end"] = json!(cancel_at_period_end);
