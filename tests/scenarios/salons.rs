@@ -41,6 +41,7 @@ on_both_backends!(
     an_older_subscription_update_cannot_undo_a_newer_cancellation,
     a_patron_cancels_and_undoes_pauses_and_resumes_and_changes_tier,
     self_service_refuses_tampered_ids_and_wrong_states_and_changes_nothing,
+    the_roster_shows_every_patron_with_mrr_and_churn_in_json_and_csv,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -856,5 +857,59 @@ async fn self_service_refuses_tampered_ids_and_wrong_states_and_changes_nothing(
     assert_eq!((m.status, m.tier_id), (M::Active, reader.id));
     assert_eq!(store::tier(db, salon.id, reader.id).await.unwrap().seats_taken, 1);
     assert_eq!(store::tier(db, salon.id, inner.id).await.unwrap().seats_taken, 1);
+    b.app.stop().await;
+}
+
+async fn the_roster_shows_every_patron_with_mrr_and_churn_in_json_and_csv(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, _) = open_salon(b.db(), 10).await;
+    let (hanako, _) = b.member(&salon, "inner", "hanako@example.jp").await;
+    let (taro, taro_sub) = b.member(&salon, "reader", "taro@example.jp").await;
+    b.wait(&hanako, "paid", |m| m.lifetime_paid == 5000).await;
+    b.wait(&taro, "paid", |m| m.lifetime_paid == 500).await;
+    let mut ended = taro_sub.clone();
+    ended["status"] = json!("canceled");
+    b.deliver("customer.subscription.deleted", ended).await;
+    b.wait(&taro, "ended", |m| m.status == M::Ended).await;
+    // Someone still at Checkout is not on the roster.
+    b.join(&salon, "reader", "jiro@example.jp").await.unwrap();
+
+    let token = token(b.db(), OrgId(salon.org_id)).await;
+    let (status, roster) = call(&b.app, &token, "GET", "/api/v1/salons/dr-salon/roster", None).await;
+    assert_eq!(status, 200, "{roster}");
+    let rows = roster["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{roster}");
+    let row = rows.iter().find(|r| r["email"] == "hanako@example.jp").unwrap();
+    assert_eq!(
+        (row["tier"].as_str(), row["status"].as_str(), row["lifetime_paid"].as_i64()),
+        (Some("inner"), Some("active"), Some(5000))
+    );
+    assert!(row["since"].is_string() && row["last_payment_at"].is_string());
+    assert_eq!(roster["counts"]["active"], 1);
+    assert_eq!(roster["counts"]["ended"], 1);
+    assert_eq!(roster["counts"]["incomplete"], 1);
+    assert_eq!(roster["mrr"], 5000);
+    let months = roster["months"].as_array().unwrap();
+    assert_eq!(months.len(), 12);
+    let this_month = months.last().unwrap();
+    assert_eq!((this_month["joined"].as_i64(), this_month["ended"].as_i64()), (Some(2), Some(1)));
+    assert_eq!(this_month["mrr_at_end"], 5000);
+
+    let response =
+        b.app.client.get(b.app.url("/api/v1/salons/dr-salon/roster.csv")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = response.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "membership,email,tier,status,monthly_amount,since,last_payment,lifetime_paid");
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines.iter().any(|l| l.contains("\"hanako@example.jp\",\"inner\",\"active\",5000,") && l.ends_with(",5000")),
+        "{text}"
+    );
+    // Another organisation sees none of it.
+    let other = org_token(&b.app, "other-clinic").await;
+    let (status, _) = call(&b.app, &other, "GET", "/api/v1/salons/dr-salon/roster", None).await;
+    assert_eq!(status, 404);
     b.app.stop().await;
 }

@@ -9,6 +9,7 @@
 //!   subscription mode;
 //! - [`events`]: the Stripe Billing events and the job that posts a paid
 //!   invoice to the salon's fund;
+//! - [`roster`]: the organiser's view: patrons, counts, MRR and churn;
 //! - [`selfservice`]: a patron's own changes: tier, cancel and undo, pause
 //!   and resume, the card.
 //!
@@ -22,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod join;
 pub mod model;
+pub mod roster;
 pub mod selfservice;
 pub mod store;
 

@@ -4,7 +4,8 @@
 //! answered exactly like a missing one.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use kanpa_patrons::store::{self, PostInput, SalonChanges, SalonInput, TierChanges, TierInput};
@@ -24,6 +25,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/salons/{slug}/tiers/{tier}", patch(update_tier))
         .route("/api/v1/salons/{slug}/posts", get(list_posts).post(add_post))
         .route("/api/v1/salons/{slug}/posts/{post}", delete(delete_post))
+        .route("/api/v1/salons/{slug}/roster", get(roster))
+        .route("/api/v1/salons/{slug}/roster.csv", get(roster_csv))
 }
 
 impl Api {
@@ -150,6 +153,36 @@ async fn priced(state: &AppState, salon: &Salon, tier: Tier) -> Tier {
             tier
         }
     }
+}
+
+/// Patrons, counts by status, MRR and churn for the last twelve months.
+/// Personal data: any role of the organisation may read it, nobody else.
+async fn roster(State(state): State<AppState>, api: Api, Path(slug): Path<String>) -> Result<Json<Value>, ApiError> {
+    let salon = api.salon(&state, &slug).await?;
+    let roster = kanpa_patrons::roster::roster(&state.db, salon.id, kanpa_ledger::Timestamp::now())
+        .await
+        .map_err(|e| api.fail_salon(e))?;
+    Ok(Json(json!({
+        "data": roster.rows, "counts": roster.counts, "mrr": roster.mrr, "currency": salon.currency,
+        "months": roster.months,
+    })))
+}
+
+async fn roster_csv(State(state): State<AppState>, api: Api, Path(slug): Path<String>) -> Result<Response, ApiError> {
+    let salon = api.salon(&state, &slug).await?;
+    let roster = kanpa_patrons::roster::roster(&state.db, salon.id, kanpa_ledger::Timestamp::now())
+        .await
+        .map_err(|e| api.fail_salon(e))?;
+    let disposition = format!("attachment; filename=\"{}-roster.csv\"", salon.slug);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        kanpa_patrons::roster::csv(&roster),
+    )
+        .into_response())
 }
 
 async fn list_posts(
