@@ -42,6 +42,7 @@ on_both_backends!(
     a_patron_cancels_and_undoes_pauses_and_resumes_and_changes_tier,
     self_service_refuses_tampered_ids_and_wrong_states_and_changes_nothing,
     the_roster_shows_every_patron_with_mrr_and_churn_in_json_and_csv,
+    the_salon_page_shows_the_terms_and_joins_through_the_sandbox_into_the_members_area,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -912,4 +913,141 @@ async fn the_roster_shows_every_patron_with_mrr_and_churn_in_json_and_csv(backen
     let (status, _) = call(&b.app, &other, "GET", "/api/v1/salons/dr-salon/roster", None).await;
     assert_eq!(status, 404);
     b.app.stop().await;
+}
+
+/// Signs in through the emailed link; returns the cookie.
+async fn sign_in(app: &TestApp, email: &str) -> String {
+    let res = app
+        .client
+        .post(app.url("/me/sign-in"))
+        .header("origin", app.url(""))
+        .form(&[("email", email)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sql = "SELECT data FROM outbox_emails WHERE template = 'sign_in_link' AND to_address = $1 ORDER BY id DESC";
+    let data: String = on_db!(&app.db, p => sqlx::query_scalar(sql).bind(email).fetch_one(p).await.unwrap());
+    let data: Value = serde_json::from_str(&data).unwrap();
+    let link = data["link"].as_str().unwrap();
+    let path = &link[link.find("/me/sign-in/").unwrap()..];
+    let res = app.get(path).await;
+    assert_eq!(res.status(), 303);
+    res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
+}
+
+async fn page(app: &TestApp, path: &str, lang: &str, cookie: Option<&str>) -> (u16, String) {
+    let cookies = match cookie {
+        Some(c) => format!("lang={lang}; {c}"),
+        None => format!("lang={lang}"),
+    };
+    let res = app.client.get(app.url(path)).header("cookie", cookies).send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn the_salon_page_shows_the_terms_and_joins_through_the_sandbox_into_the_members_area(backend: TestBackend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let (salon, _, _) = open_salon(&app.db, 0).await;
+    let post = store::PostInput {
+        title_ja: "4月の勉強会の録画".into(),
+        title_en: "April study session".into(),
+        link_url: Some("https://example.jp/live/4".into()),
+        ..Default::default()
+    };
+    store::add_post(&app.db, salon.id, &post).await.unwrap();
+
+    let (status, ja) = page(&app, "/s/dr-salon", "ja", None).await;
+    assert_eq!(status, 200);
+    for text in [
+        "ドクターのサロン",
+        "読者",
+        "月額 ¥500",
+        "インナー",
+        "満席",
+        "お支払いの前にご確認ください",
+        "毎月同じ日に請求します",
+        "退会はいつでも",
+        "1〜3か月の一時停止",
+    ] {
+        assert!(ja.contains(text), "{text} missing from the Japanese page");
+    }
+    let (_, en) = page(&app, "/s/dr-salon", "en", None).await;
+    for text in
+        ["The doctor&#39;s salon", "¥500 / month", "Before you pay", "each month on the same day", "cancel at any time"]
+    {
+        assert!(en.contains(text), "{text} missing from the English page: {en}");
+    }
+
+    let join = |fields: Vec<(&'static str, String)>| {
+        app.client
+            .post(app.url("/s/dr-salon/join"))
+            .header("origin", app.url(""))
+            .header("cookie", "lang=ja")
+            .form(&fields)
+            .send()
+    };
+    for (tier, words) in [("gold", "選んだプランはこのサロンにありません"), ("inner", "このプランは満席です")]
+    {
+        let res = join(vec![("tier", tier.into()), ("email", "hanako@example.jp".into())]).await.unwrap();
+        assert_eq!(res.status(), 422);
+        assert!(res.text().await.unwrap().contains(words), "{tier}");
+    }
+    let res = join(vec![("tier", "reader".into()), ("email", "nope".into())]).await.unwrap();
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("メールアドレスの形式が正しくありません"));
+    let forged = app
+        .client
+        .post(app.url("/s/dr-salon/join"))
+        .header("origin", "https://evil.example")
+        .form(&[("tier", "reader"), ("email", "hanako@example.jp")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM memberships").await, 0);
+
+    let res = join(vec![("tier", "reader".into()), ("email", "hanako@example.jp".into())]).await.unwrap();
+    assert_eq!(res.status(), 303);
+    let checkout = res.headers()["location"].to_str().unwrap().to_owned();
+    assert!(checkout.contains("/sandbox/checkout/cs_sandbox_"), "{checkout}");
+    let done = Sandbox::act(&app.db, &session_id(&checkout), SandboxAction::Succeed).await.unwrap();
+    let SandboxResult::Completed { redirect } = done else { panic!("{done:?}") };
+    let welcome = &redirect[redirect.find("/s/dr-salon/welcome/").unwrap()..];
+    let id = welcome.rsplit('/').next().unwrap().to_owned();
+    eventually(30, "the membership is active", || async {
+        store::membership_by_public_id(&app.db, &id).await.unwrap().status == M::Active
+    })
+    .await;
+    let (status, text) = page(&app, welcome, "ja", None).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("入会が完了しました"));
+
+    // The members' area: only a signed-in member in good standing sees the posts.
+    let (_, outside) = page(&app, "/s/dr-salon/members", "ja", None).await;
+    assert!(!outside.contains("4月の勉強会の録画") && outside.contains("サインインすると"));
+    let member = sign_in(&app, "hanako@example.jp").await;
+    let (_, inside) = page(&app, "/s/dr-salon/members", "ja", Some(&member)).await;
+    assert!(inside.contains("4月の勉強会の録画") && inside.contains("https://example.jp/live/4"), "{inside}");
+    let (_, english) = page(&app, "/s/dr-salon/members", "en", Some(&member)).await;
+    assert!(english.contains("April study session"));
+    let stranger = sign_in(&app, "taro@example.jp").await;
+    let (_, refused) = page(&app, "/s/dr-salon/members", "ja", Some(&stranger)).await;
+    assert!(!refused.contains("4月の勉強会の録画") && refused.contains("会員の方向け"));
+    exec_raw(&app.db, &format!("UPDATE memberships SET status = 'paused' WHERE public_id = '{id}'")).await.unwrap();
+    let (_, paused) = page(&app, "/s/dr-salon/members", "ja", Some(&member)).await;
+    assert!(!paused.contains("4月の勉強会の録画") && paused.contains("一時停止中"));
+
+    // A draft salon is not public.
+    let org = OrgId(salon.org_id);
+    let draft = SalonInput {
+        slug: "draft-salon".into(),
+        name_ja: "準備中".into(),
+        currency: "JPY".into(),
+        contact_email: "d@example.jp".into(),
+        ..SalonInput::default()
+    };
+    store::create_salon(&app.db, org, &draft).await.unwrap();
+    assert_eq!(page(&app, "/s/draft-salon", "ja", None).await.0, 404);
+    assert_eq!(page(&app, "/s/no-such-salon", "ja", None).await.0, 404);
+    app.stop().await;
 }

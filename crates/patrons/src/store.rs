@@ -207,8 +207,9 @@ impl From<PostRow> for MemberPost {
 
 // ---------------------------------------------------------------- inputs
 
-/// A salon as the API and CLI describe it.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// A salon as the API and CLI describe it. `Default` gives the same
+/// defaults as a JSON body that leaves the optional fields out.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SalonInput {
     pub slug: String,
@@ -227,6 +228,23 @@ pub struct SalonInput {
     #[serde(default = "default_grace_days")]
     pub grace_days: i64,
     pub contact_email: String,
+}
+
+impl Default for SalonInput {
+    fn default() -> SalonInput {
+        SalonInput {
+            slug: String::new(),
+            name_ja: String::new(),
+            name_en: String::new(),
+            description_ja: String::new(),
+            description_en: String::new(),
+            currency: String::new(),
+            billing_anchor: default_anchor(),
+            tier_change: default_tier_change(),
+            grace_days: default_grace_days(),
+            contact_email: String::new(),
+        }
+    }
 }
 
 fn default_anchor() -> String {

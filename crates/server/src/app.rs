@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::campaigns::router())
         .merge(routes::sandbox::router())
         .merge(routes::me::router())
+        .merge(routes::salons::router())
         .fallback(error::not_found)
         .layer(from_fn(telemetry::track_requests))
         .with_state(state)

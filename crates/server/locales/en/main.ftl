@@ -212,3 +212,27 @@ receipt-refunded = Of which refunded
 receipt-paid-on = Paid on
 receipt-charge = Payment ID
 receipt-print = Use your browser's print function to print or save as PDF.
+
+# Salons
+salon-per-month = { $price } / month
+salon-choose-tier = Choose a tier
+salon-full = Full
+salon-seats-left = { $n } places left
+salon-join = Join
+salon-closed = This salon is not taking new members right now.
+salon-terms-heading = Before you pay
+salon-terms-price = The price shown is charged to your card every month until you cancel.
+salon-terms-start-date = The first month is charged today; then each month on the same day.
+salon-terms-first-of-month = Today you pay for the rest of this month (by the day); from then on the full price is charged on the 1st of each month.
+salon-terms-cancel = You can cancel at any time from your page (/me, with a sign-in link sent by email). You keep access until the end of the month you paid for, and nothing more is charged.
+salon-terms-pause = You can also pause for one to three months, or change tier, from the same page.
+salon-members-link = Members' area
+salon-members-heading = Members' area
+salon-members-empty = Nothing here yet.
+salon-members-sign-in = Sign in with the email address you joined with to see the members' area.
+salon-members-not-member = This page is for members. Join to see it.
+salon-members-past-due = Your last payment did not go through. Please update your card from your page to keep access.
+salon-members-paused = Your membership is paused. Resume it from your page to see the members' area.
+salon-welcome-heading = Welcome
+salon-welcome-waiting = We are confirming your payment. This page updates by itself.
+salon-welcome-confirmed = Your membership is active. A receipt is on its way by email.

@@ -200,3 +200,27 @@ receipt-refunded = うち返金額
 receipt-paid-on = 支払日時
 receipt-charge = 決済ID
 receipt-print = ブラウザの印刷機能で印刷・PDF保存できます。
+
+# Salons
+salon-per-month = 月額 { $price }
+salon-choose-tier = プランを選んでください
+salon-full = 満席
+salon-seats-left = 残り { $n } 席
+salon-join = 入会する
+salon-closed = このサロンは現在、新規の入会を受け付けていません。
+salon-terms-heading = お支払いの前にご確認ください
+salon-terms-price = 表示の金額を、退会されるまで毎月ご登録のカードに請求します。
+salon-terms-start-date = 初月分は本日請求し、以後は毎月同じ日に請求します。
+salon-terms-first-of-month = 本日は今月の残り日数分(日割り)を請求し、以後は毎月1日に月額を請求します。
+salon-terms-cancel = 退会はいつでも会員ページ(/me、メールで届くサインイン用リンクから)でできます。お支払い済みの月の末日までご利用いただけ、以後の請求はありません。
+salon-terms-pause = 同じページから、1〜3か月の一時停止やプランの変更もできます。
+salon-members-link = 会員ページ
+salon-members-heading = 会員限定ページ
+salon-members-empty = まだ投稿はありません。
+salon-members-sign-in = 入会したメールアドレスでサインインすると、会員限定ページをご覧いただけます。
+salon-members-not-member = このページは会員の方向けです。入会するとご覧いただけます。
+salon-members-past-due = 前回のお支払いが完了していません。引き続きご覧いただくには、会員ページからカードを更新してください。
+salon-members-paused = 会員資格を一時停止中です。会員ページから再開するとご覧いただけます。
+salon-welcome-heading = ようこそ
+salon-welcome-waiting = お支払いを確認しています。このページは自動で更新されます。
+salon-welcome-confirmed = 入会が完了しました。領収メールをお送りします。

@@ -60,7 +60,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The signed-in supporter: (session id, email).
-async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<(String, String)>, AppError> {
+pub(crate) async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Option<(String, String)>, AppError> {
     let Some(id) = session_cookie(headers) else {
         return Ok(None);
     };

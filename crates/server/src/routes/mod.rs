@@ -8,5 +8,6 @@ pub mod health;
 pub mod home;
 pub mod me;
 pub mod salon_api;
+pub mod salons;
 pub mod sandbox;
 pub mod webhooks;
