@@ -956,6 +956,11 @@ async fn the_salon_page_shows_the_terms_and_joins_through_the_sandbox_into_the_m
     };
     store::add_post(&app.db, salon.id, &post).await.unwrap();
 
+    let (_, home) = page(&app, "/", "ja", None).await;
+    assert!(
+        home.contains("/s/dr-salon") && home.contains("ドクターのサロン") && home.contains("月額 ¥500 から"),
+        "{home}"
+    );
     let (status, ja) = page(&app, "/s/dr-salon", "ja", None).await;
     assert_eq!(status, 200);
     for text in [
@@ -1033,6 +1038,44 @@ async fn the_salon_page_shows_the_terms_and_joins_through_the_sandbox_into_the_m
     let stranger = sign_in(&app, "taro@example.jp").await;
     let (_, refused) = page(&app, "/s/dr-salon/members", "ja", Some(&stranger)).await;
     assert!(!refused.contains("4月の勉強会の録画") && refused.contains("会員の方向け"));
+
+    // "My page" shows the membership next to any pledges, with what can be done.
+    let (_, me) = page(&app, "/me", "ja", Some(&member)).await;
+    for text in [
+        "入会中のサロン",
+        "ドクターのサロン",
+        "読者",
+        "有効",
+        "次回",
+        "¥500 を請求します",
+        "お支払い済み期間の終わりに退会する",
+    ] {
+        assert!(me.contains(text), "{text} missing from /me: {me}");
+    }
+    let post_me = |path: String, fields: Vec<(&'static str, &'static str)>, cookie: String| {
+        app.client
+            .post(app.url(&path))
+            .header("origin", app.url(""))
+            .header("cookie", format!("lang=ja; {cookie}"))
+            .form(&fields)
+            .send()
+    };
+    let res = post_me(format!("/me/memberships/{id}/cancel"), vec![], member.clone()).await.unwrap();
+    assert_eq!((res.status().as_u16(), res.headers()["location"].to_str().unwrap()), (303, "/me?done=membership"));
+    eventually(30, "the cancellation is applied", || async {
+        store::membership_by_public_id(&app.db, &id).await.unwrap().status == M::Canceling
+    })
+    .await;
+    let (_, me) = page(&app, "/me", "ja", Some(&member)).await;
+    assert!(me.contains("退会予定") && me.contains("退会を取り消す") && me.contains("以後の請求はありません"), "{me}");
+    // Someone else's membership id, or a pause too long, changes nothing.
+    let res = post_me(format!("/me/memberships/{id}/undo-cancel"), vec![], stranger.clone()).await.unwrap();
+    assert_eq!(res.status(), 404);
+    let res = post_me(format!("/me/memberships/{id}/pause"), vec![("months", "4")], member.clone()).await.unwrap();
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("1 から 3 までの数を入力してください"));
+    assert_eq!(store::membership_by_public_id(&app.db, &id).await.unwrap().status, M::Canceling);
+
     exec_raw(&app.db, &format!("UPDATE memberships SET status = 'paused' WHERE public_id = '{id}'")).await.unwrap();
     let (_, paused) = page(&app, "/s/dr-salon/members", "ja", Some(&member)).await;
     assert!(!paused.contains("4月の勉強会の録画") && paused.contains("一時停止中"));

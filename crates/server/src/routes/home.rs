@@ -1,5 +1,4 @@
-//! `/`: what this server hosts: the live campaigns (salons come with the
-//! patron club).
+//! `/`: what this server hosts: the live campaigns and the open salons.
 
 use askama::Template;
 use axum::Router;
@@ -33,6 +32,14 @@ struct CampaignSummary {
 struct HomePage {
     tr: Tr,
     campaigns: Vec<CampaignSummary>,
+    salons: Vec<SalonSummary>,
+}
+
+struct SalonSummary {
+    slug: String,
+    name: String,
+    /// "From ¥500 / month".
+    from: Option<String>,
 }
 
 async fn home(State(state): State<AppState>, lang: Lang) -> Result<Html<String>, AppError> {
@@ -49,5 +56,17 @@ async fn home(State(state): State<AppState>, lang: Lang) -> Result<Html<String>,
             time_left: time_left(tr, c, now),
         })
         .collect();
-    Ok(Html(HomePage { tr, campaigns }.render_html()))
+    let failure = |e: kanpa_patrons::PatronError| AppError::Internal(anyhow::anyhow!(e));
+    let mut salons = Vec::new();
+    for salon in kanpa_patrons::store::public_salons(&state.db).await.map_err(failure)? {
+        let tiers = kanpa_patrons::store::tiers(&state.db, salon.id).await.map_err(failure)?;
+        let cheapest =
+            tiers.iter().filter(|t| t.status == kanpa_patrons::TierStatus::Active).min_by_key(|t| t.monthly_price);
+        salons.push(SalonSummary {
+            slug: salon.slug.clone(),
+            name: salon.name(tr.0).to_owned(),
+            from: cheapest.map(|t| tr.t_with("home-salon-from", &[("price", &t.price().format(tr.0))])),
+        });
+    }
+    Ok(Html(HomePage { tr, campaigns, salons }.render_html()))
 }

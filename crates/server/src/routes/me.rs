@@ -43,6 +43,8 @@ pub fn router() -> Router<AppState> {
         .route("/me/pledges/{id}/cancel", post(cancel))
         .route("/me/pledges/{id}/pay", get(pay))
         .route("/me/pledges/{id}/receipt", get(receipt))
+        .route("/me/memberships/{id}/card", get(membership_card))
+        .route("/me/memberships/{id}/{action}", post(membership_action))
         .route_layer(from_fn(forms::deny_framing))
 }
 
@@ -192,6 +194,7 @@ struct MePage {
     tr: Tr,
     email: String,
     pledges: Vec<MyPledge>,
+    memberships: Vec<MyMembership>,
     notice: Option<String>,
 }
 
@@ -292,7 +295,164 @@ async fn me_page(state: &AppState, tr: Tr, email: &str) -> Result<MePage, AppErr
         let changeable = supporter::is_changeable(&state.db, pledge).await.map_err(read_failure)?;
         mine.push(my_pledge(tr, &campaigns[&pledge.campaign_id], pledge, changeable));
     }
-    Ok(MePage { tr, email: email.to_owned(), pledges: mine, notice: None })
+    let memberships = my_memberships(state, tr, email).await?;
+    Ok(MePage { tr, email: email.to_owned(), pledges: mine, memberships, notice: None })
+}
+
+// ---------------------------------------------------------------- my memberships
+
+struct MyMembership {
+    id: String,
+    salon_name: String,
+    salon_slug: String,
+    tier: String,
+    status: String,
+    status_class: &'static str,
+    amount: String,
+    /// "Next charge: ¥5,000 on 1 May 2026", "Ends on …", "Paused until …".
+    schedule: Option<String>,
+    lifetime_paid: String,
+    can_cancel: bool,
+    can_undo: bool,
+    can_pause: bool,
+    can_resume: bool,
+    can_update_card: bool,
+    tiers: Vec<Choice>,
+}
+
+async fn my_memberships(state: &AppState, tr: Tr, email: &str) -> Result<Vec<MyMembership>, AppError> {
+    use kanpa_patrons::MembershipStatus as S;
+    let failure = |e: kanpa_patrons::PatronError| AppError::Internal(anyhow::anyhow!(e));
+    let memberships = kanpa_patrons::store::memberships_of_email(&state.db, email).await.map_err(failure)?;
+    let mut mine = Vec::new();
+    // An unfinished Checkout is not a membership yet.
+    for m in memberships.iter().filter(|m| m.status != S::Incomplete || m.since.is_some()) {
+        let salon = kanpa_patrons::store::salon_by_id(&state.db, m.salon_id).await.map_err(failure)?;
+        let tiers = kanpa_patrons::store::tiers(&state.db, salon.id).await.map_err(failure)?;
+        let tier = tiers.iter().find(|t| t.id == m.tier_id).map(|t| t.name(tr.0).to_owned()).unwrap_or_default();
+        let date = |t| kanpa_patrons::events::local_date(t, tr.0);
+        let schedule = match (m.status, m.current_period_end, m.cancel_at, m.paused_until) {
+            (S::Active | S::PastDue, Some(end), _, _) => Some(
+                tr.t_with("me-membership-next-charge", &[("amount", &m.money().format(tr.0)), ("date", &date(end))]),
+            ),
+            (S::Canceling, _, Some(at), _) | (S::Canceling, Some(at), None, _) => {
+                Some(tr.t_with("me-membership-ends", &[("date", &date(at))]))
+            }
+            (S::Paused, _, _, Some(until)) => Some(tr.t_with("me-membership-paused-until", &[("date", &date(until))])),
+            _ => None,
+        };
+        let choices = if m.status == S::Active {
+            tiers
+                .iter()
+                .filter(|t| t.id != m.tier_id && t.is_joinable())
+                .map(|t| Choice {
+                    value: t.slug.clone(),
+                    label: format!("{} ({})", t.name(tr.0), t.price().format(tr.0)),
+                    selected: false,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        mine.push(MyMembership {
+            id: m.public_id.clone(),
+            salon_name: salon.name(tr.0).to_owned(),
+            salon_slug: salon.slug.clone(),
+            tier,
+            status: tr.t(&format!("membership-status-{}", m.status.as_str())),
+            status_class: match m.status {
+                S::Active | S::Canceling => "ok",
+                S::Incomplete | S::Paused => "wait",
+                S::PastDue => "bad",
+                S::Ended => "off",
+            },
+            amount: tr.t_with("salon-per-month", &[("price", &m.money().format(tr.0))]),
+            schedule,
+            lifetime_paid: m.lifetime_paid().format(tr.0),
+            can_cancel: matches!(m.status, S::Active | S::PastDue),
+            can_undo: m.status == S::Canceling,
+            can_pause: m.status == S::Active,
+            can_resume: m.status == S::Paused,
+            can_update_card: m.stripe_customer_id.is_some() && m.status != S::Ended,
+            tiers: choices,
+        });
+    }
+    Ok(mine)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MembershipForm {
+    #[serde(default)]
+    months: String,
+    #[serde(default)]
+    tier: String,
+}
+
+/// A patron's change to their membership; the new state arrives from Stripe
+/// in a moment, so the page says the request was sent.
+async fn membership_action(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<MembershipForm>,
+) -> Result<Response, AppError> {
+    use kanpa_patrons::selfservice;
+    let tr = lang.tr();
+    if !forms::same_origin(&headers, &state.site.base_url) {
+        return Ok(forms::cross_site(tr));
+    }
+    let Some((_, email)) = signed_in(&state, &headers).await? else {
+        return Ok(see_other("/me"));
+    };
+    let (db, gateway) = (&state.db, state.gateway.as_ref());
+    let result = match action.as_str() {
+        "cancel" => selfservice::cancel_at_period_end(db, gateway, &email, &id).await.map(|_| ()),
+        "undo-cancel" => selfservice::undo_cancel(db, gateway, &email, &id).await.map(|_| ()),
+        "pause" => {
+            let months = form.months.trim().parse::<i64>().unwrap_or(0);
+            selfservice::pause(db, gateway, &email, &id, months).await.map(|_| ())
+        }
+        "resume" => selfservice::resume(db, gateway, &email, &id).await.map(|_| ()),
+        "tier" => selfservice::change_tier(db, gateway, &email, &id, &form.tier).await.map(|_| ()),
+        _ => return Err(AppError::NotFound),
+    };
+    state.workers.notify();
+    match result {
+        Ok(()) => Ok(see_other("/me?done=membership")),
+        Err(e) => {
+            let (status, _) = crate::salon_errors::status_and_field(&e);
+            if status.is_server_error() && !matches!(e, kanpa_patrons::PatronError::Gateway(_)) {
+                return Err(AppError::Internal(anyhow::anyhow!(e)));
+            }
+            let mut page_ = me_page(&state, tr, &email).await?;
+            page_.notice = Some(crate::salon_errors::describe(&e, tr));
+            Ok(page(status, page_.render_html()))
+        }
+    }
+}
+
+/// Sends the patron to the payment provider's billing portal to update their card.
+async fn membership_card(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let tr = lang.tr();
+    let Some((_, email)) = signed_in(&state, &headers).await? else {
+        return Ok(see_other("/me"));
+    };
+    let site = state.config.salon_site();
+    match kanpa_patrons::selfservice::card_update_link(&state.db, state.gateway.as_ref(), &site, &email, &id).await {
+        Ok(url) => Ok(see_other(&url)),
+        Err(e) => {
+            let (status, _) = crate::salon_errors::status_and_field(&e);
+            let mut page_ = me_page(&state, tr, &email).await?;
+            page_.notice = Some(crate::salon_errors::describe(&e, tr));
+            Ok(page(status, page_.render_html()))
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -318,6 +478,7 @@ async fn my_pledges(
     page_.notice = match done.done.as_deref() {
         Some("changed") => Some(tr.t("me-changed")),
         Some("cancelled") => Some(tr.t("me-cancelled")),
+        Some("membership") => Some(tr.t("me-membership-requested")),
         _ => None,
     };
     Ok(page(StatusCode::OK, page_.render_html()))
