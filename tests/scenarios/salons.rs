@@ -43,6 +43,7 @@ on_both_backends!(
     self_service_refuses_tampered_ids_and_wrong_states_and_changes_nothing,
     the_roster_shows_every_patron_with_mrr_and_churn_in_json_and_csv,
     the_salon_page_shows_the_terms_and_joins_through_the_sandbox_into_the_members_area,
+    an_expired_sign_in_link_is_refused_and_opens_no_session,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -1092,5 +1093,36 @@ async fn the_salon_page_shows_the_terms_and_joins_through_the_sandbox_into_the_m
     store::create_salon(&app.db, org, &draft).await.unwrap();
     assert_eq!(page(&app, "/s/draft-salon", "ja", None).await.0, 404);
     assert_eq!(page(&app, "/s/no-such-salon", "ja", None).await.0, 404);
+    app.stop().await;
+}
+
+async fn an_expired_sign_in_link_is_refused_and_opens_no_session(backend: TestBackend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let res = app
+        .client
+        .post(app.url("/me/sign-in"))
+        .header("origin", app.url(""))
+        .form(&[("email", "hanako@example.jp")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sql = "SELECT data FROM outbox_emails WHERE template = 'sign_in_link'";
+    let data: String = on_db!(&app.db, p => sqlx::query_scalar(sql).fetch_one(p).await.unwrap());
+    let data: Value = serde_json::from_str(&data).unwrap();
+    let link = data["link"].as_str().unwrap();
+    let path = link[link.find("/me/sign-in/").unwrap()..].to_owned();
+    // Thirty minutes pass.
+    let past = kanpa_ledger::Timestamp::now().saturating_add(time::Duration::minutes(-1));
+    let sql = "UPDATE sign_in_tokens SET expires_at = $1";
+    let mut tx = app.db.begin().await.unwrap();
+    kanpa_ledger::on_tx!(&mut tx, c => sqlx::query(sql).bind(past).execute(c).await.unwrap().rows_affected());
+    tx.commit().await.unwrap();
+    let res = app.client.get(app.url(&path)).header("cookie", "lang=en").send().await.unwrap();
+    assert_eq!(res.status(), 410);
+    assert!(res.headers().get("set-cookie").is_none());
+    assert!(res.text().await.unwrap().contains("This sign-in link has expired or was already used"));
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM supporter_sessions").await, 0);
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM sign_in_tokens WHERE used_at IS NOT NULL").await, 0);
     app.stop().await;
 }
