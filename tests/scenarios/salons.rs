@@ -44,6 +44,7 @@ on_both_backends!(
     the_roster_shows_every_patron_with_mrr_and_churn_in_json_and_csv,
     the_salon_page_shows_the_terms_and_joins_through_the_sandbox_into_the_members_area,
     an_expired_sign_in_link_is_refused_and_opens_no_session,
+    a_refunded_membership_payment_leaves_the_salon_fund_once,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -1125,4 +1126,35 @@ async fn an_expired_sign_in_link_is_refused_and_opens_no_session(backend: TestBa
     assert_eq!(count(&app.db, "SELECT COUNT(*) FROM supporter_sessions").await, 0);
     assert_eq!(count(&app.db, "SELECT COUNT(*) FROM sign_in_tokens WHERE used_at IS NOT NULL").await, 0);
     app.stop().await;
+}
+
+async fn a_refunded_membership_payment_leaves_the_salon_fund_once(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, _) = open_salon(b.db(), 10).await;
+    let (id, _) = b.member(&salon, "inner", "hanako@example.jp").await;
+    b.wait(&id, "paid", |m| m.lifetime_paid == 5000).await;
+    let sql = "SELECT stripe_charge_id FROM membership_invoices WHERE status = 'paid'";
+    let charge: String = on_db!(b.db(), p => sqlx::query_scalar(sql).fetch_one(p).await.unwrap());
+    // The organiser refunds 2,000 yen in Stripe's dashboard, then the rest.
+    for amount in ["2000", "3000"] {
+        let res = reqwest::Client::new()
+            .post(format!("{}v1/refunds", b.stripe.api_base()))
+            .bearer_auth("sk_test_kanpa")
+            .form(&[("charge", charge.as_str()), ("amount", amount)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        let refunded = b.stripe.object(&charge).unwrap();
+        b.deliver("charge.refunded", refunded.clone()).await;
+        b.deliver("charge.refunded", refunded).await;
+    }
+    b.wait(&id, "the refunds are recorded", |m| m.lifetime_paid == 0).await;
+    // Stripe keeps its fee on a refund: the fund is short of exactly that.
+    assert_eq!(b.fund(&salon).await, -fee(5000));
+    let sql = "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE 'stripe:%:refunded-to:%'";
+    assert_eq!(count(b.db(), sql).await, 2);
+    let (code, out, err) = run_kanpa(&b.app.database_url, &["ledger", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    b.app.stop().await;
 }

@@ -39,6 +39,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "invoice.paid",
     "invoice.payment_failed",
     "invoice.payment_action_required",
+    "charge.refunded",
 ];
 
 pub const COLLECT_JOB: &str = "membership.collect";
@@ -103,6 +104,9 @@ async fn membership_of(tx: &mut Tx, object: &Value) -> Result<Option<Membership>
         Some("checkout.session") => ("checkout_session_id", text(object, "id")),
         Some("subscription") => ("stripe_subscription_id", text(object, "id")),
         Some("invoice") => ("stripe_subscription_id", invoice_subscription(object)),
+        Some("charge") => {
+            return store::membership_of_charge(tx, text(object, "id"), text(object, "payment_intent")).await;
+        }
         _ => return Ok(None),
     };
     match by_id {
@@ -195,6 +199,7 @@ impl MembershipEvents {
             "invoice.paid" => self.invoice_paid(tx, &membership, object).await,
             "invoice.payment_failed" => self.invoice_failed(tx, &membership, object).await,
             "invoice.payment_action_required" => self.action_required(tx, &membership, object).await,
+            "charge.refunded" => self.refunded(tx, &membership, object).await,
             other => Ok(Handled::Skipped(format!("{other} is not handled"))),
         }
     }
@@ -293,6 +298,8 @@ impl MembershipEvents {
         let Some(intent) = invoice_payment_intent(invoice) else {
             return Ok(Handled::Skipped("a paid invoice without a PaymentIntent".into()));
         };
+        let sql = "UPDATE membership_invoices SET stripe_payment_intent_id = $1 WHERE stripe_invoice_id = $2";
+        on_tx!(tx, c => sqlx::query(sql).bind(&intent).bind(&id).execute(c).await?.rows_affected());
         let job = NewJob {
             kind: COLLECT_JOB,
             payload: json!({ "membership": membership.public_id, "invoice": id, "payment_intent": intent }),
@@ -300,6 +307,39 @@ impl MembershipEvents {
             max_attempts: 20,
         };
         jobs::enqueue(tx, &job).await?;
+        Ok(Handled::Applied)
+    }
+
+    /// Posts the part of a refund not posted yet (`amount_refunded` is
+    /// cumulative): out of the salon's fund and the Stripe balance, keyed by
+    /// the charge and the new total; the patron's lifetime total follows.
+    async fn refunded(&self, tx: &mut Tx, membership: &Membership, charge: &Value) -> Result<Handled, PatronError> {
+        let charge_id = text(charge, "id").ok_or_else(|| db_error("charge without id"))?;
+        let intent = text(charge, "payment_intent");
+        let sql = "SELECT id, amount_refunded FROM membership_invoices
+                   WHERE membership_id = $1 AND (stripe_charge_id = $2 OR stripe_payment_intent_id = $3)";
+        let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(sql).bind(membership.id).bind(&charge_id)
+            .bind(&intent).fetch_optional(c).await?);
+        let Some((invoice, recorded)) = row else {
+            return Ok(Handled::Skipped("no invoice of this membership was paid by this charge".into()));
+        };
+        let total = charge["amount_refunded"].as_i64().unwrap_or(0);
+        let new = total - recorded;
+        if new <= 0 {
+            return Ok(Handled::Skipped("refund already recorded".into()));
+        }
+        let salon = store::salon_in(tx, membership.salon_id).await?;
+        let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
+        let key = format!("stripe:{charge_id}:refunded-to:{total}");
+        let h = header(&salon, membership, key, "Refund to patron", Timestamp::now())?;
+        let amount = kanpa_ledger::Money::new(new, salon.currency);
+        ledger::post(tx, &NewEntry::transfer(h, salon.fund_account, stripe, amount)?).await?;
+        let sql = "UPDATE membership_invoices SET amount_refunded = $1, updated_at = $2 WHERE id = $3";
+        on_tx!(tx, c => sqlx::query(sql).bind(total).bind(Timestamp::now()).bind(invoice).execute(c).await?.rows_affected());
+        let sql =
+            "UPDATE memberships SET lifetime_paid = CASE WHEN lifetime_paid > $1 THEN lifetime_paid - $1 ELSE 0 END
+                   WHERE id = $2";
+        on_tx!(tx, c => sqlx::query(sql).bind(new).bind(membership.id).execute(c).await?.rows_affected());
         Ok(Handled::Applied)
     }
 

@@ -687,6 +687,23 @@ pub(crate) async fn membership_where(
     row.map(Membership::try_from).transpose()
 }
 
+/// The membership whose invoice was paid by a charge (by its id, or its
+/// PaymentIntent before the charge is recorded).
+pub(crate) async fn membership_of_charge(
+    tx: &mut Tx,
+    charge: Option<String>,
+    payment_intent: Option<String>,
+) -> Result<Option<Membership>, PatronError> {
+    let sql = "SELECT m.public_id FROM membership_invoices i JOIN memberships m ON m.id = i.membership_id
+               WHERE i.stripe_charge_id = $1 OR i.stripe_payment_intent_id = $2 LIMIT 1";
+    let id: Option<String> =
+        on_tx!(tx, c => sqlx::query_scalar(sql).bind(charge).bind(payment_intent).fetch_optional(c).await?);
+    match id {
+        Some(id) => membership_in(tx, &id).await,
+        None => Ok(None),
+    }
+}
+
 pub async fn membership_by_public_id(db: &Db, public_id: &str) -> Result<Membership, PatronError> {
     let sql = format!(
         "SELECT {MEMBERSHIP_COLUMNS} FROM memberships m JOIN salons s ON s.id = m.salon_id WHERE m.public_id = $1"
