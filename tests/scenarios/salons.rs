@@ -45,6 +45,7 @@ on_both_backends!(
     the_salon_page_shows_the_terms_and_joins_through_the_sandbox_into_the_members_area,
     an_expired_sign_in_link_is_refused_and_opens_no_session,
     a_refunded_membership_payment_leaves_the_salon_fund_once,
+    the_demo_salon_is_seeded_once_with_a_fund_that_matches_its_invoices_and_can_be_joined_in_the_sandbox,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -1157,4 +1158,77 @@ async fn a_refunded_membership_payment_leaves_the_salon_fund_once(backend: TestB
     let (code, out, err) = run_kanpa(&b.app.database_url, &["ledger", "check"]);
     assert_eq!(code, 0, "{out}{err}");
     b.app.stop().await;
+}
+
+async fn the_demo_salon_is_seeded_once_with_a_fund_that_matches_its_invoices_and_can_be_joined_in_the_sandbox(
+    backend: TestBackend,
+) {
+    use kanpa_patrons::demo::{self, DEMO_SALON};
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    let now = kanpa_ledger::Timestamp::now();
+    assert!(demo::seed(&app.db, now).await.unwrap());
+    assert!(!demo::seed(&app.db, now).await.unwrap(), "a second seeding finds the salon");
+    let salon = store::salon_by_slug(&app.db, DEMO_SALON).await.unwrap();
+    assert_eq!(salon.status, SalonStatus::Open);
+    assert_eq!(store::tiers(&app.db, salon.id).await.unwrap().len(), 3);
+    let patrons = store::memberships_of_salon(&app.db, salon.id).await.unwrap();
+    assert_eq!(patrons.len(), 65);
+    for status in [M::Active, M::Canceling, M::PastDue, M::Paused, M::Ended] {
+        assert!(patrons.iter().any(|m| m.status == status), "no {status} patron");
+    }
+    assert!(patrons.iter().filter(|m| m.status == M::Active).count() > 40);
+    let sql =
+        "SELECT CAST(COALESCE(SUM(amount_paid - fee), 0) AS BIGINT) FROM membership_invoices WHERE status = 'paid'";
+    let net = count(&app.db, sql).await;
+    assert!(net > 0);
+    assert_eq!(-ledger::balance(&app.db, salon.fund_account).await.unwrap().amount(), net);
+    let lifetime: i64 = patrons.iter().map(|m| m.lifetime_paid).sum();
+    assert_eq!(
+        lifetime,
+        count(&app.db, "SELECT CAST(COALESCE(SUM(amount_paid), 0) AS BIGINT) FROM membership_invoices").await
+    );
+    let (code, out, err) = run_kanpa(&app.database_url, &["ledger", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (status, ja) = page(&app, &format!("/s/{DEMO_SALON}"), "ja", None).await;
+    assert_eq!(status, 200);
+    assert!(ja.contains("インナー") && ja.contains("月額 ¥5,000"), "{ja}");
+    let (status, en) = page(&app, &format!("/s/{DEMO_SALON}"), "en", None).await;
+    assert_eq!(status, 200);
+    assert!(en.contains("Inner circle"), "{en}");
+
+    // A visitor joins the demo salon through the sandbox, and a demo patron
+    // cancels through it.
+    let res = app
+        .client
+        .post(app.url(&format!("/s/{DEMO_SALON}/join")))
+        .header("origin", app.url(""))
+        .form(&[("tier", "regular"), ("email", "visitor@example.jp")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let checkout = res.headers()["location"].to_str().unwrap().to_owned();
+    let done = Sandbox::act(&app.db, &session_id(&checkout), SandboxAction::Succeed).await.unwrap();
+    let SandboxResult::Completed { redirect } = done else { panic!("{done:?}") };
+    let id = redirect.rsplit('/').next().unwrap().to_owned();
+    eventually(30, "the visitor's payment is recorded", || async {
+        store::membership_by_public_id(&app.db, &id).await.unwrap().lifetime_paid == 1500
+    })
+    .await;
+    let fund = -ledger::balance(&app.db, salon.fund_account).await.unwrap().amount();
+    assert_eq!(fund, net + 1500 - fee(1500));
+
+    let sandbox = Sandbox::new(app.db.clone(), app.url(""));
+    let patron = patrons.iter().find(|m| m.status == M::Active).unwrap();
+    eventually(30, "the demo subscriptions are applied", || async {
+        count(&app.db, "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'").await == 0
+    })
+    .await;
+    selfservice::cancel_at_period_end(&app.db, &sandbox, &patron.email, &patron.public_id).await.unwrap();
+    eventually(30, "the demo patron's cancellation is applied", || async {
+        store::membership_by_public_id(&app.db, &patron.public_id).await.unwrap().status == M::Canceling
+    })
+    .await;
+    app.stop().await;
 }

@@ -428,13 +428,40 @@ fn header(
     })
 }
 
-/// Records a paid invoice's money: gross into the Stripe balance and the
-/// salon's fund, Stripe's fee out of the fund, keyed by the charge so a
-/// replay posts nothing; then the invoice, the membership's totals and the
-/// receipt, once.
+/// Records a paid invoice's money and sends the receipt, once: see
+/// [`post_payment`].
 pub async fn record_payment(
     tx: &mut Tx,
     site: &Site,
+    membership: &Membership,
+    invoice_id: &str,
+    collected: &Collected,
+) -> Result<bool, PatronError> {
+    if !post_payment(tx, membership, invoice_id, collected).await? {
+        return Ok(false);
+    }
+    let salon = store::salon_in(tx, membership.salon_id).await?;
+    let tier = store::tier_in(tx, salon.id, membership.tier_id).await?;
+    let locale = membership.locale;
+    let template = EmailTemplate::MembershipReceipt {
+        salon: salon.name(locale).to_owned(),
+        tier: tier.name(locale).to_owned(),
+        amount: collected.gross.format(locale),
+        paid_on: local_date(collected.created, locale),
+        manage_link: site.manage_link(),
+    };
+    let charge = &collected.charge;
+    email_patron(tx, site, membership, &format!("receipt:{charge}"), template).await?;
+    Ok(true)
+}
+
+/// Posts a paid invoice's money: gross into the Stripe balance and the
+/// salon's fund, Stripe's fee out of the fund, keyed by the charge so a
+/// replay posts nothing; then the invoice and the membership's totals,
+/// once. True the first time. Sends nothing (the demo's history uses it
+/// without mailing a year of receipts).
+pub async fn post_payment(
+    tx: &mut Tx,
     membership: &Membership,
     invoice_id: &str,
     collected: &Collected,
@@ -471,16 +498,6 @@ pub async fn record_payment(
                WHERE id = $3";
     on_tx!(tx, c => sqlx::query(sql).bind(collected.gross.amount()).bind(collected.created).bind(membership.id)
         .execute(c).await?.rows_affected());
-    let tier = store::tier_in(tx, salon.id, membership.tier_id).await?;
-    let locale = membership.locale;
-    let template = EmailTemplate::MembershipReceipt {
-        salon: salon.name(locale).to_owned(),
-        tier: tier.name(locale).to_owned(),
-        amount: collected.gross.format(locale),
-        paid_on: local_date(collected.created, locale),
-        manage_link: site.manage_link(),
-    };
-    email_patron(tx, site, membership, &format!("receipt:{charge}"), template).await?;
     Ok(true)
 }
 

@@ -19,6 +19,7 @@
 //! `memberships` and `membership_invoices`. Knows nothing of campaigns or
 //! of HTTP; signing in is `kanpa_messaging::signin`.
 
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod join;

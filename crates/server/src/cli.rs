@@ -274,6 +274,12 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         } else {
             println!("demo drive already there: {base}/c/{}", kanpa_campaigns::demo::DEMO_CAMPAIGN);
         }
+        let salon = kanpa_patrons::demo::DEMO_SALON;
+        if kanpa_patrons::demo::seed(server.db(), kanpa_ledger::Timestamp::now()).await? {
+            println!("demo salon seeded: {base}/s/{salon}");
+        } else {
+            println!("demo salon already there: {base}/s/{salon}");
+        }
     }
     tracing::info!(address = %server.local_addr(), backend = server.db().backend().name(), "kanpa is serving");
     server.run(app::shutdown_signal()).await
