@@ -46,6 +46,7 @@ on_both_backends!(
     an_expired_sign_in_link_is_refused_and_opens_no_session,
     a_refunded_membership_payment_leaves_the_salon_fund_once,
     the_demo_salon_is_seeded_once_with_a_fund_that_matches_its_invoices_and_can_be_joined_in_the_sandbox,
+    a_patron_sees_their_payment_history_on_my_page_and_a_receipt_for_each_paid_invoice,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -1230,5 +1231,64 @@ async fn the_demo_salon_is_seeded_once_with_a_fund_that_matches_its_invoices_and
         store::membership_by_public_id(&app.db, &patron.public_id).await.unwrap().status == M::Canceling
     })
     .await;
+    app.stop().await;
+}
+
+async fn a_patron_sees_their_payment_history_on_my_page_and_a_receipt_for_each_paid_invoice(backend: TestBackend) {
+    let Some(app) = TestApp::spawn(backend).await else { return };
+    assert!(kanpa_patrons::demo::seed(&app.db, kanpa_ledger::Timestamp::now()).await.unwrap());
+    let salon = store::salon_by_slug(&app.db, kanpa_patrons::demo::DEMO_SALON).await.unwrap();
+    let patrons = store::memberships_of_salon(&app.db, salon.id).await.unwrap();
+    let patron = patrons.iter().filter(|m| m.status == M::Active).max_by_key(|m| m.lifetime_paid).unwrap();
+    let paid = store::paid_invoices(&app.db, patron.id).await.unwrap();
+    assert!(paid.len() >= 2, "{paid:?}");
+    assert!(paid.windows(2).all(|w| w[0].paid_at >= w[1].paid_at), "newest first");
+
+    let cookie = sign_in(&app, &patron.email).await;
+    let (status, me) = page(&app, "/me", "ja", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(me.contains("お支払い履歴"), "{me}");
+    for invoice in &paid {
+        let link = format!("/me/memberships/{}/receipts/{}", patron.public_id, invoice.stripe_invoice_id);
+        assert!(me.contains(&link), "{link} missing from /me");
+    }
+    let newest = &paid[0];
+    let path = format!("/me/memberships/{}/receipts/{}", patron.public_id, newest.stripe_invoice_id);
+    let amount = kanpa_ledger::Money::new(newest.amount_paid, salon.currency);
+    let (status, ja) = page(&app, &path, "ja", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    for text in [
+        "領収書".to_owned(),
+        "月額会費のお支払いの記録です".to_owned(),
+        amount.format(Locale::Ja),
+        kanpa_patrons::events::local_date(newest.paid_at, Locale::Ja),
+        newest.stripe_invoice_id.clone(),
+        newest.stripe_charge_id.clone().unwrap(),
+        newest.receipt_number(),
+        "からだとこころの健康サロン".to_owned(),
+    ] {
+        assert!(ja.contains(&text), "{text} missing from the receipt: {ja}");
+    }
+    let (status, en) = page(&app, &path, "en", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    for text in [
+        "Receipt number".to_owned(),
+        "Invoice ID".to_owned(),
+        "monthly membership payment".to_owned(),
+        kanpa_patrons::events::local_date(newest.paid_at, Locale::En),
+        newest.receipt_number(),
+    ] {
+        assert!(en.contains(&text), "{text} missing from the English receipt: {en}");
+    }
+
+    // Another patron's receipt, an unknown invoice and no session are refused alike.
+    let other = patrons.iter().find(|m| m.id != patron.id && m.lifetime_paid > 0).unwrap();
+    let other_invoice = &store::paid_invoices(&app.db, other.id).await.unwrap()[0];
+    let theirs = format!("/me/memberships/{}/receipts/{}", other.public_id, other_invoice.stripe_invoice_id);
+    assert_eq!(page(&app, &theirs, "ja", Some(&cookie)).await.0, 404);
+    let mixed = format!("/me/memberships/{}/receipts/{}", patron.public_id, other_invoice.stripe_invoice_id);
+    assert_eq!(page(&app, &mixed, "ja", Some(&cookie)).await.0, 404);
+    let (status, anonymous) = page(&app, &path, "ja", None).await;
+    assert!(!anonymous.contains(&newest.receipt_number()), "{status}");
     app.stop().await;
 }

@@ -733,3 +733,33 @@ pub async fn memberships_of_salon(db: &Db, salon_id: i64) -> Result<Vec<Membersh
         on_db!(db, p => sqlx::query_as(AssertSqlSafe(sql.clone())).bind(salon_id).fetch_all(p).await?);
     rows.into_iter().map(Membership::try_from).collect()
 }
+
+// ---------------------------------------------------------------- payments
+
+/// A paid invoice of a membership, as the patron's payment history shows it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaidInvoice {
+    pub id: i64,
+    pub stripe_invoice_id: String,
+    pub stripe_charge_id: Option<String>,
+    pub amount_paid: i64,
+    pub amount_refunded: i64,
+    pub paid_at: Timestamp,
+}
+
+impl PaidInvoice {
+    /// Ours, stable and never reused: the invoice's row, zero-padded.
+    pub fn receipt_number(&self) -> String {
+        format!("M-{:08}", self.id)
+    }
+}
+
+/// A membership's paid invoices, newest first.
+pub async fn paid_invoices(db: &Db, membership_id: i64) -> Result<Vec<PaidInvoice>, PatronError> {
+    let sql = "SELECT id, stripe_invoice_id, stripe_charge_id, amount_paid, amount_refunded, paid_at
+               FROM membership_invoices
+               WHERE membership_id = $1 AND status = 'paid' AND paid_at IS NOT NULL AND amount_paid > 0
+               ORDER BY paid_at DESC, id DESC";
+    let rows: Vec<PaidInvoice> = on_db!(db, p => sqlx::query_as(sql).bind(membership_id).fetch_all(p).await?);
+    Ok(rows)
+}

@@ -203,6 +203,7 @@ status-refunded = Refunded
 # Receipts
 receipt-heading = Receipt
 receipt-not-invoice = A record of your pledge (not a qualified invoice).
+receipt-membership-not-invoice = A record of your monthly membership payment (not a qualified invoice).
 receipt-number = Receipt number
 receipt-to = Received from
 receipt-issuer = Issued by
@@ -211,6 +212,7 @@ receipt-amount = Amount
 receipt-refunded = Of which refunded
 receipt-paid-on = Paid on
 receipt-charge = Payment ID
+receipt-invoice = Invoice ID
 receipt-print = Use your browser's print function to print or save as PDF.
 
 # Salons
@@ -240,6 +242,7 @@ me-memberships-heading = My memberships
 me-membership-tier = Tier
 me-membership-schedule = Billing
 me-membership-paid = Paid so far
+me-membership-payments = Payment history
 me-membership-next-charge = Next charge: { $amount } on { $date }
 me-membership-ends = Ends on { $date }; nothing more is charged
 me-membership-paused-until = Paused until { $date }

@@ -191,6 +191,7 @@ status-refunded = 返金済み
 # Receipts
 receipt-heading = 領収書
 receipt-not-invoice = この領収書は支援の記録です(適格請求書ではありません)。
+receipt-membership-not-invoice = 月額会費のお支払いの記録です(適格請求書ではありません)。
 receipt-number = 領収書番号
 receipt-to = 支援者
 receipt-issuer = 発行者
@@ -199,6 +200,7 @@ receipt-amount = 金額
 receipt-refunded = うち返金額
 receipt-paid-on = 支払日時
 receipt-charge = 決済ID
+receipt-invoice = 請求書ID
 receipt-print = ブラウザの印刷機能で印刷・PDF保存できます。
 
 # Salons
@@ -228,6 +230,7 @@ me-memberships-heading = 入会中のサロン
 me-membership-tier = プラン
 me-membership-schedule = お支払い
 me-membership-paid = これまでのお支払い
+me-membership-payments = お支払い履歴
 me-membership-next-charge = 次回 { $date } に { $amount } を請求します
 me-membership-ends = { $date } に退会します(以後の請求はありません)
 me-membership-paused-until = { $date } まで一時停止中

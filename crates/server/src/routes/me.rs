@@ -44,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/me/pledges/{id}/pay", get(pay))
         .route("/me/pledges/{id}/receipt", get(receipt))
         .route("/me/memberships/{id}/card", get(membership_card))
+        .route("/me/memberships/{id}/receipts/{invoice}", get(membership_receipt))
         .route("/me/memberships/{id}/{action}", post(membership_action))
         .route_layer(from_fn(forms::deny_framing))
 }
@@ -318,6 +319,13 @@ struct MyMembership {
     can_resume: bool,
     can_update_card: bool,
     tiers: Vec<Choice>,
+    payments: Vec<MyPayment>,
+}
+
+struct MyPayment {
+    invoice: String,
+    paid_on: String,
+    amount: String,
 }
 
 async fn my_memberships(state: &AppState, tr: Tr, email: &str) -> Result<Vec<MyMembership>, AppError> {
@@ -375,6 +383,16 @@ async fn my_memberships(state: &AppState, tr: Tr, email: &str) -> Result<Vec<MyM
             can_resume: m.status == S::Paused,
             can_update_card: m.stripe_customer_id.is_some() && m.status != S::Ended,
             tiers: choices,
+            payments: kanpa_patrons::store::paid_invoices(&state.db, m.id)
+                .await
+                .map_err(failure)?
+                .into_iter()
+                .map(|p| MyPayment {
+                    paid_on: date(p.paid_at),
+                    amount: kanpa_ledger::Money::new(p.amount_paid, m.currency).format(tr.0),
+                    invoice: p.stripe_invoice_id,
+                })
+                .collect(),
         });
     }
     Ok(mine)
@@ -572,6 +590,8 @@ async fn pay(
 #[template(path = "receipt.html")]
 struct ReceiptPage {
     tr: Tr,
+    /// The message key of what the receipt records.
+    note: &'static str,
     number: String,
     organisation: String,
     campaign_title: String,
@@ -580,6 +600,8 @@ struct ReceiptPage {
     amount: String,
     refunded: Option<String>,
     paid_on: String,
+    /// A membership payment's Stripe invoice; pledges have none.
+    invoice: Option<String>,
     charge: String,
 }
 
@@ -609,6 +631,7 @@ async fn receipt(
         .unwrap_or_default();
     let page_ = ReceiptPage {
         tr,
+        note: "receipt-not-invoice",
         number: pledge.public_id.clone(),
         organisation,
         campaign_title: campaign.title(tr.0).to_owned(),
@@ -620,7 +643,56 @@ async fn receipt(
         amount: pledge.money().format(tr.0),
         refunded: (pledge.amount_refunded > 0).then(|| campaign.money(pledge.amount_refunded).format(tr.0)),
         paid_on: local_time(campaign, paid_at, tr.0),
+        invoice: None,
         charge: pledge.charge_id.clone().unwrap_or_default(),
+    };
+    Ok(page(StatusCode::OK, page_.render_html()))
+}
+
+/// The receipt of one paid invoice of the signed-in patron's membership;
+/// another address's membership or invoice is not found, like a missing one.
+async fn membership_receipt(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    Path((id, invoice)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    let tr = lang.tr();
+    let Some((_, email)) = signed_in(&state, &headers).await? else {
+        return Ok(see_other("/me"));
+    };
+    let failure = |e: kanpa_patrons::PatronError| AppError::Internal(anyhow::anyhow!(e));
+    let membership = match kanpa_patrons::store::membership_by_public_id(&state.db, &id).await {
+        Ok(m) if m.email.eq_ignore_ascii_case(&email) => m,
+        Ok(_) | Err(kanpa_patrons::PatronError::NotFound(_)) => return Err(AppError::NotFound),
+        Err(e) => return Err(failure(e)),
+    };
+    let paid = kanpa_patrons::store::paid_invoices(&state.db, membership.id).await.map_err(failure)?;
+    let Some(paid) = paid.into_iter().find(|p| p.stripe_invoice_id == invoice) else {
+        return Err(AppError::NotFound);
+    };
+    let salon = kanpa_patrons::store::salon_by_id(&state.db, membership.salon_id).await.map_err(failure)?;
+    let tier = kanpa_patrons::store::tier(&state.db, salon.id, membership.tier_id).await.map_err(failure)?;
+    let organisation = kanpa_ledger::store::organisations(&state.db)
+        .await?
+        .into_iter()
+        .find(|o| o.id.0 == salon.org_id)
+        .map(|o| o.name)
+        .unwrap_or_default();
+    let money = |amount| kanpa_ledger::Money::new(amount, salon.currency).format(tr.0);
+    let page_ = ReceiptPage {
+        tr,
+        note: "receipt-membership-not-invoice",
+        number: paid.receipt_number(),
+        organisation,
+        campaign_title: salon.name(tr.0).to_owned(),
+        target: tier.name(tr.0).to_owned(),
+        supporter: membership.email.clone(),
+        amount: money(paid.amount_paid),
+        refunded: (paid.amount_refunded > 0).then(|| money(paid.amount_refunded)),
+        paid_on: kanpa_patrons::events::local_date(paid.paid_at, tr.0),
+        invoice: Some(paid.stripe_invoice_id.clone()),
+        charge: paid.stripe_charge_id.clone().unwrap_or_default(),
     };
     Ok(page(StatusCode::OK, page_.render_html()))
 }
