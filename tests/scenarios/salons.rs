@@ -47,6 +47,7 @@ on_both_backends!(
     a_refunded_membership_payment_leaves_the_salon_fund_once,
     the_demo_salon_is_seeded_once_with_a_fund_that_matches_its_invoices_and_can_be_joined_in_the_sandbox,
     a_patron_sees_their_payment_history_on_my_page_and_a_receipt_for_each_paid_invoice,
+    a_disputed_membership_payment_posts_each_balance_transaction_to_the_salon_fund_once,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -1291,4 +1292,50 @@ async fn a_patron_sees_their_payment_history_on_my_page_and_a_receipt_for_each_p
     let (status, anonymous) = page(&app, &path, "ja", None).await;
     assert!(!anonymous.contains(&newest.receipt_number()), "{status}");
     app.stop().await;
+}
+
+async fn a_disputed_membership_payment_posts_each_balance_transaction_to_the_salon_fund_once(backend: TestBackend) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, _) = open_salon(b.db(), 10).await;
+    let (id, _) = b.member(&salon, "inner", "hanako@example.jp").await;
+    b.wait(&id, "paid", |m| m.lifetime_paid == 5000).await;
+    let net = 5000 - fee(5000);
+    assert_eq!(b.fund(&salon).await, net);
+    let sql = "SELECT stripe_charge_id FROM membership_invoices WHERE status = 'paid'";
+    let charge: String = on_db!(b.db(), p => sqlx::query_scalar(sql).fetch_one(p).await.unwrap());
+    // Stripe's own example dispute and balance transactions, pointed at this charge.
+    let dispute = |bts: Value| {
+        let mut dispute = kanpa_testkit::stripe::fixture("dispute").unwrap();
+        dispute["id"] = json!("dp_kanpa_salon_1");
+        dispute["charge"] = json!(charge);
+        dispute["amount"] = json!(5000);
+        dispute["currency"] = json!("jpy");
+        dispute["payment_intent"] = Value::Null;
+        dispute["balance_transactions"] = bts;
+        dispute
+    };
+    let bt = |id: &str, amount: i64, fee: i64| {
+        let mut bt = kanpa_testkit::stripe::fixture("balance_transaction").unwrap();
+        bt["id"] = json!(id);
+        bt["amount"] = json!(amount);
+        bt["fee"] = json!(fee);
+        bt["net"] = json!(amount - fee);
+        bt["currency"] = json!("jpy");
+        bt
+    };
+    let withdrawal = json!([bt("txn_salon_dispute_1", -5000, 1500)]);
+    b.deliver("charge.dispute.created", dispute(withdrawal.clone())).await;
+    b.deliver("charge.dispute.funds_withdrawn", dispute(withdrawal.clone())).await;
+    eventually(30, "the dispute withdrawal is posted", || async { b.fund(&salon).await == net - 5000 - 1500 }).await;
+    let mut both = withdrawal.as_array().unwrap().clone();
+    both.push(bt("txn_salon_dispute_2", 5000, 0));
+    b.deliver("charge.dispute.closed", dispute(Value::Array(both))).await;
+    eventually(30, "the reinstatement is posted once", || async { b.fund(&salon).await == net - 1500 }).await;
+    let sql = "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE 'stripe:txn_salon_dispute_%'";
+    assert_eq!(count(b.db(), sql).await, 3);
+    let sql = "SELECT COUNT(*) FROM stripe_events WHERE event_type LIKE 'charge.dispute.%' AND status = 'applied'";
+    eventually(30, "every dispute event is applied", || async { count(b.db(), sql).await == 3 }).await;
+    let (code, out, err) = run_kanpa(&b.app.database_url, &["ledger", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    b.app.stop().await;
 }

@@ -40,6 +40,11 @@ pub const EVENT_TYPES: &[&str] = &[
     "invoice.payment_failed",
     "invoice.payment_action_required",
     "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
 ];
 
 pub const COLLECT_JOB: &str = "membership.collect";
@@ -106,6 +111,9 @@ async fn membership_of(tx: &mut Tx, object: &Value) -> Result<Option<Membership>
         Some("invoice") => ("stripe_subscription_id", invoice_subscription(object)),
         Some("charge") => {
             return store::membership_of_charge(tx, text(object, "id"), text(object, "payment_intent")).await;
+        }
+        Some("dispute") => {
+            return store::membership_of_charge(tx, text(object, "charge"), text(object, "payment_intent")).await;
         }
         _ => return Ok(None),
     };
@@ -200,6 +208,7 @@ impl MembershipEvents {
             "invoice.payment_failed" => self.invoice_failed(tx, &membership, object).await,
             "invoice.payment_action_required" => self.action_required(tx, &membership, object).await,
             "charge.refunded" => self.refunded(tx, &membership, object).await,
+            t if t.starts_with("charge.dispute.") => self.disputed(tx, &membership, object).await,
             other => Ok(Handled::Skipped(format!("{other} is not handled"))),
         }
     }
@@ -340,6 +349,41 @@ impl MembershipEvents {
             "UPDATE memberships SET lifetime_paid = CASE WHEN lifetime_paid > $1 THEN lifetime_paid - $1 ELSE 0 END
                    WHERE id = $2";
         on_tx!(tx, c => sqlx::query(sql).bind(new).bind(membership.id).execute(c).await?.rows_affected());
+        Ok(Handled::Applied)
+    }
+
+    /// Posts each of a dispute's balance transactions once, keyed by its
+    /// id: the disputed amount and Stripe's dispute fee leave the salon's
+    /// fund, a reinstatement comes back. Every `charge.dispute.*` event
+    /// carries all of them so far, so any one of them catches up.
+    async fn disputed(&self, tx: &mut Tx, membership: &Membership, dispute: &Value) -> Result<Handled, PatronError> {
+        let salon = store::salon_in(tx, membership.salon_id).await?;
+        let fund = salon.fund_account;
+        let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
+        let transactions = dispute["balance_transactions"].as_array().cloned().unwrap_or_default();
+        for bt in transactions {
+            let Some(id) = text(&bt, "id") else { continue };
+            let at = bt["created"].as_i64().and_then(Timestamp::from_unix_seconds).unwrap_or_else(Timestamp::now);
+            // amount is negative for a withdrawal, positive for a reinstatement;
+            // the fee is always what Stripe keeps.
+            let amount = bt["amount"].as_i64().unwrap_or(0);
+            let fee = bt["fee"].as_i64().unwrap_or(0);
+            for (suffix, delta, what) in
+                [("amount", amount, "Dispute: disputed amount"), ("fee", -fee, "Dispute: Stripe dispute fee")]
+            {
+                if delta == 0 {
+                    continue;
+                }
+                let money = kanpa_ledger::Money::new(delta.abs(), salon.currency);
+                let h = header(&salon, membership, format!("stripe:{id}:{suffix}"), what, at)?;
+                let entry = if delta > 0 {
+                    NewEntry::transfer(h, stripe, fund, money)?
+                } else {
+                    NewEntry::transfer(h, fund, stripe, money)?
+                };
+                ledger::post(tx, &entry).await?;
+            }
+        }
         Ok(Handled::Applied)
     }
 
