@@ -16,7 +16,7 @@ use kanpa_testkit::smtp::SmtpSink;
 use kanpa_testkit::stripe::FakeStripe;
 use serde_json::Value;
 
-use crate::harness::{TestApp, TestBackend, eventually, run_kanpa_with};
+use crate::harness::{TestApp, TestBackend, TestDb, eventually, run_kanpa_with};
 use crate::ledger::{Books, header, open_books};
 use crate::on_both_backends;
 
@@ -28,6 +28,7 @@ on_both_backends!(
     backfill_feeds_missed_events_through_the_same_path,
     smtp_down_for_the_first_attempts_then_up_delivers_every_message_once,
     a_permanent_refusal_fails_one_message_and_leaves_the_others,
+    a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone,
 );
 
 /// Books a charge's amount per `charge.succeeded` event, unless a newer
@@ -322,4 +323,108 @@ async fn a_permanent_refusal_fails_one_message_and_leaves_the_others(backend: Te
     assert!(bounced.last_error.as_deref().unwrap_or("").contains("550"), "{bounced:?}");
     assert_eq!(sink.messages().len(), 2);
     app.stop().await;
+}
+
+/// Books `charge.succeeded` events; refuses the charge of `refused_amount`
+/// while `refusals` last.
+struct RefuseOne {
+    books: Books,
+    refused_amount: i64,
+    refusals: AtomicUsize,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl StripeEventHandler for RefuseOne {
+    async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let payload: Value = serde_json::from_str(&event.payload)?;
+        let amount = payload["data"]["object"]["amount"].as_i64().unwrap_or_default();
+        let entry = NewEntry::transfer(
+            header(self.books.org, &format!("evt:{}", event.id)),
+            self.books.accounts[0].id,
+            self.books.accounts[2].id,
+            Money::yen(amount),
+        )?;
+        store::post(tx, &entry).await?;
+        if amount == self.refused_amount
+            && self.refusals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            anyhow::bail!("refusing the charge of {amount}");
+        }
+        Ok(Handled::Applied)
+    }
+}
+
+async fn a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone(backend: TestBackend) {
+    use kanpa_messaging::inbox::{self, IncomingEvent, ProcessEvent, Via};
+    use kanpa_messaging::jobs::{Registry, WorkerOptions, Workers};
+
+    let Some(t) = TestDb::new(backend).await else { return };
+    kanpa_server::install_crypto_provider();
+    let stripe = FakeStripe::start().await.unwrap();
+    let handler = Arc::new(RefuseOne {
+        books: open_books(&t.db, "batch", 1).await,
+        refused_amount: 1003,
+        refusals: AtomicUsize::new(0),
+        calls: AtomicUsize::new(0),
+    });
+    let mut handlers = EventHandlers::default();
+    handlers.register("charge.succeeded", handler.clone());
+    let mut registry = Registry::default();
+    registry.register(inbox::JOB_KIND, Arc::new(ProcessEvent { handlers }));
+    let options = WorkerOptions {
+        name: "test".into(),
+        concurrency: 1,
+        lease: std::time::Duration::from_secs(30),
+        poll_interval: std::time::Duration::from_millis(20),
+        backoff_scale: 0.0,
+        batch: 8,
+    };
+    let workers = Workers::new(t.db.clone(), registry, options);
+    let receive = |amounts: std::ops::Range<i64>| {
+        let events: Vec<IncomingEvent> = amounts
+            .map(|amount| {
+                let event = stripe.event("charge.succeeded", stripe.charge(amount, "jpy", 0, &[]).unwrap());
+                IncomingEvent::from_json(&event.to_string()).unwrap()
+            })
+            .collect();
+        let db = t.db.clone();
+        async move {
+            let batch: Vec<(&IncomingEvent, Via)> = events.iter().map(|e| (e, Via::Webhook)).collect();
+            let intake = inbox::receive_many(&db, &batch).await.unwrap();
+            assert!(intake.iter().all(|i| *i == inbox::Intake::Stored));
+            // A second delivery of the same events stores nothing.
+            let again = inbox::receive_many(&db, &batch).await.unwrap();
+            assert!(again.iter().all(|i| *i == inbox::Intake::Duplicate));
+        }
+    };
+    let applied = || async { count(&t.db, "SELECT COUNT(*) FROM stripe_events WHERE status = 'applied'").await };
+
+    // Six events, one claim: each handled once, all applied together.
+    receive(1000..1006).await;
+    assert_eq!(workers.run_batch("w").await.unwrap(), 6);
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 6, "one pass over the batch");
+    assert_eq!(applied().await, 6);
+    assert_eq!(store::check(&t.db).await.unwrap().entries, 6);
+
+    // Six more, one failing twice: the batch is discarded, the others apply
+    // one by one, the failing one waits for its retry with its error noted
+    // and none of its effects kept.
+    handler.refusals.store(2, Ordering::SeqCst);
+    handler.calls.store(0, Ordering::SeqCst);
+    receive(1000..1006).await;
+    assert_eq!(workers.run_batch("w").await.unwrap(), 6);
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 4 + 6, "the batch up to the failing event, then each alone");
+    assert_eq!(applied().await, 11);
+    assert_eq!(store::check(&t.db).await.unwrap().entries, 11);
+    let sql = "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending' AND last_error LIKE '%refusing%'";
+    assert_eq!(count(&t.db, sql).await, 1);
+    assert_eq!(kanpa_messaging::jobs::counts(&t.db).await.unwrap(), (1, 0, 0), "its job waits to retry");
+
+    assert_eq!(workers.run_batch("w").await.unwrap(), 1);
+    assert_eq!(applied().await, 12);
+    let report = store::check(&t.db).await.unwrap();
+    assert!(report.is_clean() && report.entries == 12, "{report:?}");
+    assert_eq!(kanpa_messaging::jobs::counts(&t.db).await.unwrap(), (0, 0, 0));
 }

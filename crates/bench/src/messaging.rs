@@ -41,6 +41,9 @@ pub struct Args {
     /// Worker loops in the server (jobs.concurrency).
     #[arg(long, default_value_t = 16)]
     workers: usize,
+    /// Jobs a worker loop claims, and events it applies, at once (jobs.batch).
+    #[arg(long, default_value_t = 8)]
+    batch: i64,
 }
 
 /// Books each event, as a real handler would: one ledger entry per event.
@@ -66,7 +69,7 @@ impl StripeEventHandler for BookEvent {
     }
 }
 
-fn config(url: &str, webhook_secret: &str, workers: usize) -> anyhow::Result<Config> {
+fn config(url: &str, webhook_secret: &str, workers: usize, batch: i64) -> anyhow::Result<Config> {
     let mut config = Config::load_env("development", &Overrides::default())?;
     config.database.url = Secret::new(url);
     config.database.max_connections = 40;
@@ -74,6 +77,7 @@ fn config(url: &str, webhook_secret: &str, workers: usize) -> anyhow::Result<Con
     config.stripe.webhook_secrets = Secret::new(webhook_secret);
     config.jobs.poll_interval_ms = 20;
     config.jobs.concurrency = workers;
+    config.jobs.batch = batch;
     config.log.filter = "error".into();
     Ok(config)
 }
@@ -110,7 +114,7 @@ async fn intake(target: &Target, args: &Args) -> anyhow::Result<Intake> {
     handlers
         .register("charge.succeeded", Arc::new(BookEvent { org: org.id, stripe: stripe_account.id, fund: fund.id }));
     let server = Server::build_with(
-        config(&target.url, &stripe.webhook_secret(), args.workers)?,
+        config(&target.url, &stripe.webhook_secret(), args.workers, args.batch)?,
         Extras { event_handlers: handlers, mailer: None },
     )
     .await?;
@@ -230,7 +234,7 @@ async fn floor(target: &Target, args: &Args) -> anyhow::Result<f64> {
 
 /// Sends `n` emails through `mailer` with this process's workers; messages/s.
 async fn emails(target: &Target, n: usize, workers: usize, mailer: Arc<dyn Mailer>) -> anyhow::Result<f64> {
-    let config = config(&target.url, "whsec_unused", workers)?;
+    let config = config(&target.url, "whsec_unused", workers, 8)?;
     let pool = workers::build(
         &config,
         target.db.clone(),
@@ -271,8 +275,8 @@ fn uuid_like(started: Instant) -> u128 {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     println!(
-        "messaging bench: {} clients posting signed Stripe events for {} s; {} emails per transport; {} worker loops",
-        args.clients, args.seconds, args.emails, args.workers
+        "messaging bench: {} clients posting signed Stripe events for {} s; {} emails per transport; {} worker loops claiming {} jobs at once",
+        args.clients, args.seconds, args.emails, args.workers, args.batch
     );
     for backend in &args.backends {
         let cluster: Option<&'static PgCluster> = if backend == "postgres" {

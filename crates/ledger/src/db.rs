@@ -78,6 +78,12 @@ pub struct Tx {
     /// Journal entries written in this transaction, counted into the
     /// `kanpa_ledger_entries_posted_total` metric only if it commits.
     pub(crate) entries_posted: u64,
+    /// The balance slot this transaction posts to on PostgreSQL (see
+    /// [`crate::store::BALANCE_SLOTS`]): every entry of one transaction uses
+    /// the same slot of each account, so a transaction holds at most one
+    /// balance row per account however many entries it posts, and two
+    /// transactions meet on a row only when they drew the same slot.
+    pub(crate) balance_slot: i64,
 }
 
 #[doc(hidden)]
@@ -208,7 +214,11 @@ impl Db {
 
 impl Tx {
     fn new(conn: TxConn) -> Tx {
-        Tx { conn, entries_posted: 0 }
+        let balance_slot = match conn {
+            TxConn::Sqlite(_) => 0,
+            TxConn::Postgres(_) => rand::random_range(0..crate::store::BALANCE_SLOTS as i64),
+        };
+        Tx { conn, entries_posted: 0, balance_slot }
     }
 
     pub fn backend(&self) -> Backend {

@@ -217,23 +217,11 @@ pub async fn balance(db: &Db, account: AccountId) -> Result<Money, LedgerError> 
     }
 }
 
-/// Slots per account balance on PostgreSQL. Posters to the same account
-/// pick different slots (by entry), so they rarely wait on one row lock;
-/// SQLite has a single writer and uses one slot.
+/// Slots per account balance on PostgreSQL. Concurrent transactions posting
+/// to the same account draw different slots (one per transaction, at
+/// random), so they rarely wait on one row lock; SQLite has a single writer
+/// and uses one slot.
 pub const BALANCE_SLOTS: u64 = 16;
-
-fn slot_for(backend: crate::Backend, key: &IdempotencyKey, account: AccountId) -> i64 {
-    use std::hash::{Hash, Hasher};
-    match backend {
-        crate::Backend::Sqlite => 0,
-        crate::Backend::Postgres => {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            key.as_str().hash(&mut hasher);
-            account.0.hash(&mut hasher);
-            (hasher.finish() % BALANCE_SLOTS) as i64
-        }
-    }
-}
 
 /// Every account of an organisation with its balance, ordered by code.
 pub async fn balances(db: &Db, org: OrgId) -> Result<Vec<AccountBalance>, LedgerError> {
@@ -259,15 +247,125 @@ pub async fn balances(db: &Db, org: OrgId) -> Result<Vec<AccountBalance>, Ledger
 ///
 /// The same idempotency key posted again with the same postings returns
 /// [`Posted::Replayed`] and writes nothing; with different postings it is
-/// refused, because one key must name one money movement.
+/// refused, because one key must name one money movement. After any error
+/// the transaction may hold part of the entry: roll it back.
 pub async fn post(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> {
+    // Per account: the net change, the number of postings, the currency.
+    let mut deltas: BTreeMap<AccountId, (i64, i64, Currency)> = BTreeMap::new();
+    for p in entry.postings() {
+        let d = deltas.entry(p.account).or_insert((0, 0, p.amount.currency()));
+        if d.2 != p.amount.currency() {
+            return Err(LedgerError::CurrencyMismatch { account: p.account, posted: p.amount.currency() });
+        }
+        d.0 = d.0.checked_add(p.amount.amount()).ok_or(LedgerError::Overflow)?;
+        d.1 += 1;
+    }
+    let written = match tx.backend() {
+        crate::Backend::Postgres => post_in_one_statement(tx, entry, &deltas).await?,
+        crate::Backend::Sqlite => post_statement_by_statement(tx, entry, &deltas).await?,
+    };
+    let Some((entry_id, balances)) = written else {
+        return replay(tx, entry).await;
+    };
+    // Each balance row written names its account's organisation and
+    // currency; an account that does not exist wrote none.
+    for (account, (_, _, posted)) in &deltas {
+        let (org, code) = balances
+            .iter()
+            .find(|(id, _, _)| *id == account.0)
+            .map(|(_, org, code)| (*org, code.as_str()))
+            .ok_or(LedgerError::UnknownAccount(*account))?;
+        if org != entry.header().org.0 {
+            return Err(LedgerError::ForeignAccount(*account));
+        }
+        if code != posted.code() {
+            return Err(LedgerError::CurrencyMismatch { account: *account, posted: *posted });
+        }
+    }
+    tx.entries_posted += 1;
+    Ok(Posted::Created(EntryId(entry_id)))
+}
+
+/// The new entry's id and, per balance row written, its account, the
+/// account's organisation and currency; `None` when the key exists.
+type Written = Option<(i64, Vec<(i64, i64, String)>)>;
+
+const INSERT_ENTRY: &str = "INSERT INTO ledger_entries
+    (org_id, idempotency_key, occurred_at, recorded_at, description, source_kind, source_ref,
+     reverses_entry_id, recorded_by)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+
+/// PostgreSQL: the entry, its balance slots and its postings in one
+/// statement (one round trip). The balance upserts run in account order, so
+/// posters never wait on each other in a cycle; postings are written only
+/// when every account exists (an unknown one is reported by the caller).
+async fn post_in_one_statement(
+    tx: &mut Tx,
+    entry: &NewEntry,
+    deltas: &BTreeMap<AccountId, (i64, i64, Currency)>,
+) -> Result<Written, LedgerError> {
+    let sql = "WITH entry AS (
+            INSERT INTO ledger_entries
+                (org_id, idempotency_key, occurred_at, recorded_at, description, source_kind, source_ref,
+                 reverses_entry_id, recorded_by)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id),
+        balances AS (
+            INSERT INTO ledger_balances (account_id, slot, org_id, currency, balance, n_postings)
+            SELECT a.id, $10, a.org_id, a.currency, d.net, d.n
+            FROM UNNEST($11::bigint[], $12::bigint[], $13::bigint[]) AS d(account_id, net, n)
+            JOIN ledger_accounts a ON a.id = d.account_id
+            WHERE EXISTS (SELECT 1 FROM entry)
+            ORDER BY a.id
+            ON CONFLICT (account_id, slot) DO UPDATE
+            SET balance = ledger_balances.balance + excluded.balance,
+                n_postings = ledger_balances.n_postings + excluded.n_postings
+            RETURNING account_id, org_id, currency),
+        postings AS (
+            INSERT INTO ledger_postings (entry_id, account_id, amount, currency)
+            SELECT entry.id, p.account_id, p.amount, p.currency
+            FROM entry, UNNEST($14::bigint[], $15::bigint[], $16::text[]) WITH ORDINALITY
+                AS p(account_id, amount, currency, n)
+            WHERE (SELECT COUNT(*) FROM ledger_accounts WHERE id = ANY($11)) = cardinality($11)
+            ORDER BY p.n)
+        SELECT entry.id, b.account_id, b.org_id, b.currency FROM entry LEFT JOIN balances b ON true";
     let h = entry.header();
-    let insert_entry = "INSERT INTO ledger_entries
-        (org_id, idempotency_key, occurred_at, recorded_at, description, source_kind, source_ref,
-         reverses_entry_id, recorded_by)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-        ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
-    let inserted: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(insert_entry)
+    let crate::db::TxConn::Postgres(c) = &mut tx.conn else { unreachable!("called for PostgreSQL transactions only") };
+    let rows: Vec<(i64, Option<i64>, Option<i64>, Option<String>)> = sqlx::query_as(sql)
+        .bind(h.org.0)
+        .bind(h.key.as_str())
+        .bind(h.occurred_at)
+        .bind(Timestamp::now())
+        .bind(&h.description)
+        .bind(h.source.as_ref().map(|s| s.kind.as_str()))
+        .bind(h.source.as_ref().map(|s| s.reference.as_str()))
+        .bind(entry.reverses().map(|e| e.0))
+        .bind(h.recorded_by.as_deref())
+        .bind(tx.balance_slot)
+        .bind(deltas.keys().map(|a| a.0).collect::<Vec<_>>())
+        .bind(deltas.values().map(|d| d.0).collect::<Vec<_>>())
+        .bind(deltas.values().map(|d| d.1).collect::<Vec<_>>())
+        .bind(entry.postings().iter().map(|p| p.account.0).collect::<Vec<_>>())
+        .bind(entry.postings().iter().map(|p| p.amount.amount()).collect::<Vec<_>>())
+        .bind(entry.postings().iter().map(|p| p.amount.currency().code()).collect::<Vec<_>>())
+        .fetch_all(&mut **c)
+        .await
+        .map_err(|e| reversal_conflict(e, entry))?;
+    let Some(entry_id) = rows.first().map(|r| r.0) else { return Ok(None) };
+    let balances = rows.into_iter().filter_map(|(_, account, org, code)| Some((account?, org?, code?))).collect();
+    Ok(Some((entry_id, balances)))
+}
+
+/// SQLite: the entry, one upsert per balance in account order, then the
+/// postings, as separate statements (SQLite has no data-modifying `WITH`).
+async fn post_statement_by_statement(
+    tx: &mut Tx,
+    entry: &NewEntry,
+    deltas: &BTreeMap<AccountId, (i64, i64, Currency)>,
+) -> Result<Written, LedgerError> {
+    let h = entry.header();
+    let inserted: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(INSERT_ENTRY)
         .bind(h.org.0)
         .bind(h.key.as_str())
         .bind(h.occurred_at)
@@ -280,43 +378,25 @@ pub async fn post(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> 
         .fetch_optional(c)
         .await
         .map_err(|e| reversal_conflict(e, entry))?);
-    let Some(entry_id) = inserted else {
-        return replay(tx, entry).await;
-    };
-
-    // Balance slots first, in account order (no deadlocks between posters);
-    // each upsert also returns the account's organisation and currency, and
-    // returns nothing for an account that does not exist.
-    let mut deltas: BTreeMap<AccountId, (i64, i64, Currency)> = BTreeMap::new();
-    for p in entry.postings() {
-        let d = deltas.entry(p.account).or_insert((0, 0, p.amount.currency()));
-        if d.2 != p.amount.currency() {
-            return Err(LedgerError::CurrencyMismatch { account: p.account, posted: p.amount.currency() });
-        }
-        d.0 = d.0.checked_add(p.amount.amount()).ok_or(LedgerError::Overflow)?;
-        d.1 += 1;
-    }
+    let Some(entry_id) = inserted else { return Ok(None) };
     let upsert = "INSERT INTO ledger_balances (account_id, slot, org_id, currency, balance, n_postings)
                   SELECT id, $2, org_id, currency, $3, $4 FROM ledger_accounts WHERE id = $1
                   ON CONFLICT (account_id, slot) DO UPDATE
                   SET balance = ledger_balances.balance + excluded.balance,
                       n_postings = ledger_balances.n_postings + excluded.n_postings
                   RETURNING org_id, currency";
-    let backend = tx.backend();
-    for (account, (net, count, posted)) in deltas {
-        let slot = slot_for(backend, &h.key, account);
+    let slot = tx.balance_slot;
+    let mut balances = Vec::new();
+    for (account, (net, count, _)) in deltas {
         let row: Option<(i64, String)> = on_tx!(tx, c => sqlx::query_as(upsert)
             .bind(account.0).bind(slot).bind(net).bind(count)
             .fetch_optional(c).await?);
-        let (org, code) = row.ok_or(LedgerError::UnknownAccount(account))?;
-        if org != h.org.0 {
-            return Err(LedgerError::ForeignAccount(account));
-        }
-        if code != posted.code() {
-            return Err(LedgerError::CurrencyMismatch { account, posted });
+        match row {
+            Some((org, code)) => balances.push((account.0, org, code)),
+            // Reported by the caller; no postings for an unknown account.
+            None => return Ok(Some((entry_id, balances))),
         }
     }
-
     let mut sql = String::from("INSERT INTO ledger_postings (entry_id, account_id, amount, currency) VALUES ");
     for i in 0..entry.postings().len() {
         let n = i * 3;
@@ -332,8 +412,7 @@ pub async fn post(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> 
         }
         q.execute(c).await?;
     });
-    tx.entries_posted += 1;
-    Ok(Posted::Created(EntryId(entry_id)))
+    Ok(Some((entry_id, balances)))
 }
 
 fn reversal_conflict(e: sqlx::Error, entry: &NewEntry) -> LedgerError {

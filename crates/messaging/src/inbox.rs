@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use kanpa_ledger::db::TxConn;
 use kanpa_ledger::{Db, Timestamp, Tx, on_tx};
 
 use crate::jobs::{self, ClaimedJob, JobFailure, JobHandler, NewJob, RetryPolicy};
@@ -40,21 +41,40 @@ pub struct IncomingEvent {
 }
 
 impl IncomingEvent {
-    /// Reads the envelope fields from an event's JSON.
+    /// Reads the envelope fields from an event's JSON (skipping over the
+    /// rest without building it).
     pub fn from_json(payload: &str) -> Result<IncomingEvent, EnvelopeError> {
-        let value: serde_json::Value = serde_json::from_str(payload).map_err(|_| EnvelopeError::NotJson)?;
-        let id = value["id"].as_str().filter(|s| s.starts_with("evt_")).ok_or(EnvelopeError::MissingField("id"))?;
-        let event_type = value["type"].as_str().ok_or(EnvelopeError::MissingField("type"))?;
-        let created = value["created"]
-            .as_i64()
-            .and_then(Timestamp::from_unix_seconds)
-            .ok_or(EnvelopeError::MissingField("created"))?;
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            id: Option<std::borrow::Cow<'a, str>>,
+            #[serde(borrow, rename = "type")]
+            event_type: Option<std::borrow::Cow<'a, str>>,
+            created: Option<i64>,
+            livemode: Option<bool>,
+            data: Option<Data<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Data<'a> {
+            #[serde(borrow)]
+            object: Option<Object<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Object<'a> {
+            #[serde(borrow)]
+            id: Option<std::borrow::Cow<'a, str>>,
+        }
+        let envelope: Envelope = serde_json::from_str(payload).map_err(|_| EnvelopeError::NotJson)?;
+        let id = envelope.id.filter(|s| s.starts_with("evt_")).ok_or(EnvelopeError::MissingField("id"))?;
+        let event_type = envelope.event_type.ok_or(EnvelopeError::MissingField("type"))?;
+        let created =
+            envelope.created.and_then(Timestamp::from_unix_seconds).ok_or(EnvelopeError::MissingField("created"))?;
         Ok(IncomingEvent {
-            id: id.to_owned(),
-            event_type: event_type.to_owned(),
-            object_id: value["data"]["object"]["id"].as_str().map(str::to_owned),
+            id: id.into_owned(),
+            event_type: event_type.into_owned(),
+            object_id: envelope.data.and_then(|d| d.object).and_then(|o| o.id).map(|id| id.into_owned()),
             created,
-            livemode: value["livemode"].as_bool().unwrap_or(false),
+            livemode: envelope.livemode.unwrap_or(false),
             payload: payload.to_owned(),
         })
     }
@@ -115,38 +135,69 @@ pub async fn store(tx: &mut Tx, event: &IncomingEvent, via: Via) -> Result<Intak
 }
 
 /// Stores the event and its job atomically, in a transaction of its own.
-/// On PostgreSQL this is one statement (one round trip) — the webhook
-/// endpoint's hot path.
 pub async fn receive(db: &Db, event: &IncomingEvent, via: Via) -> Result<Intake, sqlx::Error> {
-    let Db::Postgres(pool) = db else {
-        let mut tx = db.begin().await?;
-        let intake = store(&mut tx, event, via).await?;
-        tx.commit().await?;
-        return Ok(intake);
+    let intake = receive_many(db, &[(event, via)]).await?;
+    Ok(intake.into_iter().next().unwrap_or(Intake::Duplicate))
+}
+
+/// Stores several events, each with its job, in one transaction: one commit
+/// for all of them, and on PostgreSQL one statement. Returns what became of
+/// each, in order; an id given twice is stored once, its later copies
+/// answered as duplicates.
+pub async fn receive_many(db: &Db, events: &[(&IncomingEvent, Via)]) -> Result<Vec<Intake>, sqlx::Error> {
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<(&IncomingEvent, Via)> = events.iter().copied().filter(|(e, _)| seen.insert(&e.id)).collect();
+    let stored: std::collections::HashSet<String> = match db {
+        Db::Sqlite { .. } => {
+            let mut tx = db.begin().await?;
+            let mut stored = std::collections::HashSet::new();
+            for (event, via) in &unique {
+                if store(&mut tx, event, *via).await? == Intake::Stored {
+                    stored.insert(event.id.clone());
+                }
+            }
+            tx.commit().await?;
+            stored
+        }
+        Db::Postgres(pool) => {
+            let sql = "WITH input AS (
+                    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bool[], $6::text[],
+                                         $7::text[])
+                        AS t(id, event_type, object_id, created_us, livemode, payload, received_via)),
+                stored AS (
+                    INSERT INTO stripe_events
+                        (id, event_type, object_id, created, livemode, payload, received_at, received_via, status)
+                    SELECT id, event_type, object_id, TIMESTAMPTZ 'epoch' + created_us * INTERVAL '1 microsecond',
+                           livemode, payload, $8, received_via, 'pending'
+                    FROM input
+                    ON CONFLICT (id) DO NOTHING RETURNING id),
+                queued AS (
+                    INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+                    SELECT $9, json_build_object('event_id', stored.id)::text, 'ready', 0, $10, $8, $8, $8
+                    FROM stored)
+                SELECT id FROM stored";
+            let column = |f: fn(&IncomingEvent) -> String| unique.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+            let ids: Vec<String> = sqlx::query_scalar(sql)
+                .bind(column(|e| e.id.clone()))
+                .bind(column(|e| e.event_type.clone()))
+                .bind(unique.iter().map(|(e, _)| e.object_id.clone()).collect::<Vec<_>>())
+                .bind(unique.iter().map(|(e, _)| e.created.unix_micros()).collect::<Vec<_>>())
+                .bind(unique.iter().map(|(e, _)| e.livemode).collect::<Vec<_>>())
+                .bind(column(|e| e.payload.clone()))
+                .bind(unique.iter().map(|(_, via)| via.as_str()).collect::<Vec<_>>())
+                .bind(Timestamp::now())
+                .bind(JOB_KIND)
+                .bind(MAX_ATTEMPTS)
+                .fetch_all(pool)
+                .await?;
+            ids.into_iter().collect()
+        }
     };
-    let sql = "WITH stored AS (
-            INSERT INTO stripe_events
-                (id, event_type, object_id, created, livemode, payload, received_at, received_via, status)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')
-            ON CONFLICT (id) DO NOTHING RETURNING id)
-        INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
-        SELECT $9, json_build_object('event_id', stored.id)::text, 'ready', 0, $10, $7, $7, $7 FROM stored
-        RETURNING id";
-    let now = Timestamp::now();
-    let job: Option<i64> = sqlx::query_scalar(sql)
-        .bind(&event.id)
-        .bind(&event.event_type)
-        .bind(event.object_id.as_deref())
-        .bind(event.created)
-        .bind(event.livemode)
-        .bind(&event.payload)
-        .bind(now)
-        .bind(via.as_str())
-        .bind(JOB_KIND)
-        .bind(MAX_ATTEMPTS)
-        .fetch_optional(pool)
-        .await?;
-    Ok(if job.is_some() { Intake::Stored } else { Intake::Duplicate })
+    let mut answered = std::collections::HashSet::new();
+    Ok(events
+        .iter()
+        .map(|(e, _)| if stored.contains(&e.id) && answered.insert(&e.id) { Intake::Stored } else { Intake::Duplicate })
+        .collect())
 }
 
 /// An event as stored, handed to handlers.
@@ -189,25 +240,82 @@ pub async fn newest_object(tx: &mut Tx, object_id: &str) -> Result<Option<String
     }))
 }
 
-/// Takes the row lock on an object's version row (creating it empty if
+/// Takes the row locks on objects' version rows (creating them empty if
 /// needed) for the rest of the transaction, so two workers never apply
 /// events of the same object at once: the second waits, then sees what the
-/// first applied. (SQLite serialises write transactions anyway.)
-async fn lock_object(tx: &mut Tx, object_id: &str) -> Result<(), sqlx::Error> {
-    let sql = "INSERT INTO stripe_object_versions (object_id, last_created, last_event_id) VALUES ($1, $2, '')
-               ON CONFLICT (object_id) DO UPDATE SET last_created = stripe_object_versions.last_created";
+/// first applied. `objects` must be sorted, so that transactions locking
+/// several take them in one order. (SQLite serialises write transactions
+/// anyway.)
+async fn lock_objects(tx: &mut Tx, objects: &[&str]) -> Result<(), sqlx::Error> {
+    if objects.is_empty() {
+        return Ok(());
+    }
     let epoch = Timestamp::from_unix_seconds(0).expect("the epoch is a valid time");
-    on_tx!(tx, c => sqlx::query(sql).bind(object_id).bind(epoch).execute(c).await?.rows_affected());
+    match &mut tx.conn {
+        TxConn::Postgres(c) => {
+            let sql = "INSERT INTO stripe_object_versions (object_id, last_created, last_event_id)
+                       SELECT object_id, $1, '' FROM UNNEST($2::text[]) WITH ORDINALITY AS o(object_id, n) ORDER BY n
+                       ON CONFLICT (object_id) DO UPDATE SET last_created = stripe_object_versions.last_created";
+            sqlx::query(sql).bind(epoch).bind(objects).execute(&mut **c).await?;
+        }
+        TxConn::Sqlite(c) => {
+            let values: Vec<String> = (0..objects.len()).map(|i| format!("(${}, $1, '')", i + 2)).collect();
+            let sql = format!(
+                "INSERT INTO stripe_object_versions (object_id, last_created, last_event_id) VALUES {}
+                 ON CONFLICT (object_id) DO UPDATE SET last_created = stripe_object_versions.last_created",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(epoch);
+            for object in objects {
+                q = q.bind(*object);
+            }
+            q.execute(&mut **c).await?;
+        }
+    }
     Ok(())
 }
 
-async fn record_applied(tx: &mut Tx, event: &StoredEvent) -> Result<(), sqlx::Error> {
-    let Some(object) = &event.object_id else { return Ok(()) };
-    let sql = "INSERT INTO stripe_object_versions (object_id, last_created, last_event_id) VALUES ($1, $2, $3)
-               ON CONFLICT (object_id) DO UPDATE SET last_created = excluded.last_created,
-                   last_event_id = excluded.last_event_id
-               WHERE stripe_object_versions.last_created <= excluded.last_created";
-    on_tx!(tx, c => sqlx::query(sql).bind(object).bind(event.created).bind(&event.id).execute(c).await?.rows_affected());
+/// Records each event as its object's newest applied, unless a newer one
+/// already is. At most one event per object.
+async fn record_applied(tx: &mut Tx, events: &[&StoredEvent]) -> Result<(), sqlx::Error> {
+    let mut rows: Vec<(&str, Timestamp, &str)> =
+        events.iter().filter_map(|e| e.object_id.as_deref().map(|o| (o, e.created, e.id.as_str()))).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.sort_unstable_by_key(|row| row.0);
+    const UPSERT: &str = "ON CONFLICT (object_id) DO UPDATE SET last_created = excluded.last_created,
+             last_event_id = excluded.last_event_id
+         WHERE stripe_object_versions.last_created <= excluded.last_created";
+    match &mut tx.conn {
+        TxConn::Postgres(c) => {
+            let sql = format!(
+                "INSERT INTO stripe_object_versions (object_id, last_created, last_event_id)
+                 SELECT object_id, TIMESTAMPTZ 'epoch' + created_us * INTERVAL '1 microsecond', event_id
+                 FROM UNNEST($1::text[], $2::bigint[], $3::text[]) WITH ORDINALITY AS r(object_id, created_us, event_id, n)
+                 ORDER BY n {UPSERT}"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.1.unix_micros()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+                .execute(&mut **c)
+                .await?;
+        }
+        TxConn::Sqlite(c) => {
+            let values: Vec<String> =
+                (0..rows.len()).map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+            let sql = format!(
+                "INSERT INTO stripe_object_versions (object_id, last_created, last_event_id) VALUES {} {UPSERT}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (object, created, id) in &rows {
+                q = q.bind(*object).bind(*created).bind(*id);
+            }
+            q.execute(&mut **c).await?;
+        }
+    }
     Ok(())
 }
 
@@ -297,11 +405,7 @@ impl JobHandler for ProcessEvent {
         let event_id =
             job.payload["event_id"].as_str().ok_or_else(|| JobFailure::GiveUp("job has no event_id".into()))?;
         let mut tx = db.begin().await?;
-        let sql = "SELECT id, event_type, object_id, created, livemode, payload, status
-                   FROM stripe_events WHERE id = $1";
-        let event: Option<StoredEvent> =
-            on_tx!(&mut tx, c => sqlx::query_as(sql).bind(event_id).fetch_optional(c).await?);
-        let Some(event) = event else {
+        let Some(event) = load(&mut tx, &[event_id]).await?.pop() else {
             return Err(JobFailure::GiveUp(format!("event {event_id} is not in the inbox")));
         };
         if event.status != "pending" {
@@ -309,33 +413,174 @@ impl JobHandler for ProcessEvent {
         }
         let handler = self.handlers.by_type.get(&event.event_type);
         if let (Some(_), Some(object)) = (handler, &event.object_id) {
-            lock_object(&mut tx, object).await?;
+            lock_objects(&mut tx, &[object.as_str()]).await?;
         }
-        let status = match handler {
-            None => "ignored",
-            Some(handler) => match handler.handle(&mut tx, &event).await {
-                Ok(Handled::Applied) => {
-                    record_applied(&mut tx, &event).await?;
-                    "applied"
-                }
-                Ok(Handled::NotOurs) => "ignored",
-                Ok(Handled::Skipped(reason)) => {
-                    tracing::info!(event = %event.id, event_type = %event.event_type, reason = %reason, "event skipped");
-                    "stale"
-                }
-                Err(e) => {
-                    drop(tx);
-                    let message = format!("{e:#}");
-                    note_error(db, &event.id, &message).await?;
-                    return Err(JobFailure::Retry(message));
-                }
-            },
+        let status = match self.apply(&mut tx, &event).await {
+            Ok(status) => status,
+            Err(e) => {
+                drop(tx);
+                let message = format!("{e:#}");
+                note_error(db, &event.id, &message).await?;
+                return Err(JobFailure::Retry(message));
+            }
         };
-        let mark = "UPDATE stripe_events SET status = $1, processed_at = $2, last_error = NULL WHERE id = $3";
-        on_tx!(&mut tx, c => sqlx::query(mark).bind(status).bind(Timestamp::now()).bind(&event.id).execute(c).await?.rows_affected());
-        metrics::counter!("kanpa_stripe_events_processed_total", "status" => status).increment(1);
+        if status == Status::Applied {
+            record_applied(&mut tx, &[&event]).await?;
+        }
+        mark(&mut tx, status, &[event.id.as_str()]).await?;
+        metrics::counter!("kanpa_stripe_events_processed_total", "status" => status.as_str()).increment(1);
         Ok(tx)
     }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// Applies several events in one transaction: one statement loads them,
+    /// one locks their objects (in object order, so two batches never wait
+    /// on each other in a cycle), each handler writes its effects, and one
+    /// statement per outcome marks them and one records the objects' newest
+    /// applied events. Any error discards the whole batch; the worker then
+    /// applies each event on its own, so a failing event retries alone.
+    async fn run_many(&self, db: &Db, jobs: &[ClaimedJob]) -> Result<Tx, JobFailure> {
+        let ids: Vec<&str> = jobs.iter().filter_map(|job| job.payload["event_id"].as_str()).collect();
+        if ids.len() != jobs.len() {
+            return Err(JobFailure::Retry("a job has no event_id".into()));
+        }
+        let mut tx = db.begin().await?;
+        let mut events = load(&mut tx, &ids).await?;
+        if events.len() != ids.len() {
+            return Err(JobFailure::Retry("an event is not in the inbox".into()));
+        }
+        // Jobs were claimed in id order, which is arrival order; apply in it.
+        events.sort_by_key(|event| ids.iter().position(|id| *id == event.id));
+        events.retain(|event| event.status == "pending");
+        let mut objects: Vec<&str> = events
+            .iter()
+            .filter(|event| self.handlers.by_type.contains_key(&event.event_type))
+            .filter_map(|event| event.object_id.as_deref())
+            .collect();
+        objects.sort_unstable();
+        objects.dedup();
+        lock_objects(&mut tx, &objects).await?;
+        let mut by_status: Vec<(Status, Vec<&str>)> = Vec::new();
+        let mut applied: Vec<&StoredEvent> = Vec::new();
+        for (n, event) in events.iter().enumerate() {
+            let status = self.apply(&mut tx, event).await.map_err(|e| JobFailure::Retry(format!("{e:#}")))?;
+            if status == Status::Applied {
+                // A later event of the same object in this batch must see
+                // this one as applied before its handler runs.
+                let again = event.object_id.is_some() && events[n + 1..].iter().any(|e| e.object_id == event.object_id);
+                if again {
+                    record_applied(&mut tx, &[event]).await?;
+                } else {
+                    applied.push(event);
+                }
+            }
+            match by_status.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, ids)) => ids.push(&event.id),
+                None => by_status.push((status, vec![&event.id])),
+            }
+        }
+        record_applied(&mut tx, &applied).await?;
+        for (status, ids) in &by_status {
+            mark(&mut tx, *status, ids).await?;
+            metrics::counter!("kanpa_stripe_events_processed_total", "status" => status.as_str())
+                .increment(ids.len() as u64);
+        }
+        Ok(tx)
+    }
+}
+
+/// What became of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Applied,
+    Ignored,
+    Stale,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Applied => "applied",
+            Status::Ignored => "ignored",
+            Status::Stale => "stale",
+        }
+    }
+}
+
+impl ProcessEvent {
+    /// Hands one event to its handler inside `tx`.
+    async fn apply(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Status> {
+        let Some(handler) = self.handlers.by_type.get(&event.event_type) else {
+            return Ok(Status::Ignored);
+        };
+        Ok(match handler.handle(tx, event).await? {
+            Handled::Applied => Status::Applied,
+            Handled::NotOurs => Status::Ignored,
+            Handled::Skipped(reason) => {
+                tracing::info!(event = %event.id, event_type = %event.event_type, reason = %reason, "event skipped");
+                Status::Stale
+            }
+        })
+    }
+}
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The stored events with these ids (in no particular order). On
+/// PostgreSQL the ids go as one array, so the statement's text, and its
+/// prepared plan, is the same whatever the batch size.
+async fn load(tx: &mut Tx, ids: &[&str]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    Ok(match &mut tx.conn {
+        TxConn::Postgres(c) => {
+            let sql = "SELECT id, event_type, object_id, created, livemode, payload, status
+                       FROM stripe_events WHERE id = ANY($1)";
+            sqlx::query_as(sql).bind(ids).fetch_all(&mut **c).await?
+        }
+        TxConn::Sqlite(c) => {
+            let sql = format!(
+                "SELECT id, event_type, object_id, created, livemode, payload, status
+                 FROM stripe_events WHERE id IN ({})",
+                placeholders(1, ids.len())
+            );
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(&mut **c).await?
+        }
+    })
+}
+
+/// Sets the outcome of events.
+async fn mark(tx: &mut Tx, status: Status, ids: &[&str]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let now = Timestamp::now();
+    match &mut tx.conn {
+        TxConn::Postgres(c) => {
+            let sql = "UPDATE stripe_events SET status = $1, processed_at = $2, last_error = NULL WHERE id = ANY($3)";
+            sqlx::query(sql).bind(status.as_str()).bind(now).bind(ids).execute(&mut **c).await?;
+        }
+        TxConn::Sqlite(c) => {
+            let sql = format!(
+                "UPDATE stripe_events SET status = $1, processed_at = $2, last_error = NULL WHERE id IN ({})",
+                placeholders(3, ids.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(status.as_str()).bind(now);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.execute(&mut **c).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn note_error(db: &Db, event_id: &str, message: &str) -> Result<(), sqlx::Error> {

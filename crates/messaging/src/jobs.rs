@@ -110,6 +110,21 @@ pub trait JobHandler: Send + Sync {
     /// effects; the worker completes the job in it and commits.
     async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure>;
 
+    /// True when [`JobHandler::run_many`] can apply several jobs of this
+    /// kind in one transaction.
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// Performs several jobs in one transaction, all or nothing, and returns
+    /// it holding the effects of every one; the worker completes them all in
+    /// it and commits once. On an error nothing is kept and the worker runs
+    /// each job on its own with [`JobHandler::run`], so one failing job is
+    /// retried alone and the others still apply.
+    async fn run_many(&self, _db: &Db, _jobs: &[ClaimedJob]) -> Result<Tx, JobFailure> {
+        Err(JobFailure::Retry("this kind of job does not run in batches".into()))
+    }
+
     /// Called in a transaction of its own when the job has failed for the
     /// last time, so the handler can record the failure where people see it.
     async fn on_dead(&self, _tx: &mut Tx, _job: &ClaimedJob, _error: &str) -> Result<(), sqlx::Error> {
@@ -212,6 +227,33 @@ pub async fn complete(tx: &mut Tx, job: &ClaimedJob) -> Result<(), JobError> {
     let sql = "DELETE FROM jobs WHERE id = $1 AND lease_token = $2";
     let affected = on_tx!(tx, c => sqlx::query(sql).bind(job.id).bind(&job.token).execute(c).await?.rows_affected());
     if affected == 1 { Ok(()) } else { Err(JobError::LeaseLost(job.id)) }
+}
+
+/// Finishes several jobs claimed together (one lease token) inside the
+/// transaction holding their effects; [`JobError::LeaseLost`] if any of them
+/// was taken over, and the caller must then roll back.
+pub async fn complete_many(tx: &mut Tx, jobs: &[ClaimedJob]) -> Result<(), JobError> {
+    let Some(first) = jobs.first() else { return Ok(()) };
+    if jobs.iter().any(|job| job.token != first.token) {
+        return Err(JobError::LeaseLost(first.id));
+    }
+    let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
+    let affected = match &mut tx.conn {
+        kanpa_ledger::db::TxConn::Postgres(c) => {
+            let sql = "DELETE FROM jobs WHERE lease_token = $1 AND id = ANY($2)";
+            sqlx::query(sql).bind(&first.token).bind(&ids).execute(&mut **c).await?.rows_affected()
+        }
+        kanpa_ledger::db::TxConn::Sqlite(c) => {
+            let list = (2..ids.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!("DELETE FROM jobs WHERE lease_token = $1 AND id IN ({list})");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&first.token);
+            for id in &ids {
+                q = q.bind(*id);
+            }
+            q.execute(&mut **c).await?.rows_affected()
+        }
+    };
+    if affected == jobs.len() as u64 { Ok(()) } else { Err(JobError::LeaseLost(first.id)) }
 }
 
 /// Records a failed attempt: back to `ready` after `delay`, or `dead` when
@@ -355,24 +397,70 @@ impl Workers {
         }
     }
 
-    /// Claims up to a batch of due jobs and runs them one after the other;
-    /// jobs not started before half the lease has passed are handed back.
-    /// Returns how many ran.
+    /// Claims up to a batch of due jobs and runs them: runs of jobs of one
+    /// kind whose handler [batches](JobHandler::batches) share one
+    /// transaction, the others run one after the other; jobs not started
+    /// before half the lease has passed are handed back. Returns how many ran.
     pub async fn run_batch(&self, worker: &str) -> Result<usize, sqlx::Error> {
         let claimed = claim_batch(&self.db, worker, self.options.lease, self.options.batch).await?;
         let started = std::time::Instant::now();
         let mut ran = 0;
-        let mut jobs = claimed.into_iter();
-        while let Some(job) = jobs.next() {
+        let mut rest = claimed.as_slice();
+        while let Some(job) = rest.first() {
             if started.elapsed() > self.options.lease / 2 {
-                let rest: Vec<ClaimedJob> = std::iter::once(job).chain(jobs).collect();
-                release(&self.db, &rest).await?;
+                release(&self.db, rest).await?;
                 break;
             }
-            self.execute(job).await?;
-            ran += 1;
+            let handler = self.registry.handlers.get(job.kind.as_str()).filter(|h| h.batches()).cloned();
+            let together = match &handler {
+                Some(_) => rest.iter().take_while(|j| j.kind == job.kind).count(),
+                None => 1,
+            };
+            let (group, tail) = rest.split_at(together);
+            rest = tail;
+            match handler {
+                Some(handler) if group.len() > 1 => self.execute_many(&handler, group).await?,
+                _ => {
+                    self.execute(job.clone()).await?;
+                }
+            }
+            ran += group.len();
         }
         Ok(ran)
+    }
+
+    /// Runs jobs of one kind in one transaction; if that fails or a lease
+    /// was lost, runs each on its own instead.
+    async fn execute_many(&self, handler: &Arc<dyn JobHandler>, jobs: &[ClaimedJob]) -> Result<(), sqlx::Error> {
+        let started = std::time::Instant::now();
+        let together = match handler.run_many(&self.db, jobs).await {
+            Ok(mut tx) => match complete_many(&mut tx, jobs).await {
+                Ok(()) => tx.commit().await.map_err(|e| e.to_string()),
+                Err(e) => {
+                    tx.rollback().await?;
+                    Err(e.to_string())
+                }
+            },
+            Err(JobFailure::Retry(m) | JobFailure::GiveUp(m)) => Err(m),
+        };
+        match together {
+            Ok(()) => {
+                let kind = jobs[0].kind.clone();
+                let per_job = started.elapsed().as_secs_f64() / jobs.len() as f64;
+                for _ in jobs {
+                    metrics::histogram!("kanpa_job_duration_seconds", "kind" => kind.clone()).record(per_job);
+                }
+                metrics::counter!("kanpa_jobs_total", "kind" => kind, "outcome" => "completed")
+                    .increment(jobs.len() as u64);
+            }
+            Err(reason) => {
+                tracing::debug!(jobs = jobs.len(), kind = %jobs[0].kind, reason = %reason, "batch not applied; running its jobs one by one");
+                for job in jobs {
+                    self.execute(job.clone()).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Claims and runs one job, if one is due.

@@ -16,6 +16,7 @@
 pub mod email;
 pub mod hooks;
 pub mod inbox;
+pub mod intake;
 pub mod jobs;
 pub mod mailer;
 pub mod outbox;

@@ -45,6 +45,8 @@ pub struct Shared {
     /// Woken when a request enqueues work.
     pub workers: Workers,
     pub stripe_webhook_secrets: Arc<Vec<String>>,
+    /// Stores verified webhook events, many per commit under load.
+    pub intake: kanpa_messaging::intake::GroupIntake,
     pub gateway: Arc<dyn kanpa_payments::PaymentGateway>,
     pub site: kanpa_campaigns::Site,
     /// Public pages rendered in the last second.
@@ -109,7 +111,12 @@ impl Server {
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("could not listen on {} (server.bind)", config.server.bind))?;
+        let writers = match db.backend() {
+            kanpa_ledger::Backend::Sqlite => 1,
+            kanpa_ledger::Backend::Postgres => 2,
+        };
         let state = AppState(Arc::new(Shared {
+            intake: kanpa_messaging::intake::GroupIntake::start(db.clone(), writers),
             db,
             stripe_webhook_secrets: Arc::new(config.stripe.webhook_secrets()),
             gateway,

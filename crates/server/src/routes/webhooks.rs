@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use kanpa_messaging::inbox::{self, IncomingEvent, Intake, Via};
+use kanpa_messaging::inbox::{IncomingEvent, Intake, Via};
 use kanpa_payments::webhook::{self, Rejection};
 
 use crate::app::AppState;
@@ -37,7 +37,7 @@ async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Body) -
             return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
         }
     };
-    let intake = inbox::receive(&state.db, &event, Via::Webhook).await?;
+    let intake = state.intake.receive(event, Via::Webhook).await.map_err(anyhow::Error::from)?;
     let outcome = match intake {
         Intake::Stored => {
             state.workers.notify();
