@@ -27,6 +27,11 @@ mod target;
 
 use clap::{Parser, Subcommand};
 
+/// The `kanpa` binary's allocator, so the server measured in this process
+/// allocates as it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "kanpa-bench", about = "kanpa's benchmarks; each prints a table of figures")]
 struct Cli {

@@ -38,11 +38,13 @@ pub struct Args {
     /// Emails sent per transport.
     #[arg(long, default_value_t = 2000)]
     emails: usize,
-    /// Worker loops in the server (jobs.concurrency).
-    #[arg(long, default_value_t = 16)]
+    /// Worker loops in the server (jobs.concurrency). Two loops applying
+    /// large batches leave the most of the two cores to intake; more loops
+    /// apply as events arrive, in small batches, and intake slows.
+    #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Jobs a worker loop claims, and events it applies, at once (jobs.batch).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 64)]
     batch: i64,
 }
 

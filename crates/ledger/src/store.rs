@@ -332,7 +332,9 @@ async fn post_in_one_statement(
         SELECT entry.id, b.account_id, b.org_id, b.currency FROM entry LEFT JOIN balances b ON true";
     let h = entry.header();
     let crate::db::TxConn::Postgres(c) = &mut tx.conn else { unreachable!("called for PostgreSQL transactions only") };
-    let rows: Vec<(i64, Option<i64>, Option<i64>, Option<String>)> = sqlx::query_as(sql)
+    // The entry's id, then per balance row: account, organisation, currency.
+    type Row = (i64, Option<i64>, Option<i64>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(sql)
         .bind(h.org.0)
         .bind(h.key.as_str())
         .bind(h.occurred_at)

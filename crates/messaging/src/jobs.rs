@@ -303,6 +303,10 @@ pub async fn counts(db: &Db) -> Result<(i64, i64, i64), sqlx::Error> {
     Ok(on_db!(db, p => sqlx::query_as(sql).fetch_one(p).await?))
 }
 
+/// How long a loop that found fewer due jobs than its batch waits before
+/// claiming again.
+const GATHER: Duration = Duration::from_millis(20);
+
 /// How workers behave.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -386,7 +390,18 @@ impl Workers {
             }
             match self.run_batch(&name).await {
                 Ok(0) => {}
-                Ok(_) => continue,
+                Ok(n) if n as i64 >= self.options.batch => continue,
+                // The queue ran dry mid-batch: let it fill for a moment, so
+                // that under a steady stream each claim takes many jobs and
+                // each commit covers many (an idle queue still gets a new
+                // job at once, through the wake-up below).
+                Ok(_) => {
+                    tokio::select! {
+                        _ = shutdown.changed() => {}
+                        () = tokio::time::sleep(GATHER) => {}
+                    }
+                    continue;
+                }
                 Err(e) => tracing::warn!(error = %e, "job queue unavailable; retrying"),
             }
             tokio::select! {
