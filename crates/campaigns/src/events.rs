@@ -477,7 +477,7 @@ pub(crate) async fn issue_receipt(
         lines.push(ReceiptLine {
             kind: LineKind::Reward,
             description_ja: format!("リターン「{title_ja}」({})", campaign.title(Locale::Ja)),
-            description_en: format!("Reward \"{title_en}\" ({})", campaign.title(Locale::En)),
+            description_en: format!("Reward: {title_en} ({})", campaign.title(Locale::En)),
             amount: purchase,
             tax_rate: Some(TaxRate::STANDARD),
         });
