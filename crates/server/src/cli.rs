@@ -172,7 +172,7 @@ pub enum OrgCommand {
         name: String,
     },
     /// Show or change the seller details: the legal disclosure page and the receipts' issuer.
-    Settings(crate::seller_cli::SettingsArgs),
+    Settings(Box<crate::seller_cli::SettingsArgs>),
 }
 
 #[derive(Debug, Subcommand)]

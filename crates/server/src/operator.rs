@@ -35,7 +35,7 @@ pub async fn org(config: Config, command: OrgCommand) -> anyhow::Result<()> {
             println!("created organisation {} ({})", org.slug, org.name);
         }
         OrgCommand::Settings(args) => {
-            let result = crate::seller_cli::run(&db, args).await;
+            let result = crate::seller_cli::run(&db, *args).await;
             db.close().await;
             return result;
         }
