@@ -97,8 +97,32 @@ async fn receipt_numbers_are_unique_and_gapless_per_organisation_under_concurren
     let committed_drive = (0..30).filter(|i| i % 5 != 4 || *i < 6).count();
     assert_eq!(receipt::numbers_of(&db, drive).await.unwrap(), (1..=committed_drive as i64).collect::<Vec<_>>());
     assert_eq!(receipt::numbers_of(&db, club).await.unwrap(), (1..=10).collect::<Vec<_>>());
+    assert_eq!(receipt::numbers_of(&db, OrgId(i64::MAX)).await.unwrap(), Vec::<i64>::new());
     let links: HashSet<&String> = by_charge.values().map(|(id, _)| id).collect();
     assert_eq!(links.len(), by_charge.len(), "each receipt has its own link");
+    // A treasurer's manual receipt takes the next number; three lines at ¥105
+    // before 10 % tax carry ¥31 of tax, computed once for the rate.
+    let line = ReceiptLine {
+        kind: LineKind::Manual,
+        description_ja: "会場参加費".into(),
+        description_en: "Venue fee".into(),
+        amount: Money::yen(105),
+        tax_rate: Some(TaxRate::STANDARD),
+    };
+    let manual = NewReceipt {
+        source: ReceiptSource::manual("manual:cash:2026-11-01:1"),
+        basis: PriceBasis::TaxExclusive,
+        lines: vec![line.clone(), line.clone(), line],
+        ..new_receipt(club, "unused", 0)
+    };
+    let mut tx = db.begin().await.unwrap();
+    let issued = receipt::issue(&mut tx, &manual).await.unwrap();
+    tx.commit().await.unwrap();
+    let read = receipt::by_public_id(&db, &issued.public_id).await.unwrap().unwrap();
+    assert_eq!(read.number, 11);
+    let by_rate = read.tax_by_rate().unwrap();
+    assert_eq!((by_rate[0].subtotal, by_rate[0].tax), (Money::yen(315), Money::yen(31)));
+    assert_eq!(read.total().unwrap(), Money::yen(346));
     // Issued receipts never change.
     assert!(exec_raw(&db, "UPDATE receipts SET payer_name = 'x'").await.is_err(), "receipts are immutable");
     assert!(exec_raw(&db, "DELETE FROM receipt_lines").await.is_err(), "receipt lines are immutable");

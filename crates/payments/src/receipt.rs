@@ -199,6 +199,15 @@ impl ReceiptSource {
     pub fn stripe_charge(charge: &str) -> ReceiptSource {
         ReceiptSource { kind: "stripe-charge".into(), reference: charge.to_owned() }
     }
+
+    /// A payment a treasurer records (cash, bank transfer): `reference` is
+    /// the recording's own stable id, e.g. its ledger entry's idempotency
+    /// key, so recording it again finds the same receipt. The caller issues
+    /// it with [`issue`] in the transaction that posts the entry, with
+    /// [`LineKind::Manual`] lines (a tax rate for a purchase, none for a gift).
+    pub fn manual(reference: &str) -> ReceiptSource {
+        ReceiptSource { kind: "manual".into(), reference: reference.to_owned() }
+    }
 }
 
 /// What a caller asks to be receipted.
