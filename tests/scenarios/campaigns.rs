@@ -151,6 +151,7 @@ async fn seven_team_drive(db: &Db, slug: &str, model: &str) -> (Campaign, Vec<Te
     let mut tx = db.begin().await.unwrap();
     let org = ledger::create_organisation(&mut tx, &format!("org-{slug}"), "医療職連合").await.unwrap();
     tx.commit().await.unwrap();
+    kanpa_payments::seller::update(db, org.id, &kanpa_payments::seller::fictional("医療職連合")).await.unwrap();
     let now = Timestamp::now();
     let input = CampaignInput {
         slug: slug.into(),

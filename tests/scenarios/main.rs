@@ -12,5 +12,6 @@ mod jobs;
 mod ledger;
 mod outgoing;
 mod pages;
+mod receipts;
 mod salons;
 mod server;

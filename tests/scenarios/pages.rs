@@ -139,6 +139,7 @@ async fn other_campaign(db: &Db, slug: &str, funding_model: &str) -> (Campaign, 
     let mut tx = db.begin().await.unwrap();
     let org = kanpa_ledger::store::create_organisation(&mut tx, &format!("org-{slug}"), "Other org").await.unwrap();
     tx.commit().await.unwrap();
+    kanpa_payments::seller::update(db, org.id, &kanpa_payments::seller::fictional("Other org")).await.unwrap();
     let now = Timestamp::now();
     let rfc = |t: Timestamp| t.as_offset().format(&time::format_description::well_known::Rfc3339).unwrap();
     let input = CampaignInput {

@@ -54,6 +54,7 @@ async fn org(db: &Db, slug: &str) -> OrgId {
     let mut tx = db.begin().await.unwrap();
     let org = ledger::create_organisation(&mut tx, slug, "ドクターサロン").await.unwrap();
     tx.commit().await.unwrap();
+    kanpa_payments::seller::update(db, org.id, &kanpa_payments::seller::fictional("ドクターサロン")).await.unwrap();
     org.id
 }
 
@@ -1256,17 +1257,24 @@ async fn a_patron_sees_their_payment_history_on_my_page_and_a_receipt_for_each_p
     let newest = &paid[0];
     let path = format!("/me/memberships/{}/receipts/{}", patron.public_id, newest.stripe_invoice_id);
     let amount = kanpa_ledger::Money::new(newest.amount_paid, salon.currency);
+    let charge = newest.stripe_charge_id.clone().unwrap();
+    let receipt = kanpa_payments::receipt::by_stripe_charge(&app.db, &charge).await.unwrap().expect("issued");
+    let number = receipt.display_number();
+    // A month of membership is a taxable service: its price includes 10 % tax.
+    let tax = kanpa_ledger::Money::new(newest.amount_paid * 10 / 110, salon.currency);
     let (status, ja) = page(&app, &path, "ja", Some(&cookie)).await;
     assert_eq!(status, 200);
     for text in [
-        "領収書".to_owned(),
-        "月額会費のお支払いの記録です".to_owned(),
+        "領収書(適格簡易請求書)".to_owned(),
+        "月会費".to_owned(),
         amount.format(Locale::Ja),
         kanpa_patrons::events::local_date(newest.paid_at, Locale::Ja),
         newest.stripe_invoice_id.clone(),
-        newest.stripe_charge_id.clone().unwrap(),
-        newest.receipt_number(),
+        charge.clone(),
+        number.clone(),
         "からだとこころの健康サロン".to_owned(),
+        "T7123456789012".to_owned(),
+        format!("10%対象 {}(うち消費税 {})", amount.format(Locale::Ja), tax.format(Locale::Ja)),
     ] {
         assert!(ja.contains(&text), "{text} missing from the receipt: {ja}");
     }
@@ -1275,12 +1283,16 @@ async fn a_patron_sees_their_payment_history_on_my_page_and_a_receipt_for_each_p
     for text in [
         "Receipt number".to_owned(),
         "Invoice ID".to_owned(),
-        "monthly membership payment".to_owned(),
+        "monthly fee".to_owned(),
         kanpa_patrons::events::local_date(newest.paid_at, Locale::En),
-        newest.receipt_number(),
+        number.clone(),
     ] {
         assert!(en.contains(&text), "{text} missing from the English receipt: {en}");
     }
+    // The same receipt by the link its email carries.
+    let (status, linked) = page(&app, &format!("/me/receipts/{}", receipt.public_id), "ja", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(linked.contains(&number));
 
     // Another patron's receipt, an unknown invoice and no session are refused alike.
     let other = patrons.iter().find(|m| m.id != patron.id && m.lifetime_paid > 0).unwrap();
@@ -1290,7 +1302,10 @@ async fn a_patron_sees_their_payment_history_on_my_page_and_a_receipt_for_each_p
     let mixed = format!("/me/memberships/{}/receipts/{}", patron.public_id, other_invoice.stripe_invoice_id);
     assert_eq!(page(&app, &mixed, "ja", Some(&cookie)).await.0, 404);
     let (status, anonymous) = page(&app, &path, "ja", None).await;
-    assert!(!anonymous.contains(&newest.receipt_number()), "{status}");
+    assert!(!anonymous.contains(&charge), "{status}");
+    let other_charge = other_invoice.stripe_charge_id.clone().unwrap();
+    let theirs = kanpa_payments::receipt::by_stripe_charge(&app.db, &other_charge).await.unwrap().unwrap();
+    assert_eq!(page(&app, &format!("/me/receipts/{}", theirs.public_id), "ja", Some(&cookie)).await.0, 404);
     app.stop().await;
 }
 

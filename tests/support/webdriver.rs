@@ -250,6 +250,41 @@ impl Browser {
         std::fs::write(path, png).expect("write the screenshot");
     }
 
+    /// Sets a cookie for the current page's site (open a page of it first).
+    pub async fn add_cookie(&self, name: &str, value: &str) {
+        self.post("/cookie", json!({ "cookie": { "name": name, "value": value, "path": "/" } })).await;
+    }
+
+    /// Lays the page out as `media` ("print" or "screen") until set back.
+    pub async fn emulate_media(&self, media: &str) {
+        self.cdp("Emulation.setEmulatedMedia", json!({ "media": media })).await;
+    }
+
+    /// The page's width in CSS pixels when laid out in a viewport `width` wide
+    /// (wider than `width` means it scrolls sideways).
+    pub async fn layout_width(&self, width: u32) -> f64 {
+        let metrics = json!({ "width": width, "height": 800, "deviceScaleFactor": 1, "mobile": width < 600 });
+        self.cdp("Emulation.setDeviceMetricsOverride", metrics).await;
+        let scroll = self.execute("return document.documentElement.scrollWidth").await;
+        self.cdp("Emulation.clearDeviceMetricsOverride", json!({})).await;
+        scroll.as_f64().unwrap_or(f64::MAX)
+    }
+
+    /// The page printed to PDF as Chromium's print dialog would (honouring the
+    /// page's `@page` size), written to `path`; returns the number of pages.
+    pub async fn print_to_pdf(&self, path: &Path) -> usize {
+        let printed = self.cdp("Page.printToPDF", json!({ "preferCSSPageSize": true, "printBackground": true })).await;
+        let pdf = base64_decode(printed["data"].as_str().expect("PDF data"));
+        assert!(pdf.starts_with(b"%PDF"), "a PDF");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("artifact directory");
+        }
+        std::fs::write(path, &pdf).expect("write the PDF");
+        // Each page is one object of `/Type /Page` (the tree root is `/Pages`).
+        let text = String::from_utf8_lossy(&pdf);
+        text.matches("/Type /Page").count() - text.matches("/Type /Pages").count()
+    }
+
     /// Ends the session; chromedriver stops when the browser is dropped.
     pub async fn quit(self) {
         let _ = self.http.delete(&self.session).send().await;

@@ -65,6 +65,7 @@ async fn measure(args: &Args, backend: &str, cluster: Option<&'static PgCluster>
     let mut tx = db.begin().await?;
     let org = ledger::create_organisation(&mut tx, "bench", "Bench").await?;
     tx.commit().await?;
+    kanpa_payments::seller::update(&db, org.id, &kanpa_payments::seller::fictional("Bench")).await?;
     let now = Timestamp::now();
     let rfc = |t: Timestamp| t.as_offset().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let input = CampaignInput {

@@ -137,6 +137,8 @@ pub async fn seed(db: &Db, now: Timestamp) -> Result<bool, CampaignError> {
     for reward in &rewards {
         store::add_reward(db, campaign.id, reward).await?;
     }
+    // The legal disclosure must be complete before the drive is published.
+    kanpa_payments::seller::update(db, org.id, &kanpa_payments::seller::fictional("医療職連合(デモ)")).await?;
     store::publish(db, campaign.id).await?;
 
     for (n, (name, team, amount, message)) in SUPPORTERS.iter().enumerate() {

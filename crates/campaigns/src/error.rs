@@ -31,10 +31,18 @@ pub enum CampaignError {
     /// A sign-in link that is unknown, expired or already used.
     #[error("the sign-in link has expired or was already used")]
     LinkExpired,
+    /// The organisation's legal disclosure (seller details) lacks required
+    /// fields: nothing may go live until they are filled in.
+    #[error(transparent)]
+    SellerIncomplete(#[from] kanpa_payments::seller::Incomplete),
     #[error(transparent)]
     Gateway(#[from] GatewayError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Receipt(#[from] kanpa_payments::receipt::ReceiptError),
+    #[error(transparent)]
+    Seller(#[from] kanpa_payments::seller::SellerError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -52,8 +60,12 @@ impl CampaignError {
             CampaignError::RewardUnavailable => "reward_unavailable",
             CampaignError::PledgeLocked => "pledge_locked",
             CampaignError::LinkExpired => "link_expired",
+            CampaignError::SellerIncomplete(_) => "seller_details_incomplete",
             CampaignError::Gateway(_) => "payment_provider_unavailable",
-            CampaignError::Ledger(_) | CampaignError::Database(_) => "internal",
+            CampaignError::Ledger(_)
+            | CampaignError::Receipt(_)
+            | CampaignError::Seller(_)
+            | CampaignError::Database(_) => "internal",
         }
     }
 }

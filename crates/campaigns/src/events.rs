@@ -12,10 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kanpa_ledger::chart::Holding;
 use kanpa_ledger::store as ledger;
-use kanpa_ledger::{Db, EntryHeader, IdempotencyKey, NewEntry, NewPosting, OrgId, SourceRef, Tx, on_tx};
+use kanpa_ledger::{Db, EntryHeader, IdempotencyKey, Locale, NewEntry, NewPosting, OrgId, SourceRef, Tx, on_tx};
 use kanpa_messaging::email::{EmailTemplate, PledgeTiming};
 use kanpa_messaging::inbox::{EventHandlers, Handled, StoredEvent, StripeEventHandler};
 use kanpa_messaging::jobs::{self, ClaimedJob, JobFailure, JobHandler, NewJob, RetryPolicy};
+use kanpa_payments::receipt::{self, LineKind, NewReceipt, PriceBasis, Receipt, ReceiptLine, ReceiptSource, TaxRate};
 use kanpa_payments::stripe_gateway::kanpa_reference;
 use kanpa_payments::{Collected, PaymentGateway};
 use serde_json::{Value, json};
@@ -427,6 +428,7 @@ pub(crate) async fn record_collection(
         }
     }
     change_status(tx, &pledge, PledgeStatus::Collected).await?;
+    let receipt = issue_receipt(tx, &campaign, &pledge, collected).await?;
     let locale = pledge.locale;
     let template = EmailTemplate::PaymentReceipt {
         campaign: campaign.title(locale).to_owned(),
@@ -434,12 +436,72 @@ pub(crate) async fn record_collection(
         team: crate::target_name(tx, &campaign, pledge.team_id, locale).await?,
         paid_on: crate::local_time(&campaign, collected.created, locale),
         manage_link: site.manage_link(),
+        receipt_number: receipt.display_number(),
+        receipt_link: site.receipt_link(&receipt.public_id),
     };
     email_supporter(tx, site, &pledge, &format!("receipt:{}", collected.charge), template).await?;
     if pledge.team_id.is_none() && campaign.pool_is_shared() {
         pool::share_late_collection(tx, &campaign, collected).await?;
     }
     Ok(true)
+}
+
+/// The receipt of a pledge's payment, issued once per charge: a reward's
+/// price as a purchase at the standard consumption tax rate, and whatever
+/// was paid above it (or all of it, without a reward) as a donation, which
+/// carries no consumption tax.
+pub(crate) async fn issue_receipt(
+    tx: &mut Tx,
+    campaign: &crate::Campaign,
+    pledge: &Pledge,
+    collected: &Collected,
+) -> Result<Receipt, CampaignError> {
+    let paid = collected.gross;
+    let reward: Option<(String, String, i64)> = match pledge.reward_id {
+        None => None,
+        Some(id) => on_tx!(tx, c => sqlx::query_as(
+            "SELECT title_ja, title_en, min_amount FROM campaign_rewards WHERE id = $1").bind(id).fetch_optional(c).await?),
+    };
+    let target_ja = crate::target_name(tx, campaign, pledge.team_id, Locale::Ja).await?;
+    let target_en = crate::target_name(tx, campaign, pledge.team_id, Locale::En).await?;
+    let (purchase, donation) = match &reward {
+        Some((_, _, price)) => {
+            receipt::purchase_and_donation(paid, campaign.money(*price)).map_err(receipt::ReceiptError::from)?
+        }
+        None => (kanpa_ledger::Money::zero(paid.currency()), paid),
+    };
+    let mut lines = Vec::new();
+    if let Some((title_ja, title_en, _)) = &reward
+        && !purchase.is_zero()
+    {
+        lines.push(ReceiptLine {
+            kind: LineKind::Reward,
+            description_ja: format!("リターン「{title_ja}」({})", campaign.title(Locale::Ja)),
+            description_en: format!("Reward: {title_en} ({})", campaign.title(Locale::En)),
+            amount: purchase,
+            tax_rate: Some(TaxRate::STANDARD),
+        });
+    }
+    if !donation.is_zero() || lines.is_empty() {
+        lines.push(ReceiptLine {
+            kind: LineKind::Donation,
+            description_ja: format!("ご支援(寄付)— {target_ja}"),
+            description_en: format!("Donation — {target_en}"),
+            amount: donation,
+            tax_rate: None,
+        });
+    }
+    let new = NewReceipt {
+        org: OrgId(campaign.org_id),
+        source: ReceiptSource::stripe_charge(&collected.charge),
+        payer_name: if pledge.display_name.is_empty() { pledge.email.clone() } else { pledge.display_name.clone() },
+        payer_email: pledge.email.clone(),
+        paid_at: collected.created,
+        currency: paid.currency(),
+        basis: PriceBasis::TaxInclusive,
+        lines,
+    };
+    Ok(receipt::issue(tx, &new).await?)
 }
 
 /// The `pledge.collect` job: asks the gateway what a PaymentIntent took

@@ -50,6 +50,11 @@ impl Site {
         format!("{}/me", self.base_url)
     }
 
+    /// A receipt's page (shown to the signed-in payer).
+    pub fn receipt_link(&self, receipt: &str) -> String {
+        format!("{}/me/receipts/{receipt}", self.base_url)
+    }
+
     pub fn pay_link(&self, pledge: &str) -> String {
         format!("{}/me/pledges/{pledge}/pay", self.base_url)
     }

@@ -461,6 +461,7 @@ pub async fn publish(db: &Db, id: i64) -> Result<Campaign, CampaignError> {
     if campaign.status != CampaignStatus::Draft {
         return Err(CampaignError::WrongState { status: campaign.status });
     }
+    kanpa_payments::seller::require_complete(&mut tx, OrgId(campaign.org_id)).await??;
     set_status(&mut tx, id, CampaignStatus::Draft, CampaignStatus::Live).await?;
     crate::settle::schedule(&mut tx, &campaign).await?;
     tx.commit().await?;

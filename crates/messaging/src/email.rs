@@ -81,8 +81,19 @@ pub enum EmailTemplate {
         deadline: String,
         manage_link: String,
     },
-    /// Money was taken.
-    PaymentReceipt { campaign: String, amount: String, team: String, paid_on: String, manage_link: String },
+    /// Money was taken. `receipt_link` is the receipt page (empty in rows
+    /// written before receipts had pages: the action then opens "my pledges").
+    PaymentReceipt {
+        campaign: String,
+        amount: String,
+        team: String,
+        paid_on: String,
+        manage_link: String,
+        #[serde(default)]
+        receipt_number: String,
+        #[serde(default)]
+        receipt_link: String,
+    },
     /// The charge at the deadline failed; pay on-session before `pay_by`.
     PaymentFailed { campaign: String, amount: String, pay_link: String, pay_by: String, manage_link: String },
     /// Not paid within the window: the pledge is dropped.
@@ -92,7 +103,17 @@ pub enum EmailTemplate {
     /// Money returned to the supporter.
     PledgeRefunded { campaign: String, amount: String, manage_link: String },
     /// A salon membership's monthly payment was taken.
-    MembershipReceipt { salon: String, tier: String, amount: String, paid_on: String, manage_link: String },
+    MembershipReceipt {
+        salon: String,
+        tier: String,
+        amount: String,
+        paid_on: String,
+        manage_link: String,
+        #[serde(default)]
+        receipt_number: String,
+        #[serde(default)]
+        receipt_link: String,
+    },
     /// A renewal failed; Stripe retries, access is kept until `access_until`.
     MembershipPaymentFailed { salon: String, amount: String, access_until: String, manage_link: String },
     /// The bank wants the patron to confirm the payment on `pay_link`.
@@ -226,6 +247,15 @@ struct Notice {
     manage_link: Option<String>,
 }
 
+/// The receipt page when there is one; "my pledges" otherwise.
+fn receipt_action(t: &dyn Fn(&str, &str) -> String, receipt_link: &str, manage_link: &str) -> (String, String) {
+    if receipt_link.is_empty() {
+        (t("領収書を見る", "View your receipts"), manage_link.to_owned())
+    } else {
+        (t("領収書を表示・印刷する", "View and print the receipt"), receipt_link.to_owned())
+    }
+}
+
 fn fact(label: &str, value: &str) -> (String, String) {
     (label.to_owned(), value.to_owned())
 }
@@ -264,18 +294,32 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
                 manage_link: Some(manage_link.clone()),
             }
         }
-        EmailTemplate::PaymentReceipt { campaign, amount, team, paid_on, manage_link } => Notice {
-            heading: t("お支払いありがとうございました", "Thank you for your payment"),
-            paragraphs: vec![t("次の金額をお受け取りしました。", "We have received the following payment.")],
-            facts: vec![
+        EmailTemplate::PaymentReceipt {
+            campaign,
+            amount,
+            team,
+            paid_on,
+            manage_link,
+            receipt_number,
+            receipt_link,
+        } => {
+            let mut facts = vec![
                 fact(&t("キャンペーン", "Campaign"), campaign),
                 fact(&t("金額", "Amount"), amount),
                 fact(&t("支援先", "Supporting"), team),
                 fact(&t("お支払日", "Paid on"), paid_on),
-            ],
-            action: Some((t("領収書を見る", "View your receipts"), manage_link.clone())),
-            manage_link: None,
-        },
+            ];
+            if !receipt_number.is_empty() {
+                facts.push(fact(&t("領収書番号", "Receipt number"), receipt_number));
+            }
+            Notice {
+                heading: t("お支払いありがとうございました", "Thank you for your payment"),
+                paragraphs: vec![t("次の金額をお受け取りしました。", "We have received the following payment.")],
+                facts,
+                action: Some(receipt_action(&t, receipt_link, manage_link)),
+                manage_link: (!receipt_link.is_empty()).then(|| manage_link.clone()),
+            }
+        }
         EmailTemplate::PaymentFailed { campaign, amount, pay_link, pay_by, manage_link } => Notice {
             heading: t("お支払いを完了できませんでした", "We could not complete your payment"),
             paragraphs: vec![
@@ -327,21 +371,35 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
             action: None,
             manage_link: Some(manage_link.clone()),
         },
-        EmailTemplate::MembershipReceipt { salon, tier, amount, paid_on, manage_link } => Notice {
-            heading: t("月会費をお受け取りしました", "Thank you for your membership payment"),
-            paragraphs: vec![t(
-                "次の金額をお受け取りしました。プランの変更・一時停止・退会はいつでも会員ページからできます。",
-                "We have received the following payment. You can change, pause or cancel your membership at any time from your page.",
-            )],
-            facts: vec![
+        EmailTemplate::MembershipReceipt {
+            salon,
+            tier,
+            amount,
+            paid_on,
+            manage_link,
+            receipt_number,
+            receipt_link,
+        } => {
+            let mut facts = vec![
                 fact(&t("サロン", "Salon"), salon),
                 fact(&t("プラン", "Tier"), tier),
                 fact(&t("金額", "Amount"), amount),
                 fact(&t("お支払日", "Paid on"), paid_on),
-            ],
-            action: Some((t("領収書を見る", "View your receipts"), manage_link.clone())),
-            manage_link: None,
-        },
+            ];
+            if !receipt_number.is_empty() {
+                facts.push(fact(&t("領収書番号", "Receipt number"), receipt_number));
+            }
+            Notice {
+                heading: t("月会費をお受け取りしました", "Thank you for your membership payment"),
+                paragraphs: vec![t(
+                    "次の金額をお受け取りしました。プランの変更・一時停止・退会はいつでも会員ページからできます。",
+                    "We have received the following payment. You can change, pause or cancel your membership at any time from your page.",
+                )],
+                facts,
+                action: Some(receipt_action(&t, receipt_link, manage_link)),
+                manage_link: (!receipt_link.is_empty()).then(|| manage_link.clone()),
+            }
+        }
         EmailTemplate::MembershipPaymentFailed { salon, amount, access_until, manage_link } => Notice {
             heading: t("お支払いを確認できませんでした", "We could not take your payment"),
             paragraphs: vec![
@@ -513,6 +571,8 @@ mod tests {
                 amount: "¥5,000".into(),
                 paid_on: "2026年5月1日".into(),
                 manage_link: link.clone(),
+                receipt_number: "00000001".into(),
+                receipt_link: format!("{link}/receipts/rc_test"),
             },
             EmailTemplate::MembershipPaymentFailed {
                 salon: "サロン".into(),

@@ -137,6 +137,12 @@ pub async fn seed(db: &Db, now: Timestamp) -> Result<bool, PatronError> {
         link_url: Some("https://example.jp/salon/recording".into()),
     };
     store::add_post(db, salon.id, &post).await?;
+    // The legal disclosure must be complete before the salon opens.
+    let seller = kanpa_payments::seller::settings(db, org.id).await?;
+    if !seller.missing().is_empty() {
+        kanpa_payments::seller::update(db, org.id, &kanpa_payments::seller::fictional("オンラインサロン(デモ)"))
+            .await?;
+    }
     let salon = store::set_salon_status(db, salon.id, SalonStatus::Open).await?;
 
     for (n, name) in NAMES.iter().enumerate() {

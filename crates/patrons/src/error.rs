@@ -26,10 +26,18 @@ pub enum PatronError {
     AlreadyMember,
     #[error("not possible while the membership is {status}")]
     MembershipState { status: MembershipStatus },
+    /// The organisation's legal disclosure (seller details) lacks required
+    /// fields: nothing may go live until they are filled in.
+    #[error(transparent)]
+    SellerIncomplete(#[from] kanpa_payments::seller::Incomplete),
     #[error(transparent)]
     Gateway(#[from] GatewayError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Receipt(#[from] kanpa_payments::receipt::ReceiptError),
+    #[error(transparent)]
+    Seller(#[from] kanpa_payments::seller::SellerError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -46,8 +54,11 @@ impl PatronError {
             PatronError::TierFull => "tier_full",
             PatronError::AlreadyMember => "already_member",
             PatronError::MembershipState { .. } => "membership_state",
+            PatronError::SellerIncomplete(_) => "seller_details_incomplete",
             PatronError::Gateway(_) => "payment_provider_unavailable",
-            PatronError::Ledger(_) | PatronError::Database(_) => "internal",
+            PatronError::Ledger(_) | PatronError::Receipt(_) | PatronError::Seller(_) | PatronError::Database(_) => {
+                "internal"
+            }
         }
     }
 }

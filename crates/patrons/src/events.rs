@@ -20,6 +20,7 @@ use kanpa_messaging::email::{EmailAddress, EmailTemplate};
 use kanpa_messaging::inbox::{EventHandlers, Handled, StoredEvent, StripeEventHandler};
 use kanpa_messaging::jobs::{self, ClaimedJob, JobFailure, JobHandler, NewJob, Registry, RetryPolicy};
 use kanpa_messaging::outbox::{self, NewEmail};
+use kanpa_payments::receipt::{self, LineKind, NewReceipt, PriceBasis, Receipt, ReceiptLine, ReceiptSource, TaxRate};
 use kanpa_payments::stripe_gateway::kanpa_reference;
 use kanpa_payments::{Collected, PaymentGateway};
 use serde_json::{Value, json};
@@ -481,9 +482,9 @@ pub async fn record_payment(
     invoice_id: &str,
     collected: &Collected,
 ) -> Result<bool, PatronError> {
-    if !post_payment(tx, membership, invoice_id, collected).await? {
+    let Some(receipt) = post_payment_with_receipt(tx, membership, invoice_id, collected).await? else {
         return Ok(false);
-    }
+    };
     let salon = store::salon_in(tx, membership.salon_id).await?;
     let tier = store::tier_in(tx, salon.id, membership.tier_id).await?;
     let locale = membership.locale;
@@ -493,6 +494,8 @@ pub async fn record_payment(
         amount: collected.gross.format(locale),
         paid_on: local_date(collected.created, locale),
         manage_link: site.manage_link(),
+        receipt_number: receipt.display_number(),
+        receipt_link: site.receipt_link(&receipt.public_id),
     };
     let charge = &collected.charge;
     email_patron(tx, site, membership, &format!("receipt:{charge}"), template).await?;
@@ -503,13 +506,24 @@ pub async fn record_payment(
 /// salon's fund, Stripe's fee out of the fund, keyed by the charge so a
 /// replay posts nothing; then the invoice and the membership's totals,
 /// once. True the first time. Sends nothing (the demo's history uses it
-/// without mailing a year of receipts).
+/// without mailing a year of receipts); the receipt page of each payment is
+/// issued all the same.
 pub async fn post_payment(
     tx: &mut Tx,
     membership: &Membership,
     invoice_id: &str,
     collected: &Collected,
 ) -> Result<bool, PatronError> {
+    Ok(post_payment_with_receipt(tx, membership, invoice_id, collected).await?.is_some())
+}
+
+/// [`post_payment`], returning the receipt the first time.
+async fn post_payment_with_receipt(
+    tx: &mut Tx,
+    membership: &Membership,
+    invoice_id: &str,
+    collected: &Collected,
+) -> Result<Option<Receipt>, PatronError> {
     let salon = store::salon_in(tx, membership.salon_id).await?;
     if collected.gross.currency() != salon.currency {
         return Err(PatronError::Ledger(kanpa_ledger::LedgerError::CurrencyMismatch {
@@ -534,7 +548,7 @@ pub async fn post_payment(
         .bind(collected.fee.amount()).bind(collected.created).bind(Timestamp::now()).bind(invoice_id)
         .bind(membership.id).execute(c).await?.rows_affected());
     if first == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     let sql = "UPDATE memberships SET lifetime_paid = lifetime_paid + $1,
                    last_payment_at = CASE WHEN last_payment_at IS NULL OR last_payment_at < $2 THEN $2
@@ -542,7 +556,26 @@ pub async fn post_payment(
                WHERE id = $3";
     on_tx!(tx, c => sqlx::query(sql).bind(collected.gross.amount()).bind(collected.created).bind(membership.id)
         .execute(c).await?.rows_affected());
-    Ok(true)
+    // A month of membership is a taxable service; its price includes the tax.
+    let tier = store::tier_in(tx, salon.id, membership.tier_id).await?;
+    let line = ReceiptLine {
+        kind: LineKind::Membership,
+        description_ja: format!("{} 月会費({})", salon.name(Locale::Ja), tier.name(Locale::Ja)),
+        description_en: format!("{} monthly fee ({})", salon.name(Locale::En), tier.name(Locale::En)),
+        amount: collected.gross,
+        tax_rate: Some(TaxRate::STANDARD),
+    };
+    let new = NewReceipt {
+        org: OrgId(salon.org_id),
+        source: ReceiptSource::stripe_charge(charge),
+        payer_name: membership.email.clone(),
+        payer_email: membership.email.clone(),
+        paid_at: collected.created,
+        currency: collected.gross.currency(),
+        basis: PriceBasis::TaxInclusive,
+        lines: vec![line],
+    };
+    Ok(Some(receipt::issue(tx, &new).await?))
 }
 
 /// The `membership.collect` job: asks the gateway what an invoice's

@@ -43,6 +43,11 @@ impl Site {
     pub fn manage_link(&self) -> String {
         format!("{}/me", self.base_url)
     }
+
+    /// A receipt's page (shown to the signed-in payer).
+    pub fn receipt_link(&self, receipt: &str) -> String {
+        format!("{}/me/receipts/{receipt}", self.base_url)
+    }
 }
 
 pub use model::{

@@ -425,6 +425,9 @@ pub async fn set_salon_status(db: &Db, id: i64, to: SalonStatus) -> Result<Salon
     if !allowed {
         return Err(PatronError::SalonState { status: salon.status });
     }
+    if to == SalonStatus::Open {
+        kanpa_payments::seller::require_complete(&mut tx, kanpa_ledger::OrgId(salon.org_id)).await??;
+    }
     let sql = "UPDATE salons SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4";
     on_tx!(&mut tx, c => sqlx::query(sql).bind(to.as_str()).bind(Timestamp::now()).bind(id)
         .bind(salon.status.as_str()).execute(c).await?.rows_affected());

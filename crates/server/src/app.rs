@@ -63,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::webhooks::router())
         .merge(routes::api::router())
         .merge(routes::salon_api::router())
+        .merge(routes::seller_api::router())
+        .merge(routes::legal::router())
         .merge(routes::campaigns::router())
         .merge(routes::sandbox::router())
         .merge(routes::me::router())

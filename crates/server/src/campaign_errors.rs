@@ -22,8 +22,12 @@ pub fn status_and_field(e: &CampaignError) -> (StatusCode, Option<&'static str>)
         CampaignError::NotOpen => (S::UNPROCESSABLE_ENTITY, None),
         CampaignError::SoldOut | CampaignError::RewardUnavailable => (S::UNPROCESSABLE_ENTITY, Some("reward")),
         CampaignError::LinkExpired => (S::GONE, None),
+        CampaignError::SellerIncomplete(_) => (S::CONFLICT, None),
         CampaignError::Gateway(_) => (S::SERVICE_UNAVAILABLE, None),
-        CampaignError::Ledger(_) | CampaignError::Database(_) => (S::INTERNAL_SERVER_ERROR, None),
+        CampaignError::Ledger(_)
+        | CampaignError::Receipt(_)
+        | CampaignError::Seller(_)
+        | CampaignError::Database(_) => (S::INTERNAL_SERVER_ERROR, None),
     }
 }
 
@@ -41,8 +45,12 @@ pub fn describe(e: &CampaignError, tr: Tr) -> String {
         CampaignError::RewardUnavailable => tr.t("campaign-error-reward-unavailable"),
         CampaignError::PledgeLocked => tr.t("campaign-error-pledge-locked"),
         CampaignError::LinkExpired => tr.t("campaign-error-link-expired"),
+        CampaignError::SellerIncomplete(incomplete) => crate::seller_errors::describe_incomplete(incomplete, tr),
         CampaignError::Gateway(_) => tr.t("campaign-error-gateway"),
-        CampaignError::Ledger(_) | CampaignError::Database(_) => tr.t("error-internal"),
+        CampaignError::Ledger(_)
+        | CampaignError::Receipt(_)
+        | CampaignError::Seller(_)
+        | CampaignError::Database(_) => tr.t("error-internal"),
     }
 }
 

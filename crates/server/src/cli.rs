@@ -171,6 +171,8 @@ pub enum OrgCommand {
         /// The name people see.
         name: String,
     },
+    /// Show or change the seller details: the legal disclosure page and the receipts' issuer.
+    Settings(Box<crate::seller_cli::SettingsArgs>),
 }
 
 #[derive(Debug, Subcommand)]

@@ -127,9 +127,11 @@ pub fn refusal(tr: Tr, error: CampaignError) -> Result<Refusal, AppError> {
         | CampaignError::SoldOut
         | CampaignError::RewardUnavailable
         | CampaignError::PledgeLocked
+        | CampaignError::SellerIncomplete(_)
         | CampaignError::LinkExpired => Ok(Refusal { status, field, message }),
         CampaignError::Ledger(e) => Err(AppError::Ledger(e)),
         CampaignError::Database(e) => Err(AppError::from(e)),
+        CampaignError::Receipt(_) | CampaignError::Seller(_) => Err(AppError::Internal(anyhow::Error::new(error))),
     }
 }
 
@@ -148,6 +150,9 @@ pub fn read_failure(error: CampaignError) -> AppError {
         | CampaignError::RewardUnavailable
         | CampaignError::PledgeLocked
         | CampaignError::LinkExpired
+        | CampaignError::SellerIncomplete(_)
+        | CampaignError::Receipt(_)
+        | CampaignError::Seller(_)
         | CampaignError::Gateway(_) => AppError::Internal(anyhow::Error::new(error)),
     }
 }

@@ -16,9 +16,12 @@ pub mod i18n;
 pub mod operator;
 pub mod page_cache;
 pub mod pages;
+pub mod receipt_view;
 pub mod routes;
 pub mod salon_cli;
 pub mod salon_errors;
+pub mod seller_cli;
+pub mod seller_errors;
 pub mod telemetry;
 pub mod workers;
 

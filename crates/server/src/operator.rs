@@ -34,6 +34,11 @@ pub async fn org(config: Config, command: OrgCommand) -> anyhow::Result<()> {
             tx.commit().await?;
             println!("created organisation {} ({})", org.slug, org.name);
         }
+        OrgCommand::Settings(args) => {
+            let result = crate::seller_cli::run(&db, *args).await;
+            db.close().await;
+            return result;
+        }
     }
     db.close().await;
     Ok(())

@@ -20,8 +20,11 @@ pub fn status_and_field(e: &PatronError) -> (StatusCode, Option<&'static str>) {
         PatronError::TierRetired | PatronError::TierFull => (S::UNPROCESSABLE_ENTITY, Some("tier")),
         PatronError::AlreadyMember => (S::CONFLICT, Some("email")),
         PatronError::MembershipState { .. } => (S::CONFLICT, None),
+        PatronError::SellerIncomplete(_) => (S::CONFLICT, None),
         PatronError::Gateway(_) => (S::SERVICE_UNAVAILABLE, None),
-        PatronError::Ledger(_) | PatronError::Database(_) => (S::INTERNAL_SERVER_ERROR, None),
+        PatronError::Ledger(_) | PatronError::Receipt(_) | PatronError::Seller(_) | PatronError::Database(_) => {
+            (S::INTERNAL_SERVER_ERROR, None)
+        }
     }
 }
 
@@ -39,8 +42,11 @@ pub fn describe(e: &PatronError, tr: Tr) -> String {
         PatronError::MembershipState { status } => {
             tr.t_with("salon-error-membership-state", &[("status", status.as_str())])
         }
+        PatronError::SellerIncomplete(incomplete) => crate::seller_errors::describe_incomplete(incomplete, tr),
         PatronError::Gateway(_) => tr.t("campaign-error-gateway"),
-        PatronError::Ledger(_) | PatronError::Database(_) => tr.t("error-internal"),
+        PatronError::Ledger(_) | PatronError::Receipt(_) | PatronError::Seller(_) | PatronError::Database(_) => {
+            tr.t("error-internal")
+        }
     }
 }
 

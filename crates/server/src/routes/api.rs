@@ -133,6 +133,15 @@ impl Api {
         }
     }
 
+    /// Only an owner changes the organisation's own settings.
+    pub(crate) fn must_own(&self) -> Result<(), ApiError> {
+        if self.caller.role == api_token::Role::Owner {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", self.tr.t("api-error-owner-only")))
+        }
+    }
+
     /// The caller's campaign by slug; another organisation's is not found.
     async fn campaign(&self, state: &AppState, slug: &str) -> Result<Campaign, ApiError> {
         match store::campaign_by_slug(&state.db, slug).await {

@@ -176,6 +176,8 @@ struct CampaignPage {
     rewards: Vec<RewardCard>,
     wall: Vec<WallLine>,
     contact_email: String,
+    /// The organiser's legal disclosure page.
+    legal_link: String,
 }
 
 fn reward_card(tr: Tr, campaign: &Campaign, teams: &[Team], reward: &Reward, now: Timestamp) -> RewardCard {
@@ -262,6 +264,7 @@ async fn render_campaign_page(state: &AppState, slug: &str, tr: Tr) -> Result<St
             })
             .collect(),
         contact_email: campaign.contact_email.clone(),
+        legal_link: crate::routes::legal::legal_path_of(state, campaign.org_id).await?,
     };
     Ok(page.render_html())
 }
@@ -367,6 +370,8 @@ struct PledgePage {
     max_message: usize,
     amount_hint: String,
     next_step: String,
+    /// The organiser's legal disclosure page, linked before the button.
+    legal_link: String,
     notice: Option<String>,
     error: Option<String>,
     error_field: &'static str,
@@ -430,6 +435,7 @@ async fn pledge_page(state: &AppState, tr: Tr, campaign: &Campaign, form: &Pledg
             FundingModel::AllOrNothing => tr.t_with("pledge-next-all-or-nothing", &[("deadline", &deadline)]),
             FundingModel::KeepItAll => tr.t("pledge-next-keep-it-all"),
         },
+        legal_link: crate::routes::legal::legal_path_of(state, campaign.org_id).await?,
         notice: None,
         error: None,
         error_field: "",

@@ -19,7 +19,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use kanpa_campaigns::supporter::{self, ChangeForm};
-use kanpa_campaigns::{Campaign, CampaignError, Pledge, PledgeStatus, Reward, Team, local_time, store};
+use kanpa_campaigns::{Campaign, CampaignError, Pledge, PledgeStatus, Reward, Team, store};
 use kanpa_ledger::Timestamp;
 use kanpa_messaging::signin::{self, LinkSite};
 use serde::Deserialize;
@@ -29,6 +29,7 @@ use crate::error::AppError;
 use crate::forms::{self, read_failure, refusal};
 use crate::i18n::{Lang, Tr};
 use crate::pages::RenderHtml;
+use crate::receipt_view::Reference;
 use crate::routes::campaigns::Choice;
 
 pub const SESSION_COOKIE: &str = "kanpa_supporter";
@@ -43,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/me/pledges/{id}/cancel", post(cancel))
         .route("/me/pledges/{id}/pay", get(pay))
         .route("/me/pledges/{id}/receipt", get(receipt))
+        .route("/me/receipts/{id}", get(receipt_by_link))
         .route("/me/memberships/{id}/card", get(membership_card))
         .route("/me/memberships/{id}/receipts/{invoice}", get(membership_receipt))
         .route("/me/memberships/{id}/{action}", post(membership_action))
@@ -586,67 +588,63 @@ async fn pay(
 
 // ---------------------------------------------------------------- receipts
 
-#[derive(Template)]
-#[template(path = "receipt.html")]
-struct ReceiptPage {
+/// Renders a receipt of the signed-in payer; another address's receipt is
+/// not found, like a missing one.
+async fn show_receipt(
+    state: &AppState,
     tr: Tr,
-    /// The message key of what the receipt records.
-    note: &'static str,
-    number: String,
-    organisation: String,
-    campaign_title: String,
-    target: String,
-    supporter: String,
-    amount: String,
-    refunded: Option<String>,
-    paid_on: String,
-    /// A membership payment's Stripe invoice; pledges have none.
-    invoice: Option<String>,
-    charge: String,
+    email: &str,
+    receipt: Option<kanpa_payments::receipt::Receipt>,
+    mut references: Vec<Reference>,
+) -> Result<Response, AppError> {
+    let Some(receipt) = receipt.filter(|r| r.payer_email.eq_ignore_ascii_case(email)) else {
+        return Err(AppError::NotFound);
+    };
+    if receipt.source_kind == "stripe-charge" {
+        references.push(Reference { label: "receipt-charge", value: receipt.source_ref.clone() });
+    }
+    let legal = crate::routes::legal::legal_path_of(state, receipt.org.0).await.ok();
+    let html = crate::receipt_view::render(tr, &receipt, references, legal)?;
+    Ok(page(StatusCode::OK, html))
 }
 
+fn receipt_failure(e: kanpa_payments::receipt::ReceiptError) -> AppError {
+    AppError::Internal(anyhow::Error::new(e))
+}
+
+/// `/me/receipts/{id}`: any receipt by its link (the receipt emails use it).
+async fn receipt_by_link(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let Some((_, email)) = signed_in(&state, &headers).await? else {
+        return Ok(see_other("/me"));
+    };
+    let receipt = kanpa_payments::receipt::by_public_id(&state.db, &id).await.map_err(receipt_failure)?;
+    show_receipt(&state, lang.tr(), &email, receipt, Vec::new()).await
+}
+
+/// The receipt of a pledge whose money was taken.
 async fn receipt(
     State(state): State<AppState>,
     lang: Lang,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let tr = lang.tr();
     let Some((_, email)) = signed_in(&state, &headers).await? else {
         return Ok(see_other("/me"));
     };
     let pledge = supporter::own_pledge(&state.db, &email, &id).await.map_err(read_failure)?;
-    let Some(paid_at) =
-        pledge.collected_at.filter(|_| matches!(pledge.status, PledgeStatus::Collected | PledgeStatus::Refunded))
-    else {
-        return Err(AppError::NotFound);
-    };
-    let parts = parts(&state, pledge.campaign_id).await?;
-    let campaign = &parts.campaign;
-    let organisation = kanpa_ledger::store::organisations(&state.db)
-        .await?
-        .into_iter()
-        .find(|o| o.id.0 == campaign.org_id)
-        .map(|o| o.name)
-        .unwrap_or_default();
-    let page_ = ReceiptPage {
-        tr,
-        note: "receipt-not-invoice",
-        number: pledge.public_id.clone(),
-        organisation,
-        campaign_title: campaign.title(tr.0).to_owned(),
-        target: match pledge.team_id.and_then(|t| parts.teams.iter().find(|x| x.id == t)) {
-            Some(team) => team.name(tr.0).to_owned(),
-            None => tr.t("team-pool"),
-        },
-        supporter: if pledge.display_name.is_empty() { pledge.email.clone() } else { pledge.display_name.clone() },
-        amount: pledge.money().format(tr.0),
-        refunded: (pledge.amount_refunded > 0).then(|| campaign.money(pledge.amount_refunded).format(tr.0)),
-        paid_on: local_time(campaign, paid_at, tr.0),
-        invoice: None,
-        charge: pledge.charge_id.clone().unwrap_or_default(),
-    };
-    Ok(page(StatusCode::OK, page_.render_html()))
+    let charge = pledge
+        .charge_id
+        .as_deref()
+        .filter(|_| matches!(pledge.status, PledgeStatus::Collected | PledgeStatus::Refunded))
+        .ok_or(AppError::NotFound)?;
+    let receipt = kanpa_payments::receipt::by_stripe_charge(&state.db, charge).await.map_err(receipt_failure)?;
+    let references = vec![Reference { label: "receipt-pledge", value: pledge.public_id.clone() }];
+    show_receipt(&state, lang.tr(), &email, receipt, references).await
 }
 
 /// The receipt of one paid invoice of the signed-in patron's membership;
@@ -657,7 +655,6 @@ async fn membership_receipt(
     headers: HeaderMap,
     Path((id, invoice)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
-    let tr = lang.tr();
     let Some((_, email)) = signed_in(&state, &headers).await? else {
         return Ok(see_other("/me"));
     };
@@ -668,33 +665,13 @@ async fn membership_receipt(
         Err(e) => return Err(failure(e)),
     };
     let paid = kanpa_patrons::store::paid_invoices(&state.db, membership.id).await.map_err(failure)?;
-    let Some(paid) = paid.into_iter().find(|p| p.stripe_invoice_id == invoice) else {
+    let Some(charge) = paid.into_iter().find(|p| p.stripe_invoice_id == invoice).and_then(|p| p.stripe_charge_id)
+    else {
         return Err(AppError::NotFound);
     };
-    let salon = kanpa_patrons::store::salon_by_id(&state.db, membership.salon_id).await.map_err(failure)?;
-    let tier = kanpa_patrons::store::tier(&state.db, salon.id, membership.tier_id).await.map_err(failure)?;
-    let organisation = kanpa_ledger::store::organisations(&state.db)
-        .await?
-        .into_iter()
-        .find(|o| o.id.0 == salon.org_id)
-        .map(|o| o.name)
-        .unwrap_or_default();
-    let money = |amount| kanpa_ledger::Money::new(amount, salon.currency).format(tr.0);
-    let page_ = ReceiptPage {
-        tr,
-        note: "receipt-membership-not-invoice",
-        number: paid.receipt_number(),
-        organisation,
-        campaign_title: salon.name(tr.0).to_owned(),
-        target: tier.name(tr.0).to_owned(),
-        supporter: membership.email.clone(),
-        amount: money(paid.amount_paid),
-        refunded: (paid.amount_refunded > 0).then(|| money(paid.amount_refunded)),
-        paid_on: kanpa_patrons::events::local_date(paid.paid_at, tr.0),
-        invoice: Some(paid.stripe_invoice_id.clone()),
-        charge: paid.stripe_charge_id.clone().unwrap_or_default(),
-    };
-    Ok(page(StatusCode::OK, page_.render_html()))
+    let receipt = kanpa_payments::receipt::by_stripe_charge(&state.db, &charge).await.map_err(receipt_failure)?;
+    let references = vec![Reference { label: "receipt-invoice", value: invoice }];
+    show_receipt(&state, lang.tr(), &email, receipt, references).await
 }
 
 #[cfg(test)]

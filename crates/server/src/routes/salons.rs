@@ -61,6 +61,8 @@ struct SalonPage {
     tiers: Vec<TierView>,
     /// When each charge happens, by the salon's billing anchor.
     charge_timing: String,
+    /// The organiser's legal disclosure page.
+    legal_link: String,
     email: String,
     error: Option<String>,
 }
@@ -102,6 +104,7 @@ async fn render_salon(
         open: salon.status == SalonStatus::Open,
         tiers: tier_views(tr, &tiers, chosen),
         charge_timing,
+        legal_link: crate::routes::legal::legal_path_of(state, salon.org_id).await?,
         email,
         error,
     };

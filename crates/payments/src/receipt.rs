@@ -1,0 +1,553 @@
+//! Receipts: one per payment (a pledge's charge, a patron's invoice, a
+//! manual receipt of cash or a bank transfer), numbered by one sequence per
+//! organisation that campaigns and salons share, issued in the transaction
+//! that records the payment and never changed afterwards.
+//!
+//! When the issuer has a qualified-invoice registration number the receipt
+//! is a simplified qualified invoice (適格簡易請求書): issuer and number, date,
+//! what was bought, the amount per tax rate and the consumption tax per
+//! rate — computed once per receipt and rate from the rate's total, never
+//! summed from rounded lines ([`tax_by_rate`]).
+//!
+//! Owns `receipts`, `receipt_lines` and `receipt_sequences`. Callers describe
+//! the lines; this module knows nothing of campaigns or salons.
+
+use kanpa_ledger::{Currency, Db, Money, MoneyError, OrgId, Timestamp, Tx, on_db, on_tx};
+use rand::Rng;
+use serde::Serialize;
+
+use crate::seller::{self, InvoiceRegistrationNumber, SellerError, TaxRounding};
+
+/// A consumption tax rate in percent. Japan's standard rate is 10 %, the
+/// reduced rate (food, newspapers) 8 %.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TaxRate(u8);
+
+impl TaxRate {
+    pub const STANDARD: TaxRate = TaxRate(10);
+    pub const REDUCED: TaxRate = TaxRate(8);
+
+    pub fn percent(self) -> u8 {
+        self.0
+    }
+
+    pub fn new(percent: u8) -> Option<TaxRate> {
+        (1..=99).contains(&percent).then_some(TaxRate(percent))
+    }
+}
+
+/// Whether the line amounts include the tax (what a card was charged) or
+/// the tax comes on top of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceBasis {
+    #[default]
+    TaxInclusive,
+    TaxExclusive,
+}
+
+impl PriceBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriceBasis::TaxInclusive => "tax_inclusive",
+            PriceBasis::TaxExclusive => "tax_exclusive",
+        }
+    }
+
+    fn parse(s: &str) -> Option<PriceBasis> {
+        match s {
+            "tax_inclusive" => Some(PriceBasis::TaxInclusive),
+            "tax_exclusive" => Some(PriceBasis::TaxExclusive),
+            _ => None,
+        }
+    }
+}
+
+/// What a line records; donations carry no consumption tax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// A reward bought with a pledge: a taxable purchase.
+    Reward,
+    /// Money given with nothing in return.
+    Donation,
+    /// A month of a salon membership: a taxable service.
+    Membership,
+    /// Recorded by a treasurer (cash, bank transfer).
+    Manual,
+}
+
+impl LineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineKind::Reward => "reward",
+            LineKind::Donation => "donation",
+            LineKind::Membership => "membership",
+            LineKind::Manual => "manual",
+        }
+    }
+
+    fn parse(s: &str) -> Option<LineKind> {
+        match s {
+            "reward" => Some(LineKind::Reward),
+            "donation" => Some(LineKind::Donation),
+            "membership" => Some(LineKind::Membership),
+            "manual" => Some(LineKind::Manual),
+            _ => None,
+        }
+    }
+}
+
+/// One line of a receipt. `tax_rate` is `None` for what is outside
+/// consumption tax (a donation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReceiptLine {
+    pub kind: LineKind,
+    pub description_ja: String,
+    pub description_en: String,
+    pub amount: Money,
+    pub tax_rate: Option<TaxRate>,
+}
+
+impl ReceiptLine {
+    pub fn description(&self, locale: kanpa_ledger::Locale) -> &str {
+        match locale {
+            kanpa_ledger::Locale::Ja => &self.description_ja,
+            kanpa_ledger::Locale::En => &self.description_en,
+        }
+    }
+}
+
+/// The lines of one tax rate (or of no tax), added up, and their tax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RateTotal {
+    pub rate: Option<TaxRate>,
+    /// The lines' amounts added up, on the receipt's price basis.
+    pub subtotal: Money,
+    /// The consumption tax in `subtotal` (tax-inclusive) or on it (tax-exclusive).
+    pub tax: Money,
+    /// What the payer pays for these lines.
+    pub total: Money,
+}
+
+/// The consumption tax of a receipt: the lines grouped by rate (taxable
+/// rates from the highest, then the untaxed lines), and each rate's tax
+/// computed once from its subtotal with `rounding` — never per line, as the
+/// qualified-invoice rules require.
+pub fn tax_by_rate(
+    lines: &[ReceiptLine],
+    currency: Currency,
+    basis: PriceBasis,
+    rounding: TaxRounding,
+) -> Result<Vec<RateTotal>, MoneyError> {
+    let mut rates: Vec<Option<TaxRate>> = lines.iter().map(|l| l.tax_rate).collect();
+    rates.sort_by(|a, b| match (a, b) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (Some(a), Some(b)) => b.cmp(a),
+    });
+    rates.dedup();
+    let mut totals = Vec::with_capacity(rates.len());
+    for rate in rates {
+        let mut subtotal = Money::zero(currency);
+        for line in lines.iter().filter(|l| l.tax_rate == rate) {
+            subtotal = subtotal.checked_add(line.amount)?;
+        }
+        let amount = i128::from(subtotal.amount());
+        let tax = match rate {
+            None => 0,
+            Some(rate) => {
+                let percent = i128::from(rate.percent());
+                match basis {
+                    PriceBasis::TaxExclusive => rounding.divide(amount * percent, 100),
+                    PriceBasis::TaxInclusive => rounding.divide(amount * percent, 100 + percent),
+                }
+            }
+        };
+        // The tax is at most the subtotal, which fits an i64.
+        let tax = Money::new(i64::try_from(tax).unwrap_or(i64::MAX), currency);
+        let total = match basis {
+            PriceBasis::TaxInclusive => subtotal,
+            PriceBasis::TaxExclusive => subtotal.checked_add(tax)?,
+        };
+        totals.push(RateTotal { rate, subtotal, tax, total });
+    }
+    Ok(totals)
+}
+
+/// A payment for something priced at `price` (tax included), of which
+/// whatever is paid above the price is a gift: (the purchase, the donation).
+/// A payment below the price is all purchase.
+pub fn purchase_and_donation(paid: Money, price: Money) -> Result<(Money, Money), MoneyError> {
+    let purchase = if price.checked_sub(paid)?.is_negative() { price } else { paid };
+    Ok((purchase, paid.checked_sub(purchase)?))
+}
+
+// ---------------------------------------------------------------- issuing
+
+/// Identifies the payment a receipt is for, once: a receipt exists at most
+/// once per source. Stripe payments use ("stripe-charge", the charge id);
+/// manual receipts their own kind and reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptSource {
+    pub kind: String,
+    pub reference: String,
+}
+
+impl ReceiptSource {
+    pub fn stripe_charge(charge: &str) -> ReceiptSource {
+        ReceiptSource { kind: "stripe-charge".into(), reference: charge.to_owned() }
+    }
+
+    /// A payment a treasurer records (cash, bank transfer): `reference` is
+    /// the recording's own stable id, e.g. its ledger entry's idempotency
+    /// key, so recording it again finds the same receipt. The caller issues
+    /// it with [`issue`] in the transaction that posts the entry, with
+    /// [`LineKind::Manual`] lines (a tax rate for a purchase, none for a gift).
+    pub fn manual(reference: &str) -> ReceiptSource {
+        ReceiptSource { kind: "manual".into(), reference: reference.to_owned() }
+    }
+}
+
+/// What a caller asks to be receipted.
+#[derive(Clone, Debug)]
+pub struct NewReceipt {
+    pub org: OrgId,
+    pub source: ReceiptSource,
+    /// The name to address the receipt to; the email when none was given.
+    pub payer_name: String,
+    pub payer_email: String,
+    pub paid_at: Timestamp,
+    pub currency: Currency,
+    pub basis: PriceBasis,
+    pub lines: Vec<ReceiptLine>,
+}
+
+/// An issued receipt, with the issuer's details as they were when it was
+/// issued.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    pub id: i64,
+    /// Random, for links (`/me/receipts/{public_id}`).
+    pub public_id: String,
+    pub org: OrgId,
+    /// 1, 2, 3… within the organisation.
+    pub number: i64,
+    pub source_kind: String,
+    pub source_ref: String,
+    pub payer_name: String,
+    pub payer_email: String,
+    pub paid_at: Timestamp,
+    pub currency: Currency,
+    pub issuer_name: String,
+    pub registration_number: Option<String>,
+    pub rounding: TaxRounding,
+    pub basis: PriceBasis,
+    pub issued_at: Timestamp,
+    pub lines: Vec<ReceiptLine>,
+}
+
+impl Receipt {
+    /// The number as printed: zero-padded, unique within the organisation.
+    pub fn display_number(&self) -> String {
+        format!("{:08}", self.number)
+    }
+
+    /// A qualified invoice carries the issuer's registration number.
+    pub fn is_qualified_invoice(&self) -> bool {
+        self.registration_number.is_some()
+    }
+
+    pub fn tax_by_rate(&self) -> Result<Vec<RateTotal>, MoneyError> {
+        tax_by_rate(&self.lines, self.currency, self.basis, self.rounding)
+    }
+
+    /// What the payer paid in all.
+    pub fn total(&self) -> Result<Money, MoneyError> {
+        self.tax_by_rate()?.iter().try_fold(Money::zero(self.currency), |sum, r| sum.checked_add(r.total))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    #[error("a receipt needs at least one line")]
+    NoLines,
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    #[error(transparent)]
+    Seller(#[from] SellerError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn random_public_id() -> String {
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    let suffix: String = (0..20).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect();
+    format!("rc_{suffix}")
+}
+
+/// Issues the receipt of a payment inside the transaction that records it,
+/// or returns the one already issued for the same source. The number is the
+/// organisation's next: its sequence row stays locked until the caller
+/// commits, so numbers are unique and, as a rolled-back payment gives its
+/// number back, without gaps.
+pub async fn issue(tx: &mut Tx, new: &NewReceipt) -> Result<Receipt, ReceiptError> {
+    if new.lines.is_empty() {
+        return Err(ReceiptError::NoLines);
+    }
+    for line in &new.lines {
+        if line.amount.currency() != new.currency {
+            return Err(MoneyError::CurrencyMismatch { left: new.currency, right: line.amount.currency() }.into());
+        }
+    }
+    // Take the organisation's sequence row first: a concurrent issuer of the
+    // same source waits here and then finds the receipt below.
+    let lock = "INSERT INTO receipt_sequences (organisation_id, last_number) VALUES ($1, 0)
+                ON CONFLICT (organisation_id) DO UPDATE SET last_number = receipt_sequences.last_number
+                RETURNING last_number";
+    let last: i64 = on_tx!(tx, c => sqlx::query_scalar(lock).bind(new.org.0).fetch_one(c).await?);
+    if let Some(existing) = by_source_in(tx, &new.source).await? {
+        return Ok(existing);
+    }
+    let number = last + 1;
+    let bump = "UPDATE receipt_sequences SET last_number = $1 WHERE organisation_id = $2";
+    on_tx!(tx, c => sqlx::query(bump).bind(number).bind(new.org.0).execute(c).await?.rows_affected());
+
+    let seller = seller::settings_in(tx, new.org).await?;
+    let issuer_name = if seller.seller_name.is_empty() {
+        let sql = "SELECT name FROM organisations WHERE id = $1";
+        on_tx!(tx, c => sqlx::query_scalar::<_, String>(sql).bind(new.org.0).fetch_one(c).await?)
+    } else {
+        seller.seller_name.clone()
+    };
+    let public_id = random_public_id();
+    let insert = "INSERT INTO receipts (public_id, organisation_id, number, source_kind, source_ref, payer_name,
+                      payer_email, currency, paid_at, issuer_name, registration_number, tax_rounding, price_basis,
+                      issued_at)
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id";
+    let registration = seller.registration_number.as_ref().map(InvoiceRegistrationNumber::as_str);
+    let id: i64 = on_tx!(tx, c => sqlx::query_scalar(insert).bind(&public_id).bind(new.org.0).bind(number)
+        .bind(&new.source.kind).bind(&new.source.reference).bind(&new.payer_name).bind(&new.payer_email)
+        .bind(new.currency.code()).bind(new.paid_at).bind(&issuer_name).bind(registration)
+        .bind(seller.tax_rounding.as_str()).bind(new.basis.as_str()).bind(Timestamp::now()).fetch_one(c).await?);
+    let line_sql = "INSERT INTO receipt_lines (receipt_id, position, kind, description_ja, description_en, amount,
+                        tax_rate) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    for (position, line) in new.lines.iter().enumerate() {
+        let rate = line.tax_rate.map(|r| i32::from(r.percent()));
+        on_tx!(tx, c => sqlx::query(line_sql).bind(id).bind(position as i32).bind(line.kind.as_str())
+            .bind(&line.description_ja).bind(&line.description_en).bind(line.amount.amount()).bind(rate)
+            .execute(c).await?.rows_affected());
+    }
+    by_source_in(tx, &new.source).await?.ok_or_else(|| ReceiptError::Database(sqlx::Error::RowNotFound))
+}
+
+// ---------------------------------------------------------------- reading
+
+#[derive(sqlx::FromRow)]
+struct ReceiptRow {
+    id: i64,
+    public_id: String,
+    organisation_id: i64,
+    number: i64,
+    source_kind: String,
+    source_ref: String,
+    payer_name: String,
+    payer_email: String,
+    currency: String,
+    paid_at: Timestamp,
+    issuer_name: String,
+    registration_number: Option<String>,
+    tax_rounding: String,
+    price_basis: String,
+    issued_at: Timestamp,
+}
+
+#[derive(sqlx::FromRow)]
+struct LineRow {
+    kind: String,
+    description_ja: String,
+    description_en: String,
+    amount: i64,
+    tax_rate: Option<i32>,
+}
+
+fn corrupt(what: &str, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("receipt with unknown {what} {value:?}").into())
+}
+
+fn assemble(row: ReceiptRow, lines: Vec<LineRow>) -> Result<Receipt, ReceiptError> {
+    let currency = Currency::from_code(&row.currency).map_err(|_| corrupt("currency", &row.currency))?;
+    let lines = lines
+        .into_iter()
+        .map(|l| {
+            Ok(ReceiptLine {
+                kind: LineKind::parse(&l.kind).ok_or_else(|| corrupt("line kind", &l.kind))?,
+                description_ja: l.description_ja,
+                description_en: l.description_en,
+                amount: Money::new(l.amount, currency),
+                tax_rate: match l.tax_rate {
+                    None => None,
+                    Some(p) => Some(
+                        u8::try_from(p)
+                            .ok()
+                            .and_then(TaxRate::new)
+                            .ok_or_else(|| corrupt("tax rate", &p.to_string()))?,
+                    ),
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Receipt {
+        id: row.id,
+        public_id: row.public_id,
+        org: OrgId(row.organisation_id),
+        number: row.number,
+        source_kind: row.source_kind,
+        source_ref: row.source_ref,
+        payer_name: row.payer_name,
+        payer_email: row.payer_email,
+        paid_at: row.paid_at,
+        currency,
+        issuer_name: row.issuer_name,
+        registration_number: row.registration_number,
+        rounding: TaxRounding::parse(&row.tax_rounding).map_err(|_| corrupt("rounding", &row.tax_rounding))?,
+        basis: PriceBasis::parse(&row.price_basis).ok_or_else(|| corrupt("price basis", &row.price_basis))?,
+        issued_at: row.issued_at,
+        lines,
+    })
+}
+
+const COLUMNS: &str = "id, public_id, organisation_id, number, source_kind, source_ref, payer_name, payer_email,
+    currency, paid_at, issuer_name, registration_number, tax_rounding, price_basis, issued_at";
+const LINES: &str = "SELECT kind, description_ja, description_en, amount, tax_rate FROM receipt_lines
+    WHERE receipt_id = $1 ORDER BY position";
+
+async fn by_source_in(tx: &mut Tx, source: &ReceiptSource) -> Result<Option<Receipt>, ReceiptError> {
+    let sql = format!("SELECT {COLUMNS} FROM receipts WHERE source_kind = $1 AND source_ref = $2");
+    let row: Option<ReceiptRow> = on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(&source.kind).bind(&source.reference).fetch_optional(c).await?);
+    let Some(row) = row else { return Ok(None) };
+    let lines: Vec<LineRow> = on_tx!(tx, c => sqlx::query_as(LINES).bind(row.id).fetch_all(c).await?);
+    assemble(row, lines).map(Some)
+}
+
+async fn read_one(db: &Db, filter: &str, value: &str) -> Result<Option<Receipt>, ReceiptError> {
+    let sql = format!("SELECT {COLUMNS} FROM receipts WHERE {filter}");
+    let row: Option<ReceiptRow> =
+        on_db!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(value).fetch_optional(p).await?);
+    let Some(row) = row else { return Ok(None) };
+    let lines: Vec<LineRow> = on_db!(db, p => sqlx::query_as(LINES).bind(row.id).fetch_all(p).await?);
+    assemble(row, lines).map(Some)
+}
+
+/// The receipt a link names.
+pub async fn by_public_id(db: &Db, public_id: &str) -> Result<Option<Receipt>, ReceiptError> {
+    read_one(db, "public_id = $1", public_id).await
+}
+
+/// The receipt of a Stripe charge, if one was issued.
+pub async fn by_stripe_charge(db: &Db, charge: &str) -> Result<Option<Receipt>, ReceiptError> {
+    read_one(db, "source_kind = 'stripe-charge' AND source_ref = $1", charge).await
+}
+
+/// An organisation's receipts by number, for checks and the treasurer.
+pub async fn numbers_of(db: &Db, org: OrgId) -> Result<Vec<i64>, ReceiptError> {
+    let sql = "SELECT number FROM receipts WHERE organisation_id = $1 ORDER BY number";
+    Ok(on_db!(db, p => sqlx::query_scalar(sql).bind(org.0).fetch_all(p).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(kind: LineKind, yen: i64, rate: Option<TaxRate>) -> ReceiptLine {
+        ReceiptLine {
+            kind,
+            description_ja: "品".into(),
+            description_en: "item".into(),
+            amount: Money::yen(yen),
+            tax_rate: rate,
+        }
+    }
+
+    fn taxed(yen: i64) -> ReceiptLine {
+        line(LineKind::Manual, yen, Some(TaxRate::STANDARD))
+    }
+
+    #[test]
+    fn three_lines_at_105_yen_at_10_percent_carry_31_yen_of_tax_computed_once() {
+        // Issue 7: three lines at ¥105 with 10 % tax show ¥31 of tax. Per line
+        // it would be 3 × floor(10.5) = ¥30; once on the ¥315 it is floor(31.5).
+        let lines = vec![taxed(105), taxed(105), taxed(105)];
+        let totals = tax_by_rate(&lines, Currency::Jpy, PriceBasis::TaxExclusive, TaxRounding::Floor).unwrap();
+        assert_eq!(
+            totals,
+            vec![RateTotal {
+                rate: Some(TaxRate::STANDARD),
+                subtotal: Money::yen(315),
+                tax: Money::yen(31),
+                total: Money::yen(346),
+            }]
+        );
+        let round = tax_by_rate(&lines, Currency::Jpy, PriceBasis::TaxExclusive, TaxRounding::Round).unwrap();
+        assert_eq!(round[0].tax, Money::yen(32));
+        let ceil = tax_by_rate(&lines, Currency::Jpy, PriceBasis::TaxExclusive, TaxRounding::Ceil).unwrap();
+        assert_eq!(ceil[0].tax, Money::yen(32));
+    }
+
+    #[test]
+    fn tax_included_in_the_price_is_the_rate_over_one_hundred_and_the_rate() {
+        // ¥315 paid, tax included: 315 × 10 / 110 = 28.63…
+        let lines = vec![taxed(105), taxed(105), taxed(105)];
+        let floor = tax_by_rate(&lines, Currency::Jpy, PriceBasis::TaxInclusive, TaxRounding::Floor).unwrap();
+        assert_eq!((floor[0].tax, floor[0].total), (Money::yen(28), Money::yen(315)));
+        let round = tax_by_rate(&lines, Currency::Jpy, PriceBasis::TaxInclusive, TaxRounding::Round).unwrap();
+        assert_eq!(round[0].tax, Money::yen(29));
+        // ¥1,100 tax included at 10 % is exactly ¥100 whatever the rounding.
+        for rounding in [TaxRounding::Floor, TaxRounding::Round, TaxRounding::Ceil] {
+            let t = tax_by_rate(&[taxed(1100)], Currency::Jpy, PriceBasis::TaxInclusive, rounding).unwrap();
+            assert_eq!(t[0].tax, Money::yen(100));
+        }
+    }
+
+    #[test]
+    fn each_rate_is_taxed_on_its_own_and_donations_carry_no_tax() {
+        let lines = vec![
+            line(LineKind::Donation, 2000, None),
+            taxed(3300),
+            line(LineKind::Manual, 1080, Some(TaxRate::REDUCED)),
+            taxed(1100),
+        ];
+        let totals = tax_by_rate(&lines, Currency::Jpy, PriceBasis::TaxInclusive, TaxRounding::Floor).unwrap();
+        assert_eq!(totals.len(), 3);
+        assert_eq!(
+            (totals[0].rate, totals[0].subtotal, totals[0].tax),
+            (Some(TaxRate(10)), Money::yen(4400), Money::yen(400))
+        );
+        assert_eq!(
+            (totals[1].rate, totals[1].subtotal, totals[1].tax),
+            (Some(TaxRate(8)), Money::yen(1080), Money::yen(80))
+        );
+        assert_eq!((totals[2].rate, totals[2].subtotal, totals[2].tax), (None, Money::yen(2000), Money::yen(0)));
+    }
+
+    #[test]
+    fn two_decimal_currencies_are_taxed_in_cents() {
+        let lines = vec![ReceiptLine { amount: Money::new(999, Currency::Usd), ..taxed(0) }];
+        let totals = tax_by_rate(&lines, Currency::Usd, PriceBasis::TaxExclusive, TaxRounding::Round).unwrap();
+        assert_eq!(totals[0].tax, Money::new(100, Currency::Usd));
+        assert_eq!(totals[0].total, Money::new(1099, Currency::Usd));
+    }
+
+    #[test]
+    fn a_payment_above_the_reward_price_splits_into_the_purchase_and_a_donation() {
+        let split = |paid, price| purchase_and_donation(Money::yen(paid), Money::yen(price)).unwrap();
+        assert_eq!(split(10_000, 3_000), (Money::yen(3_000), Money::yen(7_000)));
+        assert_eq!(split(3_000, 3_000), (Money::yen(3_000), Money::yen(0)));
+        // A reward charged below its price (the price changed) is all purchase.
+        assert_eq!(split(2_000, 3_000), (Money::yen(2_000), Money::yen(0)));
+        assert!(purchase_and_donation(Money::yen(1), Money::new(1, Currency::Usd)).is_err());
+    }
+}
