@@ -37,6 +37,10 @@ pub(crate) struct State {
     pub payout_of: HashMap<String, String>,
     /// Checkout Session id → what completing it creates.
     pub checkout_plans: HashMap<String, CheckoutPlan>,
+    /// Whether changes make the events Stripe would send (see
+    /// `FakeStripe::emit_events`), and those not yet delivered, oldest first.
+    pub emit_events: bool,
+    pub pending_events: Vec<Value>,
 }
 
 /// An object and when it was first stored: lists order by `created`, then
@@ -75,6 +79,8 @@ impl State {
             webhook_url: None,
             payout_of: HashMap::new(),
             checkout_plans: HashMap::new(),
+            emit_events: false,
+            pending_events: Vec::new(),
         }
     }
 
