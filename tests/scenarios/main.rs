@@ -12,5 +12,6 @@ mod jobs;
 mod ledger;
 mod outgoing;
 mod pages;
+mod salon_timeline;
 mod salons;
 mod server;

@@ -324,10 +324,21 @@ impl FakeStripe {
         Ok(billing::pay_invoice(&mut self.shared.lock(), id)?)
     }
 
+    /// Declines the next `times` charges of one saved payment method with
+    /// `code`, then lets them through: a card that recovers (its holder
+    /// raised the limit) while Stripe retries.
+    pub fn decline_payment_method_times(&self, payment_method: &str, code: &str, times: u32) {
+        let mut state = self.shared.lock();
+        state.card_declines.insert(payment_method.to_owned(), code.to_owned());
+        state.card_decline_limits.insert(payment_method.to_owned(), times);
+    }
+
     /// Charges of this payment method succeed again (after
     /// [`FakeStripe::decline_payment_method`]).
     pub fn accept_payment_method(&self, payment_method: &str) {
-        self.shared.lock().card_declines.remove(payment_method);
+        let mut state = self.shared.lock();
+        state.card_declines.remove(payment_method);
+        state.card_decline_limits.remove(payment_method);
     }
 
     /// The card holder's bank disputes a charge: a dispute in

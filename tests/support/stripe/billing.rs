@@ -126,7 +126,7 @@ fn period_end(state: &mut State, id: &str) -> Result<(), ApiError> {
     } else {
         payment_method
             .as_deref()
-            .and_then(|pm| state.card_declines.get(pm).cloned())
+            .and_then(|pm| state.take_card_decline(pm))
             .or_else(|| state.declines.pop_front())
             .map(|code| Decline::for_code(&code))
     };

@@ -536,7 +536,7 @@ pub(crate) fn confirm_payment_intent(
         )
         .with("payment_intent", payment_intent));
     }
-    let card_decline = text_of(&payment_intent, "payment_method").and_then(|pm| state.card_declines.get(&pm).cloned());
+    let card_decline = text_of(&payment_intent, "payment_method").and_then(|pm| state.take_card_decline(&pm));
     match card_decline.or_else(|| state.declines.pop_front()) {
         Some(code) => {
             let decline = Decline::for_code(&code);
