@@ -133,7 +133,7 @@ pub fn local_date(at: Timestamp, locale: Locale) -> String {
     }
 }
 
-async fn email_patron(
+pub(crate) async fn email_patron(
     tx: &mut Tx,
     site: &Site,
     membership: &Membership,

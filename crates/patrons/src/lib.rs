@@ -11,7 +11,9 @@
 //!   invoice to the salon's fund;
 //! - [`roster`]: the organiser's view: patrons, counts, MRR and churn;
 //! - [`selfservice`]: a patron's own changes: tier, cancel and undo, pause
-//!   and resume, the card.
+//!   and resume, the card;
+//! - [`repricing`]: the organiser moves a tier's patrons onto its current
+//!   price, from their next renewal.
 //!
 //! Each salon opens a fund account in the ledger; money a patron pays is
 //! posted there with the Stripe fee as its own entry. Owns the tables
@@ -24,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod join;
 pub mod model;
+pub mod repricing;
 pub mod roster;
 pub mod selfservice;
 pub mod store;
