@@ -32,6 +32,7 @@ use crate::on_both_backends;
 on_both_backends!(
     a_salon_of_65_patrons_lives_thirteen_months_in_step_with_stripe_and_a_shuffled_replay_agrees,
     a_lost_dispute_lowers_the_lifetime_total_once_and_a_won_one_leaves_it,
+    an_organiser_moves_a_tiers_patrons_onto_its_new_price_from_their_next_renewal,
 );
 
 const DAY: i64 = 86_400;
@@ -740,5 +741,149 @@ async fn a_lost_dispute_lowers_the_lifetime_total_once_and_a_won_one_leaves_it(b
     );
     let (code, out, err) = run_kanpa(&app.database_url, &["ledger", "check"]);
     assert_eq!(code, 0, "{out}{err}");
+    app.stop().await;
+}
+
+/// The organiser raises a tier's price: new patrons pay it at once, existing
+/// ones only when the organiser moves them (API, then CLI), from their next
+/// renewal, each told by email; a failed run changes nothing and a rerun
+/// finishes.
+async fn an_organiser_moves_a_tiers_patrons_onto_its_new_price_from_their_next_renewal(backend: TestBackend) {
+    kanpa_server::install_crypto_provider();
+    let stripe = FakeStripe::start().await.expect("fake Stripe starts");
+    let Some((app, gateway, site)) = spawn(backend, &stripe, None).await else { return };
+    let (db, gw) = (&app.db, gateway.as_ref());
+    let start = (Timestamp::now().unix_seconds() - 100 * DAY) / DAY * DAY;
+    stripe.set_clock(start);
+    stripe.emit_events(true);
+    let mut tx = db.begin().await.unwrap();
+    let org = ledger::create_organisation(&mut tx, "clinic", "クリニック").await.unwrap().id;
+    tx.commit().await.unwrap();
+    let token =
+        kanpa_server::api_token::create(db, org, kanpa_server::api_token::Role::Organiser, "reprice").await.unwrap();
+    let input = SalonInput {
+        slug: "dr-salon".into(),
+        name_ja: "サロン".into(),
+        currency: "JPY".into(),
+        contact_email: "doctor@example.jp".into(),
+        ..SalonInput::default()
+    };
+    let salon = store::create_salon(db, org, &input).await.unwrap();
+    let tier =
+        TierInput { slug: "inner".into(), name_ja: "インナー".into(), monthly_price: 4000, ..TierInput::default() };
+    let inner = store::add_tier(db, salon.id, &tier).await.unwrap();
+    let salon = store::set_salon_status(db, salon.id, SalonStatus::Open).await.unwrap();
+    let mut delivered = Vec::new();
+    let member = |email: &'static str| {
+        let (salon, site) = (salon.clone(), site.clone());
+        let stripe = &stripe;
+        async move {
+            let form = JoinForm { tier: "inner".into(), email: email.into() };
+            let joined = join::join(db, gw, &site, &salon.slug, &form, Locale::Ja).await.unwrap();
+            let session = stripe.complete_checkout_session(joined.checkout_url.rsplit('/').next().unwrap()).unwrap();
+            (joined.membership, session["subscription"].as_str().unwrap().to_owned())
+        }
+    };
+    let hanako = member("hanako@example.jp").await;
+    let taro = member("taro@example.jp").await;
+    let jiro = member("jiro@example.jp").await;
+    deliver(&stripe, db, &mut delivered).await;
+    selfservice::cancel_at_period_end(db, gw, "taro@example.jp", &taro.0).await.unwrap();
+    deliver(&stripe, db, &mut delivered).await;
+    let old_price = store::tier(db, salon.id, inner.id).await.unwrap().stripe_price_id.unwrap();
+
+    let call = |method: &'static str, path: String, body: Option<Value>| {
+        let (client, url, token) = (app.client.clone(), app.url(&path), token.clone());
+        async move {
+            let mut request =
+                client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url).bearer_auth(token);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.header("accept-language", "en").send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, tier) =
+        call("PATCH", "/api/v1/salons/dr-salon/tiers/inner".into(), Some(serde_json::json!({ "monthly_price": 5000 })))
+            .await;
+    assert_eq!(status, 200, "{tier}");
+    let new_price = tier["stripe_price_id"].as_str().unwrap().to_owned();
+    assert_ne!(new_price, old_price);
+    let saburo = member("saburo@example.jp").await;
+    deliver(&stripe, db, &mut delivered).await;
+    let on_price =
+        |sub: &str| stripe.object(sub).unwrap()["items"]["data"][0]["price"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(on_price(&saburo.1), new_price, "a new patron pays the new price at once");
+    assert_eq!(on_price(&hanako.1), old_price, "existing patrons keep theirs");
+
+    // The provider is down: the run is refused and nothing changes.
+    let price_emails = "SELECT COUNT(*) FROM outbox_emails WHERE template = 'membership_price_changed'";
+    stripe.fail_next(6, kanpa_testkit::stripe::Fault::ServerError);
+    let (status, refused) = call("POST", "/api/v1/salons/dr-salon/tiers/inner/reprice".into(), None).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (503, Some("payment_provider_unavailable")), "{refused}");
+    assert_eq!(on_price(&hanako.1), old_price);
+    assert_eq!(store::membership_by_public_id(db, &hanako.0).await.unwrap().amount, 4000);
+    assert_eq!(count(db, price_emails).await, 0);
+
+    // Again: the two renewing patrons on the old price move, from their next
+    // renewal; the one cancelling is left alone.
+    let requests = stripe.requests().len();
+    let (status, done) = call("POST", "/api/v1/salons/dr-salon/tiers/inner/reprice".into(), None).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(
+        (done["moved"].as_i64(), done["already_current"].as_i64(), done["canceling"].as_i64()),
+        (Some(2), Some(1), Some(1)),
+        "{done}"
+    );
+    assert_eq!((done["amount"].as_i64(), done["currency"].as_str()), (Some(5000), Some("JPY")));
+    for (_, sub) in [&hanako, &jiro] {
+        assert_eq!(on_price(sub), new_price);
+    }
+    assert_eq!(on_price(&taro.1), old_price);
+    let updates: Vec<_> = stripe.requests().into_iter().skip(requests).filter(|r| r.method == "POST").collect();
+    assert_eq!(updates.len(), 2);
+    for update in &updates {
+        assert!(update.params.contains(&("proration_behavior".into(), "none".into())), "{update:?}");
+        assert!(update.idempotency_key.as_deref().is_some_and(|k| k.ends_with(&format!(":reprice:{new_price}"))));
+    }
+    let m = store::membership_by_public_id(db, &hanako.0).await.unwrap();
+    assert_eq!((m.amount, m.stripe_price_id.as_deref(), m.tier_id), (5000, Some(new_price.as_str()), inner.id));
+    assert_eq!(count(db, price_emails).await, 2);
+    let sql = "SELECT data FROM outbox_emails WHERE template = 'membership_price_changed' AND to_address = 'hanako@example.jp'";
+    let data: String = on_db!(db, p => sqlx::query_scalar(sql).fetch_one(p).await.unwrap());
+    let renewal = kanpa_patrons::events::local_date(m.current_period_end.unwrap(), Locale::Ja);
+    assert!(data.contains("¥4,000") && data.contains("¥5,000") && data.contains(&renewal), "{data}");
+    deliver(&stripe, db, &mut delivered).await;
+    // Nothing is charged now; the next renewal bills the new price.
+    let paid = |id: String| async move { store::membership_by_public_id(db, &id).await.unwrap().lifetime_paid };
+    assert_eq!(paid(hanako.0.clone()).await, 4000);
+    stripe.advance_billing_to(start + 40 * DAY).unwrap();
+    deliver(&stripe, db, &mut delivered).await;
+    assert_eq!(paid(hanako.0.clone()).await, 4000 + 5000);
+    assert_eq!(paid(saburo.0.clone()).await, 5000 + 5000);
+    assert_eq!(
+        store::membership_by_public_id(db, &taro.0).await.unwrap().status,
+        kanpa_patrons::MembershipStatus::Ended
+    );
+
+    // The command line finds nothing left to move and tells no one twice.
+    let env = [
+        ("KANPA__PAYMENTS__GATEWAY", "stripe".to_owned()),
+        ("KANPA__STRIPE__SECRET_KEY", "sk_test_kanpa".to_owned()),
+        ("KANPA__STRIPE__API_BASE", stripe.api_base()),
+        ("KANPA__STRIPE__WEBHOOK_SECRETS", stripe.webhook_secret()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, err) =
+        crate::harness::run_kanpa_with(&app.database_url, &env, &["salon", "reprice", "dr-salon", "inner"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dr-salon/inner: 0 moved to ¥5,000/month from their next renewal, 3 already on it"), "{out}");
+    assert_eq!(count(db, price_emails).await, 2);
+    let (code, _, err) =
+        crate::harness::run_kanpa_with(&app.database_url, &env, &["salon", "reprice", "dr-salon", "gold"]);
+    assert_eq!(code, 1);
+    assert!(!err.is_empty());
     app.stop().await;
 }
