@@ -132,7 +132,10 @@ enum Act {
 
 /// Two salons: next-cycle tier changes (patrons 0–39) and prorated ones
 /// (40–64).
-const SALONS: [(&str, &str, &[(&str, i64)]); 2] = [
+/// A salon of the timeline: slug, tier-change rule, tiers with prices.
+type SalonSpec = (&'static str, &'static str, &'static [(&'static str, i64)]);
+
+const SALONS: [SalonSpec; 2] = [
     ("dr-salon", "next_cycle", &[("reader", 500), ("regular", 1500), ("inner", 5000)]),
     ("eng-salon", "prorate_now", &[("basic", 1000), ("pro", 3000)]),
 ];
@@ -495,8 +498,8 @@ async fn a_salon_of_65_patrons_lives_thirteen_months_in_step_with_stripe_and_a_s
         expected_funds.to_vec(),
         "each salon's fund is its paid invoices less fees, refunds and disputes"
     );
-    for n in 0..patrons.len() {
-        assert_eq!(m(n).await.lifetime_paid, expected_lifetime[n], "patron {n}'s lifetime total");
+    for (n, expected) in expected_lifetime.iter().enumerate() {
+        assert_eq!(m(n).await.lifetime_paid, *expected, "patron {n}'s lifetime total");
     }
     // Patron 13 (regular, ¥1,500) lost a dispute: that payment no longer
     // counts; 14 (inner, ¥5,000) won, and every payment counts.
