@@ -33,6 +33,9 @@ on_both_backends!(
     a_salon_of_65_patrons_lives_thirteen_months_in_step_with_stripe_and_a_shuffled_replay_agrees,
     a_lost_dispute_lowers_the_lifetime_total_once_and_a_won_one_leaves_it,
     an_organiser_moves_a_tiers_patrons_onto_its_new_price_from_their_next_renewal,
+    a_refund_and_a_dispute_that_arrive_before_their_payment_wait_for_it,
+    an_invoice_event_never_moves_a_membership_back_past_a_newer_subscription_event,
+    a_price_changed_in_stripe_moves_the_membership_to_that_prices_tier_and_seat,
 );
 
 const DAY: i64 = 86_400;
@@ -888,5 +891,168 @@ async fn an_organiser_moves_a_tiers_patrons_onto_its_new_price_from_their_next_r
         crate::harness::run_kanpa_with(&app.database_url, &env, &["salon", "reprice", "dr-salon", "gold"]);
     assert_eq!(code, 1);
     assert!(!err.is_empty());
+    app.stop().await;
+}
+
+/// One open salon (reader ¥500, inner ¥5,000) on the fake Stripe recording
+/// its events, and a patron who joined the given tier; the join's events are
+/// recorded, not delivered. (app, salon, membership, subscription).
+async fn one_patron(backend: TestBackend, stripe: &FakeStripe, tier: &str) -> Option<(TestApp, Salon, String, String)> {
+    let (app, gateway, site) = spawn(backend, stripe, None).await?;
+    let db = &app.db;
+    stripe.emit_events(true);
+    let mut tx = db.begin().await.unwrap();
+    let org = ledger::create_organisation(&mut tx, "clinic", "クリニック").await.unwrap().id;
+    tx.commit().await.unwrap();
+    let input = SalonInput {
+        slug: "dr-salon".into(),
+        name_ja: "サロン".into(),
+        currency: "JPY".into(),
+        contact_email: "doctor@example.jp".into(),
+        ..SalonInput::default()
+    };
+    let salon = store::create_salon(db, org, &input).await.unwrap();
+    for (slug, price) in [("reader", 500), ("inner", 5000)] {
+        let tier = TierInput { slug: slug.into(), name_ja: slug.into(), monthly_price: price, ..TierInput::default() };
+        let tier = store::add_tier(db, salon.id, &tier).await.unwrap();
+        join::sync_tier(db, gateway.as_ref(), &salon, &tier).await.unwrap();
+    }
+    let salon = store::set_salon_status(db, salon.id, SalonStatus::Open).await.unwrap();
+    let form = JoinForm { tier: tier.into(), email: "hanako@example.jp".into() };
+    let joined = join::join(db, gateway.as_ref(), &site, &salon.slug, &form, Locale::Ja).await.unwrap();
+    let session = stripe.complete_checkout_session(joined.checkout_url.rsplit('/').next().unwrap()).unwrap();
+    let subscription = session["subscription"].as_str().unwrap().to_owned();
+    Some((app, salon, joined.membership, subscription))
+}
+
+async fn deliver_in_order(stripe: &FakeStripe, db: &Db, events: &[Value]) {
+    for event in events {
+        assert_eq!(stripe.deliver(event).await.unwrap(), 200);
+        drained(db).await;
+    }
+}
+
+/// Stripe does not promise an order: a refund and a dispute of a payment
+/// can arrive before the invoice.paid that tells kanpa the payment was a
+/// membership's. They wait, and are applied once it arrives.
+async fn a_refund_and_a_dispute_that_arrive_before_their_payment_wait_for_it(backend: TestBackend) {
+    kanpa_server::install_crypto_provider();
+    let stripe = FakeStripe::start().await.expect("fake Stripe starts");
+    let Some((app, salon, membership, subscription)) = one_patron(backend, &stripe, "inner").await else { return };
+    let db = &app.db;
+    let joining = stripe.take_pending_events();
+    let charge = latest_charge(&stripe, &subscription);
+    let res = reqwest::Client::new()
+        .post(format!("{}v1/refunds", stripe.api_base()))
+        .bearer_auth("sk_test_kanpa")
+        .form(&[("charge", charge.as_str()), ("amount", "2000")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let dispute = stripe.open_dispute(&charge).unwrap();
+    assert_eq!(dispute["amount"], 3000, "the unrefunded part is disputed");
+    stripe.close_dispute(dispute["id"].as_str().unwrap(), false).unwrap();
+    let charge_events = stripe.take_pending_events();
+    assert_eq!(charge_events.len(), 4, "refunded, dispute created, funds withdrawn, closed");
+
+    deliver_in_order(&stripe, db, &charge_events).await;
+    assert_eq!(count(db, "SELECT COUNT(*) FROM membership_waiting_events").await, 4);
+    let fund = || async { -ledger::balance(db, salon.fund_account).await.unwrap().amount() };
+    assert_eq!(fund().await, 0, "nothing is posted for a charge kanpa does not know yet");
+
+    deliver_in_order(&stripe, db, &joining).await;
+    assert_eq!(count(db, "SELECT COUNT(*) FROM membership_waiting_events").await, 0);
+    let m = store::membership_by_public_id(db, &membership).await.unwrap();
+    assert_eq!(m.status, kanpa_patrons::MembershipStatus::Active);
+    assert_eq!(m.lifetime_paid, 0, "5,000 paid, 2,000 refunded, 3,000 lost in the dispute");
+    let fee = (5000 * 36 + 500) / 1000;
+    assert_eq!(fund().await, 5000 - fee - 2000 - 3000 - 1500);
+    let sql = "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE 'stripe:%'";
+    assert_eq!(count(db, sql).await, 5, "gross, fee, refund, disputed amount, dispute fee");
+    let (code, out, err) = run_kanpa(&app.database_url, &["ledger", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    app.stop().await;
+}
+
+/// A late invoice event must not undo what a newer subscription event said:
+/// last month's invoice.paid arriving after this month's failed renewal
+/// leaves the patron past due, and a failure arriving after the retry was
+/// paid leaves them active, with no second email.
+async fn an_invoice_event_never_moves_a_membership_back_past_a_newer_subscription_event(backend: TestBackend) {
+    kanpa_server::install_crypto_provider();
+    let stripe = FakeStripe::start().await.expect("fake Stripe starts");
+    let start = (Timestamp::now().unix_seconds() - 100 * DAY) / DAY * DAY;
+    stripe.set_clock(start);
+    let Some((app, _salon, membership, subscription)) = one_patron(backend, &stripe, "reader").await else { return };
+    let db = &app.db;
+    let joining = stripe.take_pending_events();
+    let paid_at_join: Vec<Value> = joining.iter().filter(|e| e["type"] == "invoice.paid").cloned().collect();
+    let others: Vec<Value> = joining.iter().filter(|e| e["type"] != "invoice.paid").cloned().collect();
+    let card = stripe.object(&subscription).unwrap()["default_payment_method"].as_str().unwrap().to_owned();
+    stripe.decline_payment_method(&card, "card_declined");
+    stripe.advance_billing_to(start + 32 * DAY).unwrap();
+    let failing = stripe.take_pending_events();
+    let types: Vec<&str> = failing.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["invoice.payment_failed", "customer.subscription.updated"]);
+
+    // The join's invoice.paid comes last, after the renewal failed.
+    deliver_in_order(&stripe, db, &others).await;
+    deliver_in_order(&stripe, db, &failing).await;
+    deliver_in_order(&stripe, db, &paid_at_join).await;
+    let m = || async { store::membership_by_public_id(db, &membership).await.unwrap() };
+    assert_eq!(m().await.status, kanpa_patrons::MembershipStatus::PastDue);
+    assert_eq!(m().await.lifetime_paid, 500, "the first payment still counts");
+
+    // The retry is paid; the active subscription arrives first, then the
+    // paid invoice, then a late copy of the failure.
+    stripe.accept_payment_method(&card);
+    stripe.advance_billing_to(start + 36 * DAY).unwrap();
+    let recovered = stripe.take_pending_events();
+    let types: Vec<&str> = recovered.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["invoice.paid", "customer.subscription.updated"]);
+    let failed_invoice = failing[0]["data"]["object"].clone();
+    let late = stripe.event_at("invoice.payment_failed", failed_invoice, stripe.now() - 60);
+    deliver_in_order(&stripe, db, &[recovered[1].clone(), recovered[0].clone(), late]).await;
+    assert_eq!(m().await.status, kanpa_patrons::MembershipStatus::Active);
+    assert_eq!(m().await.lifetime_paid, 1000);
+    let sql = "SELECT COUNT(*) FROM outbox_emails WHERE template = 'membership_payment_failed'";
+    assert_eq!(count(db, sql).await, 1, "one failed attempt, one email");
+    app.stop().await;
+}
+
+/// A price changed in Stripe itself (the dashboard, the billing portal)
+/// reaches kanpa as a subscription update: the membership moves to the tier
+/// of that price, with its amount and seat.
+async fn a_price_changed_in_stripe_moves_the_membership_to_that_prices_tier_and_seat(backend: TestBackend) {
+    kanpa_server::install_crypto_provider();
+    let stripe = FakeStripe::start().await.expect("fake Stripe starts");
+    let Some((app, salon, membership, subscription)) = one_patron(backend, &stripe, "reader").await else { return };
+    let db = &app.db;
+    let joining = stripe.take_pending_events();
+    deliver_in_order(&stripe, db, &joining).await;
+    let reader = store::tier_by_slug(db, salon.id, "reader").await.unwrap();
+    let inner = store::tier_by_slug(db, salon.id, "inner").await.unwrap();
+    assert_eq!((reader.seats_taken, inner.seats_taken), (1, 0));
+    stripe.advance_billing_to(stripe.now() + 60).unwrap();
+    let item = stripe.object(&subscription).unwrap()["items"]["data"][0]["id"].as_str().unwrap().to_owned();
+    let res = reqwest::Client::new()
+        .post(format!("{}v1/subscriptions/{subscription}", stripe.api_base()))
+        .bearer_auth("sk_test_kanpa")
+        .form(&[
+            ("items[0][id]", item.as_str()),
+            ("items[0][price]", inner.stripe_price_id.as_deref().unwrap()),
+            ("proration_behavior", "none"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    deliver_in_order(&stripe, db, &stripe.take_pending_events()).await;
+    let m = store::membership_by_public_id(db, &membership).await.unwrap();
+    assert_eq!((m.tier_id, m.amount, m.stripe_price_id.as_deref()), (inner.id, 5000, inner.stripe_price_id.as_deref()));
+    let reader = store::tier_by_slug(db, salon.id, "reader").await.unwrap();
+    let inner = store::tier_by_slug(db, salon.id, "inner").await.unwrap();
+    assert_eq!((reader.seats_taken, inner.seats_taken), (0, 1));
     app.stop().await;
 }

@@ -186,7 +186,9 @@ impl MembershipEvents {
         let payload: Value = serde_json::from_str(&event.payload).map_err(db_error)?;
         let object = &payload["data"]["object"];
         let Some(membership) = membership_of(tx, object).await? else {
-            if is_charge_event(&event.event_type) {
+            // A charge carrying another domain's reference (a pledge's) is not
+            // waited for; one without any may be a membership's invoice payment.
+            if is_charge_event(&event.event_type) && kanpa_reference(object).is_none() {
                 // Perhaps the refund or dispute of a membership payment whose
                 // invoice.paid has not arrived yet: kept until it does.
                 park(tx, event, object).await?;
