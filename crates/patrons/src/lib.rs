@@ -18,8 +18,9 @@
 //! Each salon opens a fund account in the ledger; money a patron pays is
 //! posted there with the Stripe fee as its own entry. Owns the tables
 //! `salons`, `salon_tiers`, `salon_tier_prices`, `salon_member_posts`,
-//! `memberships` and `membership_invoices`. Knows nothing of campaigns or
-//! of HTTP; signing in is `kanpa_messaging::signin`.
+//! `memberships`, `membership_invoices` and `membership_waiting_events`.
+//! Knows nothing of campaigns or of HTTP; signing in is
+//! `kanpa_messaging::signin`.
 
 pub mod demo;
 pub mod error;
