@@ -55,8 +55,13 @@
 //!   no Connect accounts, no taxes or discounts, no test clocks (the fake
 //!   has its own clock, [`FakeStripe::set_clock`]).
 //! - Payments succeed at once (no `processing` state, no 3-D Secure flow
-//!   beyond the error answer), balance transactions are `available` at once,
-//!   and payouts are `paid` when made.
+//!   beyond the error answer and [`FakeStripe::pay_invoice`]), balance
+//!   transactions are `available` at once, and payouts are `paid` when made.
+//! - A renewal that needs authentication sends
+//!   `invoice.payment_action_required` only (Stripe may also send
+//!   `invoice.payment_failed`), and smart retries leave it to the customer.
+//! - Checkout in subscription mode ignores `billing_cycle_anchor`: every
+//!   subscription renews on the day it started.
 //! - No validation beyond what kanpa's error handling needs: unknown
 //!   parameters are ignored, and unknown payment method ids are accepted.
 //! - Plain HTTP only, bound to 127.0.0.1.
