@@ -13,5 +13,6 @@ mod ledger;
 mod outgoing;
 mod pages;
 mod receipts;
+mod salon_timeline;
 mod salons;
 mod server;

@@ -31,23 +31,43 @@
 //! - Builds events and delivers them to a webhook URL with a real
 //!   `Stripe-Signature` header, one by one or as a shuffled, duplicated,
 //!   concurrent storm.
+//! - Runs Stripe Billing over time on request: [`FakeStripe::advance_billing_to`]
+//!   moves the clock and on the way renews subscriptions (a paid invoice
+//!   with its charge and fee, a declined one and past due, or one waiting
+//!   for the customer's authentication), retries failed invoices (smart
+//!   retries: four attempts three days apart, then the subscription is
+//!   cancelled), voids the invoices of paused subscriptions, lifts pauses at
+//!   `resumes_at` and ends subscriptions cancelled at period end. A change of
+//!   price with `proration_behavior=always_invoice` is invoiced at once with
+//!   proration lines; a credit stays on the customer's balance for the next
+//!   invoice. Disputes are opened and closed by the test
+//!   ([`FakeStripe::open_dispute`]).
 //!
 //! What it deliberately does not do:
 //!
-//! - No automatic events: API calls change objects, and a test decides which
-//!   event to build ([`FakeStripe::event`]) and when to deliver it, so that
-//!   ordering, loss and duplication stay under the test's control.
+//! - No automatic events unless asked: by default API calls change objects,
+//!   and a test decides which event to build ([`FakeStripe::event`]) and when
+//!   to deliver it, so that ordering, loss and duplication stay under the
+//!   test's control. After [`FakeStripe::emit_events`], every change records
+//!   the events Stripe would send about it (the types kanpa subscribes to),
+//!   and [`FakeStripe::deliver_pending`] delivers them in order.
 //! - No `expand[]`: expandable fields are always ids. No search endpoints,
-//!   no Connect accounts, no taxes, discounts or prorations, no test clocks
-//!   (the fake has its own clock, [`FakeStripe::set_clock`]).
+//!   no Connect accounts, no taxes or discounts, no test clocks (the fake
+//!   has its own clock, [`FakeStripe::set_clock`]).
 //! - Payments succeed at once (no `processing` state, no 3-D Secure flow
-//!   beyond the error answer), balance transactions are `available` at once,
-//!   and payouts are `paid` when made.
+//!   beyond the error answer and [`FakeStripe::pay_invoice`]), balance
+//!   transactions are `available` at once, and payouts are `paid` when made.
+//! - A renewal that needs authentication sends
+//!   `invoice.payment_action_required` only (Stripe may also send
+//!   `invoice.payment_failed`), and smart retries leave it to the customer.
+//! - Checkout in subscription mode ignores `billing_cycle_anchor`: every
+//!   subscription renews on the day it started.
 //! - No validation beyond what kanpa's error handling needs: unknown
 //!   parameters are ignored, and unknown payment method ids are accepted.
 //! - Plain HTTP only, bound to 127.0.0.1.
 
 mod api;
+mod billing;
 mod fixtures;
 mod objects;
 mod store;
@@ -295,6 +315,50 @@ impl FakeStripe {
         Ok(objects::renew_subscription(&mut self.shared.lock(), id)?)
     }
 
+    /// Moves the clock to `unix_seconds`, doing on the way, in time order,
+    /// what Stripe Billing does to every subscription (see the module's
+    /// notes): renewals, smart retries, pauses ending, cancellations at
+    /// period end.
+    pub fn advance_billing_to(&self, unix_seconds: i64) -> anyhow::Result<()> {
+        Ok(billing::advance_to(&mut self.shared.lock(), unix_seconds)?)
+    }
+
+    /// The customer pays an open invoice on its hosted page (confirming a
+    /// payment their bank wanted authenticated). Returns the paid invoice.
+    pub fn pay_invoice(&self, id: &str) -> anyhow::Result<Value> {
+        Ok(billing::pay_invoice(&mut self.shared.lock(), id)?)
+    }
+
+    /// Declines the next `times` charges of one saved payment method with
+    /// `code`, then lets them through: a card that recovers (its holder
+    /// raised the limit) while Stripe retries.
+    pub fn decline_payment_method_times(&self, payment_method: &str, code: &str, times: u32) {
+        let mut state = self.shared.lock();
+        state.card_declines.insert(payment_method.to_owned(), code.to_owned());
+        state.card_decline_limits.insert(payment_method.to_owned(), times);
+    }
+
+    /// Charges of this payment method succeed again (after
+    /// [`FakeStripe::decline_payment_method`]).
+    pub fn accept_payment_method(&self, payment_method: &str) {
+        let mut state = self.shared.lock();
+        state.card_declines.remove(payment_method);
+        state.card_decline_limits.remove(payment_method);
+    }
+
+    /// The card holder's bank disputes a charge: a dispute in
+    /// `needs_response` whose balance transaction takes the charge's
+    /// unrefunded amount and Stripe's dispute fee (¥1,500) out of the balance.
+    pub fn open_dispute(&self, charge: &str) -> anyhow::Result<Value> {
+        Ok(billing::open_dispute(&mut self.shared.lock(), charge)?)
+    }
+
+    /// The dispute is decided: won gives the amount back (not the fee), lost
+    /// leaves it with the card holder.
+    pub fn close_dispute(&self, dispute: &str, won: bool) -> anyhow::Result<Value> {
+        Ok(billing::close_dispute(&mut self.shared.lock(), dispute, won)?)
+    }
+
     /// Pays out every balance transaction of `currency` not yet paid out, as
     /// an automatic payout does. Returns the payout.
     pub fn pay_out(&self, currency: &str) -> anyhow::Result<Value> {
@@ -459,6 +523,32 @@ impl FakeStripe {
     /// that arrive out of order.
     pub fn event_at(&self, event_type: &str, object: Value, created: i64) -> Value {
         objects::create_event(&mut self.shared.lock(), event_type, object, created)
+    }
+
+    /// From now on (`true`), every change records the events Stripe would
+    /// send about it, waiting for [`FakeStripe::deliver_pending`]:
+    /// `checkout.session.completed`, `customer.subscription.*`,
+    /// `invoice.paid`, `invoice.payment_failed`,
+    /// `invoice.payment_action_required`, `charge.refunded` and
+    /// `charge.dispute.*`.
+    pub fn emit_events(&self, on: bool) {
+        self.shared.lock().emit_events = on;
+    }
+
+    /// The recorded events not delivered yet, oldest first, taken out.
+    pub fn take_pending_events(&self) -> Vec<Value> {
+        std::mem::take(&mut self.shared.lock().pending_events)
+    }
+
+    /// Delivers the recorded events one by one in the order they happened,
+    /// each freshly signed; fails on an answer other than 2xx. Returns them.
+    pub async fn deliver_pending(&self) -> anyhow::Result<Vec<Value>> {
+        let events = self.take_pending_events();
+        for event in &events {
+            let status = self.deliver(event).await?;
+            anyhow::ensure!((200..300).contains(&status), "the endpoint answered {status} to {}", event["type"]);
+        }
+        Ok(events)
     }
 
     /// The signing secret of the webhook endpoint (`whsec_…`).

@@ -118,6 +118,16 @@ pub enum EmailTemplate {
     MembershipPaymentFailed { salon: String, amount: String, access_until: String, manage_link: String },
     /// The bank wants the patron to confirm the payment on `pay_link`.
     MembershipActionRequired { salon: String, amount: String, pay_link: String, manage_link: String },
+    /// The organiser moved the patron's tier to its current price, charged
+    /// from `starts_on` (the next renewal).
+    MembershipPriceChanged {
+        salon: String,
+        tier: String,
+        old_amount: String,
+        new_amount: String,
+        starts_on: String,
+        manage_link: String,
+    },
     /// To the organiser, when a campaign settles.
     SettlementReport {
         campaign: String,
@@ -157,6 +167,7 @@ impl EmailTemplate {
             EmailTemplate::MembershipReceipt { .. } => "membership_receipt",
             EmailTemplate::MembershipPaymentFailed { .. } => "membership_payment_failed",
             EmailTemplate::MembershipActionRequired { .. } => "membership_action_required",
+            EmailTemplate::MembershipPriceChanged { .. } => "membership_price_changed",
         }
     }
 
@@ -207,6 +218,12 @@ impl EmailTemplate {
             }
             (EmailTemplate::MembershipActionRequired { salon, .. }, Locale::En) => {
                 format!("Please confirm your payment — {salon}")
+            }
+            (EmailTemplate::MembershipPriceChanged { salon, .. }, Locale::Ja) => {
+                format!("月会費の改定のお知らせ — {salon}")
+            }
+            (EmailTemplate::MembershipPriceChanged { salon, .. }, Locale::En) => {
+                format!("Your membership price is changing — {salon}")
             }
             (EmailTemplate::SettlementReport { campaign, .. }, Locale::Ja) => format!("精算レポート — {campaign}"),
             (EmailTemplate::SettlementReport { campaign, .. }, Locale::En) => format!("Settlement report — {campaign}"),
@@ -431,6 +448,34 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
             action: Some((t("お支払いを確認する", "Confirm the payment"), pay_link.clone())),
             manage_link: Some(manage_link.clone()),
         },
+        EmailTemplate::MembershipPriceChanged { salon, tier, old_amount, new_amount, starts_on, manage_link } => {
+            Notice {
+                heading: t("月会費が改定されます", "Your monthly fee is changing"),
+                paragraphs: vec![
+                    if ja {
+                        format!(
+                            "ご利用のプランの月会費を {old_amount} から {new_amount} に改定します。{starts_on} の更新分から新しい金額でご請求します。それまでのご請求は変わりません。"
+                        )
+                    } else {
+                        format!(
+                            "The monthly fee of your tier changes from {old_amount} to {new_amount}. You will be charged the new amount from the renewal on {starts_on}; nothing changes before then."
+                        )
+                    },
+                    t(
+                        "プランの変更・一時停止・退会はいつでも会員ページからできます。",
+                        "You can change, pause or cancel your membership at any time from your page.",
+                    ),
+                ],
+                facts: vec![
+                    fact(&t("サロン", "Salon"), salon),
+                    fact(&t("プラン", "Tier"), tier),
+                    fact(&t("新しい月会費", "New monthly fee"), new_amount),
+                    fact(&t("適用開始", "From"), starts_on),
+                ],
+                action: None,
+                manage_link: Some(manage_link.clone()),
+            }
+        }
         EmailTemplate::SettlementReport { campaign, outcome, collected, failed, dropped, teams, report_link } => {
             let mut facts = vec![
                 fact(&t("キャンペーン", "Campaign"), campaign),
@@ -586,6 +631,14 @@ mod tests {
                 pay_link: "https://invoice.stripe.com/i/x".into(),
                 manage_link: link.clone(),
             },
+            EmailTemplate::MembershipPriceChanged {
+                salon: "サロン".into(),
+                tier: "インナー".into(),
+                old_amount: "¥4,000".into(),
+                new_amount: "¥5,000".into(),
+                starts_on: "2026年6月1日".into(),
+                manage_link: link.clone(),
+            },
         ];
         for template in &templates {
             let ja = render(template, Locale::Ja, "kanpa").unwrap();
@@ -599,6 +652,8 @@ mod tests {
         assert!(failed.text.contains("2026年5月8日"), "{}", failed.text);
         let action = render(&templates[2], Locale::En, "kanpa").unwrap();
         assert!(action.text.contains("https://invoice.stripe.com/i/x"));
+        let price = render(&templates[3], Locale::Ja, "kanpa").unwrap();
+        assert!(price.text.contains("¥4,000") && price.text.contains("2026年6月1日"), "{}", price.text);
     }
 
     #[test]

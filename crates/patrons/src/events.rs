@@ -17,7 +17,7 @@ use kanpa_ledger::{
     Db, EntryHeader, IdempotencyKey, Locale, NewEntry, NewPosting, OrgId, SourceRef, Timestamp, Tx, on_tx,
 };
 use kanpa_messaging::email::{EmailAddress, EmailTemplate};
-use kanpa_messaging::inbox::{EventHandlers, Handled, StoredEvent, StripeEventHandler};
+use kanpa_messaging::inbox::{self, EventHandlers, Handled, StoredEvent, StripeEventHandler};
 use kanpa_messaging::jobs::{self, ClaimedJob, JobFailure, JobHandler, NewJob, Registry, RetryPolicy};
 use kanpa_messaging::outbox::{self, NewEmail};
 use kanpa_payments::receipt::{self, LineKind, NewReceipt, PriceBasis, Receipt, ReceiptLine, ReceiptSource, TaxRate};
@@ -134,7 +134,7 @@ pub fn local_date(at: Timestamp, locale: Locale) -> String {
     }
 }
 
-async fn email_patron(
+pub(crate) async fn email_patron(
     tx: &mut Tx,
     site: &Site,
     membership: &Membership,
@@ -187,6 +187,14 @@ impl MembershipEvents {
         let payload: Value = serde_json::from_str(&event.payload).map_err(db_error)?;
         let object = &payload["data"]["object"];
         let Some(membership) = membership_of(tx, object).await? else {
+            // A charge carrying another domain's reference (a pledge's) is not
+            // waited for; one without any may be a membership's invoice payment.
+            if is_charge_event(&event.event_type) && kanpa_reference(object).is_none() {
+                // Perhaps the refund or dispute of a membership payment whose
+                // invoice.paid has not arrived yet: kept until it does.
+                park(tx, event, object).await?;
+                return Ok(Handled::Skipped("no invoice paid by this charge is known yet; kept for it".into()));
+            }
             return Ok(Handled::NotOurs);
         };
         match event.event_type.as_str() {
@@ -205,11 +213,11 @@ impl MembershipEvents {
                 }
                 self.subscription_changed(tx, &membership, object).await
             }
-            "invoice.paid" => self.invoice_paid(tx, &membership, object).await,
-            "invoice.payment_failed" => self.invoice_failed(tx, &membership, object).await,
+            "invoice.paid" => self.invoice_paid(tx, &membership, object, event).await,
+            "invoice.payment_failed" => self.invoice_failed(tx, &membership, object, event).await,
             "invoice.payment_action_required" => self.action_required(tx, &membership, object).await,
-            "charge.refunded" => self.refunded(tx, &membership, object).await,
-            t if t.starts_with("charge.dispute.") => self.disputed(tx, &membership, object).await,
+            "charge.refunded" => refunded(tx, &membership, object).await,
+            t if t.starts_with("charge.dispute.") => disputed(tx, &membership, object).await,
             other => Ok(Handled::Skipped(format!("{other} is not handled"))),
         }
     }
@@ -263,6 +271,9 @@ impl MembershipEvents {
         on_tx!(tx, c => sqlx::query(sql).bind(text(subscription, "id")).bind(text(subscription, "customer"))
             .bind(period_end).bind(cancel_at).bind(paused_until).bind(Timestamp::now()).bind(membership.id)
             .execute(c).await?.rows_affected());
+        if let Some(price) = text(&subscription["items"]["data"][0], "price") {
+            follow_price(tx, membership, &price).await?;
+        }
         set_status(tx, membership, status).await?;
         Ok(Handled::Applied)
     }
@@ -297,9 +308,12 @@ impl MembershipEvents {
         tx: &mut Tx,
         membership: &Membership,
         invoice: &Value,
+        event: &StoredEvent,
     ) -> Result<Handled, PatronError> {
         let id = self.record_invoice(tx, membership, invoice, "paid").await?;
-        if matches!(membership.status, MembershipStatus::Incomplete | MembershipStatus::PastDue) {
+        if matches!(membership.status, MembershipStatus::Incomplete | MembershipStatus::PastDue)
+            && !subscription_moved_on(tx, invoice, event).await?
+        {
             set_status(tx, membership, MembershipStatus::Active).await?;
         }
         if invoice["amount_paid"].as_i64().unwrap_or(0) <= 0 {
@@ -310,6 +324,7 @@ impl MembershipEvents {
         };
         let sql = "UPDATE membership_invoices SET stripe_payment_intent_id = $1 WHERE stripe_invoice_id = $2";
         on_tx!(tx, c => sqlx::query(sql).bind(&intent).bind(&id).execute(c).await?.rows_affected());
+        apply_waiting(tx, membership, "payment_intent_id", &intent).await?;
         let job = NewJob {
             kind: COLLECT_JOB,
             payload: json!({ "membership": membership.public_id, "invoice": id, "payment_intent": intent }),
@@ -319,80 +334,171 @@ impl MembershipEvents {
         jobs::enqueue(tx, &job).await?;
         Ok(Handled::Applied)
     }
+}
 
-    /// Posts the part of a refund not posted yet (`amount_refunded` is
-    /// cumulative): out of the salon's fund and the Stripe balance, keyed by
-    /// the charge and the new total; the patron's lifetime total follows.
-    async fn refunded(&self, tx: &mut Tx, membership: &Membership, charge: &Value) -> Result<Handled, PatronError> {
-        let charge_id = text(charge, "id").ok_or_else(|| db_error("charge without id"))?;
-        let intent = text(charge, "payment_intent");
-        let sql = "SELECT id, amount_refunded FROM membership_invoices
+/// Posts the part of a refund not posted yet (`amount_refunded` is
+/// cumulative): out of the salon's fund and the Stripe balance, keyed by
+/// the charge and the new total; the patron's lifetime total follows.
+async fn refunded(tx: &mut Tx, membership: &Membership, charge: &Value) -> Result<Handled, PatronError> {
+    let charge_id = text(charge, "id").ok_or_else(|| db_error("charge without id"))?;
+    let intent = text(charge, "payment_intent");
+    let sql = "SELECT id, amount_refunded FROM membership_invoices
                    WHERE membership_id = $1 AND (stripe_charge_id = $2 OR stripe_payment_intent_id = $3)";
-        let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(sql).bind(membership.id).bind(&charge_id)
+    let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(sql).bind(membership.id).bind(&charge_id)
             .bind(&intent).fetch_optional(c).await?);
-        let Some((invoice, recorded)) = row else {
-            return Ok(Handled::Skipped("no invoice of this membership was paid by this charge".into()));
-        };
-        let total = charge["amount_refunded"].as_i64().unwrap_or(0);
-        let new = total - recorded;
-        if new <= 0 {
-            return Ok(Handled::Skipped("refund already recorded".into()));
-        }
-        let salon = store::salon_in(tx, membership.salon_id).await?;
-        let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
-        let key = format!("stripe:{charge_id}:refunded-to:{total}");
-        let h = header(&salon, membership, key, "Refund to patron", Timestamp::now())?;
-        let amount = kanpa_ledger::Money::new(new, salon.currency);
-        ledger::post(tx, &NewEntry::transfer(h, salon.fund_account, stripe, amount)?).await?;
-        let sql = "UPDATE membership_invoices SET amount_refunded = $1, updated_at = $2 WHERE id = $3";
-        on_tx!(tx, c => sqlx::query(sql).bind(total).bind(Timestamp::now()).bind(invoice).execute(c).await?.rows_affected());
-        let sql =
-            "UPDATE memberships SET lifetime_paid = CASE WHEN lifetime_paid > $1 THEN lifetime_paid - $1 ELSE 0 END
-                   WHERE id = $2";
-        on_tx!(tx, c => sqlx::query(sql).bind(new).bind(membership.id).execute(c).await?.rows_affected());
-        Ok(Handled::Applied)
+    let Some((invoice, recorded)) = row else {
+        return Ok(Handled::Skipped("no invoice of this membership was paid by this charge".into()));
+    };
+    let total = charge["amount_refunded"].as_i64().unwrap_or(0);
+    let new = total - recorded;
+    if new <= 0 {
+        return Ok(Handled::Skipped("refund already recorded".into()));
     }
+    let salon = store::salon_in(tx, membership.salon_id).await?;
+    let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
+    let key = format!("stripe:{charge_id}:refunded-to:{total}");
+    let h = header(&salon, membership, key, "Refund to patron", Timestamp::now())?;
+    let amount = kanpa_ledger::Money::new(new, salon.currency);
+    ledger::post(tx, &NewEntry::transfer(h, salon.fund_account, stripe, amount)?).await?;
+    let sql = "UPDATE membership_invoices SET amount_refunded = $1, updated_at = $2 WHERE id = $3";
+    on_tx!(tx, c => sqlx::query(sql).bind(total).bind(Timestamp::now()).bind(invoice).execute(c).await?.rows_affected());
+    store::recompute_lifetime_paid(tx, membership.id).await?;
+    Ok(Handled::Applied)
+}
 
-    /// Posts each of a dispute's balance transactions once, keyed by its
-    /// id: the disputed amount and Stripe's dispute fee leave the salon's
-    /// fund, a reinstatement comes back. Every `charge.dispute.*` event
-    /// carries all of them so far, so any one of them catches up.
-    async fn disputed(&self, tx: &mut Tx, membership: &Membership, dispute: &Value) -> Result<Handled, PatronError> {
-        let salon = store::salon_in(tx, membership.salon_id).await?;
-        let fund = salon.fund_account;
-        let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
-        let transactions = dispute["balance_transactions"].as_array().cloned().unwrap_or_default();
-        for bt in transactions {
-            let Some(id) = text(&bt, "id") else { continue };
-            let at = bt["created"].as_i64().and_then(Timestamp::from_unix_seconds).unwrap_or_else(Timestamp::now);
-            // amount is negative for a withdrawal, positive for a reinstatement;
-            // the fee is always what Stripe keeps.
-            let amount = bt["amount"].as_i64().unwrap_or(0);
-            let fee = bt["fee"].as_i64().unwrap_or(0);
-            for (suffix, delta, what) in
-                [("amount", amount, "Dispute: disputed amount"), ("fee", -fee, "Dispute: Stripe dispute fee")]
-            {
-                if delta == 0 {
-                    continue;
-                }
-                let money = kanpa_ledger::Money::new(delta.abs(), salon.currency);
-                let h = header(&salon, membership, format!("stripe:{id}:{suffix}"), what, at)?;
-                let entry = if delta > 0 {
-                    NewEntry::transfer(h, stripe, fund, money)?
-                } else {
-                    NewEntry::transfer(h, fund, stripe, money)?
-                };
-                ledger::post(tx, &entry).await?;
+/// Posts each of a dispute's balance transactions once, keyed by its id:
+/// the disputed amount and Stripe's dispute fee leave the salon's fund, a
+/// reinstatement comes back. Every `charge.dispute.*` event carries all of
+/// them so far, so any one of them catches up. A lost dispute also takes the
+/// amount out of the patron's lifetime total, once; a won one leaves it.
+async fn disputed(tx: &mut Tx, membership: &Membership, dispute: &Value) -> Result<Handled, PatronError> {
+    let salon = store::salon_in(tx, membership.salon_id).await?;
+    let fund = salon.fund_account;
+    let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
+    let transactions = dispute["balance_transactions"].as_array().cloned().unwrap_or_default();
+    for bt in transactions {
+        let Some(id) = text(&bt, "id") else { continue };
+        let at = bt["created"].as_i64().and_then(Timestamp::from_unix_seconds).unwrap_or_else(Timestamp::now);
+        // amount is negative for a withdrawal, positive for a reinstatement;
+        // the fee is always what Stripe keeps.
+        let amount = bt["amount"].as_i64().unwrap_or(0);
+        let fee = bt["fee"].as_i64().unwrap_or(0);
+        for (suffix, delta, what) in
+            [("amount", amount, "Dispute: disputed amount"), ("fee", -fee, "Dispute: Stripe dispute fee")]
+        {
+            if delta == 0 {
+                continue;
             }
+            let money = kanpa_ledger::Money::new(delta.abs(), salon.currency);
+            let h = header(&salon, membership, format!("stripe:{id}:{suffix}"), what, at)?;
+            let entry = if delta > 0 {
+                NewEntry::transfer(h, stripe, fund, money)?
+            } else {
+                NewEntry::transfer(h, fund, stripe, money)?
+            };
+            ledger::post(tx, &entry).await?;
         }
-        Ok(Handled::Applied)
     }
+    if dispute["status"] == "lost" {
+        let lost = dispute["amount"].as_i64().unwrap_or(0);
+        let sql = "UPDATE membership_invoices SET amount_disputed_lost = $1, updated_at = $2
+                       WHERE membership_id = $3 AND (stripe_charge_id = $4 OR stripe_payment_intent_id = $5)
+                         AND amount_disputed_lost = 0";
+        let n = on_tx!(tx, c => sqlx::query(sql).bind(lost).bind(Timestamp::now()).bind(membership.id)
+                .bind(text(dispute, "charge")).bind(text(dispute, "payment_intent")).execute(c).await?.rows_affected());
+        if n > 0 {
+            store::recompute_lifetime_paid(tx, membership.id).await?;
+        }
+    }
+    Ok(Handled::Applied)
+}
 
+fn is_charge_event(event_type: &str) -> bool {
+    event_type == "charge.refunded" || event_type.starts_with("charge.dispute.")
+}
+
+/// Keeps a refund or dispute event whose charge is not known yet.
+async fn park(tx: &mut Tx, event: &StoredEvent, object: &Value) -> Result<(), PatronError> {
+    let (charge, intent) = match object["object"].as_str() {
+        Some("dispute") => (text(object, "charge"), text(object, "payment_intent")),
+        _ => (text(object, "id"), text(object, "payment_intent")),
+    };
+    let sql = "INSERT INTO membership_waiting_events (event_id, event_type, charge_id, payment_intent_id, payload,
+                   created_at)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
+    on_tx!(tx, c => sqlx::query(sql).bind(&event.id).bind(&event.event_type).bind(charge).bind(intent)
+        .bind(&event.payload).bind(Timestamp::now()).execute(c).await?.rows_affected());
+    Ok(())
+}
+
+/// Applies, in the order they were created, the kept refund and dispute
+/// events of a charge (or PaymentIntent) that is now known to be this
+/// membership's, and forgets them.
+async fn apply_waiting(tx: &mut Tx, membership: &Membership, column: &str, id: &str) -> Result<(), PatronError> {
+    debug_assert!(matches!(column, "charge_id" | "payment_intent_id"));
+    let sql = format!("DELETE FROM membership_waiting_events WHERE {column} = $1 RETURNING event_type, payload");
+    let waiting: Vec<(String, String)> =
+        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(id).fetch_all(c).await?);
+    let mut waiting: Vec<(i64, String, Value)> = waiting
+        .into_iter()
+        .filter_map(|(event_type, payload)| {
+            let payload: Value = serde_json::from_str(&payload).ok()?;
+            Some((payload["created"].as_i64().unwrap_or(0), event_type, payload))
+        })
+        .collect();
+    waiting.sort_by_key(|(created, _, _)| *created);
+    for (_, event_type, payload) in waiting {
+        let object = &payload["data"]["object"];
+        if event_type == "charge.refunded" {
+            refunded(tx, membership, object).await?;
+        } else {
+            disputed(tx, membership, object).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether an event about the invoice's subscription newer than this invoice
+/// event was already applied: then the subscription's own state wins, and
+/// the invoice must not move the membership back (a late invoice.paid of an
+/// earlier month after a newer renewal failed, or the reverse).
+async fn subscription_moved_on(tx: &mut Tx, invoice: &Value, event: &StoredEvent) -> Result<bool, PatronError> {
+    let Some(subscription) = invoice_subscription(invoice) else { return Ok(false) };
+    let newest = inbox::newest_applied(tx, &subscription).await?;
+    Ok(newest.is_some_and(|(created, _)| created > event.created))
+}
+
+/// Keeps a membership on the tier whose price its subscription bills now:
+/// a tier change, a move to a tier's newer price, or a change made in
+/// Stripe's own dashboard or portal. The seat moves with it.
+async fn follow_price(tx: &mut Tx, membership: &Membership, price: &str) -> Result<(), PatronError> {
+    if membership.stripe_price_id.as_deref() == Some(price) {
+        return Ok(());
+    }
+    let Some((tier_id, amount)) = store::tier_of_price(tx, membership.salon_id, price).await? else {
+        tracing::warn!(membership = %membership.public_id, price, "subscription bills a price of no tier of this salon");
+        return Ok(());
+    };
+    let sql = "UPDATE memberships SET tier_id = $1, amount = $2, stripe_price_id = $3, updated_at = $4
+               WHERE id = $5 AND tier_id = $6";
+    let n = on_tx!(tx, c => sqlx::query(sql).bind(tier_id).bind(amount).bind(price).bind(Timestamp::now())
+        .bind(membership.id).bind(membership.tier_id).execute(c).await?.rows_affected());
+    if n == 1 && tier_id != membership.tier_id && membership.status.holds_seat() {
+        // Stripe already bills the new tier: its seat is taken even if the
+        // limit was lowered meanwhile.
+        store::take_seat_unchecked(tx, tier_id).await?;
+        store::release_seat(tx, membership.tier_id).await?;
+    }
+    Ok(())
+}
+
+impl MembershipEvents {
     async fn invoice_failed(
         &self,
         tx: &mut Tx,
         membership: &Membership,
         invoice: &Value,
+        event: &StoredEvent,
     ) -> Result<Handled, PatronError> {
         let id = self.record_invoice(tx, membership, invoice, "failed").await?;
         if !matches!(
@@ -401,7 +507,12 @@ impl MembershipEvents {
         ) {
             return Ok(Handled::Skipped(format!("membership is {}", membership.status)));
         }
-        set_status(tx, membership, MembershipStatus::PastDue).await?;
+        if store::invoice_is_paid(tx, &id).await? {
+            return Ok(Handled::Skipped("the invoice was paid since".into()));
+        }
+        if !subscription_moved_on(tx, invoice, event).await? {
+            set_status(tx, membership, MembershipStatus::PastDue).await?;
+        }
         let salon = store::salon_in(tx, membership.salon_id).await?;
         let since = store::membership_in(tx, &membership.public_id)
             .await?
@@ -550,12 +661,13 @@ async fn post_payment_with_receipt(
     if first == 0 {
         return Ok(None);
     }
-    let sql = "UPDATE memberships SET lifetime_paid = lifetime_paid + $1,
-                   last_payment_at = CASE WHEN last_payment_at IS NULL OR last_payment_at < $2 THEN $2
+    let sql = "UPDATE memberships SET
+                   last_payment_at = CASE WHEN last_payment_at IS NULL OR last_payment_at < $1 THEN $1
                                           ELSE last_payment_at END
-               WHERE id = $3";
-    on_tx!(tx, c => sqlx::query(sql).bind(collected.gross.amount()).bind(collected.created).bind(membership.id)
-        .execute(c).await?.rows_affected());
+               WHERE id = $2";
+    on_tx!(tx, c => sqlx::query(sql).bind(collected.created).bind(membership.id).execute(c).await?.rows_affected());
+    store::recompute_lifetime_paid(tx, membership.id).await?;
+    apply_waiting(tx, membership, "charge_id", charge).await?;
     // A month of membership is a taxable service; its price includes the tax.
     let tier = store::tier_in(tx, salon.id, membership.tier_id).await?;
     let line = ReceiptLine {

@@ -11,19 +11,23 @@
 //!   invoice to the salon's fund;
 //! - [`roster`]: the organiser's view: patrons, counts, MRR and churn;
 //! - [`selfservice`]: a patron's own changes: tier, cancel and undo, pause
-//!   and resume, the card.
+//!   and resume, the card;
+//! - [`repricing`]: the organiser moves a tier's patrons onto its current
+//!   price, from their next renewal.
 //!
 //! Each salon opens a fund account in the ledger; money a patron pays is
 //! posted there with the Stripe fee as its own entry. Owns the tables
 //! `salons`, `salon_tiers`, `salon_tier_prices`, `salon_member_posts`,
-//! `memberships` and `membership_invoices`. Knows nothing of campaigns or
-//! of HTTP; signing in is `kanpa_messaging::signin`.
+//! `memberships`, `membership_invoices` and `membership_waiting_events`.
+//! Knows nothing of campaigns or of HTTP; signing in is
+//! `kanpa_messaging::signin`.
 
 pub mod demo;
 pub mod error;
 pub mod events;
 pub mod join;
 pub mod model;
+pub mod repricing;
 pub mod roster;
 pub mod selfservice;
 pub mod store;

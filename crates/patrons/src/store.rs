@@ -766,3 +766,44 @@ pub async fn paid_invoices(db: &Db, membership_id: i64) -> Result<Vec<PaidInvoic
     let rows: Vec<PaidInvoice> = on_db!(db, p => sqlx::query_as(sql).bind(membership_id).fetch_all(p).await?);
     Ok(rows)
 }
+
+/// Whether an invoice is recorded as paid.
+pub(crate) async fn invoice_is_paid(tx: &mut Tx, stripe_invoice_id: &str) -> Result<bool, PatronError> {
+    let sql = "SELECT status FROM membership_invoices WHERE stripe_invoice_id = $1";
+    let status: Option<String> =
+        on_tx!(tx, c => sqlx::query_scalar(sql).bind(stripe_invoice_id).fetch_optional(c).await?);
+    Ok(status.as_deref() == Some("paid"))
+}
+
+/// The money a membership's payments left with the salon: each collected
+/// invoice's gross less what was refunded and what a lost dispute took back.
+/// Recomputed from the invoices, so events in any order give one total.
+pub(crate) async fn recompute_lifetime_paid(tx: &mut Tx, membership_id: i64) -> Result<(), PatronError> {
+    let sql = "UPDATE memberships SET lifetime_paid = (
+                   SELECT CAST(COALESCE(SUM(CASE WHEN amount_paid > amount_refunded + amount_disputed_lost
+                                                 THEN amount_paid - amount_refunded - amount_disputed_lost
+                                                 ELSE 0 END), 0) AS BIGINT)
+                   FROM membership_invoices WHERE membership_id = $1 AND stripe_charge_id IS NOT NULL)
+               WHERE id = $1";
+    on_tx!(tx, c => sqlx::query(sql).bind(membership_id).execute(c).await?.rows_affected());
+    Ok(())
+}
+
+/// The tier of a salon a Stripe price belongs to, and that price's amount.
+pub(crate) async fn tier_of_price(
+    tx: &mut Tx,
+    salon_id: i64,
+    stripe_price_id: &str,
+) -> Result<Option<(i64, i64)>, PatronError> {
+    let sql = "SELECT p.tier_id, p.amount FROM salon_tier_prices p JOIN salon_tiers t ON t.id = p.tier_id
+               WHERE p.stripe_price_id = $1 AND t.salon_id = $2";
+    Ok(on_tx!(tx, c => sqlx::query_as(sql).bind(stripe_price_id).bind(salon_id).fetch_optional(c).await?))
+}
+
+/// Takes a seat whatever the limit: for a membership the payment provider
+/// already moved to this tier.
+pub(crate) async fn take_seat_unchecked(tx: &mut Tx, tier_id: i64) -> Result<(), PatronError> {
+    let sql = "UPDATE salon_tiers SET seats_taken = seats_taken + 1 WHERE id = $1";
+    on_tx!(tx, c => sqlx::query(sql).bind(tier_id).execute(c).await?.rows_affected());
+    Ok(())
+}

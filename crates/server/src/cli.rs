@@ -136,6 +136,10 @@ pub enum SalonCommand {
     Close { slug: String },
     /// One tier per line: slug, status, monthly price, seats.
     Tiers { slug: String },
+    /// Move a tier's renewing patrons onto its current price from their next
+    /// renewal (no proration), emailing each the new amount; rerun to finish
+    /// after a failure.
+    Reprice { slug: String, tier: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,16 +33,36 @@ fn explain(e: PatronError) -> anyhow::Error {
 
 pub async fn run(config: Config, command: SalonCommand) -> anyhow::Result<()> {
     let db = app::connect(&config).await?;
-    let result = dispatch(&db, command).await;
+    let result = dispatch(&config, &db, command).await;
     db.close().await;
     result
+}
+
+/// `kanpa salon reprice SLUG TIER`: through the configured payment gateway.
+async fn reprice(config: &Config, db: &Db, slug: &str, tier: &str) -> anyhow::Result<()> {
+    crate::install_crypto_provider();
+    let salon = by_slug(db, slug).await?;
+    let gateway = crate::workers::gateway(config, db)?;
+    let site = config.salon_site();
+    let done = kanpa_patrons::repricing::move_to_current_price(db, gateway.as_ref(), &site, &salon, tier)
+        .await
+        .map_err(explain)?;
+    println!(
+        "{slug}/{}: {} moved to {}/month from their next renewal, {} already on it, {} cancelling left alone",
+        done.tier,
+        done.moved,
+        done.amount.format(Locale::En),
+        done.already_current,
+        done.canceling
+    );
+    Ok(())
 }
 
 async fn by_slug(db: &Db, slug: &str) -> anyhow::Result<Salon> {
     store::salon_by_slug(db, slug).await.map_err(|_| anyhow::anyhow!("no salon {slug:?}"))
 }
 
-async fn dispatch(db: &Db, command: SalonCommand) -> anyhow::Result<()> {
+async fn dispatch(config: &Config, db: &Db, command: SalonCommand) -> anyhow::Result<()> {
     match command {
         SalonCommand::List { org } => {
             let salons = match org {
@@ -93,6 +113,7 @@ async fn dispatch(db: &Db, command: SalonCommand) -> anyhow::Result<()> {
             let salon = store::set_salon_status(db, salon.id, SalonStatus::Closed).await.map_err(explain)?;
             println!("{} takes no new patrons; memberships run on", salon.slug);
         }
+        SalonCommand::Reprice { slug, tier } => reprice(config, db, &slug, &tier).await?,
         SalonCommand::Tiers { slug } => {
             let salon = by_slug(db, &slug).await?;
             for t in store::tiers(db, salon.id).await.map_err(explain)? {

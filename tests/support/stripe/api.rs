@@ -764,6 +764,7 @@ fn update_subscription(state: &mut State, id: &str, form: &Form) -> Result<Value
             default_payment_method: form.text("default_payment_method"),
             description: form.text("description"),
             items,
+            proration_behavior: form.text("proration_behavior"),
         },
     )
 }

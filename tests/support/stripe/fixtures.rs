@@ -46,6 +46,7 @@ pub(crate) const TEMPLATE_NAMES: &[&str] = &[
     "charge",
     "checkout.session",
     "customer",
+    "dispute",
     "event",
     "invoice",
     "invoice_payment",

@@ -28,7 +28,7 @@ fn text_of(object: &Value, key: &str) -> Option<String> {
 }
 
 /// Stripe's card fee in Japan, 3.6 %, rounded half up, no fixed part.
-fn card_fee(amount: i64) -> i64 {
+pub(crate) fn card_fee(amount: i64) -> i64 {
     if amount <= 0 { 0 } else { (amount * 36 + 500) / 1000 }
 }
 
@@ -141,16 +141,16 @@ fn card_payment_method(state: &State, id: &str, customer: Option<&str>) -> Value
 
 // ----- balance transactions, charges, refunds, payouts --------------------
 
-struct NewBalanceTransaction<'a> {
-    amount: i64,
-    fee: i64,
-    currency: &'a str,
-    kind: &'a str,
-    source: &'a str,
-    description: Option<&'a str>,
+pub(crate) struct NewBalanceTransaction<'a> {
+    pub amount: i64,
+    pub fee: i64,
+    pub currency: &'a str,
+    pub kind: &'a str,
+    pub source: &'a str,
+    pub description: Option<&'a str>,
 }
 
-fn create_balance_transaction(state: &mut State, new: NewBalanceTransaction<'_>) -> Value {
+pub(crate) fn create_balance_transaction(state: &mut State, new: NewBalanceTransaction<'_>) -> Value {
     let now = state.now();
     let mut transaction = template("balance_transaction");
     transaction["id"] = json!(state.new_id("txn"));
@@ -405,7 +405,8 @@ pub(crate) fn create_refund(state: &mut State, new: NewRefund) -> Result<Value, 
     if let Some(refunds) = charge["refunds"]["data"].as_array_mut() {
         refunds.insert(0, refund.clone());
     }
-    state.put(charge);
+    let charge = state.put(charge);
+    emit(state, "charge.refunded", charge);
     Ok(refund)
 }
 
@@ -535,7 +536,7 @@ pub(crate) fn confirm_payment_intent(
         )
         .with("payment_intent", payment_intent));
     }
-    let card_decline = text_of(&payment_intent, "payment_method").and_then(|pm| state.card_declines.get(&pm).cloned());
+    let card_decline = text_of(&payment_intent, "payment_method").and_then(|pm| state.take_card_decline(&pm));
     match card_decline.or_else(|| state.declines.pop_front()) {
         Some(code) => {
             let decline = Decline::for_code(&code);
@@ -555,7 +556,7 @@ fn error_object_with_intent(error: Value, payment_intent: Value) -> Map<String, 
     error
 }
 
-fn succeed_payment_intent(state: &mut State, mut payment_intent: Value) -> Value {
+pub(crate) fn succeed_payment_intent(state: &mut State, mut payment_intent: Value) -> Value {
     let amount = payment_intent["amount"].as_i64().unwrap_or(0);
     let currency = text_of(&payment_intent, "currency").unwrap_or_default();
     let charge = create_charge(
@@ -580,7 +581,7 @@ fn succeed_payment_intent(state: &mut State, mut payment_intent: Value) -> Value
 
 /// Records a declined attempt on the PaymentIntent. Returns the stored
 /// PaymentIntent and the error object (without the PaymentIntent in it).
-fn fail_payment_intent(state: &mut State, mut payment_intent: Value, decline: &Decline) -> (Value, Value) {
+pub(crate) fn fail_payment_intent(state: &mut State, mut payment_intent: Value, decline: &Decline) -> (Value, Value) {
     let payment_method_id = text_of(&payment_intent, "payment_method").unwrap_or_default();
     let customer = text_of(&payment_intent, "customer");
     let charge_id = if decline.makes_failed_charge() {
@@ -1046,7 +1047,17 @@ pub(crate) fn complete_checkout_session(state: &mut State, id: &str) -> Result<V
     });
     session["status"] = json!("complete");
     session["url"] = Value::Null;
-    Ok(state.put(session))
+    let session = state.put(session);
+    if let Some(subscription) = text_of(&session, "subscription").and_then(|id| state.get(&id).cloned()) {
+        emit(state, "customer.subscription.created", subscription.clone());
+        if let Some(invoice) = text_of(&subscription, "latest_invoice").and_then(|id| state.get(&id).cloned())
+            && invoice["status"] == "paid"
+        {
+            emit(state, "invoice.paid", invoice);
+        }
+    }
+    emit(state, "checkout.session.completed", session.clone());
+    Ok(session)
 }
 
 pub(crate) fn expire_checkout_session(state: &mut State, id: &str) -> Result<Value, ApiError> {
@@ -1253,6 +1264,9 @@ pub(crate) struct SubscriptionChanges {
     pub default_payment_method: Option<String>,
     pub description: Option<String>,
     pub items: Vec<ItemChange>,
+    /// `always_invoice`: a change of price is prorated and invoiced (and
+    /// paid) at once; anything else changes the price from the next renewal.
+    pub proration_behavior: Option<String>,
 }
 
 /// One entry of `items[]` in an update: an existing item (`id`) to change
@@ -1292,6 +1306,8 @@ pub(crate) fn update_subscription(
     if let Some(payment_method) = changes.default_payment_method {
         subscription["default_payment_method"] = json!(payment_method);
     }
+    let amount_before = subscription_amount(&subscription);
+    let prices_change = !changes.items.is_empty();
     for change in changes.items {
         apply_item_change(state, &mut subscription, id, change)?;
     }
@@ -1306,10 +1322,30 @@ pub(crate) fn update_subscription(
         subscription["cancel_at"] =
             if cancel_at_period_end { json!(current_period_end(&subscription)) } else { Value::Null };
     }
-    Ok(state.put(subscription))
+    let subscription = state.put(subscription);
+    emit(state, "customer.subscription.updated", subscription.clone());
+    let amount_after = subscription_amount(&subscription);
+    if prices_change && changes.proration_behavior.as_deref() == Some("always_invoice") && amount_after != amount_before
+    {
+        let invoice = super::billing::prorate(state, &subscription, amount_before, amount_after)?;
+        let mut subscription = subscription;
+        subscription["latest_invoice"] = invoice["id"].clone();
+        return Ok(state.put(subscription));
+    }
+    Ok(subscription)
 }
 
-fn current_period_end(subscription: &Value) -> i64 {
+/// What one period of a subscription costs, before any credit.
+pub(crate) fn subscription_amount(subscription: &Value) -> i64 {
+    subscription["items"]["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| item["price"]["unit_amount"].as_i64().unwrap_or(0) * item["quantity"].as_i64().unwrap_or(1))
+        .sum()
+}
+
+pub(crate) fn current_period_end(subscription: &Value) -> i64 {
     subscription["items"]["data"]
         .as_array()
         .into_iter()
@@ -1378,7 +1414,9 @@ pub(crate) fn cancel_subscription(state: &mut State, id: &str) -> Result<Value, 
     subscription["canceled_at"] = json!(now);
     subscription["ended_at"] = json!(now);
     subscription["cancellation_details"]["reason"] = json!("cancellation_requested");
-    Ok(state.put(subscription))
+    let subscription = state.put(subscription);
+    emit(state, "customer.subscription.deleted", subscription.clone());
+    Ok(subscription)
 }
 
 pub(crate) fn renew_subscription(state: &mut State, id: &str) -> Result<Value, ApiError> {
@@ -1420,21 +1458,27 @@ pub(crate) fn renew_subscription(state: &mut State, id: &str) -> Result<Value, A
 }
 
 #[derive(Default)]
-struct NewInvoice {
-    customer: Option<String>,
+pub(crate) struct NewInvoice {
+    pub customer: Option<String>,
     /// The subscription billed: its items become the lines.
-    subscription: Option<Value>,
+    pub subscription: Option<Value>,
     /// Lines of a one-off invoice: (amount, description).
-    one_off_lines: Vec<(i64, String)>,
-    currency: String,
-    status: String,
-    billing_reason: String,
-    payment_method: Option<String>,
-    metadata: Metadata,
+    pub one_off_lines: Vec<(i64, String)>,
+    /// Proration lines of a subscription's first item, for the rest of its
+    /// period: (amount, description); negative for unused time.
+    pub proration_lines: Vec<(i64, String)>,
+    pub currency: String,
+    pub status: String,
+    pub billing_reason: String,
+    pub payment_method: Option<String>,
+    pub metadata: Metadata,
     /// A trial's first invoice: the lines cost nothing.
-    zero_amount: bool,
+    pub zero_amount: bool,
     /// The payment attempt fails this way (the invoice stays open).
-    decline: Option<Decline>,
+    pub decline: Option<Decline>,
+    /// The customer's credit balance is applied to the invoice (and a
+    /// negative total is credited to it), as Stripe does for subscriptions.
+    pub apply_customer_balance: bool,
 }
 
 fn invoice_line(
@@ -1504,13 +1548,30 @@ fn invoice_line(
     line
 }
 
-fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError> {
+pub(crate) fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError> {
     let now = state.now();
     let id = state.new_id("in");
     let subscription_id = new.subscription.as_ref().map(id_of);
     let mut lines = Vec::new();
     let mut period = (now, now);
-    if let Some(subscription) = &new.subscription {
+    if let Some(subscription) = new.subscription.as_ref().filter(|_| !new.proration_lines.is_empty()) {
+        let item = &subscription["items"]["data"][0];
+        let end = item["current_period_end"].as_i64().unwrap_or(now);
+        period = (now, end);
+        for (amount, description) in &new.proration_lines {
+            let mut line = invoice_line(
+                state,
+                &id,
+                *amount,
+                &new.currency,
+                description.clone(),
+                Some((item, subscription_id.as_deref().unwrap_or_default())),
+                period,
+            );
+            line["parent"]["subscription_item_details"]["proration"] = json!(true);
+            lines.push(line);
+        }
+    } else if let Some(subscription) = &new.subscription {
         for item in subscription["items"]["data"].as_array().into_iter().flatten() {
             let item_period = (
                 item["current_period_start"].as_i64().unwrap_or(now),
@@ -1546,7 +1607,18 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
     }
     let total: i64 = lines.iter().map(|line| line["amount"].as_i64().unwrap_or(0)).sum();
     let customer = new.customer.clone();
-    let customer_object = customer.as_deref().and_then(|id| state.get(id)).cloned();
+    let mut customer_object = customer.as_deref().and_then(|id| state.get(id)).cloned();
+    let starting_balance = match &customer_object {
+        Some(customer) if new.apply_customer_balance => customer["balance"].as_i64().unwrap_or(0),
+        _ => 0,
+    };
+    let amount_due = (total + starting_balance).max(0);
+    if new.apply_customer_balance
+        && let Some(customer) = customer_object.as_mut()
+    {
+        customer["balance"] = json!((total + starting_balance).min(0));
+        state.put(customer.clone());
+    }
     let status = new.status.as_str();
     if !matches!(status, "draft" | "open" | "paid" | "void" | "uncollectible") {
         return Err(ApiError::invalid("status", format!("Unknown invoice status {status:?}")));
@@ -1566,7 +1638,7 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
     // an open one with a decline.
     let mut payments = Vec::new();
     let mut attempted = false;
-    if total > 0 && (status == "paid" || new.decline.is_some()) {
+    if amount_due > 0 && (status == "paid" || new.decline.is_some()) {
         let payment_method = match &new.payment_method {
             Some(payment_method) => payment_method.clone(),
             None => id_of(&create_payment_method(state, customer.as_deref())),
@@ -1574,7 +1646,7 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
         let payment_intent = create_payment_intent(
             state,
             NewPaymentIntent {
-                amount: total,
+                amount: amount_due,
                 currency: new.currency.clone(),
                 customer: customer.clone(),
                 payment_method: Some(payment_method),
@@ -1592,8 +1664,8 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
         attempted = true;
         let mut payment = template("invoice_payment");
         payment["id"] = json!(state.new_id("inpay"));
-        payment["amount_paid"] = if paid { json!(total) } else { Value::Null };
-        payment["amount_requested"] = json!(total);
+        payment["amount_paid"] = if paid { json!(amount_due) } else { Value::Null };
+        payment["amount_requested"] = json!(amount_due);
         payment["created"] = json!(now);
         payment["currency"] = json!(new.currency);
         payment["invoice"] = json!(id);
@@ -1613,10 +1685,11 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
     let mut invoice = template("invoice");
     invoice["id"] = json!(id);
     invoice["account_country"] = json!("JP");
-    invoice["amount_due"] = json!(total);
+    invoice["amount_due"] = json!(amount_due);
     invoice["amount_overpaid"] = json!(0);
-    invoice["amount_paid"] = json!(if paid { total } else { 0 });
-    invoice["amount_remaining"] = json!(if paid { 0 } else { total });
+    invoice["amount_paid"] = json!(if paid { amount_due } else { 0 });
+    invoice["amount_remaining"] = json!(if paid { 0 } else { amount_due });
+    invoice["starting_balance"] = json!(starting_balance);
     invoice["attempt_count"] = json!(u8::from(attempted));
     invoice["attempted"] = json!(attempted || paid);
     invoice["auto_advance"] = json!(status == "draft" || status == "open");
@@ -1631,9 +1704,12 @@ fn create_invoice(state: &mut State, new: NewInvoice) -> Result<Value, ApiError>
     invoice["customer_shipping"] = Value::Null;
     invoice["due_date"] = Value::Null;
     invoice["effective_at"] = if finalized { json!(now) } else { Value::Null };
-    invoice["ending_balance"] = if finalized { json!(0) } else { Value::Null };
+    invoice["ending_balance"] = if finalized { json!((total + starting_balance).min(0)) } else { Value::Null };
     invoice["from_invoice"] = Value::Null;
-    invoice["hosted_invoice_url"] = Value::Null;
+    // Stripe hosts every finalized invoice, where the customer can pay it
+    // (or confirm a payment their bank wants authenticated).
+    invoice["hosted_invoice_url"] =
+        if finalized { json!(format!("{}/invoices/{id}", state.base_url)) } else { Value::Null };
     invoice["issuer"] = json!({ "type": "self" });
     invoice["last_finalization_error"] = Value::Null;
     invoice["lines"] = json!({
@@ -1798,6 +1874,17 @@ pub(crate) fn create_portal_session(
     session["return_url"] = json!(return_url);
     session["url"] = json!(format!("{}/billing_portal/{id}", state.base_url));
     Ok(state.put(session))
+}
+
+/// Records the event Stripe would send about `object` now, when the fake
+/// was asked to (`FakeStripe::emit_events`); it waits in
+/// `State::pending_events` until the test delivers it.
+pub(crate) fn emit(state: &mut State, event_type: &str, object: Value) {
+    if state.emit_events {
+        let created = state.now();
+        let event = create_event(state, event_type, object, created);
+        state.pending_events.push(event);
+    }
 }
 
 pub(crate) fn create_event(state: &mut State, event_type: &str, object: Value, created: i64) -> Value {

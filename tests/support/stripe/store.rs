@@ -24,6 +24,9 @@ pub(crate) struct State {
     pub declines: VecDeque<String>,
     /// Payment method id → the decline every charge of it gets.
     pub card_declines: HashMap<String, String>,
+    /// Payment method id → how many more charges of it are declined, for a
+    /// card that recovers (absent: declined until told otherwise).
+    pub card_decline_limits: HashMap<String, u32>,
     /// Requests allowed per second, as Stripe's rate limiter.
     pub rate_limit: Option<u32>,
     /// The current one-second window and the requests counted in it.
@@ -37,6 +40,10 @@ pub(crate) struct State {
     pub payout_of: HashMap<String, String>,
     /// Checkout Session id → what completing it creates.
     pub checkout_plans: HashMap<String, CheckoutPlan>,
+    /// Whether changes make the events Stripe would send (see
+    /// `FakeStripe::emit_events`), and those not yet delivered, oldest first.
+    pub emit_events: bool,
+    pub pending_events: Vec<Value>,
 }
 
 /// An object and when it was first stored: lists order by `created`, then
@@ -67,6 +74,7 @@ impl State {
             faults: VecDeque::new(),
             declines: VecDeque::new(),
             card_declines: HashMap::new(),
+            card_decline_limits: HashMap::new(),
             rate_limit: None,
             rate_window: (0, 0),
             rate_limited: 0,
@@ -75,7 +83,23 @@ impl State {
             webhook_url: None,
             payout_of: HashMap::new(),
             checkout_plans: HashMap::new(),
+            emit_events: false,
+            pending_events: Vec::new(),
         }
+    }
+
+    /// The decline a charge of this payment method gets now, if any; a
+    /// limited one counts down and then stops.
+    pub fn take_card_decline(&mut self, payment_method: &str) -> Option<String> {
+        let code = self.card_declines.get(payment_method).cloned()?;
+        if let Some(left) = self.card_decline_limits.get_mut(payment_method) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.card_decline_limits.remove(payment_method);
+                self.card_declines.remove(payment_method);
+            }
+        }
+        Some(code)
     }
 
     pub fn now(&self) -> i64 {

@@ -856,3 +856,94 @@ async fn a_storm_of_shuffled_duplicates_arrives_whole() {
     assert_eq!(statuses, vec![200; 15]);
     assert_eq!(accepted.lock().expect("lock").len(), 15);
 }
+
+#[tokio::test]
+async fn billing_over_time_prorates_credits_retries_and_ends_like_stripe_with_its_events() {
+    install_ring();
+    let fake = FakeStripe::start().await.expect("start the fake Stripe");
+    let http = reqwest::Client::new();
+    fake.set_clock(1_767_225_600);
+    fake.emit_events(true);
+    let kinds =
+        |events: &[Value]| events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>();
+    let session = fake.checkout_session("subscription", 3000, "jpy", &[]).expect("a completed session");
+    let id = session["subscription"].as_str().expect("a subscription").to_owned();
+    let joined = fake.take_pending_events();
+    assert_eq!(kinds(&joined), ["customer.subscription.created", "invoice.paid", "checkout.session.completed"]);
+    parses::<stripe_shared::Subscription>(&joined[0]["data"]["object"], "subscription");
+    parses::<stripe_shared::Invoice>(&joined[1]["data"]["object"], "invoice");
+
+    // Half way through the month, a prorated move to a ¥1,000 price: ¥1,500
+    // of unused time credited, ¥500 charged, ¥1,000 left on the balance.
+    let subscription = fake.object(&id).expect("stored");
+    let item = &subscription["items"]["data"][0];
+    let (start, end) = (item["current_period_start"].as_i64().unwrap(), item["current_period_end"].as_i64().unwrap());
+    let length = end - start;
+    assert_eq!(length % 2, 0);
+    fake.set_clock(start + length / 2);
+    let cheaper = fake.price(1000, "jpy", Some("month"));
+    let item_id = item["id"].as_str().unwrap().to_owned();
+    let answer = http
+        .post(format!("{}v1/subscriptions/{id}", fake.api_base()))
+        .bearer_auth(KEY)
+        .form(&[
+            ("items[0][id]", item_id.as_str()),
+            ("items[0][price]", cheaper["id"].as_str().unwrap()),
+            ("proration_behavior", "always_invoice"),
+        ])
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(answer.status(), 200);
+    let changed = fake.take_pending_events();
+    assert_eq!(kinds(&changed), ["customer.subscription.updated", "invoice.paid"]);
+    let proration = &changed[1]["data"]["object"];
+    parses::<stripe_shared::Invoice>(proration, "invoice");
+    let lines: Vec<i64> =
+        proration["lines"]["data"].as_array().unwrap().iter().map(|l| l["amount"].as_i64().unwrap()).collect();
+    assert_eq!(lines, [-1500, 500]);
+    assert_eq!((proration["amount_due"].as_i64(), proration["ending_balance"].as_i64()), (Some(0), Some(-1000)));
+    let customer = subscription["customer"].as_str().unwrap().to_owned();
+    assert_eq!(fake.object(&customer).unwrap()["balance"], -1000);
+
+    // The renewal uses the credit: nothing is charged.
+    fake.advance_billing_to(end + 60).expect("advance");
+    let renewed = fake.take_pending_events();
+    assert_eq!(kinds(&renewed), ["invoice.paid", "customer.subscription.updated"]);
+    let invoice = &renewed[0]["data"]["object"];
+    assert_eq!((invoice["total"].as_i64(), invoice["amount_due"].as_i64()), (Some(1000), Some(0)));
+    assert_eq!(invoice["billing_reason"], "subscription_cycle");
+    assert_eq!(fake.object(&customer).unwrap()["balance"], 0);
+
+    // A card that keeps failing: four attempts three days apart, then the end.
+    let card = subscription["default_payment_method"].as_str().unwrap().to_owned();
+    fake.decline_payment_method(&card, "insufficient_funds");
+    let next_end = fake.object(&id).unwrap()["items"]["data"][0]["current_period_end"].as_i64().unwrap();
+    fake.advance_billing_to(next_end + 20 * 86_400).expect("advance");
+    let failing = fake.take_pending_events();
+    assert_eq!(
+        kinds(&failing),
+        [
+            "invoice.payment_failed",
+            "customer.subscription.updated",
+            "invoice.payment_failed",
+            "invoice.payment_failed",
+            "invoice.payment_failed",
+            "customer.subscription.deleted",
+        ]
+    );
+    let attempts: Vec<i64> = failing
+        .iter()
+        .filter(|e| e["type"] == "invoice.payment_failed")
+        .map(|e| e["data"]["object"]["attempt_count"].as_i64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3, 4]);
+    assert_eq!(failing[1]["data"]["object"]["status"], "past_due");
+    let ended = &failing[5]["data"]["object"];
+    parses::<stripe_shared::Subscription>(ended, "subscription");
+    assert_eq!(
+        (ended["status"].as_str(), ended["cancellation_details"]["reason"].as_str()),
+        (Some("canceled"), Some("payment_failed"))
+    );
+    assert!(failing.windows(2).all(|w| w[0]["created"].as_i64() <= w[1]["created"].as_i64()), "in time order");
+}

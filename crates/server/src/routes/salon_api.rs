@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use kanpa_patrons::store::{self, PostInput, SalonChanges, SalonInput, TierChanges, TierInput};
-use kanpa_patrons::{PatronError, Salon, SalonStatus, Tier, join};
+use kanpa_patrons::{PatronError, Salon, SalonStatus, Tier, join, repricing};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/salons/{slug}/close", post(close_salon))
         .route("/api/v1/salons/{slug}/tiers", get(list_tiers).post(add_tier))
         .route("/api/v1/salons/{slug}/tiers/{tier}", patch(update_tier))
+        .route("/api/v1/salons/{slug}/tiers/{tier}/reprice", post(reprice_tier))
         .route("/api/v1/salons/{slug}/posts", get(list_posts).post(add_post))
         .route("/api/v1/salons/{slug}/posts/{post}", delete(delete_post))
         .route("/api/v1/salons/{slug}/roster", get(roster))
@@ -141,6 +142,34 @@ async fn update_tier(
     let tier = store::update_tier(&state.db, salon.id, tier.id, &changes).await.map_err(|e| api.fail_salon(e))?;
     let tier = priced(&state, &salon, tier).await;
     Ok(Json(json!(tier)))
+}
+
+/// Moves the tier's renewing patrons onto its current price from their next
+/// renewal; answers how many moved. Call again to finish after a 503.
+async fn reprice_tier(
+    State(state): State<AppState>,
+    api: Api,
+    Path((slug, tier_slug)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    api.must_organise()?;
+    let salon = api.salon(&state, &slug).await?;
+    let site = state.config.salon_site();
+    let done = repricing::move_to_current_price(&state.db, state.gateway.as_ref(), &site, &salon, &tier_slug)
+        .await
+        .map_err(|e| api.fail_salon(e))?;
+    Ok(Json(repriced_json(&done)))
+}
+
+pub(crate) fn repriced_json(done: &repricing::Repriced) -> Value {
+    json!({
+        "tier": done.tier,
+        "price": done.price,
+        "amount": done.amount.amount(),
+        "currency": done.amount.currency().code(),
+        "moved": done.moved,
+        "already_current": done.already_current,
+        "canceling": done.canceling,
+    })
 }
 
 /// The tier with a Stripe price for its amount. If the payment provider
