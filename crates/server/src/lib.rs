@@ -19,6 +19,7 @@ pub mod pages;
 pub mod routes;
 pub mod salon_cli;
 pub mod salon_errors;
+pub mod staff;
 pub mod telemetry;
 pub mod workers;
 

@@ -1,6 +1,7 @@
 //! HTTP routes. Each module holds the handlers for one URL prefix and
 //! returns its own `Router`.
 
+pub mod admin;
 pub mod api;
 pub mod assets;
 pub mod campaigns;
