@@ -898,6 +898,16 @@ async fn an_owner_invites_staff_and_creates_a_team_scoped_api_token_shown_once(b
         html.split("kanpa_").nth(1).map(|t| format!("kanpa_{}", t.split('<').next().unwrap())).expect("token shown");
     let caller = kanpa_server::api_token::authenticate(&console.db, &token).await.unwrap().unwrap();
     assert_eq!((caller.org, caller.role, caller.team), (console.org, Role::Treasurer, Some(nurses.id)));
+    // Through the API the token sees its team's campaign and nothing else.
+    let other = second_campaign(&console).await;
+    let api = |path: String| console.client.get(console.url(&path)).bearer_auth(&token).send();
+    let listed: serde_json::Value = api("/api/v1/campaigns".into()).await.unwrap().json().await.unwrap();
+    let slugs: Vec<&str> = listed["data"].as_array().unwrap().iter().map(|c| c["slug"].as_str().unwrap()).collect();
+    assert_eq!(slugs, [DEMO_CAMPAIGN]);
+    assert_eq!(api(format!("/api/v1/campaigns/{DEMO_CAMPAIGN}")).await.unwrap().status(), 200);
+    assert_eq!(api(format!("/api/v1/campaigns/{other}")).await.unwrap().status(), 404);
+    let salons: serde_json::Value = api("/api/v1/salons".into()).await.unwrap().json().await.unwrap();
+    assert_eq!(salons["data"], serde_json::json!([]));
     let (_, list) = console.get_as(&tokens_path, &cookie).await;
     assert!(list.contains("会計ソフト連携") && !list.contains(&token), "shown once");
     assert_eq!(count(&console.db, "SELECT COUNT(*) FROM api_tokens WHERE token_hash LIKE 'kanpa_%'").await, 0);
@@ -918,6 +928,28 @@ async fn an_owner_invites_staff_and_creates_a_team_scoped_api_token_shown_once(b
     let (status, _) = console.get_as(&format!("/admin/o/{DEMO_ORG}"), &invitee).await;
     assert_eq!(status, 404, "no role, no organisation");
     console.app.stop().await;
+}
+
+/// A second campaign of the demo organisation, without the nurses.
+async fn second_campaign(console: &Console) -> String {
+    let now = Timestamp::now();
+    let rfc = |t: Timestamp| t.as_offset().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let input = campaigns::CampaignInput {
+        slug: "spring-meetup".into(),
+        title_ja: "春の勉強会".into(),
+        title_en: "Spring meet-up".into(),
+        story_ja: "会場費。".into(),
+        currency: "JPY".into(),
+        goal: 100_000,
+        starts_at: rfc(now.saturating_add(time::Duration::days(-1))),
+        deadline: rfc(now.saturating_add(time::Duration::days(10))),
+        time_zone: "Asia/Tokyo".into(),
+        funding_model: "keep_it_all".into(),
+        pool_rule: "equal".into(),
+        contact_email: "spring@example.jp".into(),
+        ..campaigns::CampaignInput::default()
+    };
+    campaigns::create_campaign(&console.db, console.org, &input).await.unwrap().slug
 }
 
 async fn kanpa_user_add_prints_a_one_time_sign_in_link_on_the_base_url(backend: TestBackend) {
