@@ -252,14 +252,33 @@ fn label_of(funds: &[Fund], held_labels: &[(String, String)], account: AccountId
 }
 
 /// Names of every account of the organisation, by id: funds by their
-/// labels, other accounts by their stored names.
-async fn account_names(state: &AppState, org: OrgId, funds: &[Fund]) -> Result<Vec<(String, String)>, Refused> {
+/// labels, where money is held in the reader's language, other accounts by
+/// their stored names.
+async fn account_names(state: &AppState, tr: Tr, org: OrgId, funds: &[Fund]) -> Result<Vec<(String, String)>, Refused> {
     let balances = ledger::balances(&state.db, org).await?;
+    let held = |code: &str| {
+        let (name, currency) = code.split_once(':')?;
+        let key = match name {
+            "stripe-balance" => "admin-held-stripe",
+            "in-transit" => "admin-held-in-transit",
+            "bank" => "admin-held-bank",
+            "cash" => "admin-held-cash",
+            _ => return None,
+        };
+        Some(format!("{} ({currency})", tr.t(key)))
+    };
     Ok(balances
         .into_iter()
         .filter(|b| !funds.iter().any(|f| f.account == b.account.id))
-        .map(|b| (b.account.id.0.to_string(), b.account.name))
+        .map(|b| (b.account.id.0.to_string(), held(&b.account.code).unwrap_or(b.account.name)))
         .collect())
+}
+
+/// "2026-04-01 18:30" in Japan.
+pub(super) fn local_minute(at: Timestamp) -> String {
+    let offset = time::UtcOffset::from_hms(OFFSET_HOURS, 0, 0).unwrap_or(time::UtcOffset::UTC);
+    let t = at.as_offset().to_offset(offset);
+    format!("{} {:02}:{:02}", local_day(at), t.hour(), t.minute())
 }
 
 fn kind_words(tr: Tr, source: Option<&SourceRef>) -> String {
@@ -320,7 +339,7 @@ pub async fn journal(
             let filter = JournalFilter { from, until, account: fund, source_kind: kind.clone(), limit: 200 };
             let entries =
                 if error.is_some() { Vec::new() } else { ledger::journal(&state.db, access.org_id(), &filter).await? };
-            let names = account_names(&state, access.org_id(), &funds).await?;
+            let names = account_names(&state, tr, access.org_id(), &funds).await?;
             let rows = entries.iter().map(|e| journal_row(tr, &funds, &names, e)).collect();
             let nav = Nav::new(&staff, &access, team_label(&funds, &access));
             let page_ = JournalPage {
@@ -394,14 +413,14 @@ async fn entry_page(
 ) -> Result<EntryPage, Refused> {
     let (funds, _) = funds(state, tr, access).await?;
     let entry = visible_entry(state, access, &funds, id).await?;
-    let names = account_names(state, access.org_id(), &funds).await?;
+    let names = account_names(state, tr, access.org_id(), &funds).await?;
     let reversed_by = ledger::reversed_by(&state.db, entry.id).await?;
     let nav = Nav::new(staff, access, team_label(&funds, access));
     Ok(EntryPage {
         tr,
         nav,
         row: journal_row(tr, &funds, &names, &entry),
-        recorded_at: entry.recorded_at.to_string(),
+        recorded_at: local_minute(entry.recorded_at),
         source_kind: kind_words(tr, entry.source.as_ref()),
         source_ref: entry.source.as_ref().map(|s| s.reference.clone()).unwrap_or_default(),
         key: entry.key.as_str().to_owned(),

@@ -300,7 +300,7 @@ async fn tokens_page(
                 .and_then(|id| teams.iter().find(|(t, _)| *t == id))
                 .map(|(_, l)| l.clone())
                 .unwrap_or_default(),
-            created: t.created_at.to_string(),
+            created: super::books::local_minute(t.created_at),
         })
         .collect();
     Ok(TokensPage {
