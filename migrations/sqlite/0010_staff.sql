@@ -53,3 +53,33 @@ CREATE TABLE staff_sign_in_failures (
 CREATE INDEX staff_sign_in_failures_scope ON staff_sign_in_failures (scope, failed_at);
 
 ALTER TABLE api_tokens ADD COLUMN team_id INTEGER REFERENCES campaign_teams (id);
+
+-- Refunds the sandbox payment gateway made (owned by payments' sandbox).
+CREATE TABLE sandbox_refunds (
+    id               TEXT        PRIMARY KEY,
+    idempotency_key  TEXT        NOT NULL UNIQUE,
+    payment_intent   TEXT        NOT NULL,
+    amount           INTEGER     NOT NULL CHECK (amount > 0),
+    currency         TEXT        NOT NULL,
+    created_at       INTEGER     NOT NULL
+) STRICT;
+
+CREATE INDEX sandbox_refunds_payment_intent ON sandbox_refunds (payment_intent);
+
+-- Refunds asked for from the console or the API, one row per request (its
+-- key made when the form was shown), written before the payment provider
+-- is called so a button pressed twice asks once.
+CREATE TABLE staff_refunds (
+    request_key   TEXT        PRIMARY KEY,
+    org_id        INTEGER     NOT NULL REFERENCES organisations (id),
+    pledge_id     INTEGER     NOT NULL REFERENCES pledges (id),
+    amount        INTEGER     NOT NULL CHECK (amount > 0),
+    currency      TEXT        NOT NULL,
+    requested_by  TEXT        NOT NULL,
+    status        TEXT        NOT NULL CHECK (status IN ('requested', 'succeeded', 'failed')),
+    refund_id     TEXT,
+    failure       TEXT,
+    created_at    INTEGER     NOT NULL
+) STRICT;
+
+CREATE INDEX staff_refunds_pledge ON staff_refunds (pledge_id);

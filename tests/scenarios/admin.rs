@@ -27,6 +27,8 @@ on_both_backends!(
     bad_manual_entries_are_refused_in_the_readers_language_and_record_nothing,
     an_owner_invites_staff_and_creates_a_team_scoped_api_token_shown_once,
     kanpa_user_add_prints_a_one_time_sign_in_link_on_the_base_url,
+    a_refund_from_the_console_reaches_stripe_once_and_the_books_follow,
+    a_sandbox_payment_is_refunded_in_full_from_the_console,
 );
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -69,29 +71,17 @@ impl Console {
 
     /// A staff user with a password and a role in `org`.
     pub async fn staff(&self, email: &str, org: OrgId, role: Role, team: Option<i64>) -> i64 {
-        let mut tx = self.db.begin().await.unwrap();
-        let user = staff::store::ensure_user(&mut tx, email).await.unwrap();
-        staff::store::set_role(&mut tx, user, org, role, team, None).await.unwrap();
-        tx.commit().await.unwrap();
-        let hash = staff::hash_password(PASSWORD).unwrap();
-        staff::store::change_password(&self.db, user, &hash).await.unwrap();
-        user
+        add_staff(&self.db, email, org, role, team).await
     }
 
     /// Signs in with the password; returns the `kanpa_staff=…` cookie pair.
     pub async fn sign_in(&self, email: &str) -> String {
-        let res = self.post("/admin/sign-in", &[("email", email), ("password", PASSWORD)], None).await;
-        assert_eq!(res.status(), 303, "signing in as {email}");
-        session_of(&res)
+        sign_in_as(&self.app, email).await
     }
 
     /// A form POST from one of our own pages.
     pub async fn post(&self, path: &str, fields: &[(&str, &str)], cookie: Option<&str>) -> reqwest::Response {
-        let mut req = self.client.post(self.url(path)).header(ORIGIN, self.url("")).form(fields);
-        if let Some(cookie) = cookie {
-            req = req.header("cookie", cookie);
-        }
-        req.send().await.unwrap()
+        post_as(&self.app, path, fields, cookie).await
     }
 
     pub async fn get_as(&self, path: &str, cookie: &str) -> (u16, String) {
@@ -115,6 +105,33 @@ impl Console {
     pub async fn entries(&self) -> i64 {
         count(&self.db, "SELECT COUNT(*) FROM ledger_entries").await
     }
+}
+
+/// A staff user with a password and a role in `org`.
+pub async fn add_staff(db: &Db, email: &str, org: OrgId, role: Role, team: Option<i64>) -> i64 {
+    let mut tx = db.begin().await.unwrap();
+    let user = staff::store::ensure_user(&mut tx, email).await.unwrap();
+    staff::store::set_role(&mut tx, user, org, role, team, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let hash = staff::hash_password(PASSWORD).unwrap();
+    staff::store::change_password(db, user, &hash).await.unwrap();
+    user
+}
+
+/// Signs in with the password; returns the `kanpa_staff=…` cookie pair.
+pub async fn sign_in_as(app: &TestApp, email: &str) -> String {
+    let res = post_as(app, "/admin/sign-in", &[("email", email), ("password", PASSWORD)], None).await;
+    assert_eq!(res.status(), 303, "signing in as {email}");
+    session_of(&res)
+}
+
+/// A form POST from one of our own pages.
+pub async fn post_as(app: &TestApp, path: &str, fields: &[(&str, &str)], cookie: Option<&str>) -> reqwest::Response {
+    let mut req = app.client.post(app.url(path)).header(ORIGIN, app.url("")).form(fields);
+    if let Some(cookie) = cookie {
+        req = req.header("cookie", cookie);
+    }
+    req.send().await.unwrap()
 }
 
 pub fn session_of(res: &reqwest::Response) -> String {
@@ -949,7 +966,8 @@ async fn second_campaign(console: &Console) -> String {
         contact_email: "spring@example.jp".into(),
         ..campaigns::CampaignInput::default()
     };
-    campaigns::create_campaign(&console.db, console.org, &input).await.unwrap().slug
+    let campaign = campaigns::create_campaign(&console.db, console.org, &input).await.unwrap();
+    campaigns::publish(&console.db, campaign.id).await.unwrap().slug
 }
 
 async fn kanpa_user_add_prints_a_one_time_sign_in_link_on_the_base_url(backend: TestBackend) {
@@ -982,5 +1000,163 @@ async fn kanpa_user_add_prints_a_one_time_sign_in_link_on_the_base_url(backend: 
         assert_ne!(code, 0, "{bad:?}");
         assert!(!err.is_empty());
     }
+    console.app.stop().await;
+}
+
+/// A field of a form on an HTML page.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    html.split(&marker).nth(1).unwrap_or_else(|| panic!("no {name} in {html}")).split('"').next().unwrap().to_owned()
+}
+
+async fn a_refund_from_the_console_reaches_stripe_once_and_the_books_follow(backend: TestBackend) {
+    use crate::campaigns::{Drive, fee, fund, seven_team_drive, subjects};
+    let Some(d) = Drive::start(backend).await else { return };
+    let (campaign, teams) = seven_team_drive(d.db(), "refund-2026", "keep_it_all").await;
+    let id = d.pledge(&campaign, Some(&teams[0]), 10_000, "refund@example.jp").await;
+    d.wait_status(&id, PledgeStatus::Collected).await;
+    let org = OrgId(campaign.org_id);
+    let slug = "org-refund-2026";
+    add_staff(d.db(), "treasurer@example.jp", org, Role::Treasurer, None).await;
+    add_staff(d.db(), "viewer@example.jp", org, Role::Viewer, None).await;
+    let cookie = sign_in_as(&d.app, "treasurer@example.jp").await;
+    let page_path = format!("/admin/o/{slug}/pledges/{id}");
+    let html =
+        d.app.client.get(d.app.url(&page_path)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("返金できる残り: ¥10,000"), "{html}");
+    let (csrf, key) = (hidden(&html, "csrf"), hidden(&html, "key"));
+    let refund_path = format!("{page_path}/refund");
+    let stripe_refunds =
+        || d.stripe.requests().iter().filter(|r| r.method == "POST" && r.path == "/v1/refunds").count();
+    let net = 10_000 - fee(10_000);
+    let fund_code = format!("fund:refund-2026:{}", teams[0].slug);
+    assert_eq!(fund(d.db(), campaign.org_id, &fund_code).await, net);
+
+    // More than was paid: refused before Stripe is asked.
+    let res =
+        post_as(&d.app, &refund_path, &[("csrf", &csrf), ("key", &key), ("amount", "10,001")], Some(&cookie)).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("未返金の額（¥10,000）を超えています"));
+    // A viewer may not refund.
+    let viewer = sign_in_as(&d.app, "viewer@example.jp").await;
+    let viewer_csrf = hidden(
+        &d.app
+            .client
+            .get(d.app.url("/admin/password"))
+            .header("cookie", &viewer)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "csrf",
+    );
+    let res =
+        post_as(&d.app, &refund_path, &[("csrf", &viewer_csrf), ("key", "v"), ("amount", "1")], Some(&viewer)).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(stripe_refunds(), 0);
+
+    // A partial refund, the button pressed twice: Stripe is asked once.
+    let fields = [("csrf", csrf.as_str()), ("key", key.as_str()), ("amount", "4000")];
+    let first = post_as(&d.app, &refund_path, &fields, Some(&cookie));
+    let second = post_as(&d.app, &refund_path, &fields, Some(&cookie));
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!((first.status(), second.status()), (reqwest::StatusCode::SEE_OTHER, reqwest::StatusCode::SEE_OTHER));
+    assert_eq!(stripe_refunds(), 1, "one request reaches Stripe");
+    let request = d.stripe.requests().into_iter().find(|r| r.path == "/v1/refunds").unwrap();
+    assert!(request.idempotency_key.as_deref().is_some_and(|k| k.starts_with("staff-refund:")), "{request:?}");
+
+    // Stripe reports it with charge.refunded; the books and the pledge follow once.
+    let events: serde_json::Value = d
+        .app
+        .client
+        .get(format!("{}/v1/events?type=charge.refunded", d.stripe.api_base().trim_end_matches('/')))
+        .bearer_auth("sk_test_kanpa")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event = events["data"][0].clone();
+    assert_eq!(event["data"]["object"]["amount_refunded"], 4000);
+    for _ in 0..2 {
+        assert_eq!(d.stripe.deliver(&event).await.unwrap(), 200);
+    }
+    crate::harness::eventually(30, "the refund is posted", || async {
+        fund(d.db(), campaign.org_id, &fund_code).await == net - 4000
+    })
+    .await;
+    let pledge = campaigns::pledge_by_public_id(d.db(), &id).await.unwrap();
+    assert_eq!((pledge.amount_refunded, pledge.status), (4000, PledgeStatus::Collected));
+    assert_eq!(campaigns::campaign_by_id(d.db(), campaign.id).await.unwrap().collected, 6000);
+    crate::harness::eventually(30, "the supporter hears of the refund", || async {
+        subjects(&d.sink).iter().filter(|s| s.contains("返金しました")).count() == 1
+    })
+    .await;
+    // The page shows it; what is left can be refunded, not more.
+    let html =
+        d.app.client.get(d.app.url(&page_path)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(
+        html.contains("返金できる残り: ¥6,000")
+            && html.contains("Stripeが受付済み")
+            && html.contains("treasurer@example.jp")
+    );
+    let key = hidden(&html, "key");
+    let res = post_as(&d.app, &refund_path, &[("csrf", &csrf), ("key", &key), ("amount", "6001")], Some(&cookie)).await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(stripe_refunds(), 1);
+    assert!(kanpa_ledger::store::check(d.db()).await.unwrap().is_clean());
+}
+
+async fn a_sandbox_payment_is_refunded_in_full_from_the_console(backend: TestBackend) {
+    let Some(console) = Console::spawn(backend).await else { return };
+    let slug = second_campaign(&console).await;
+    console.staff("owner@example.jp", console.org, Role::Owner, None).await;
+    let cookie = console.sign_in("owner@example.jp").await;
+    let res = console
+        .post(
+            &format!("/c/{slug}/pledge"),
+            &[("amount", "3000"), ("display_name", "砂場"), ("email", "sand@example.jp")],
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let checkout = path_of(res.headers()[LOCATION].to_str().unwrap());
+    assert_eq!(console.post(&checkout, &[("action", "succeed")], None).await.status(), 303);
+    let campaign = campaigns::campaign_by_slug(&console.db, &slug).await.unwrap();
+    let find = || async {
+        campaigns::pledges_of_campaign(&console.db, campaign.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.email == "sand@example.jp")
+            .unwrap()
+    };
+    crate::harness::eventually(30, "the sandbox payment is collected", || async {
+        find().await.status == PledgeStatus::Collected
+    })
+    .await;
+    let pledge = find().await;
+    let page_path = format!("/admin/o/{DEMO_ORG}/pledges/{}", pledge.public_id);
+    // The pledge is found by searching.
+    let (_, list) = console.get_as(&format!("/admin/o/{DEMO_ORG}/pledges?q=SAND@example"), &cookie).await;
+    assert!(list.contains(&pledge.public_id));
+    let (_, list) = console.get_as(&format!("/admin/o/{DEMO_ORG}/pledges?q=nobody"), &cookie).await;
+    assert!(!list.contains(&pledge.public_id));
+    let (_, html) = console.get_as(&page_path, &cookie).await;
+    let (csrf, key) = (hidden(&html, "csrf"), hidden(&html, "key"));
+    let res = console
+        .post(&format!("{page_path}/refund"), &[("csrf", &csrf), ("key", &key), ("amount", "¥3,000")], Some(&cookie))
+        .await;
+    assert_eq!(res.status(), 303);
+    crate::harness::eventually(30, "the refund is applied", || async { find().await.status == PledgeStatus::Refunded })
+        .await;
+    let after = campaigns::campaign_by_id(&console.db, campaign.id).await.unwrap();
+    assert_eq!((after.collected, after.backers), (0, 0));
+    let (_, html) = console.get_as(&page_path, &cookie).await;
+    assert!(!html.contains(r#"name="key""#), "nothing is left to refund");
+    assert!(kanpa_ledger::store::check(&console.db).await.unwrap().is_clean());
     console.app.stop().await;
 }

@@ -13,6 +13,7 @@
 //! `staff_sign_in_tokens`, `staff_sessions`, `staff_sign_in_failures`.
 
 pub mod cli;
+pub mod refund;
 pub mod store;
 
 use argon2::Argon2;

@@ -15,6 +15,7 @@
 mod auth;
 mod books;
 mod people;
+mod pledges;
 
 use std::net::SocketAddr;
 
@@ -48,6 +49,9 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/journal/{entry}", get(books::entry))
         .route("/admin/o/{org}/journal/{entry}/reverse", post(books::reverse))
         .route("/admin/o/{org}/entries/new", get(books::new_entry).post(books::record_entry))
+        .route("/admin/o/{org}/pledges", get(pledges::list))
+        .route("/admin/o/{org}/pledges/{pledge}", get(pledges::detail))
+        .route("/admin/o/{org}/pledges/{pledge}/refund", post(pledges::refund))
         .route("/admin/o/{org}/staff", get(people::staff).post(people::invite))
         .route("/admin/o/{org}/staff/{user}/remove", post(people::remove))
         .route("/admin/o/{org}/tokens", get(people::tokens).post(people::create_token))
@@ -64,6 +68,9 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/admin/o/{org}/journal/{entry}/reverse", Need::Books),
     ("GET", "/admin/o/{org}/entries/new", Need::Books),
     ("POST", "/admin/o/{org}/entries/new", Need::Books),
+    ("GET", "/admin/o/{org}/pledges", Need::Read),
+    ("GET", "/admin/o/{org}/pledges/{pledge}", Need::Read),
+    ("POST", "/admin/o/{org}/pledges/{pledge}/refund", Need::Books),
     ("GET", "/admin/o/{org}/staff", Need::Staff),
     ("POST", "/admin/o/{org}/staff", Need::Staff),
     ("POST", "/admin/o/{org}/staff/{user}/remove", Need::Staff),
