@@ -429,6 +429,33 @@ async fn cash_into(db: &Db, org: OrgId, fund: kanpa_ledger::AccountId, amount: i
     id.0
 }
 
+/// A pledge (pending) to a live campaign of the other organisation.
+async fn other_orgs_pledge(console: &Console) -> String {
+    let now = Timestamp::now();
+    let rfc = |t: Timestamp| t.as_offset().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let input = campaigns::CampaignInput {
+        slug: "tohoku-secret".into(),
+        title_ja: "東北の秘密の勉強会".into(),
+        title_en: "Tohoku secret meet-up".into(),
+        story_ja: "秘密。".into(),
+        currency: "JPY".into(),
+        goal: 100_000,
+        starts_at: rfc(now.saturating_add(time::Duration::days(-1))),
+        deadline: rfc(now.saturating_add(time::Duration::days(10))),
+        time_zone: "Asia/Tokyo".into(),
+        funding_model: "keep_it_all".into(),
+        pool_rule: "equal".into(),
+        contact_email: "tohoku@example.jp".into(),
+        ..campaigns::CampaignInput::default()
+    };
+    let campaign = campaigns::create_campaign(&console.db, console.other_org, &input).await.unwrap();
+    campaigns::publish(&console.db, campaign.id).await.unwrap();
+    let fields = [("amount", "2000"), ("display_name", "秘密の人"), ("email", "himitsu@example.jp")];
+    assert_eq!(console.post("/c/tohoku-secret/pledge", &fields, None).await.status(), 303);
+    let pledges = campaigns::pledges_of_campaign(&console.db, campaign.id).await.unwrap();
+    pledges[0].public_id.clone()
+}
+
 /// The other organisation's secret fund, with one entry in it.
 async fn other_orgs_entry(console: &Console) -> (kanpa_ledger::AccountId, i64) {
     let mut tx = console.db.begin().await.unwrap();
@@ -461,6 +488,11 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
     let own_entry = cash_into(&console.db, console.org, nurses.account, 5_000, "own-nurses").await;
     let pharmacists_entry = cash_into(&console.db, console.org, pharmacists.account, 6_000, "own-pharmacists").await;
     let (_, foreign_entry) = other_orgs_entry(&console).await;
+    let foreign_pledge = other_orgs_pledge(&console).await;
+    let (drive, _) = console.drive_teams().await;
+    let pledges = campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap();
+    let nurses_pledge = pledges.iter().find(|p| p.team_id == Some(nurses.id)).unwrap().public_id.clone();
+    let pharmacists_pledge = pledges.iter().find(|p| p.team_id == Some(pharmacists.id)).unwrap().public_id.clone();
     console.staff("boss@example.jp", console.other_org, Role::Owner, None).await;
     let extra = console.staff("extra@example.jp", console.org, Role::Viewer, None).await;
     let token_id: i64 = {
@@ -474,30 +506,33 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
         ("treasurer@example.jp", Role::Treasurer, None),
         ("owner@example.jp", Role::Owner, None),
     ];
-    let secrets = [OTHER_ORG_NAME, "ひみつ基金", "77,777", "boss@example.jp"];
+    let secrets =
+        [OTHER_ORG_NAME, "ひみつ基金", "77,777", "boss@example.jp", "himitsu@example.jp", "東北の秘密の勉強会"];
     let mut checked = 0;
     for (email, role, scope) in people {
         console.staff(email, console.org, role, scope).await;
         let cookie = console.sign_in(email).await;
         let csrf = console.csrf(&cookie).await;
         for (method, pattern, need) in ROUTES {
-            for (org, entry, expect_hidden) in [
-                (DEMO_ORG, own_entry, false),
-                (OTHER_ORG, foreign_entry, true),
-                // Another organisation's entry under one's own organisation.
-                (DEMO_ORG, foreign_entry, pattern.contains("{entry}")),
-                // Another team's entry, for a treasurer limited to one team.
-                (DEMO_ORG, pharmacists_entry, scope.is_some() && pattern.contains("{entry}")),
+            let names_a_thing = pattern.contains("{entry}") || pattern.contains("{pledge}");
+            for (org, entry, pledge, expect_hidden) in [
+                (DEMO_ORG, own_entry, nurses_pledge.as_str(), false),
+                (OTHER_ORG, foreign_entry, foreign_pledge.as_str(), true),
+                // Another organisation's entry or pledge under one's own organisation.
+                (DEMO_ORG, foreign_entry, foreign_pledge.as_str(), names_a_thing),
+                // Another team's, for a treasurer limited to one team.
+                (DEMO_ORG, pharmacists_entry, pharmacists_pledge.as_str(), scope.is_some() && names_a_thing),
             ]
             .into_iter()
             .enumerate()
-            // The last two differ from the first only in the entry id.
-            .filter(|(i, _)| *i < 2 || pattern.contains("{entry}"))
+            // The last two differ from the first only in the entry or pledge.
+            .filter(|(i, _)| *i < 2 || names_a_thing)
             .map(|(_, combination)| combination)
             {
                 let path = pattern
                     .replace("{org}", org)
                     .replace("{entry}", &entry.to_string())
+                    .replace("{pledge}", pledge)
                     .replace("{user}", &extra.to_string())
                     .replace("{id}", &token_id.to_string());
                 let res = if *method == "GET" {
@@ -526,7 +561,7 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
             }
         }
     }
-    let with_entry = ROUTES.iter().filter(|(_, p, _)| p.contains("{entry}")).count();
+    let with_entry = ROUTES.iter().filter(|(_, p, _)| p.contains("{entry}") || p.contains("{pledge}")).count();
     assert_eq!(checked, 5 * (2 * ROUTES.len() + 2 * with_entry));
     // The other organisation's owner sees nothing of this one.
     let boss = console.sign_in("boss@example.jp").await;
