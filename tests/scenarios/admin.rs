@@ -28,7 +28,7 @@ on_both_backends!(
     an_owner_invites_staff_and_creates_a_team_scoped_api_token_shown_once,
     kanpa_user_add_prints_a_one_time_sign_in_link_on_the_base_url,
     a_refund_from_the_console_reaches_stripe_once_and_the_books_follow,
-    a_sandbox_payment_is_refunded_in_full_from_the_console,
+    a_sandbox_payment_is_refunded_through_the_api_and_the_console,
 );
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -1145,7 +1145,7 @@ async fn a_refund_from_the_console_reaches_stripe_once_and_the_books_follow(back
     assert!(kanpa_ledger::store::check(d.db()).await.unwrap().is_clean());
 }
 
-async fn a_sandbox_payment_is_refunded_in_full_from_the_console(backend: TestBackend) {
+async fn a_sandbox_payment_is_refunded_through_the_api_and_the_console(backend: TestBackend) {
     let Some(console) = Console::spawn(backend).await else { return };
     let slug = second_campaign(&console).await;
     console.staff("owner@example.jp", console.org, Role::Owner, None).await;
@@ -1180,10 +1180,36 @@ async fn a_sandbox_payment_is_refunded_in_full_from_the_console(backend: TestBac
     assert!(list.contains(&pledge.public_id));
     let (_, list) = console.get_as(&format!("/admin/o/{DEMO_ORG}/pledges?q=nobody"), &cookie).await;
     assert!(!list.contains(&pledge.public_id));
+    // Through the API: owner and treasurer tokens only, not another
+    // organisation's, never more than was paid, once per key.
+    let url = console.url(&format!("/api/v1/pledges/{}/refunds", pledge.public_id));
+    let client = console.client.clone();
+    let api = |token: String, body: serde_json::Value| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.post(url).bearer_auth(token).json(&body).send().await.unwrap() }
+    };
+    let viewer = kanpa_server::api_token::create(&console.db, console.org, Role::Viewer, "v").await.unwrap();
+    let outsider = kanpa_server::api_token::create(&console.db, console.other_org, Role::Owner, "o").await.unwrap();
+    let owner = kanpa_server::api_token::create(&console.db, console.org, Role::Treasurer, "t").await.unwrap();
+    let body = serde_json::json!({ "amount": 1000, "idempotency_key": "api-1" });
+    assert_eq!(api(viewer, body.clone()).await.status(), 403);
+    assert_eq!(api(outsider, body.clone()).await.status(), 404);
+    let res = api(owner.clone(), serde_json::json!({ "amount": 3001, "idempotency_key": "api-0" })).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("¥3,000"));
+    let res = api(owner.clone(), serde_json::json!({ "amount": "lots", "idempotency_key": "api-0" })).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(api(owner.clone(), body.clone()).await.status(), 202);
+    let again: serde_json::Value = api(owner.clone(), body).await.json().await.unwrap();
+    assert_eq!(again["already_requested"], true);
+    crate::harness::eventually(30, "the API refund is applied", || async { find().await.amount_refunded == 1000 })
+        .await;
+
     let (_, html) = console.get_as(&page_path, &cookie).await;
+    assert!(html.contains("返金できる残り: ¥2,000"), "what is left");
     let (csrf, key) = (hidden(&html, "csrf"), hidden(&html, "key"));
     let res = console
-        .post(&format!("{page_path}/refund"), &[("csrf", &csrf), ("key", &key), ("amount", "¥3,000")], Some(&cookie))
+        .post(&format!("{page_path}/refund"), &[("csrf", &csrf), ("key", &key), ("amount", "¥2,000")], Some(&cookie))
         .await;
     assert_eq!(res.status(), 303);
     crate::harness::eventually(30, "the refund is applied", || async { find().await.status == PledgeStatus::Refunded })

@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::me::router())
         .merge(routes::salons::router())
         .merge(routes::admin::router())
+        .merge(routes::refund_api::router())
         .fallback(error::not_found)
         .layer(from_fn(telemetry::track_requests))
         .with_state(state)

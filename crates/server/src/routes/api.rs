@@ -70,7 +70,7 @@ impl ApiError {
         ApiError { status, code, field, message }
     }
 
-    fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
         ApiError { status, code, field: None, message }
     }
 
@@ -119,6 +119,10 @@ impl Api {
 
     pub(crate) fn tr(&self) -> Tr {
         self.tr
+    }
+
+    pub(crate) fn caller(&self) -> Caller {
+        self.caller
     }
 
     /// The one campaign team the caller is limited to, if any.

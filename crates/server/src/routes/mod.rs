@@ -8,6 +8,7 @@ pub mod campaigns;
 pub mod health;
 pub mod home;
 pub mod me;
+pub mod refund_api;
 pub mod salon_api;
 pub mod salons;
 pub mod sandbox;

@@ -15,7 +15,7 @@
 mod auth;
 mod books;
 mod people;
-mod pledges;
+pub(crate) mod pledges;
 
 use std::net::SocketAddr;
 
