@@ -36,7 +36,7 @@ async fn visible_pledges(state: &AppState, access: &Access) -> Result<Vec<(Campa
             }
         }
     }
-    all.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at));
+    all.sort_by_key(|(_, p)| std::cmp::Reverse(p.created_at));
     Ok(all)
 }
 
