@@ -514,14 +514,21 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
         let cookie = console.sign_in(email).await;
         let csrf = console.csrf(&cookie).await;
         for (method, pattern, need) in ROUTES {
-            let names_a_thing = pattern.contains("{entry}") || pattern.contains("{pledge}");
-            for (org, entry, pledge, expect_hidden) in [
-                (DEMO_ORG, own_entry, nurses_pledge.as_str(), false),
-                (OTHER_ORG, foreign_entry, foreign_pledge.as_str(), true),
-                // Another organisation's entry or pledge under one's own organisation.
-                (DEMO_ORG, foreign_entry, foreign_pledge.as_str(), names_a_thing),
+            let names_team_thing = pattern.contains("{entry}") || pattern.contains("{pledge}");
+            let names_a_thing = names_team_thing || pattern.contains("{campaign}");
+            for (org, entry, pledge, campaign, expect_hidden) in [
+                (DEMO_ORG, own_entry, nurses_pledge.as_str(), DEMO_CAMPAIGN, false),
+                (OTHER_ORG, foreign_entry, foreign_pledge.as_str(), "tohoku-secret", true),
+                // Another organisation's entry, pledge or campaign under one's own organisation.
+                (DEMO_ORG, foreign_entry, foreign_pledge.as_str(), "tohoku-secret", names_a_thing),
                 // Another team's, for a treasurer limited to one team.
-                (DEMO_ORG, pharmacists_entry, pharmacists_pledge.as_str(), scope.is_some() && names_a_thing),
+                (
+                    DEMO_ORG,
+                    pharmacists_entry,
+                    pharmacists_pledge.as_str(),
+                    DEMO_CAMPAIGN,
+                    scope.is_some() && names_team_thing,
+                ),
             ]
             .into_iter()
             .enumerate()
@@ -533,6 +540,7 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
                     .replace("{org}", org)
                     .replace("{entry}", &entry.to_string())
                     .replace("{pledge}", pledge)
+                    .replace("{campaign}", campaign)
                     .replace("{user}", &extra.to_string())
                     .replace("{id}", &token_id.to_string());
                 let res = if *method == "GET" {
@@ -561,7 +569,10 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
             }
         }
     }
-    let with_entry = ROUTES.iter().filter(|(_, p, _)| p.contains("{entry}") || p.contains("{pledge}")).count();
+    let with_entry = ROUTES
+        .iter()
+        .filter(|(_, p, _)| p.contains("{entry}") || p.contains("{pledge}") || p.contains("{campaign}"))
+        .count();
     assert_eq!(checked, 5 * (2 * ROUTES.len() + 2 * with_entry));
     // The other organisation's owner sees nothing of this one.
     let boss = console.sign_in("boss@example.jp").await;
@@ -649,6 +660,13 @@ async fn a_treasurer_records_cash_against_a_pledge_and_the_campaign_total_moves(
         console.get(&format!("/c/{DEMO_CAMPAIGN}")).await.text().await.unwrap().contains(&total)
     })
     .await;
+    // The console's campaign page shows the totals and the chart, stacked
+    // by team with the goal line.
+    let (status, html) = console.get_as(&format!("/admin/o/{DEMO_ORG}/campaigns/{DEMO_CAMPAIGN}"), &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<svg") && html.contains("日ごとの支援額の累計"), "{html}");
+    assert!(html.contains(&format!("目標 {}", kanpa_ledger::Money::yen(after.goal).format(kanpa_ledger::Locale::Ja))));
+    assert!(html.contains("看護師: ") && html.contains(&total), "a nurses segment and the total");
     // The entry says what it pays and who recorded it.
     let (status, html) = console.get_as(&entry_page, &cookie).await;
     assert_eq!(status, 200);

@@ -177,6 +177,12 @@ async fn a_treasurer_signs_in_on_a_phone_records_cash_and_reads_the_ledger(backe
     assert!(page.contains("¥12,000") && page.contains("kaikei@example.jp"), "{page}");
     browser.screenshot(PHONE, &dir.join("admin-5-journal-phone.png")).await;
     browser.screenshot(DESKTOP, &dir.join("admin-5-journal-desktop.png")).await;
+
+    // The campaign with its chart of money raised per day, by team.
+    browser.goto(&app.url(&format!("/admin/o/{}/campaigns/{DEMO_CAMPAIGN}", demo::DEMO_ORG))).await;
+    let page = browser.source().await;
+    assert!(page.contains("<svg") && page.contains("看護師"), "{page}");
+    browser.screenshot(PHONE, &dir.join("admin-6-campaign-chart-phone.png")).await;
     println!("screenshots saved in {}", dir.display());
     browser.quit().await;
     app.stop().await;

@@ -8,6 +8,7 @@ pub mod api_token;
 pub mod app;
 pub mod campaign_cli;
 pub mod campaign_errors;
+pub mod charts;
 pub mod cli;
 pub mod config;
 pub mod error;

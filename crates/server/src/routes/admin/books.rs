@@ -158,6 +158,7 @@ struct DashboardPage {
     role: String,
     funds: Vec<FundRow>,
     held: Vec<Held>,
+    campaigns: Vec<(String, String)>,
 }
 
 fn fund_rows(tr: Tr, funds: &[Fund]) -> Vec<FundRow> {
@@ -182,7 +183,15 @@ pub async fn dashboard(State(state): State<AppState>, lang: Lang, staff: Staff, 
             let (funds, held) = funds(&state, tr, &access).await?;
             let nav = Nav::new(&staff, &access, team_label(&funds, &access));
             let role = tr.t(&format!("admin-role-{}", access.role.as_str()));
-            let page_ = DashboardPage { tr, nav, role, funds: fund_rows(tr, &funds), held };
+            let campaign_failure = |e| Refused::Error(crate::forms::read_failure(e));
+            let mut campaigns = Vec::new();
+            for c in kanpa_campaigns::store::campaigns_of(&state.db, access.org_id()).await.map_err(campaign_failure)? {
+                let teams = kanpa_campaigns::store::teams(&state.db, c.id).await.map_err(campaign_failure)?;
+                if access.team.is_none_or(|team| teams.iter().any(|t| t.id == team)) {
+                    campaigns.push((c.slug.clone(), c.title(tr.0).to_owned()));
+                }
+            }
+            let page_ = DashboardPage { tr, nav, role, funds: fund_rows(tr, &funds), held, campaigns };
             Ok(page(StatusCode::OK, page_.render_html()))
         }
         .await,

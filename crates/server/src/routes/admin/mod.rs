@@ -14,6 +14,7 @@
 
 mod auth;
 mod books;
+mod campaigns;
 mod people;
 pub(crate) mod pledges;
 
@@ -49,6 +50,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/journal/{entry}", get(books::entry))
         .route("/admin/o/{org}/journal/{entry}/reverse", post(books::reverse))
         .route("/admin/o/{org}/entries/new", get(books::new_entry).post(books::record_entry))
+        .route("/admin/o/{org}/campaigns/{campaign}", get(campaigns::campaign))
         .route("/admin/o/{org}/pledges", get(pledges::list))
         .route("/admin/o/{org}/pledges/{pledge}", get(pledges::detail))
         .route("/admin/o/{org}/pledges/{pledge}/refund", post(pledges::refund))
@@ -68,6 +70,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/admin/o/{org}/journal/{entry}/reverse", Need::Books),
     ("GET", "/admin/o/{org}/entries/new", Need::Books),
     ("POST", "/admin/o/{org}/entries/new", Need::Books),
+    ("GET", "/admin/o/{org}/campaigns/{campaign}", Need::Read),
     ("GET", "/admin/o/{org}/pledges", Need::Read),
     ("GET", "/admin/o/{org}/pledges/{pledge}", Need::Read),
     ("POST", "/admin/o/{org}/pledges/{pledge}/refund", Need::Books),
