@@ -29,6 +29,7 @@ on_both_backends!(
     kanpa_user_add_prints_a_one_time_sign_in_link_on_the_base_url,
     a_refund_from_the_console_reaches_stripe_once_and_the_books_follow,
     a_sandbox_payment_is_refunded_through_the_api_and_the_console,
+    the_salon_page_charts_patrons_by_status_and_revenue_and_finds_patrons,
 );
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -429,6 +430,20 @@ async fn cash_into(db: &Db, org: OrgId, fund: kanpa_ledger::AccountId, amount: i
     id.0
 }
 
+const OWN_SALON: &str = "own-salon";
+const FOREIGN_SALON: &str = "tohoku-salon";
+
+async fn salon_of(console: &Console, org: OrgId, slug: &str, name: &str) {
+    let input = kanpa_patrons::store::SalonInput {
+        slug: slug.into(),
+        name_ja: name.into(),
+        currency: "JPY".into(),
+        contact_email: "salon@example.jp".into(),
+        ..kanpa_patrons::store::SalonInput::default()
+    };
+    kanpa_patrons::store::create_salon(&console.db, org, &input).await.unwrap();
+}
+
 /// A pledge (pending) to a live campaign of the other organisation.
 async fn other_orgs_pledge(console: &Console) -> String {
     let now = Timestamp::now();
@@ -489,6 +504,8 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
     let pharmacists_entry = cash_into(&console.db, console.org, pharmacists.account, 6_000, "own-pharmacists").await;
     let (_, foreign_entry) = other_orgs_entry(&console).await;
     let foreign_pledge = other_orgs_pledge(&console).await;
+    salon_of(&console, console.org, OWN_SALON, "健康サロン").await;
+    salon_of(&console, console.other_org, FOREIGN_SALON, "東北の秘密サロン").await;
     let (drive, _) = console.drive_teams().await;
     let pledges = campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap();
     let nurses_pledge = pledges.iter().find(|p| p.team_id == Some(nurses.id)).unwrap().public_id.clone();
@@ -506,8 +523,15 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
         ("treasurer@example.jp", Role::Treasurer, None),
         ("owner@example.jp", Role::Owner, None),
     ];
-    let secrets =
-        [OTHER_ORG_NAME, "ひみつ基金", "77,777", "boss@example.jp", "himitsu@example.jp", "東北の秘密の勉強会"];
+    let secrets = [
+        OTHER_ORG_NAME,
+        "ひみつ基金",
+        "77,777",
+        "boss@example.jp",
+        "himitsu@example.jp",
+        "東北の秘密の勉強会",
+        "東北の秘密サロン",
+    ];
     let mut checked = 0;
     for (email, role, scope) in people {
         console.staff(email, console.org, role, scope).await;
@@ -515,19 +539,22 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
         let csrf = console.csrf(&cookie).await;
         for (method, pattern, need) in ROUTES {
             let names_team_thing = pattern.contains("{entry}") || pattern.contains("{pledge}");
-            let names_a_thing = names_team_thing || pattern.contains("{campaign}");
-            for (org, entry, pledge, campaign, expect_hidden) in [
-                (DEMO_ORG, own_entry, nurses_pledge.as_str(), DEMO_CAMPAIGN, false),
-                (OTHER_ORG, foreign_entry, foreign_pledge.as_str(), "tohoku-secret", true),
-                // Another organisation's entry, pledge or campaign under one's own organisation.
-                (DEMO_ORG, foreign_entry, foreign_pledge.as_str(), "tohoku-secret", names_a_thing),
+            // Salons are no team's fund: a team treasurer sees none.
+            let names_salon = pattern.contains("{salon}");
+            let names_a_thing = names_team_thing || names_salon || pattern.contains("{campaign}");
+            for (org, entry, pledge, campaign, salon, expect_hidden) in [
+                (DEMO_ORG, own_entry, nurses_pledge.as_str(), DEMO_CAMPAIGN, OWN_SALON, scope.is_some() && names_salon),
+                (OTHER_ORG, foreign_entry, foreign_pledge.as_str(), "tohoku-secret", FOREIGN_SALON, true),
+                // Another organisation's thing under one's own organisation.
+                (DEMO_ORG, foreign_entry, foreign_pledge.as_str(), "tohoku-secret", FOREIGN_SALON, names_a_thing),
                 // Another team's, for a treasurer limited to one team.
                 (
                     DEMO_ORG,
                     pharmacists_entry,
                     pharmacists_pledge.as_str(),
                     DEMO_CAMPAIGN,
-                    scope.is_some() && names_team_thing,
+                    OWN_SALON,
+                    scope.is_some() && (names_team_thing || names_salon),
                 ),
             ]
             .into_iter()
@@ -541,6 +568,7 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
                     .replace("{entry}", &entry.to_string())
                     .replace("{pledge}", pledge)
                     .replace("{campaign}", campaign)
+                    .replace("{salon}", salon)
                     .replace("{user}", &extra.to_string())
                     .replace("{id}", &token_id.to_string());
                 let res = if *method == "GET" {
@@ -571,7 +599,7 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
     }
     let with_entry = ROUTES
         .iter()
-        .filter(|(_, p, _)| p.contains("{entry}") || p.contains("{pledge}") || p.contains("{campaign}"))
+        .filter(|(_, p, _)| ["{entry}", "{pledge}", "{campaign}", "{salon}"].iter().any(|t| p.contains(t)))
         .count();
     assert_eq!(checked, 5 * (2 * ROUTES.len() + 2 * with_entry));
     // The other organisation's owner sees nothing of this one.
@@ -1237,5 +1265,39 @@ async fn a_sandbox_payment_is_refunded_through_the_api_and_the_console(backend: 
     let (_, html) = console.get_as(&page_path, &cookie).await;
     assert!(!html.contains(r#"name="key""#), "nothing is left to refund");
     assert!(kanpa_ledger::store::check(&console.db).await.unwrap().is_clean());
+    console.app.stop().await;
+}
+
+async fn the_salon_page_charts_patrons_by_status_and_revenue_and_finds_patrons(backend: TestBackend) {
+    use kanpa_patrons::demo::{self as salon_demo, DEMO_SALON, DEMO_SALON_ORG};
+    let Some(console) = Console::spawn(backend).await else { return };
+    assert!(salon_demo::seed(&console.db, Timestamp::now()).await.unwrap());
+    let org = kanpa_ledger::store::organisation_by_slug(&console.db, DEMO_SALON_ORG).await.unwrap().unwrap().id;
+    console.staff("salon-owner@example.jp", org, Role::Viewer, None).await;
+    let cookie = console.sign_in("salon-owner@example.jp").await;
+    let (status, dashboard) = console.get_as(&format!("/admin/o/{DEMO_SALON_ORG}"), &cookie).await;
+    assert_eq!(status, 200);
+    assert!(dashboard.contains(&format!("/admin/o/{DEMO_SALON_ORG}/salons/{DEMO_SALON}")));
+    let path = format!("/admin/o/{DEMO_SALON_ORG}/salons/{DEMO_SALON}");
+    let (status, html) = console.get_as(&path, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("状態別の会員数") && html.contains("各月末の月額収入"), "both charts");
+    assert_eq!(html.matches("<svg").count(), 2);
+    assert!(html.contains("有効: "), "a bar of active patrons, named in Japanese");
+    let salon = kanpa_patrons::store::salon_by_slug(&console.db, DEMO_SALON).await.unwrap();
+    let tiers = kanpa_patrons::store::tiers(&console.db, salon.id).await.unwrap();
+    let memberships = kanpa_patrons::store::memberships_of_salon(&console.db, salon.id).await.unwrap();
+    let roster = kanpa_patrons::roster::summarise(&memberships, &tiers, Timestamp::now(), 12);
+    let mrr = kanpa_ledger::Money::yen(roster.mrr).format(kanpa_ledger::Locale::Ja);
+    assert!(html.contains(&format!("MRR <strong>{mrr}</strong>")), "{mrr}");
+    let bars =
+        roster.counts.values().filter(|n| **n > 0).count() + roster.months.iter().filter(|m| m.mrr_at_end > 0).count();
+    assert_eq!(html.matches("<rect").count(), bars, "one bar per status with patrons and per month with revenue");
+    // Search by email, in any case.
+    let one = memberships[0].email.clone();
+    let (_, found) = console.get_as(&format!("{path}?q={}", one.to_uppercase()), &cookie).await;
+    assert!(found.contains(one.as_str()));
+    let (status, _) = console.get_as(&format!("{path}?q={}", "x".repeat(101)), &cookie).await;
+    assert_eq!(status, 422);
     console.app.stop().await;
 }

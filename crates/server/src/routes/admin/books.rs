@@ -159,6 +159,7 @@ struct DashboardPage {
     funds: Vec<FundRow>,
     held: Vec<Held>,
     campaigns: Vec<(String, String)>,
+    salons: Vec<(String, String)>,
 }
 
 fn fund_rows(tr: Tr, funds: &[Fund]) -> Vec<FundRow> {
@@ -191,7 +192,14 @@ pub async fn dashboard(State(state): State<AppState>, lang: Lang, staff: Staff, 
                     campaigns.push((c.slug.clone(), c.title(tr.0).to_owned()));
                 }
             }
-            let page_ = DashboardPage { tr, nav, role, funds: fund_rows(tr, &funds), held, campaigns };
+            let mut salons = Vec::new();
+            if access.team.is_none() {
+                let listed = kanpa_patrons::store::salons_of(&state.db, access.org_id())
+                    .await
+                    .map_err(|e| Refused::Error(AppError::Internal(anyhow::anyhow!(e))))?;
+                salons = listed.into_iter().map(|s| (s.slug.clone(), s.name(tr.0).to_owned())).collect();
+            }
+            let page_ = DashboardPage { tr, nav, role, funds: fund_rows(tr, &funds), held, campaigns, salons };
             Ok(page(StatusCode::OK, page_.render_html()))
         }
         .await,

@@ -17,6 +17,7 @@ mod books;
 mod campaigns;
 mod people;
 pub(crate) mod pledges;
+mod salons;
 
 use std::net::SocketAddr;
 
@@ -51,6 +52,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/journal/{entry}/reverse", post(books::reverse))
         .route("/admin/o/{org}/entries/new", get(books::new_entry).post(books::record_entry))
         .route("/admin/o/{org}/campaigns/{campaign}", get(campaigns::campaign))
+        .route("/admin/o/{org}/salons/{salon}", get(salons::salon))
         .route("/admin/o/{org}/pledges", get(pledges::list))
         .route("/admin/o/{org}/pledges/{pledge}", get(pledges::detail))
         .route("/admin/o/{org}/pledges/{pledge}/refund", post(pledges::refund))
@@ -71,6 +73,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/admin/o/{org}/entries/new", Need::Books),
     ("POST", "/admin/o/{org}/entries/new", Need::Books),
     ("GET", "/admin/o/{org}/campaigns/{campaign}", Need::Read),
+    ("GET", "/admin/o/{org}/salons/{salon}", Need::Read),
     ("GET", "/admin/o/{org}/pledges", Need::Read),
     ("GET", "/admin/o/{org}/pledges/{pledge}", Need::Read),
     ("POST", "/admin/o/{org}/pledges/{pledge}/refund", Need::Books),
