@@ -30,6 +30,7 @@ on_both_backends!(
     a_refund_from_the_console_reaches_stripe_once_and_the_books_follow,
     a_sandbox_payment_is_refunded_through_the_api_and_the_console,
     the_salon_page_charts_patrons_by_status_and_revenue_and_finds_patrons,
+    an_organiser_sets_up_a_campaign_with_teams_and_publishes_it,
 );
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -1299,5 +1300,84 @@ async fn the_salon_page_charts_patrons_by_status_and_revenue_and_finds_patrons(b
     assert!(found.contains(one.as_str()));
     let (status, _) = console.get_as(&format!("{path}?q={}", "x".repeat(101)), &cookie).await;
     assert_eq!(status, 422);
+    console.app.stop().await;
+}
+
+async fn an_organiser_sets_up_a_campaign_with_teams_and_publishes_it(backend: TestBackend) {
+    let Some(console) = Console::spawn(backend).await else { return };
+    console.staff("organiser@example.jp", console.org, Role::Organiser, None).await;
+    let cookie = console.sign_in("organiser@example.jp").await;
+    let csrf = console.csrf(&cookie).await;
+    let path = format!("/admin/o/{DEMO_ORG}/campaigns/new");
+    let (status, form) = console.get_as(&path, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(form.contains(r#"name="deadline""#));
+    let fields = |slug: &'static str, goal: &'static str, deadline: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("slug", slug.to_owned()),
+            ("title_ja", "<b>春の</b>勉強会".to_owned()),
+            ("goal", goal.to_owned()),
+            ("starts_at", "2026-01-01T10:00".to_owned()),
+            ("deadline", deadline.to_owned()),
+            ("funding_model", "keep_it_all".to_owned()),
+            ("pool_rule", "equal".to_owned()),
+            ("contact_email", "spring@example.jp".to_owned()),
+        ]
+    };
+    let before = count(&console.db, "SELECT COUNT(*) FROM campaigns").await;
+    for (slug, goal, deadline, words) in [
+        ("Bad Slug!", "100000", "2099-01-01T10:00", "3〜64 文字"),
+        ("spring-2026", "たくさん", "2099-01-01T10:00", ""),
+        ("spring-2026", "100000", "2025-12-31T10:00", ""),
+        (DEMO_CAMPAIGN, "100000", "2099-01-01T10:00", ""),
+    ] {
+        let form = fields(slug, goal, deadline);
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = console.post(&path, &form, Some(&cookie)).await;
+        assert!([409, 422].contains(&res.status().as_u16()), "{slug} {goal} {deadline}: {}", res.status());
+        let html = res.text().await.unwrap();
+        assert!(html.contains(r#"class="problem""#) && html.contains(words), "{html}");
+    }
+    assert_eq!(count(&console.db, "SELECT COUNT(*) FROM campaigns").await, before, "nothing was created");
+    let form = fields("spring-2026", "100,000", "2099-01-01T10:00");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let res = console.post(&path, &form, Some(&cookie)).await;
+    assert_eq!(res.status(), 303);
+    let page_path = format!("/admin/o/{DEMO_ORG}/campaigns/spring-2026");
+    assert_eq!(res.headers()[LOCATION], page_path);
+    let (_, html) = console.get_as(&page_path, &cookie).await;
+    assert!(html.contains("&lt;b&gt;春の&lt;/b&gt;勉強会") || html.contains("&#60;b&#62;"), "escaped title");
+    assert!(html.contains("下書き"));
+    assert_eq!(console.get("/c/spring-2026").await.status(), 404, "a draft is not public");
+    // A team: a bad goal is refused, a good one added.
+    let teams = format!("{page_path}/teams");
+    let res = console
+        .post(&teams, &[("csrf", &csrf), ("slug", "venue"), ("name_ja", "会場"), ("goal", "-5")], Some(&cookie))
+        .await;
+    assert_eq!(res.status(), 422);
+    let res = console
+        .post(&teams, &[("csrf", &csrf), ("slug", "venue"), ("name_ja", "会場"), ("goal", "50000")], Some(&cookie))
+        .await;
+    assert_eq!(res.status(), 303);
+    let campaign = campaigns::campaign_by_slug(&console.db, "spring-2026").await.unwrap();
+    assert_eq!(campaigns::teams(&console.db, campaign.id).await.unwrap().len(), 1);
+    let res = console.post(&format!("{page_path}/publish"), &[("csrf", &csrf)], Some(&cookie)).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(console.get("/c/spring-2026").await.status(), 200, "published");
+    let res = console.post(&format!("{page_path}/publish"), &[("csrf", &csrf)], Some(&cookie)).await;
+    assert_eq!(res.status(), 409, "published once");
+    // A salon of the organisation is opened, then closed.
+    salon_of(&console, console.org, OWN_SALON, "健康サロン").await;
+    let status_path = format!("/admin/o/{DEMO_ORG}/salons/{OWN_SALON}/status");
+    let res = console.post(&status_path, &[("csrf", &csrf), ("to", "sideways")], Some(&cookie)).await;
+    assert_eq!(res.status(), 422);
+    let open = console.post(&status_path, &[("csrf", &csrf), ("to", "open")], Some(&cookie)).await;
+    assert_eq!(open.status(), 303);
+    let salon = kanpa_patrons::store::salon_by_slug(&console.db, OWN_SALON).await.unwrap();
+    assert_eq!(salon.status, kanpa_patrons::SalonStatus::Open);
+    assert_eq!(console.post(&status_path, &[("csrf", &csrf), ("to", "closed")], Some(&cookie)).await.status(), 303);
+    let salon = kanpa_patrons::store::salon_by_slug(&console.db, OWN_SALON).await.unwrap();
+    assert_eq!(salon.status, kanpa_patrons::SalonStatus::Closed);
     console.app.stop().await;
 }

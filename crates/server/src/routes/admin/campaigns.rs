@@ -45,6 +45,7 @@ struct CampaignPage {
     teams: Vec<TeamLine>,
     chart: BarChart,
     id: &'static str,
+    draft: bool,
 }
 
 /// Money counted toward the drive, per day (in the campaign's time zone)
@@ -150,6 +151,7 @@ pub async fn campaign(
                     .collect(),
                 chart,
                 id: "raised",
+                draft: campaign.status == kanpa_campaigns::CampaignStatus::Draft,
             };
             Ok(page(StatusCode::OK, page_.render_html()))
         }

@@ -18,6 +18,7 @@ mod campaigns;
 mod people;
 pub(crate) mod pledges;
 mod salons;
+mod setup;
 
 use std::net::SocketAddr;
 
@@ -51,7 +52,11 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/journal/{entry}", get(books::entry))
         .route("/admin/o/{org}/journal/{entry}/reverse", post(books::reverse))
         .route("/admin/o/{org}/entries/new", get(books::new_entry).post(books::record_entry))
+        .route("/admin/o/{org}/campaigns/new", get(setup::new_campaign).post(setup::create_campaign))
         .route("/admin/o/{org}/campaigns/{campaign}", get(campaigns::campaign))
+        .route("/admin/o/{org}/campaigns/{campaign}/teams", post(setup::add_team))
+        .route("/admin/o/{org}/campaigns/{campaign}/publish", post(setup::publish))
+        .route("/admin/o/{org}/salons/{salon}/status", post(setup::salon_status))
         .route("/admin/o/{org}/salons/{salon}", get(salons::salon))
         .route("/admin/o/{org}/pledges", get(pledges::list))
         .route("/admin/o/{org}/pledges/{pledge}", get(pledges::detail))
@@ -72,7 +77,12 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/admin/o/{org}/journal/{entry}/reverse", Need::Books),
     ("GET", "/admin/o/{org}/entries/new", Need::Books),
     ("POST", "/admin/o/{org}/entries/new", Need::Books),
+    ("GET", "/admin/o/{org}/campaigns/new", Need::Organise),
+    ("POST", "/admin/o/{org}/campaigns/new", Need::Organise),
     ("GET", "/admin/o/{org}/campaigns/{campaign}", Need::Read),
+    ("POST", "/admin/o/{org}/campaigns/{campaign}/teams", Need::Organise),
+    ("POST", "/admin/o/{org}/campaigns/{campaign}/publish", Need::Organise),
+    ("POST", "/admin/o/{org}/salons/{salon}/status", Need::Organise),
     ("GET", "/admin/o/{org}/salons/{salon}", Need::Read),
     ("GET", "/admin/o/{org}/pledges", Need::Read),
     ("GET", "/admin/o/{org}/pledges/{pledge}", Need::Read),
@@ -90,6 +100,8 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
 pub enum Need {
     /// Any role in the organisation.
     Read,
+    /// Owner or organiser.
+    Organise,
     /// Owner or treasurer.
     Books,
     /// Owner.
@@ -100,6 +112,7 @@ impl Need {
     pub fn granted_to(self, role: staff::Role) -> bool {
         match self {
             Need::Read => true,
+            Need::Organise => role.can_organise(),
             Need::Books => role.can_keep_books(),
             Need::Staff => role.can_manage_staff(),
         }
@@ -267,6 +280,7 @@ pub struct Nav {
     pub csrf: String,
     pub books: bool,
     pub people: bool,
+    pub organise: bool,
     /// The team a limited treasurer sees, named.
     pub team_scope: Option<String>,
 }
@@ -280,6 +294,7 @@ impl Nav {
             csrf: staff.csrf(),
             books: access.role.can_keep_books(),
             people: access.role.can_manage_staff(),
+            organise: access.role.can_organise(),
             team_scope,
         }
     }

@@ -50,6 +50,7 @@ struct SalonPage {
     q: String,
     patrons: Vec<PatronRow>,
     error: Option<String>,
+    open: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +115,7 @@ pub async fn salon(
                 q: search.q.clone(),
                 patrons,
                 error,
+                open: salon.status == kanpa_patrons::SalonStatus::Open,
             };
             Ok(page(status, page_.render_html()))
         }
