@@ -127,7 +127,6 @@ pub async fn create_campaign(
                         funding_model: form.funding_model.clone(),
                         pool_rule: form.pool_rule.clone(),
                         contact_email: form.contact_email.trim().to_owned(),
-                        ..CampaignInput::default()
                     };
                     match store::create_campaign(&state.db, access.org_id(), &input).await {
                         Ok(campaign) => Ok(campaign),
