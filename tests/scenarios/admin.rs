@@ -1362,6 +1362,17 @@ async fn an_organiser_sets_up_a_campaign_with_teams_and_publishes_it(backend: Te
     assert_eq!(res.status(), 303);
     let campaign = campaigns::campaign_by_slug(&console.db, "spring-2026").await.unwrap();
     assert_eq!(campaigns::teams(&console.db, campaign.id).await.unwrap().len(), 1);
+    // A reward: bad amounts and quantities are refused, a good one added.
+    let rewards = format!("{page_path}/rewards");
+    for (min, quantity) in [("abc", ""), ("1000", "-1"), ("1000", "many")] {
+        let fields = [("csrf", csrf.as_str()), ("title_ja", "お礼状"), ("min_amount", min), ("quantity", quantity)];
+        assert_eq!(console.post(&rewards, &fields, Some(&cookie)).await.status(), 422, "{min} {quantity}");
+    }
+    assert!(campaigns::rewards(&console.db, campaign.id).await.unwrap().is_empty());
+    let fields = [("csrf", csrf.as_str()), ("title_ja", "お礼状"), ("min_amount", "3,000"), ("quantity", "20")];
+    assert_eq!(console.post(&rewards, &fields, Some(&cookie)).await.status(), 303);
+    let added = campaigns::rewards(&console.db, campaign.id).await.unwrap();
+    assert_eq!((added.len(), added[0].min_amount, added[0].quantity), (1, 3000, Some(20)));
     let res = console.post(&format!("{page_path}/publish"), &[("csrf", &csrf)], Some(&cookie)).await;
     assert_eq!(res.status(), 303);
     assert_eq!(console.get("/c/spring-2026").await.status(), 200, "published");
@@ -1369,6 +1380,24 @@ async fn an_organiser_sets_up_a_campaign_with_teams_and_publishes_it(backend: Te
     assert_eq!(res.status(), 409, "published once");
     // A salon of the organisation is opened, then closed.
     salon_of(&console, console.org, OWN_SALON, "健康サロン").await;
+    let tiers_path = format!("/admin/o/{DEMO_ORG}/salons/{OWN_SALON}/tiers");
+    let tier = |price: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("slug", "basic".into()),
+            ("name_ja", "ベーシック".into()),
+            ("monthly_price", price.into()),
+        ]
+    };
+    let bad = tier("月500円");
+    let bad: Vec<(&str, &str)> = bad.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(console.post(&tiers_path, &bad, Some(&cookie)).await.status(), 422);
+    let good = tier("500");
+    let good: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(console.post(&tiers_path, &good, Some(&cookie)).await.status(), 303);
+    let salon = kanpa_patrons::store::salon_by_slug(&console.db, OWN_SALON).await.unwrap();
+    let tiers = kanpa_patrons::store::tiers(&console.db, salon.id).await.unwrap();
+    assert_eq!((tiers.len(), tiers[0].monthly_price), (1, 500));
     let status_path = format!("/admin/o/{DEMO_ORG}/salons/{OWN_SALON}/status");
     let res = console.post(&status_path, &[("csrf", &csrf), ("to", "sideways")], Some(&cookie)).await;
     assert_eq!(res.status(), 422);

@@ -56,6 +56,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/campaigns/{campaign}", get(campaigns::campaign))
         .route("/admin/o/{org}/campaigns/{campaign}/teams", post(setup::add_team))
         .route("/admin/o/{org}/campaigns/{campaign}/publish", post(setup::publish))
+        .route("/admin/o/{org}/campaigns/{campaign}/rewards", post(setup::add_reward))
+        .route("/admin/o/{org}/salons/{salon}/tiers", post(setup::add_tier))
         .route("/admin/o/{org}/salons/{salon}/status", post(setup::salon_status))
         .route("/admin/o/{org}/salons/{salon}", get(salons::salon))
         .route("/admin/o/{org}/pledges", get(pledges::list))
@@ -82,6 +84,8 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/admin/o/{org}/campaigns/{campaign}", Need::Read),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/teams", Need::Organise),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/publish", Need::Organise),
+    ("POST", "/admin/o/{org}/campaigns/{campaign}/rewards", Need::Organise),
+    ("POST", "/admin/o/{org}/salons/{salon}/tiers", Need::Organise),
     ("POST", "/admin/o/{org}/salons/{salon}/status", Need::Organise),
     ("GET", "/admin/o/{org}/salons/{salon}", Need::Read),
     ("GET", "/admin/o/{org}/pledges", Need::Read),

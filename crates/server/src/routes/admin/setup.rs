@@ -7,7 +7,7 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use kanpa_campaigns::store::{self, CampaignInput, TeamInput};
+use kanpa_campaigns::store::{self, CampaignInput, RewardInput, TeamInput};
 use kanpa_campaigns::{Campaign, CampaignError};
 use kanpa_ledger::{Currency, Money};
 use kanpa_patrons::{PatronError, SalonStatus};
@@ -317,6 +317,150 @@ pub async fn salon_status(
                     }
                     let message = crate::salon_errors::describe(&e, tr);
                     Ok(refused_page(tr, &staff, &access, status, message, back))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RewardForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title_ja: String,
+    #[serde(default)]
+    title_en: String,
+    #[serde(default)]
+    description_ja: String,
+    #[serde(default)]
+    min_amount: String,
+    /// Empty for no limit.
+    #[serde(default)]
+    quantity: String,
+}
+
+/// Adds a reward ("return") to a campaign.
+pub async fn add_reward(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<RewardForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let campaign = own_campaign(&state, &access, &slug).await?;
+            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            let refuse = |message: String| {
+                Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back.clone()))
+            };
+            let Ok(min_amount) = Money::parse(&form.min_amount, campaign.currency) else {
+                return refuse(tr.t("campaign-error-amount"));
+            };
+            let quantity = match form.quantity.trim() {
+                "" => None,
+                text => match text.parse::<i64>() {
+                    Ok(n) if n >= 0 => Some(n),
+                    _ => return refuse(tr.t("admin-error-quantity")),
+                },
+            };
+            let input = RewardInput {
+                title_ja: form.title_ja.clone(),
+                title_en: form.title_en.clone(),
+                description_ja: form.description_ja.clone(),
+                min_amount: min_amount.amount(),
+                quantity,
+                ..RewardInput::default()
+            };
+            match store::add_reward(&state.db, campaign.id, &input).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => {
+                    let (status, message) = campaign_refusal(tr, e)?;
+                    Ok(refused_page(tr, &staff, &access, status, message, back))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TierForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    name_ja: String,
+    #[serde(default)]
+    name_en: String,
+    #[serde(default)]
+    benefits_ja: String,
+    #[serde(default)]
+    monthly_price: String,
+    /// Empty for no limit.
+    #[serde(default)]
+    seat_limit: String,
+}
+
+/// Adds a tier to a salon.
+pub async fn add_tier(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<TierForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let salon = match kanpa_patrons::store::salon_by_slug(&state.db, &slug).await {
+                Ok(s) if s.org_id == access.org_id().0 => s,
+                Ok(_) | Err(PatronError::NotFound(_)) => return Err(AppError::NotFound.into()),
+                Err(e) => return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e)))),
+            };
+            let back = format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug);
+            let refuse = |message: String| {
+                Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back.clone()))
+            };
+            let Ok(price) = Money::parse(&form.monthly_price, salon.currency) else {
+                return refuse(tr.t("campaign-error-amount"));
+            };
+            let seat_limit = match form.seat_limit.trim() {
+                "" => None,
+                text => match text.parse::<i64>() {
+                    Ok(n) if n >= 0 => Some(n),
+                    _ => return refuse(tr.t("admin-error-quantity")),
+                },
+            };
+            let input = kanpa_patrons::store::TierInput {
+                slug: form.slug.trim().to_owned(),
+                name_ja: form.name_ja.clone(),
+                name_en: form.name_en.clone(),
+                benefits_ja: form.benefits_ja.clone(),
+                monthly_price: price.amount(),
+                seat_limit,
+                ..kanpa_patrons::store::TierInput::default()
+            };
+            match kanpa_patrons::store::add_tier(&state.db, salon.id, &input).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => {
+                    let (status, _) = crate::salon_errors::status_and_field(&e);
+                    if status.is_server_error() {
+                        return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
+                    }
+                    Ok(refused_page(tr, &staff, &access, status, crate::salon_errors::describe(&e, tr), back))
                 }
             }
         }
