@@ -738,8 +738,17 @@ async fn a_team_treasurer_sees_and_moves_only_that_teams_fund(backend: TestBacke
     console.staff("nurse-treasurer@example.jp", console.org, Role::Treasurer, Some(nurses.id)).await;
     let cookie = console.sign_in("nurse-treasurer@example.jp").await;
     let csrf = console.csrf(&cookie).await;
+    // One failed card payment in each of the two teams: the nurses'
+    // treasurer is told of theirs only.
+    for team in [nurses.id, pharmacists.id] {
+        let sql = format!(
+            "UPDATE pledges SET status = 'payment_failed' WHERE id = (SELECT MIN(id) FROM pledges WHERE team_id = {team} AND status = 'committed')"
+        );
+        assert_eq!(crate::harness::exec_raw(&console.db, &sql).await.unwrap(), 1);
+    }
     let (status, html) = console.get_as(&format!("/admin/o/{DEMO_ORG}"), &cookie).await;
     assert_eq!(status, 200);
+    assert!(html.contains("支援者の支払いを待っている支援が 1 件"), "{html}");
     assert!(html.contains(nurses.name_ja.as_str()) && html.contains("¥12,345"));
     assert!(!html.contains(pharmacists.name_ja.as_str()) && !html.contains("¥54,321"), "another team's fund");
     assert!(!html.contains("Stripe残高"), "where the whole organisation's money is, is not theirs");
@@ -1279,6 +1288,20 @@ async fn the_salon_page_charts_patrons_by_status_and_revenue_and_finds_patrons(b
     let (status, dashboard) = console.get_as(&format!("/admin/o/{DEMO_SALON_ORG}"), &cookie).await;
     assert_eq!(status, 200);
     assert!(dashboard.contains(&format!("/admin/o/{DEMO_SALON_ORG}/salons/{DEMO_SALON}")));
+    let past_due = kanpa_patrons::store::memberships_of_salon(
+        &console.db,
+        kanpa_patrons::store::salon_by_slug(&console.db, DEMO_SALON).await.unwrap().id,
+    )
+    .await
+    .unwrap()
+    .iter()
+    .filter(|m| m.status == kanpa_patrons::MembershipStatus::PastDue)
+    .count();
+    if past_due > 0 {
+        assert!(dashboard.contains(&format!("月額の支払いに失敗した会員が {past_due} 人います")), "{dashboard}");
+    } else {
+        assert!(dashboard.contains("支払い待ちの失敗した決済はありません"));
+    }
     let path = format!("/admin/o/{DEMO_SALON_ORG}/salons/{DEMO_SALON}");
     let (status, html) = console.get_as(&path, &cookie).await;
     assert_eq!(status, 200);

@@ -421,3 +421,13 @@ admin-add-tier = Add a tier
 admin-field-benefits = Benefits (Japanese)
 admin-field-monthly-price = Price per month (yen)
 admin-field-seat-limit = Seats (empty for no limit)
+admin-attention = Needs attention
+admin-all-well = No failed payments are waiting.
+admin-failed-pledges = { $n ->
+    [one] 1 pledge whose card payment failed is waiting for the supporter to pay.
+   *[other] { $n } pledges whose card payment failed are waiting for their supporters to pay.
+}
+admin-past-due-patrons = { $n ->
+    [one] 1 patron's monthly payment failed (past due).
+   *[other] { $n } patrons' monthly payments failed (past due).
+}

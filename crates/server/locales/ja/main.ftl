@@ -409,3 +409,7 @@ admin-add-tier = プランを追加
 admin-field-benefits = 特典（日本語）
 admin-field-monthly-price = 月額（円）
 admin-field-seat-limit = 定員（空欄なら無制限）
+admin-attention = 要対応
+admin-all-well = 支払い待ちの失敗した決済はありません。
+admin-failed-pledges = カード決済に失敗し、支援者の支払いを待っている支援が { $n } 件あります。
+admin-past-due-patrons = 月額の支払いに失敗した会員が { $n } 人います。

@@ -160,6 +160,8 @@ struct DashboardPage {
     held: Vec<Held>,
     campaigns: Vec<(String, String)>,
     salons: Vec<(String, String)>,
+    /// What went wrong and waits: failed pledge payments, past-due patrons.
+    attention: Vec<String>,
 }
 
 fn fund_rows(tr: Tr, funds: &[Fund]) -> Vec<FundRow> {
@@ -186,20 +188,44 @@ pub async fn dashboard(State(state): State<AppState>, lang: Lang, staff: Staff, 
             let role = tr.t(&format!("admin-role-{}", access.role.as_str()));
             let campaign_failure = |e| Refused::Error(crate::forms::read_failure(e));
             let mut campaigns = Vec::new();
+            let mut failed_pledges = 0;
             for c in kanpa_campaigns::store::campaigns_of(&state.db, access.org_id()).await.map_err(campaign_failure)? {
                 let teams = kanpa_campaigns::store::teams(&state.db, c.id).await.map_err(campaign_failure)?;
                 if access.team.is_none_or(|team| teams.iter().any(|t| t.id == team)) {
                     campaigns.push((c.slug.clone(), c.title(tr.0).to_owned()));
+                    let pledges =
+                        kanpa_campaigns::store::pledges_of_campaign(&state.db, c.id).await.map_err(campaign_failure)?;
+                    failed_pledges += pledges
+                        .iter()
+                        .filter(|p| p.status == kanpa_campaigns::PledgeStatus::PaymentFailed)
+                        .filter(|p| access.team.is_none() || p.team_id == access.team)
+                        .count();
                 }
             }
             let mut salons = Vec::new();
+            let mut past_due_patrons = 0;
             if access.team.is_none() {
                 let listed = kanpa_patrons::store::salons_of(&state.db, access.org_id())
                     .await
                     .map_err(|e| Refused::Error(AppError::Internal(anyhow::anyhow!(e))))?;
+                for salon in &listed {
+                    let memberships = kanpa_patrons::store::memberships_of_salon(&state.db, salon.id)
+                        .await
+                        .map_err(|e| Refused::Error(AppError::Internal(anyhow::anyhow!(e))))?;
+                    past_due_patrons +=
+                        memberships.iter().filter(|m| m.status == kanpa_patrons::MembershipStatus::PastDue).count();
+                }
                 salons = listed.into_iter().map(|s| (s.slug.clone(), s.name(tr.0).to_owned())).collect();
             }
-            let page_ = DashboardPage { tr, nav, role, funds: fund_rows(tr, &funds), held, campaigns, salons };
+            let mut attention = Vec::new();
+            if failed_pledges > 0 {
+                attention.push(tr.t_count("admin-failed-pledges", "n", failed_pledges as i64));
+            }
+            if past_due_patrons > 0 {
+                attention.push(tr.t_count("admin-past-due-patrons", "n", past_due_patrons as i64));
+            }
+            let page_ =
+                DashboardPage { tr, nav, role, funds: fund_rows(tr, &funds), held, campaigns, salons, attention };
             Ok(page(StatusCode::OK, page_.render_html()))
         }
         .await,
