@@ -183,6 +183,12 @@ async fn a_treasurer_signs_in_on_a_phone_records_cash_and_reads_the_ledger(backe
     let page = browser.source().await;
     assert!(page.contains("<svg") && page.contains("看護師"), "{page}");
     browser.screenshot(PHONE, &dir.join("admin-6-campaign-chart-phone.png")).await;
+
+    // The pledges, searched by a supporter's name.
+    browser.goto(&app.url(&format!("/admin/o/{}/pledges?q=さくら", demo::DEMO_ORG))).await;
+    let page = browser.source().await;
+    assert!(page.contains("さくら"), "{page}");
+    browser.screenshot(PHONE, &dir.join("admin-7-pledges-phone.png")).await;
     println!("screenshots saved in {}", dir.display());
     browser.quit().await;
     app.stop().await;
