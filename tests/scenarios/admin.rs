@@ -1385,6 +1385,26 @@ async fn an_organiser_sets_up_a_campaign_with_teams_and_publishes_it(backend: Te
     assert_eq!(res.status(), 303);
     let campaign = campaigns::campaign_by_slug(&console.db, "spring-2026").await.unwrap();
     assert_eq!(campaigns::teams(&console.db, campaign.id).await.unwrap().len(), 1);
+    // Editing: a bad goal or an empty title is refused; then the words and
+    // the goal change.
+    let edit = format!("{page_path}/edit");
+    let res = console.post(&edit, &[("csrf", &csrf), ("title_ja", "春の勉強会"), ("goal", "abc")], Some(&cookie)).await;
+    assert_eq!(res.status(), 422);
+    let res = console.post(&edit, &[("csrf", &csrf), ("title_ja", "  "), ("goal", "")], Some(&cookie)).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("入力してください"));
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("title_ja", "春の勉強会 2026"),
+        ("story_ja", "会場費を集めます。"),
+        ("goal", "120,000"),
+    ];
+    assert_eq!(console.post(&edit, &fields, Some(&cookie)).await.status(), 303);
+    let edited = campaigns::campaign_by_id(&console.db, campaign.id).await.unwrap();
+    assert_eq!(
+        (edited.title_ja.as_str(), edited.story_ja.as_str(), edited.goal),
+        ("春の勉強会 2026", "会場費を集めます。", 120_000)
+    );
     // A reward: bad amounts and quantities are refused, a good one added.
     let rewards = format!("{page_path}/rewards");
     for (min, quantity) in [("abc", ""), ("1000", "-1"), ("1000", "many")] {

@@ -431,3 +431,5 @@ admin-past-due-patrons = { $n ->
     [one] 1 patron's monthly payment failed (past due).
    *[other] { $n } patrons' monthly payments failed (past due).
 }
+admin-edit-campaign = Edit the campaign
+admin-edit-explained = Leave the goal or the deadline empty to keep them. Once the campaign is live, its rules decide what may still change.

@@ -413,3 +413,5 @@ admin-attention = 要対応
 admin-all-well = 支払い待ちの失敗した決済はありません。
 admin-failed-pledges = カード決済に失敗し、支援者の支払いを待っている支援が { $n } 件あります。
 admin-past-due-patrons = 月額の支払いに失敗した会員が { $n } 人います。
+admin-edit-campaign = キャンペーンを編集
+admin-edit-explained = 目標額や締切を空欄にすると、そのままになります。公開後に変えられる項目はキャンペーンのルールに従います。

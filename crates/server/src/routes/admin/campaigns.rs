@@ -46,6 +46,9 @@ struct CampaignPage {
     chart: BarChart,
     id: &'static str,
     draft: bool,
+    title_ja: String,
+    title_en: String,
+    story_ja: String,
 }
 
 /// Money counted toward the drive, per day (in the campaign's time zone)
@@ -152,6 +155,9 @@ pub async fn campaign(
                 chart,
                 id: "raised",
                 draft: campaign.status == kanpa_campaigns::CampaignStatus::Draft,
+                title_ja: campaign.title_ja.clone(),
+                title_en: campaign.title_en.clone(),
+                story_ja: campaign.story_ja.clone(),
             };
             Ok(page(StatusCode::OK, page_.render_html()))
         }

@@ -54,6 +54,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/entries/new", get(books::new_entry).post(books::record_entry))
         .route("/admin/o/{org}/campaigns/new", get(setup::new_campaign).post(setup::create_campaign))
         .route("/admin/o/{org}/campaigns/{campaign}", get(campaigns::campaign))
+        .route("/admin/o/{org}/campaigns/{campaign}/edit", post(setup::edit_campaign))
         .route("/admin/o/{org}/campaigns/{campaign}/teams", post(setup::add_team))
         .route("/admin/o/{org}/campaigns/{campaign}/publish", post(setup::publish))
         .route("/admin/o/{org}/campaigns/{campaign}/rewards", post(setup::add_reward))
@@ -82,6 +83,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/admin/o/{org}/campaigns/new", Need::Organise),
     ("POST", "/admin/o/{org}/campaigns/new", Need::Organise),
     ("GET", "/admin/o/{org}/campaigns/{campaign}", Need::Read),
+    ("POST", "/admin/o/{org}/campaigns/{campaign}/edit", Need::Organise),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/teams", Need::Organise),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/publish", Need::Organise),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/rewards", Need::Organise),

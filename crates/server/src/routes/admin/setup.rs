@@ -7,7 +7,7 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use kanpa_campaigns::store::{self, CampaignInput, RewardInput, TeamInput};
+use kanpa_campaigns::store::{self, CampaignChanges, CampaignInput, RewardInput, TeamInput};
 use kanpa_campaigns::{Campaign, CampaignError};
 use kanpa_ledger::{Currency, Money};
 use kanpa_patrons::{PatronError, SalonStatus};
@@ -461,6 +461,72 @@ pub async fn add_tier(
                         return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
                     }
                     Ok(refused_page(tr, &staff, &access, status, crate::salon_errors::describe(&e, tr), back))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title_ja: String,
+    #[serde(default)]
+    title_en: String,
+    #[serde(default)]
+    story_ja: String,
+    /// Empty leaves the goal as it is.
+    #[serde(default)]
+    goal: String,
+    /// Empty leaves the deadline as it is.
+    #[serde(default)]
+    deadline: String,
+}
+
+/// Edits a campaign's words, and (by the campaign's own rules for its
+/// state) its goal and deadline.
+pub async fn edit_campaign(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<EditForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let campaign = own_campaign(&state, &access, &slug).await?;
+            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            let goal = match form.goal.trim() {
+                "" => None,
+                text => match Money::parse(text, campaign.currency) {
+                    Ok(m) => Some(m.amount()),
+                    Err(_) => {
+                        let message = tr.t("campaign-error-amount");
+                        return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
+                    }
+                },
+            };
+            let changes = CampaignChanges {
+                title_ja: Some(form.title_ja.clone()),
+                title_en: Some(form.title_en.clone()),
+                story_ja: Some(form.story_ja.clone()),
+                goal: goal.filter(|g| *g != campaign.goal),
+                deadline: Some(form.deadline.trim()).filter(|d| !d.is_empty()).map(in_japan),
+                ..CampaignChanges::default()
+            };
+            match store::update_campaign(&state.db, campaign.id, &changes).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => {
+                    let (status, message) = campaign_refusal(tr, e)?;
+                    Ok(refused_page(tr, &staff, &access, status, message, back))
                 }
             }
         }
