@@ -15,7 +15,10 @@ use kanpa_testkit::webdriver::Browser;
 use crate::harness::{TestApp, TestBackend, eventually};
 use crate::on_both_backends;
 
-on_both_backends!(a_supporter_pledges_on_a_phone_through_the_sandbox_checkout);
+on_both_backends!(
+    a_supporter_pledges_on_a_phone_through_the_sandbox_checkout,
+    a_treasurer_signs_in_on_a_phone_records_cash_and_reads_the_ledger,
+);
 
 const PHONE: u32 = 390;
 const DESKTOP: u32 = 1280;
@@ -114,6 +117,78 @@ async fn a_supporter_pledges_on_a_phone_through_the_sandbox_checkout(backend: Te
         assert!(std::time::Instant::now() < deadline, "the new supporter never appeared on the wall");
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
+    println!("screenshots saved in {}", dir.display());
+    browser.quit().await;
+    app.stop().await;
+}
+
+async fn a_treasurer_signs_in_on_a_phone_records_cash_and_reads_the_ledger(backend: TestBackend) {
+    use kanpa_server::staff::{self, Role};
+    kanpa_server::install_crypto_provider();
+    let Some(browser) = Browser::start().await else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Some(app) = TestApp::spawn_with(backend, Default::default(), |config| {
+        config.server.bind = format!("127.0.0.1:{port}").parse().unwrap();
+        config.server.base_url = format!("http://127.0.0.1:{port}");
+    })
+    .await
+    else {
+        browser.quit().await;
+        return;
+    };
+    demo::seed(&app.db, Timestamp::now()).await.unwrap();
+    let org = kanpa_ledger::store::organisation_by_slug(&app.db, demo::DEMO_ORG).await.unwrap().unwrap();
+    let drive = store::campaign_by_slug(&app.db, DEMO_CAMPAIGN).await.unwrap();
+    let nurses = store::teams(&app.db, drive.id).await.unwrap().into_iter().find(|t| t.slug == "nurses").unwrap();
+    let mut tx = app.db.begin().await.unwrap();
+    let user = staff::store::ensure_user(&mut tx, "kaikei@example.jp").await.unwrap();
+    staff::store::set_role(&mut tx, user, org.id, Role::Treasurer, None, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let hash = staff::hash_password("会計係のながいパスワード").unwrap();
+    staff::store::change_password(&app.db, user, &hash).await.unwrap();
+    let dir = artifacts(backend);
+
+    browser.goto(&app.url("/admin")).await;
+    browser.wait_for_url("/admin/sign-in").await;
+    browser.fill("#email", "kaikei@example.jp").await;
+    browser.fill("#password", "会計係のながいパスワード").await;
+    browser.screenshot(PHONE, &dir.join("admin-1-sign-in-phone.png")).await;
+    browser.click(r#"form[action="/admin/sign-in"] button[type="submit"]"#).await;
+    browser.wait_for_url(&format!("/admin/o/{}", demo::DEMO_ORG)).await;
+    let page = browser.source().await;
+    assert!(page.contains("基金") && page.contains("看護師") && page.contains("現金"), "{page}");
+    browser.screenshot(PHONE, &dir.join("admin-2-dashboard-phone.png")).await;
+
+    // Cash collected at the meet-up, into the nurses' fund.
+    browser.click(&format!(r#"a[href="/admin/o/{}/entries/new"]"#, demo::DEMO_ORG)).await;
+    browser.wait_for_url("/entries/new").await;
+    browser.execute(&format!("document.querySelector('#fund').value = '{}'", nurses.account.0)).await;
+    browser.fill("#amount", "12000").await;
+    browser.fill("#party", "1月の勉強会 参加費").await;
+    browser.screenshot(PHONE, &dir.join("admin-3-record-cash-phone.png")).await;
+    browser.click(r#"form button.primary"#).await;
+    browser.wait_for_url("/journal/").await;
+    browser.wait_for_text("1月の勉強会 参加費").await;
+    browser.screenshot(PHONE, &dir.join("admin-4-entry-phone.png")).await;
+    assert_eq!(kanpa_ledger::store::balance(&app.db, nurses.account).await.unwrap().amount(), -12_000);
+
+    browser.goto(&app.url(&format!("/admin/o/{}/journal", demo::DEMO_ORG))).await;
+    let page = browser.source().await;
+    assert!(page.contains("¥12,000") && page.contains("kaikei@example.jp"), "{page}");
+    browser.screenshot(PHONE, &dir.join("admin-5-journal-phone.png")).await;
+    browser.screenshot(DESKTOP, &dir.join("admin-5-journal-desktop.png")).await;
+
+    // The campaign with its chart of money raised per day, by team.
+    browser.goto(&app.url(&format!("/admin/o/{}/campaigns/{DEMO_CAMPAIGN}", demo::DEMO_ORG))).await;
+    let page = browser.source().await;
+    assert!(page.contains("<svg") && page.contains("看護師"), "{page}");
+    browser.screenshot(PHONE, &dir.join("admin-6-campaign-chart-phone.png")).await;
+
+    // The pledges, searched by a supporter's name.
+    browser.goto(&app.url(&format!("/admin/o/{}/pledges?q=さくら", demo::DEMO_ORG))).await;
+    let page = browser.source().await;
+    assert!(page.contains("さくら"), "{page}");
+    browser.screenshot(PHONE, &dir.join("admin-7-pledges-phone.png")).await;
     println!("screenshots saved in {}", dir.display());
     browser.quit().await;
     app.stop().await;

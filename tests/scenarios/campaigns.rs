@@ -39,21 +39,21 @@ on_both_backends!(
 const TEAMS: [&str; 7] = ["nurses", "pharmacists", "physio", "occupational", "laboratory", "radiography", "dietitians"];
 
 /// Stripe's Japanese card fee as the fake charges it.
-fn fee(amount: i64) -> i64 {
+pub(crate) fn fee(amount: i64) -> i64 {
     (amount * 36 + 500) / 1000
 }
 
-struct Drive {
-    app: TestApp,
-    stripe: FakeStripe,
-    sink: SmtpSink,
+pub(crate) struct Drive {
+    pub(crate) app: TestApp,
+    pub(crate) stripe: FakeStripe,
+    pub(crate) sink: SmtpSink,
     gateway: Arc<dyn PaymentGateway>,
     site: Site,
 }
 
 impl Drive {
     /// The server on the Stripe gateway against the fake, mail to the sink.
-    async fn start(backend: TestBackend) -> Option<Drive> {
+    pub(crate) async fn start(backend: TestBackend) -> Option<Drive> {
         kanpa_server::install_crypto_provider();
         let stripe = FakeStripe::start().await.expect("fake Stripe starts");
         let sink = SmtpSink::start().expect("SMTP sink starts");
@@ -78,7 +78,7 @@ impl Drive {
         Some(Drive { app, stripe, sink, gateway, site })
     }
 
-    fn db(&self) -> &Db {
+    pub(crate) fn db(&self) -> &Db {
         &self.app.db
     }
 
@@ -88,7 +88,7 @@ impl Drive {
 
     /// A pledge through Checkout, completed on the fake, its webhooks
     /// delivered; returns its public id once the inbox has committed it.
-    async fn pledge(&self, campaign: &Campaign, team: Option<&Team>, amount: i64, email: &str) -> String {
+    pub(crate) async fn pledge(&self, campaign: &Campaign, team: Option<&Team>, amount: i64, email: &str) -> String {
         let (pledge, session) = self.open_pledge(campaign, team, amount, email).await;
         self.finish_checkout(&session).await;
         pledge
@@ -136,7 +136,7 @@ impl Drive {
         store::pledge_by_public_id(self.db(), public_id).await.unwrap().status
     }
 
-    async fn wait_status(&self, public_id: &str, status: PledgeStatus) {
+    pub(crate) async fn wait_status(&self, public_id: &str, status: PledgeStatus) {
         eventually(30, &format!("pledge {public_id} is {status}"), || async { self.status(public_id).await == status })
             .await;
     }
@@ -147,7 +147,7 @@ fn rfc(t: Timestamp) -> String {
 }
 
 /// An organisation with a published seven-team all-or-nothing drive.
-async fn seven_team_drive(db: &Db, slug: &str, model: &str) -> (Campaign, Vec<Team>) {
+pub(crate) async fn seven_team_drive(db: &Db, slug: &str, model: &str) -> (Campaign, Vec<Team>) {
     let mut tx = db.begin().await.unwrap();
     let org = ledger::create_organisation(&mut tx, &format!("org-{slug}"), "医療職連合").await.unwrap();
     tx.commit().await.unwrap();
@@ -177,7 +177,7 @@ async fn seven_team_drive(db: &Db, slug: &str, model: &str) -> (Campaign, Vec<Te
     (campaign, teams)
 }
 
-async fn fund(db: &Db, org: i64, code: &str) -> i64 {
+pub(crate) async fn fund(db: &Db, org: i64, code: &str) -> i64 {
     let account = ledger::account_by_code(db, OrgId(org), code).await.unwrap().expect("account exists");
     -ledger::balance(db, account.id).await.unwrap().amount()
 }
@@ -186,7 +186,7 @@ async fn count(db: &Db, sql: &'static str) -> i64 {
     on_db!(db, p => sqlx::query_scalar(sql).fetch_one(p).await.unwrap())
 }
 
-fn subjects(sink: &SmtpSink) -> Vec<String> {
+pub(crate) fn subjects(sink: &SmtpSink) -> Vec<String> {
     sink.messages().iter().map(|m| mail_subject(&m.data)).collect()
 }
 

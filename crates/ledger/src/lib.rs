@@ -22,7 +22,7 @@ pub use account::{Account, AccountBalance, AccountKind, NewAccount, Organisation
 pub use db::{Backend, Db, DbError, DbOptions, Tx};
 pub use entry::{EntryError, EntryHeader, IdempotencyKey, NewEntry, NewPosting, SourceRef};
 pub use money::{Currency, Money, MoneyError, ParseMoneyError};
-pub use store::{CheckReport, Entry, Posted};
+pub use store::{CheckReport, Entry, JournalFilter, Posted};
 pub use timestamp::Timestamp;
 
 macro_rules! id_type {

@@ -516,6 +516,54 @@ pub async fn entry(db: &Db, id: EntryId) -> Result<Option<Entry>, LedgerError> {
     row.map(|r| assemble(r, postings)).transpose()
 }
 
+/// Which entries a journal listing shows. Every bound is optional; the
+/// organisation is not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JournalFilter {
+    /// Occurred at or after.
+    pub from: Option<Timestamp>,
+    /// Occurred before.
+    pub until: Option<Timestamp>,
+    /// Only entries with a posting on this account.
+    pub account: Option<AccountId>,
+    /// Only entries whose source has this kind ("stripe", "pledge", "manual", …).
+    pub source_kind: Option<String>,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+/// An organisation's journal, newest first, each entry with its postings.
+/// Another organisation's entries never appear, whatever the filter names.
+pub async fn journal(db: &Db, org: OrgId, filter: &JournalFilter) -> Result<Vec<Entry>, LedgerError> {
+    let sql = "SELECT e.id, e.org_id, e.idempotency_key, e.occurred_at, e.recorded_at, e.description,
+                      e.source_kind, e.source_ref, e.reverses_entry_id, e.recorded_by
+               FROM ledger_entries e
+               WHERE e.org_id = $1
+                 AND ($2 IS NULL OR e.occurred_at >= $2)
+                 AND ($3 IS NULL OR e.occurred_at < $3)
+                 AND ($4 IS NULL OR EXISTS (SELECT 1 FROM ledger_postings p WHERE p.entry_id = e.id AND p.account_id = $4))
+                 AND ($5 IS NULL OR e.source_kind = $5)
+               ORDER BY e.occurred_at DESC, e.id DESC LIMIT $6";
+    let limit = filter.limit.clamp(1, 1000);
+    let account = filter.account.map(|a| a.0);
+    let rows: Vec<EntryRow> = on_db!(db, p => sqlx::query_as(sql)
+        .bind(org.0).bind(filter.from).bind(filter.until).bind(account)
+        .bind(filter.source_kind.as_deref()).bind(limit).fetch_all(p).await?);
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in rows {
+        let postings: Vec<PostingRow> = on_db!(db, p => sqlx::query_as(POSTINGS_SQL).bind(row.id).fetch_all(p).await?);
+        entries.push(assemble(row, postings)?);
+    }
+    Ok(entries)
+}
+
+/// The entry that reversed `id`, if any.
+pub async fn reversed_by(db: &Db, id: EntryId) -> Result<Option<EntryId>, LedgerError> {
+    let sql = "SELECT id FROM ledger_entries WHERE reverses_entry_id = $1";
+    let found: Option<i64> = on_db!(db, p => sqlx::query_scalar(sql).bind(id.0).fetch_optional(p).await?);
+    Ok(found.map(EntryId))
+}
+
 // ---------------------------------------------------------------- check
 
 /// What `kanpa ledger check` found.

@@ -139,6 +139,29 @@ pub enum ChargeOutcome {
     },
 }
 
+/// Money to give back from a card payment, in full or in part.
+#[derive(Clone, Debug)]
+pub struct RefundRequest {
+    /// The PaymentIntent whose charge is refunded.
+    pub payment_intent: String,
+    pub amount: Money,
+    /// What kanpa calls the thing paid for ("pledge"), stored in the
+    /// metadata like the payment's own.
+    pub kind: &'static str,
+    pub reference: String,
+    /// Made before the call: the same refund asked twice (a button pressed
+    /// twice, a retry) reaches the provider as one.
+    pub idempotency_key: String,
+}
+
+/// A refund the provider accepted. Its effect on kanpa's books arrives as
+/// `charge.refunded`, like a refund made in the provider's dashboard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refunded {
+    pub id: String,
+    pub amount: Money,
+}
+
 /// What expiring a Checkout session found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionState {
@@ -201,4 +224,8 @@ pub trait PaymentGateway: Send + Sync {
     /// The money a succeeded PaymentIntent took, with its fee; `None` while
     /// it has not succeeded.
     async fn collected(&self, payment_intent: &str) -> Result<Option<Collected>, GatewayError>;
+
+    /// Refunds part or all of what a PaymentIntent took. More than is left
+    /// to refund is `Rejected`.
+    async fn refund(&self, refund: &RefundRequest) -> Result<Refunded, GatewayError>;
 }

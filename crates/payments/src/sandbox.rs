@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::gateway::{
     ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, NewPrice, OffSessionCharge,
-    PaymentGateway, PriceIds, SavedCard, SessionState, SubscriptionAction,
+    PaymentGateway, PriceIds, RefundRequest, Refunded, SavedCard, SessionState, SubscriptionAction,
 };
 
 pub struct Sandbox {
@@ -464,6 +464,53 @@ impl PaymentGateway for Sandbox {
             "requires_action" => ChargeOutcome::AuthenticationRequired { payment_intent },
             _ => ChargeOutcome::Declined { code: "card_declined".into(), payment_intent },
         })
+    }
+
+    /// Refunds a sandbox payment and reports it as Stripe would, with a
+    /// `charge.refunded` event carrying the cumulative amount refunded. The
+    /// same idempotency key refunds once.
+    async fn refund(&self, refund: &RefundRequest) -> Result<Refunded, GatewayError> {
+        let mut tx = self.db.begin().await.map_err(gateway_db)?;
+        let key = refund.idempotency_key.clone();
+        let done: Option<(String, i64)> = on_tx!(&mut tx, c => sqlx::query_as(
+            "SELECT id, amount FROM sandbox_refunds WHERE idempotency_key = $1")
+            .bind(&key).fetch_optional(c).await.map_err(gateway_db)?);
+        if let Some((id, amount)) = done {
+            return Ok(Refunded { id, amount: Money::new(amount, refund.amount.currency()) });
+        }
+        let sql = "SELECT id, amount, currency, status, created_at
+                   FROM sandbox_payments WHERE id = $1 AND kind = 'payment_intent'";
+        let payment: Option<PaymentRow> = on_tx!(&mut tx, c => sqlx::query_as(sql)
+            .bind(&refund.payment_intent).fetch_optional(c).await.map_err(gateway_db)?);
+        let payment = payment
+            .filter(|p| p.status == "succeeded")
+            .ok_or_else(|| GatewayError::Rejected(format!("No refundable payment {}", refund.payment_intent)))?;
+        let sql = "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM sandbox_refunds WHERE payment_intent = $1";
+        let refunded: i64 = on_tx!(&mut tx, c => sqlx::query_scalar(sql)
+            .bind(&payment.id).fetch_one(c).await.map_err(gateway_db)?);
+        let amount = refund.amount.amount();
+        if amount <= 0 || refunded + amount > payment.amount {
+            return Err(GatewayError::Rejected(format!(
+                "Refund amount ({amount}) is greater than unrefunded amount on charge ({})",
+                payment.amount - refunded
+            )));
+        }
+        let id = format!("re_sandbox_{}", random_suffix());
+        let insert = "INSERT INTO sandbox_refunds (id, idempotency_key, payment_intent, amount, currency, created_at)
+                      VALUES ($1, $2, $3, $4, $5, $6)";
+        on_tx!(&mut tx, c => sqlx::query(insert)
+            .bind(&id).bind(&key).bind(&payment.id).bind(amount).bind(&payment.currency).bind(Timestamp::now())
+            .execute(c).await.map_err(gateway_db)?.rows_affected());
+        let total = refunded + amount;
+        let charge = json!({
+            "id": payment.id.replace("pi_", "ch_"), "object": "charge", "amount": payment.amount,
+            "amount_captured": payment.amount, "amount_refunded": total, "refunded": total >= payment.amount,
+            "currency": payment.currency.to_ascii_lowercase(), "payment_intent": payment.id, "status": "succeeded",
+            "metadata": { "kanpa_kind": refund.kind, "kanpa_ref": refund.reference },
+        });
+        store_event(&mut tx, "charge.refunded", charge).await.map_err(gateway_db)?;
+        tx.commit().await.map_err(gateway_db)?;
+        Ok(Refunded { id, amount: refund.amount })
     }
 
     async fn collected(&self, payment_intent: &str) -> Result<Option<Collected>, GatewayError> {

@@ -17,7 +17,7 @@ use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use crate::gateway::{
     ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, NewPrice, OffSessionCharge,
-    PaymentGateway, PriceIds, SavedCard, SessionState, SubscriptionAction,
+    PaymentGateway, PriceIds, RefundRequest, Refunded, SavedCard, SessionState, SubscriptionAction,
 };
 use crate::stripe_api::KeepRaw;
 
@@ -341,6 +341,21 @@ impl PaymentGateway for StripeGateway {
             }
             Err(e) => Err(gateway_error(e)),
         }
+    }
+
+    async fn refund(&self, refund: &RefundRequest) -> Result<Refunded, GatewayError> {
+        let form = json!({
+            "payment_intent": refund.payment_intent,
+            "amount": refund.amount.stripe_amount(),
+            "metadata": metadata(refund.kind, &refund.reference),
+        });
+        let created = self
+            .send::<stripe_shared::Refund>(StripeMethod::Post, "/refunds", Some(&form), Some(&refund.idempotency_key))
+            .await
+            .map_err(gateway_error)?;
+        let id = text(&created, "id").ok_or_else(|| GatewayError::Rejected("refund without id".into()))?;
+        let amount = created["amount"].as_i64().unwrap_or(refund.amount.stripe_amount());
+        Ok(Refunded { id, amount: Money::new(amount, refund.amount.currency()) })
     }
 
     async fn collected(&self, payment_intent: &str) -> Result<Option<Collected>, GatewayError> {

@@ -40,6 +40,18 @@ impl Role {
 pub struct Caller {
     pub org: OrgId,
     pub role: Role,
+    /// A treasurer token limited to one campaign team (`campaign_teams.id`):
+    /// it may read and move only that team's fund. Code that lists money
+    /// (exports, the journal) must honour it.
+    pub team: Option<i64>,
+}
+
+impl Caller {
+    /// Whether this caller may see the whole organisation's books rather
+    /// than one team's fund.
+    pub fn sees_whole_org(&self) -> bool {
+        self.team.is_none()
+    }
 }
 
 fn hash(token: &str) -> String {
@@ -48,21 +60,35 @@ fn hash(token: &str) -> String {
 
 /// Creates a token and returns it; only its hash is kept.
 pub async fn create(db: &Db, org: OrgId, role: Role, label: &str) -> Result<String, sqlx::Error> {
+    create_scoped(db, org, role, None, label).await
+}
+
+/// As [`create`], optionally limited to one team (the console offers a
+/// team for treasurer tokens only).
+pub async fn create_scoped(
+    db: &Db,
+    org: OrgId,
+    role: Role,
+    team: Option<i64>,
+    label: &str,
+) -> Result<String, sqlx::Error> {
     let bytes: [u8; 24] = rand::rng().random();
     let token = format!("kanpa_{}", hex::encode(bytes));
-    let sql = "INSERT INTO api_tokens (org_id, token_hash, role, label, created_at) VALUES ($1, $2, $3, $4, $5)";
+    let sql = "INSERT INTO api_tokens (org_id, token_hash, role, label, created_at, team_id)
+               VALUES ($1, $2, $3, $4, $5, $6)";
     let mut tx = db.begin().await?;
     on_tx!(&mut tx, c => sqlx::query(sql).bind(org.0).bind(hash(&token)).bind(role.as_str()).bind(label)
-        .bind(Timestamp::now()).execute(c).await?.rows_affected());
+        .bind(Timestamp::now()).bind(team).execute(c).await?.rows_affected());
     tx.commit().await?;
     Ok(token)
 }
 
 /// The caller behind a token, if it exists and is not revoked.
 pub async fn authenticate(db: &Db, token: &str) -> Result<Option<Caller>, sqlx::Error> {
-    let sql = "SELECT org_id, role FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL";
-    let row: Option<(i64, String)> = on_db!(db, p => sqlx::query_as(sql).bind(hash(token)).fetch_optional(p).await?);
-    Ok(row.and_then(|(org, role)| Role::parse(&role).map(|role| Caller { org: OrgId(org), role })))
+    let sql = "SELECT org_id, role, team_id FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL";
+    let row: Option<(i64, String, Option<i64>)> =
+        on_db!(db, p => sqlx::query_as(sql).bind(hash(token)).fetch_optional(p).await?);
+    Ok(row.and_then(|(org, role, team)| Role::parse(&role).map(|role| Caller { org: OrgId(org), role, team })))
 }
 
 /// Revokes a token by its label; returns how many were revoked.
@@ -73,4 +99,39 @@ pub async fn revoke(db: &Db, org: OrgId, label: &str) -> Result<u64, sqlx::Error
         .execute(c).await?.rows_affected());
     tx.commit().await?;
     Ok(n)
+}
+
+/// A token as the console lists it (never the token itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub label: String,
+    pub role: Role,
+    pub team: Option<i64>,
+    pub created_at: Timestamp,
+}
+
+/// The live tokens of an organisation, newest first.
+pub async fn live_tokens(db: &Db, org: OrgId) -> Result<Vec<TokenInfo>, sqlx::Error> {
+    let sql = "SELECT id, label, role, team_id, created_at FROM api_tokens
+               WHERE org_id = $1 AND revoked_at IS NULL ORDER BY id DESC";
+    let rows: Vec<(i64, String, String, Option<i64>, Timestamp)> =
+        on_db!(db, p => sqlx::query_as(sql).bind(org.0).fetch_all(p).await?);
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, label, role, team, created_at)| {
+            Some(TokenInfo { id, label, role: Role::parse(&role)?, team, created_at })
+        })
+        .collect())
+}
+
+/// Revokes one token of `org` by id; a token of another organisation is
+/// not found (returns false) exactly like a missing one.
+pub async fn revoke_id(db: &Db, org: OrgId, id: i64) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE api_tokens SET revoked_at = $1 WHERE org_id = $2 AND id = $3 AND revoked_at IS NULL";
+    let mut tx = db.begin().await?;
+    let n = on_tx!(&mut tx, c => sqlx::query(sql).bind(Timestamp::now()).bind(org.0).bind(id)
+        .execute(c).await?.rows_affected());
+    tx.commit().await?;
+    Ok(n > 0)
 }

@@ -69,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::sandbox::router())
         .merge(routes::me::router())
         .merge(routes::salons::router())
+        .merge(routes::admin::router())
+        .merge(routes::refund_api::router())
         .fallback(error::not_found)
         .layer(from_fn(telemetry::track_requests))
         .with_state(state)
@@ -153,11 +155,13 @@ impl Server {
         let worker_pool = tokio::spawn(self.state.workers.clone().run(workers_stopped));
         let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
         let app = router(self.state);
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = signalled_tx.send(true);
-        });
+        // The peer address is known to handlers (sign-in attempts are limited per address).
+        let serve = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                let _ = signalled_tx.send(true);
+            });
         let deadline = async move {
             let _ = signalled_rx.wait_for(|s| *s).await;
             tokio::time::sleep(grace).await;

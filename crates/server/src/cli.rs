@@ -80,6 +80,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Staff of an organisation (who may sign in to the console at /admin).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Exit 0 if the server at ADDR answers /healthz (for container health checks).
     Healthcheck {
         /// Address of the running server; defaults to server.bind.
@@ -161,6 +166,21 @@ pub enum TokenCommand {
         org: String,
         #[arg(long)]
         label: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Give a person a role in an organisation and print a single-use
+    /// sign-in link for them (valid for three days).
+    Add {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        #[arg(long, value_name = "ADDRESS")]
+        email: String,
+        /// owner, organiser, treasurer or viewer.
+        #[arg(long)]
+        role: String,
     },
 }
 
@@ -260,6 +280,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Campaign { command } => crate::campaign_cli::run(config, command).await,
         Command::Salon { command } => crate::salon_cli::run(config, command).await,
         Command::Token { command } => crate::campaign_cli::token(config, command).await,
+        Command::User { command } => crate::staff::cli::run(config, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

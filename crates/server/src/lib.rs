@@ -8,6 +8,7 @@ pub mod api_token;
 pub mod app;
 pub mod campaign_cli;
 pub mod campaign_errors;
+pub mod charts;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod salon_cli;
 pub mod salon_errors;
 pub mod seller_cli;
 pub mod seller_errors;
+pub mod staff;
 pub mod telemetry;
 pub mod workers;
 

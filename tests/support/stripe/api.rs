@@ -434,16 +434,25 @@ fn dispatch(state: &mut State, method: &Method, path: &str, form: &Form) -> Resu
         }
         ("GET", ["invoices", id]) => get("invoice", id),
 
-        ("POST", ["refunds"]) => objects::create_refund(
-            state,
-            NewRefund {
-                charge: form.text("charge"),
-                payment_intent: form.text("payment_intent"),
-                amount: form.integer("amount")?,
-                reason: form.text("reason"),
-                metadata: form.metadata("metadata"),
-            },
-        ),
+        ("POST", ["refunds"]) => {
+            let refund = objects::create_refund(
+                state,
+                NewRefund {
+                    charge: form.text("charge"),
+                    payment_intent: form.text("payment_intent"),
+                    amount: form.integer("amount")?,
+                    reason: form.text("reason"),
+                    metadata: form.metadata("metadata"),
+                },
+            )?;
+            // Stripe reports a refund as `charge.refunded` about its charge,
+            // listed by `GET /v1/events` for the test to deliver.
+            if let Some(charge) = refund["charge"].as_str().and_then(|id| state.get(id).cloned()) {
+                let now = state.now();
+                objects::create_event(state, "charge.refunded", charge, now);
+            }
+            Ok(refund)
+        }
         ("GET", ["refunds"]) => {
             let filters = form.filters(&["charge", "payment_intent"]);
             list(state, "refund", path, form, |refund| matches_filters(refund, &filters))

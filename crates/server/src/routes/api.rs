@@ -70,7 +70,7 @@ impl ApiError {
         ApiError { status, code, field, message }
     }
 
-    fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
         ApiError { status, code, field: None, message }
     }
 
@@ -121,6 +121,28 @@ impl Api {
         self.tr
     }
 
+    pub(crate) fn caller(&self) -> Caller {
+        self.caller
+    }
+
+    /// The one campaign team the caller is limited to, if any.
+    pub(crate) fn team(&self) -> Option<i64> {
+        self.caller.team
+    }
+
+    /// Whether a team-limited caller's team is part of `campaign` (always
+    /// true for a caller of the whole organisation).
+    async fn sees(&self, state: &AppState, campaign: &Campaign) -> Result<bool, ApiError> {
+        let Some(team) = self.caller.team else {
+            return Ok(true);
+        };
+        match store::team(&state.db, campaign.id, team).await {
+            Ok(_) => Ok(true),
+            Err(CampaignError::NotFound(_)) => Ok(false),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
     fn fail(&self, e: CampaignError) -> ApiError {
         ApiError::from_campaign(e, self.tr)
     }
@@ -145,7 +167,7 @@ impl Api {
     /// The caller's campaign by slug; another organisation's is not found.
     async fn campaign(&self, state: &AppState, slug: &str) -> Result<Campaign, ApiError> {
         match store::campaign_by_slug(&state.db, slug).await {
-            Ok(c) if c.org_id == self.caller.org.0 => Ok(c),
+            Ok(c) if c.org_id == self.caller.org.0 && self.sees(state, &c).await? => Ok(c),
             Ok(_) => Err(self.fail(CampaignError::NotFound("campaign"))),
             Err(e) => Err(self.fail(e)),
         }
@@ -179,7 +201,13 @@ fn campaign_json(c: &Campaign) -> Value {
 
 async fn list_campaigns(State(state): State<AppState>, api: Api) -> Result<Json<Value>, ApiError> {
     let campaigns = store::campaigns_of(&state.db, api.caller.org).await.map_err(|e| api.fail(e))?;
-    Ok(Json(json!({ "data": campaigns.iter().map(campaign_json).collect::<Vec<_>>() })))
+    let mut visible = Vec::with_capacity(campaigns.len());
+    for campaign in campaigns {
+        if api.sees(&state, &campaign).await? {
+            visible.push(campaign_json(&campaign));
+        }
+    }
+    Ok(Json(json!({ "data": visible })))
 }
 
 async fn create_campaign(

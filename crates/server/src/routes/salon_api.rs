@@ -42,7 +42,8 @@ impl Api {
     /// The caller's salon by slug; another organisation's is not found.
     async fn salon(&self, state: &AppState, slug: &str) -> Result<Salon, ApiError> {
         match store::salon_by_slug(&state.db, slug).await {
-            Ok(s) if s.org_id == self.org().0 => Ok(s),
+            // A caller limited to one campaign team sees no salon.
+            Ok(s) if s.org_id == self.org().0 && self.team().is_none() => Ok(s),
             Ok(_) => Err(self.fail_salon(PatronError::NotFound("salon"))),
             Err(e) => Err(self.fail_salon(e)),
         }
@@ -50,7 +51,10 @@ impl Api {
 }
 
 async fn list_salons(State(state): State<AppState>, api: Api) -> Result<Json<Value>, ApiError> {
-    let salons = store::salons_of(&state.db, api.org()).await.map_err(|e| api.fail_salon(e))?;
+    let mut salons = store::salons_of(&state.db, api.org()).await.map_err(|e| api.fail_salon(e))?;
+    if api.team().is_some() {
+        salons.clear();
+    }
     Ok(Json(json!({ "data": salons })))
 }
 

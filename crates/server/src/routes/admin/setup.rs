@@ -1,0 +1,535 @@
+//! Setting up from the console (owners and organisers): a new campaign
+//! (a draft), teams added to it, publishing it, and opening or closing a
+//! salon. Input is checked by the domain crates' own rules and refused in
+//! the words of `campaign_errors` and `salon_errors`, the same as the API.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use kanpa_campaigns::store::{self, CampaignChanges, CampaignInput, RewardInput, TeamInput};
+use kanpa_campaigns::{Campaign, CampaignError};
+use kanpa_ledger::{Currency, Money};
+use kanpa_patrons::{PatronError, SalonStatus};
+use serde::Deserialize;
+
+use super::{Answer, Nav, Need, Refused, Staff, access, check_form, page, see_other};
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::i18n::{Lang, Tr};
+use crate::pages::RenderHtml;
+use crate::staff::Access;
+
+#[derive(Debug, Default, Deserialize, Clone)]
+pub struct CampaignForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    title_ja: String,
+    #[serde(default)]
+    title_en: String,
+    #[serde(default)]
+    story_ja: String,
+    #[serde(default)]
+    story_en: String,
+    #[serde(default)]
+    goal: String,
+    /// `datetime-local` values, in Japan time.
+    #[serde(default)]
+    starts_at: String,
+    #[serde(default)]
+    deadline: String,
+    #[serde(default)]
+    funding_model: String,
+    #[serde(default)]
+    pool_rule: String,
+    #[serde(default)]
+    contact_email: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_new_campaign.html")]
+struct NewCampaignPage {
+    tr: Tr,
+    nav: Nav,
+    form: CampaignForm,
+    error: Option<String>,
+}
+
+/// "2026-12-31T23:59" typed in Japan, as RFC 3339; anything else is passed
+/// on for the campaign's own check to refuse.
+fn in_japan(local: &str) -> String {
+    let local = local.trim();
+    if local.len() == 16 && local.as_bytes().get(10) == Some(&b'T') {
+        format!("{local}:00+09:00")
+    } else {
+        local.to_owned()
+    }
+}
+
+fn campaign_refusal(tr: Tr, e: CampaignError) -> Result<(StatusCode, String), Refused> {
+    let refused = crate::forms::refusal(tr, e).map_err(Refused::Error)?;
+    Ok((refused.status, refused.message))
+}
+
+pub async fn new_campaign(State(state): State<AppState>, lang: Lang, staff: Staff, Path(org): Path<String>) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            let form = CampaignForm {
+                funding_model: "all_or_nothing".into(),
+                pool_rule: "equal".into(),
+                ..CampaignForm::default()
+            };
+            let page_ = NewCampaignPage { tr, nav: Nav::new(&staff, &access, None), form, error: None };
+            Ok(page(StatusCode::OK, page_.render_html()))
+        }
+        .await,
+    )
+}
+
+pub async fn create_campaign(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(org): Path<String>,
+    Form(form): Form<CampaignForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let goal = match Money::parse(&form.goal, Currency::Jpy) {
+                Ok(m) => Ok(m.amount()),
+                Err(_) => Err((StatusCode::UNPROCESSABLE_ENTITY, tr.t("campaign-error-amount"))),
+            };
+            let result = match goal {
+                Err(refused) => Err(refused),
+                Ok(goal) => {
+                    let input = CampaignInput {
+                        slug: form.slug.trim().to_owned(),
+                        title_ja: form.title_ja.clone(),
+                        title_en: form.title_en.clone(),
+                        story_ja: form.story_ja.clone(),
+                        story_en: form.story_en.clone(),
+                        currency: "JPY".into(),
+                        goal,
+                        starts_at: in_japan(&form.starts_at),
+                        deadline: in_japan(&form.deadline),
+                        time_zone: "Asia/Tokyo".into(),
+                        funding_model: form.funding_model.clone(),
+                        pool_rule: form.pool_rule.clone(),
+                        contact_email: form.contact_email.trim().to_owned(),
+                    };
+                    match store::create_campaign(&state.db, access.org_id(), &input).await {
+                        Ok(campaign) => Ok(campaign),
+                        Err(e) => Err(campaign_refusal(tr, e)?),
+                    }
+                }
+            };
+            match result {
+                Ok(campaign) => Ok(see_other(&format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug))),
+                Err((status, message)) => {
+                    let page_ =
+                        NewCampaignPage { tr, nav: Nav::new(&staff, &access, None), form, error: Some(message) };
+                    Ok(page(status, page_.render_html()))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+/// The organisation's campaign by slug; another's is not found.
+async fn own_campaign(state: &AppState, access: &Access, slug: &str) -> Result<Campaign, Refused> {
+    match store::campaign_by_slug(&state.db, slug).await {
+        Ok(c) if c.org_id == access.org_id().0 => Ok(c),
+        Ok(_) | Err(CampaignError::NotFound(_)) => Err(AppError::NotFound.into()),
+        Err(e) => Err(Refused::Error(crate::forms::read_failure(e))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TeamForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    name_ja: String,
+    #[serde(default)]
+    name_en: String,
+    #[serde(default)]
+    goal: String,
+}
+
+/// A message page for a refused setup form, with a link back.
+#[derive(Template)]
+#[template(path = "admin_refused.html")]
+struct RefusedPage {
+    tr: Tr,
+    nav: Nav,
+    message: String,
+    back: String,
+}
+
+fn refused_page(
+    tr: Tr,
+    staff: &Staff,
+    access: &Access,
+    status: StatusCode,
+    message: String,
+    back: String,
+) -> axum::response::Response {
+    page(status, RefusedPage { tr, nav: Nav::new(staff, access, None), message, back }.render_html())
+}
+
+pub async fn add_team(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<TeamForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let campaign = own_campaign(&state, &access, &slug).await?;
+            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            let Ok(goal) = Money::parse(&form.goal, campaign.currency) else {
+                return Ok(refused_page(
+                    tr,
+                    &staff,
+                    &access,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    tr.t("campaign-error-amount"),
+                    back,
+                ));
+            };
+            let input = TeamInput {
+                slug: form.slug.trim().to_owned(),
+                name_ja: form.name_ja.clone(),
+                name_en: form.name_en.clone(),
+                goal: goal.amount(),
+                ..TeamInput::default()
+            };
+            match store::add_team(&state.db, campaign.id, &input).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => {
+                    let (status, message) = campaign_refusal(tr, e)?;
+                    Ok(refused_page(tr, &staff, &access, status, message, back))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn publish(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let campaign = own_campaign(&state, &access, &slug).await?;
+            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            match store::publish(&state.db, campaign.id).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => {
+                    let (status, message) = campaign_refusal(tr, e)?;
+                    Ok(refused_page(tr, &staff, &access, status, message, back))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SalonStatusForm {
+    #[serde(default)]
+    csrf: String,
+    /// "open" or "closed".
+    #[serde(default)]
+    to: String,
+}
+
+/// Opens or closes a salon.
+pub async fn salon_status(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<SalonStatusForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let salon = match kanpa_patrons::store::salon_by_slug(&state.db, &slug).await {
+                Ok(s) if s.org_id == access.org_id().0 => s,
+                Ok(_) | Err(PatronError::NotFound(_)) => return Err(AppError::NotFound.into()),
+                Err(e) => return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e)))),
+            };
+            let back = format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug);
+            let to = match form.to.as_str() {
+                "open" => SalonStatus::Open,
+                "closed" => SalonStatus::Closed,
+                _ => {
+                    let message = tr.t("campaign-error-choice");
+                    return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
+                }
+            };
+            match kanpa_patrons::store::set_salon_status(&state.db, salon.id, to).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => {
+                    let (status, _) = crate::salon_errors::status_and_field(&e);
+                    if status.is_server_error() {
+                        return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
+                    }
+                    let message = crate::salon_errors::describe(&e, tr);
+                    Ok(refused_page(tr, &staff, &access, status, message, back))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RewardForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title_ja: String,
+    #[serde(default)]
+    title_en: String,
+    #[serde(default)]
+    description_ja: String,
+    #[serde(default)]
+    min_amount: String,
+    /// Empty for no limit.
+    #[serde(default)]
+    quantity: String,
+}
+
+/// Adds a reward ("return") to a campaign.
+pub async fn add_reward(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<RewardForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let campaign = own_campaign(&state, &access, &slug).await?;
+            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            let refuse = |message: String| {
+                Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back.clone()))
+            };
+            let Ok(min_amount) = Money::parse(&form.min_amount, campaign.currency) else {
+                return refuse(tr.t("campaign-error-amount"));
+            };
+            let quantity = match form.quantity.trim() {
+                "" => None,
+                text => match text.parse::<i64>() {
+                    Ok(n) if n >= 0 => Some(n),
+                    _ => return refuse(tr.t("admin-error-quantity")),
+                },
+            };
+            let input = RewardInput {
+                title_ja: form.title_ja.clone(),
+                title_en: form.title_en.clone(),
+                description_ja: form.description_ja.clone(),
+                min_amount: min_amount.amount(),
+                quantity,
+                ..RewardInput::default()
+            };
+            match store::add_reward(&state.db, campaign.id, &input).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => {
+                    let (status, message) = campaign_refusal(tr, e)?;
+                    Ok(refused_page(tr, &staff, &access, status, message, back))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TierForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    name_ja: String,
+    #[serde(default)]
+    name_en: String,
+    #[serde(default)]
+    benefits_ja: String,
+    #[serde(default)]
+    monthly_price: String,
+    /// Empty for no limit.
+    #[serde(default)]
+    seat_limit: String,
+}
+
+/// Adds a tier to a salon.
+pub async fn add_tier(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<TierForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let salon = match kanpa_patrons::store::salon_by_slug(&state.db, &slug).await {
+                Ok(s) if s.org_id == access.org_id().0 => s,
+                Ok(_) | Err(PatronError::NotFound(_)) => return Err(AppError::NotFound.into()),
+                Err(e) => return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e)))),
+            };
+            let back = format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug);
+            let refuse = |message: String| {
+                Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back.clone()))
+            };
+            let Ok(price) = Money::parse(&form.monthly_price, salon.currency) else {
+                return refuse(tr.t("campaign-error-amount"));
+            };
+            let seat_limit = match form.seat_limit.trim() {
+                "" => None,
+                text => match text.parse::<i64>() {
+                    Ok(n) if n >= 0 => Some(n),
+                    _ => return refuse(tr.t("admin-error-quantity")),
+                },
+            };
+            let input = kanpa_patrons::store::TierInput {
+                slug: form.slug.trim().to_owned(),
+                name_ja: form.name_ja.clone(),
+                name_en: form.name_en.clone(),
+                benefits_ja: form.benefits_ja.clone(),
+                monthly_price: price.amount(),
+                seat_limit,
+                ..kanpa_patrons::store::TierInput::default()
+            };
+            match kanpa_patrons::store::add_tier(&state.db, salon.id, &input).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => {
+                    let (status, _) = crate::salon_errors::status_and_field(&e);
+                    if status.is_server_error() {
+                        return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
+                    }
+                    Ok(refused_page(tr, &staff, &access, status, crate::salon_errors::describe(&e, tr), back))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title_ja: String,
+    #[serde(default)]
+    title_en: String,
+    #[serde(default)]
+    story_ja: String,
+    /// Empty leaves the goal as it is.
+    #[serde(default)]
+    goal: String,
+    /// Empty leaves the deadline as it is.
+    #[serde(default)]
+    deadline: String,
+}
+
+/// Edits a campaign's words, and (by the campaign's own rules for its
+/// state) its goal and deadline.
+pub async fn edit_campaign(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<EditForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let campaign = own_campaign(&state, &access, &slug).await?;
+            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            let goal = match form.goal.trim() {
+                "" => None,
+                text => match Money::parse(text, campaign.currency) {
+                    Ok(m) => Some(m.amount()),
+                    Err(_) => {
+                        let message = tr.t("campaign-error-amount");
+                        return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
+                    }
+                },
+            };
+            let changes = CampaignChanges {
+                title_ja: Some(form.title_ja.clone()),
+                title_en: Some(form.title_en.clone()),
+                story_ja: Some(form.story_ja.clone()),
+                goal: goal.filter(|g| *g != campaign.goal),
+                deadline: Some(form.deadline.trim()).filter(|d| !d.is_empty()).map(in_japan),
+                ..CampaignChanges::default()
+            };
+            match store::update_campaign(&state.db, campaign.id, &changes).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => {
+                    let (status, message) = campaign_refusal(tr, e)?;
+                    Ok(refused_page(tr, &staff, &access, status, message, back))
+                }
+            }
+        }
+        .await,
+    )
+}
