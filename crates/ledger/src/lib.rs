@@ -12,6 +12,7 @@ pub mod account;
 pub mod chart;
 pub mod db;
 pub mod entry;
+pub mod export;
 pub mod money;
 pub mod store;
 mod timestamp;

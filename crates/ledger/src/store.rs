@@ -515,3 +515,140 @@ pub async fn check(db: &Db) -> Result<CheckReport, LedgerError> {
         })
     })
 }
+
+// ---------------------------------------------------------------- exports
+
+/// A value bound to an export query.
+enum Param {
+    Int(i64),
+    Time(Timestamp),
+}
+
+/// Every account of one organisation (or all), with its organisation's slug,
+/// for naming in exports.
+pub async fn export_accounts(db: &Db, org: Option<OrgId>) -> Result<Vec<crate::export::ExportAccount>, LedgerError> {
+    let mut sql = String::from(
+        "SELECT a.id, a.org_id, o.slug, a.code, a.name, a.kind, a.currency
+         FROM ledger_accounts a JOIN organisations o ON o.id = a.org_id",
+    );
+    if org.is_some() {
+        sql.push_str(" WHERE a.org_id = $1");
+    }
+    sql.push_str(" ORDER BY o.slug, a.code");
+    type Row = (i64, i64, String, String, String, String, String);
+    let rows: Vec<Row> = on_db!(db, p => {
+        let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
+        if let Some(org) = org {
+            q = q.bind(org.0);
+        }
+        q.fetch_all(p).await?
+    });
+    rows.into_iter()
+        .map(|(id, org_id, org_slug, code, name, kind, currency_code)| {
+            Ok(crate::export::ExportAccount {
+                id: AccountId(id),
+                org: OrgId(org_id),
+                org_slug,
+                kind: AccountKind::parse(&kind).ok_or_else(|| LedgerError::Corrupt(kind.clone()))?,
+                currency: currency(&currency_code)?,
+                code,
+                name,
+                plain_name: String::new(),
+            })
+        })
+        .collect()
+}
+
+fn scope_filter(scope: &crate::export::Scope, params: &mut Vec<Param>, sql: &mut String) {
+    if let Some(org) = scope.org {
+        params.push(Param::Int(org.0));
+        sql.push_str(&format!(" AND e.org_id = ${}", params.len()));
+    }
+    if let Some(funds) = &scope.funds {
+        if funds.is_empty() {
+            sql.push_str(" AND 1 = 0");
+        } else {
+            let mut list = Vec::new();
+            for fund in funds {
+                params.push(Param::Int(fund.0));
+                list.push(format!("${}", params.len()));
+            }
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM ledger_postings f WHERE f.entry_id = e.id AND f.account_id IN ({}))",
+                list.join(", ")
+            ));
+        }
+    }
+}
+
+/// The postings of the entries in scope and period, with their entries, in
+/// date then entry order, streamed from the database row by row.
+pub fn journal_rows<'a>(
+    db: &'a Db,
+    scope: &crate::export::Scope,
+    period: &crate::export::Period,
+) -> futures::stream::BoxStream<'a, Result<crate::export::JournalRow, LedgerError>> {
+    use futures::StreamExt;
+    let mut sql = String::from(
+        "SELECT e.id AS entry_id, e.org_id, e.occurred_at, e.description, e.idempotency_key, e.source_kind,
+                e.source_ref, e.recorded_by, p.account_id, p.amount, p.currency
+         FROM ledger_entries e JOIN ledger_postings p ON p.entry_id = e.id WHERE 1 = 1",
+    );
+    let mut params = Vec::new();
+    scope_filter(scope, &mut params, &mut sql);
+    if let Some(start) = period.start() {
+        params.push(Param::Time(start));
+        sql.push_str(&format!(" AND e.occurred_at >= ${}", params.len()));
+    }
+    if let Some(end) = period.end() {
+        params.push(Param::Time(end));
+        sql.push_str(&format!(" AND e.occurred_at < ${}", params.len()));
+    }
+    sql.push_str(" ORDER BY e.occurred_at, e.id, p.id");
+    let stream = on_db!(db, p => {
+        let mut q = sqlx::query_as::<_, crate::export::JournalRow>(AssertSqlSafe(sql));
+        for param in params {
+            q = match param {
+                Param::Int(v) => q.bind(v),
+                Param::Time(v) => q.bind(v),
+            };
+        }
+        q.fetch(p)
+    });
+    stream.map(|row| row.map_err(LedgerError::Database)).boxed()
+}
+
+/// Each fund's balance (debit-positive) from entries before `start`: the
+/// opening balance of a fund ledger.
+pub async fn balances_before(
+    db: &Db,
+    scope: &crate::export::Scope,
+    start: Timestamp,
+) -> Result<BTreeMap<AccountId, i64>, LedgerError> {
+    let mut params = vec![Param::Time(start)];
+    let mut sql = String::from(
+        "SELECT p.account_id, CAST(SUM(p.amount) AS BIGINT) FROM ledger_postings p
+         JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id
+         WHERE a.kind = 'fund' AND e.occurred_at < $1",
+    );
+    if let Some(org) = scope.org {
+        params.push(Param::Int(org.0));
+        sql.push_str(&format!(" AND e.org_id = ${}", params.len()));
+    }
+    sql.push_str(" GROUP BY p.account_id");
+    let rows: Vec<(i64, i64)> = on_db!(db, p => {
+        let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
+        for param in &params {
+            q = match param {
+                Param::Int(v) => q.bind(*v),
+                Param::Time(v) => q.bind(*v),
+            };
+        }
+        q.fetch_all(p).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(a, b)| (AccountId(a), b))
+        .filter(|(a, _)| scope.funds.as_ref().is_none_or(|f| f.contains(a)))
+        .collect())
+}
