@@ -58,7 +58,7 @@ impl Mapping {
             list.push((key, account));
         }
         // Longest prefix first.
-        mapping.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        mapping.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         mapping
     }
 
