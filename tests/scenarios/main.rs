@@ -7,6 +7,7 @@ mod harness;
 mod browser;
 mod campaigns;
 mod cli;
+mod exports;
 mod inbox;
 mod jobs;
 mod ledger;

@@ -652,3 +652,12 @@ pub async fn balances_before(
         .filter(|(a, _)| scope.funds.as_ref().is_none_or(|f| f.contains(a)))
         .collect())
 }
+
+/// The accounts with this code: in one organisation, or in every one.
+pub async fn accounts_with_code(db: &Db, org: Option<OrgId>, code: &str) -> Result<Vec<Account>, LedgerError> {
+    let sql = "SELECT id, org_id, code, name, kind, currency FROM ledger_accounts
+               WHERE code = $1 AND (org_id = $2 OR $3) ORDER BY org_id";
+    let rows: Vec<AccountRow> = on_db!(db, p => sqlx::query_as(sql)
+        .bind(code).bind(org.map_or(0, |o| o.0)).bind(org.is_none()).fetch_all(p).await?);
+    rows.into_iter().map(Account::try_from).collect()
+}

@@ -33,6 +33,11 @@ impl Role {
     pub fn can_organise(self) -> bool {
         matches!(self, Role::Owner | Role::Organiser)
     }
+
+    /// Owners and treasurers export the books and reconcile them.
+    pub fn can_keep_books(self) -> bool {
+        matches!(self, Role::Owner | Role::Treasurer)
+    }
 }
 
 /// The organisation and role a request's token speaks for.

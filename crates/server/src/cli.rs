@@ -80,6 +80,32 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Write the books to stdout: the journal (one row per posting), the
+    /// trial balance or the funds' ledger, as CSV, freee, Money Forward (mf)
+    /// or Yayoi journal imports, hledger or Beancount.
+    Export {
+        /// journal, trial-balance or fund.
+        report: String,
+        /// Only this organisation (default: every one).
+        #[arg(long, value_name = "SLUG")]
+        org: Option<String>,
+        /// Only entries touching this fund account (repeatable); other funds
+        /// in them are shown summed as "funds:other".
+        #[arg(long = "fund", value_name = "CODE")]
+        funds: Vec<String>,
+        /// First day, YYYY-MM-DD (dates in Japan).
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD, included.
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        /// csv, freee, mf, yayoi, hledger or beancount.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Start CSV with a UTF-8 byte-order mark (for Excel).
+        #[arg(long)]
+        bom: bool,
+    },
     /// Exit 0 if the server at ADDR answers /healthz (for container health checks).
     Healthcheck {
         /// Address of the running server; defaults to server.bind.
@@ -254,6 +280,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Campaign { command } => crate::campaign_cli::run(config, command).await,
         Command::Salon { command } => crate::salon_cli::run(config, command).await,
         Command::Token { command } => crate::campaign_cli::token(config, command).await,
+        Command::Export { report, org, funds, from, to, format, bom } => {
+            let args = crate::export_cli::ExportArgs { report, org, funds, from, to, format, bom };
+            crate::export_cli::run(config, args).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

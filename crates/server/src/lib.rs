@@ -11,6 +11,8 @@ pub mod campaign_errors;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod export_cli;
+pub mod exports;
 pub mod forms;
 pub mod i18n;
 pub mod operator;

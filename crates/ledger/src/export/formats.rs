@@ -273,7 +273,7 @@ impl<'a> Writer<'a> {
 
     fn side(&self, line: &super::Line) -> Side {
         let Some(account) = self.directory.get(line.account) else { return Side::empty() };
-        let mapped = self.options.mapping.resolve(&account.code, &account.name, account.kind);
+        let mapped = self.options.mapping_for(&account.org_slug).resolve(&account.code, &account.name, account.kind);
         Side {
             tax: mapped.tax_class().to_owned(),
             account: mapped.account,
@@ -354,8 +354,10 @@ impl<'a> Writer<'a> {
     fn hledger_declarations(&self, out: &mut String) {
         out.push_str("; kanpa journal export (hledger)\n");
         for currency in self.directory.currencies() {
+            // hledger wants a decimal mark in the sample: "1000. JPY".
             let sample = decimal(100_000 * 10i64.pow(currency.exponent()), currency);
-            let _ = writeln!(out, "commodity {sample} {}", currency.code());
+            let mark = if currency.exponent() == 0 { "." } else { "" };
+            let _ = writeln!(out, "commodity {sample}{mark} {}", currency.code());
         }
         for account in self.directory.accounts() {
             let _ = writeln!(out, "account {}", account.plain_name);

@@ -171,9 +171,16 @@ pub struct Options {
     /// Start CSV output with a UTF-8 byte-order mark, so Excel reads
     /// Japanese text correctly.
     pub bom: bool,
-    /// Accounts of the organisation's chart, for freee, Money Forward and
-    /// Yayoi.
+    /// Accounts of the organisations' charts, for freee, Money Forward and
+    /// Yayoi: these rules, or an organisation's own (by slug) if it has them.
     pub mapping: Mapping,
+    pub org_mappings: BTreeMap<String, Mapping>,
+}
+
+impl Options {
+    pub fn mapping_for(&self, org_slug: &str) -> &Mapping {
+        self.org_mappings.get(org_slug).unwrap_or(&self.mapping)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

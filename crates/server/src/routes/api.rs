@@ -133,6 +133,15 @@ impl Api {
         }
     }
 
+    /// Owners and treasurers keep the books: exports, reconciliation.
+    pub(crate) fn must_keep_books(&self) -> Result<(), ApiError> {
+        if self.caller.role.can_keep_books() {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", self.tr.t("api-error-forbidden")))
+        }
+    }
+
     /// The caller's campaign by slug; another organisation's is not found.
     async fn campaign(&self, state: &AppState, slug: &str) -> Result<Campaign, ApiError> {
         match store::campaign_by_slug(&state.db, slug).await {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod assets;
 pub mod campaigns;
+pub mod exports;
 pub mod health;
 pub mod home;
 pub mod me;
