@@ -417,3 +417,30 @@ async fn japanese_accounting_imports_follow_their_layouts_with_the_mapped_accoun
     let blank_side = yayoi.iter().find(|r| r[0] == "2110").unwrap();
     assert_eq!((blank_side[10].as_str(), blank_side[14].as_str()), ("", "0"), "the empty side is 0");
 }
+
+on_both_backends!(the_demo_books_export_in_all_six_formats_and_pass_the_checkers);
+
+async fn the_demo_books_export_in_all_six_formats_and_pass_the_checkers(backend: TestBackend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    assert!(kanpa_campaigns::demo::seed(&t.db, Timestamp::now()).await.unwrap());
+    assert!(kanpa_patrons::demo::seed(&t.db, Timestamp::now()).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = BTreeMap::new();
+    for format in Format::ALL {
+        let out = kanpa_ok(&t.url, &["export", "journal", "--format", format.as_str()]);
+        assert!(out.lines().count() > 100, "{format:?}: {} lines", out.lines().count());
+        let path = dir.path().join(format!("demo.{}", format.as_str()));
+        std::fs::write(&path, out).unwrap();
+        files.insert(format, path.to_str().unwrap().to_owned());
+    }
+    let tb = nonzero(trial_balance(&kanpa_ok(&t.url, &["export", "trial-balance"])));
+    assert!(!tb.is_empty());
+    if checkers().is_some() {
+        run_tool("hledger", &["check", "-s", "-f", &files[&Format::Hledger], "ordereddates"]);
+        run_tool("bean-check", &[&files[&Format::Beancount]]);
+        assert_eq!(nonzero(hledger_balances(&files[&Format::Hledger])), tb);
+        assert_eq!(nonzero(beancount_balances(&files[&Format::Beancount])), tb);
+    }
+}
