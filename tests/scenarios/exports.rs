@@ -418,9 +418,11 @@ async fn japanese_accounting_imports_follow_their_layouts_with_the_mapped_accoun
     assert_eq!((blank_side[10].as_str(), blank_side[14].as_str()), ("", "0"), "the empty side is 0");
 }
 
-on_both_backends!(the_demo_books_export_in_all_six_formats_and_pass_the_checkers);
+on_both_backends!(the_demo_books_export_in_all_six_formats_and_pass_the_checkers_and_its_pledges_and_patrons_as_csv);
 
-async fn the_demo_books_export_in_all_six_formats_and_pass_the_checkers(backend: TestBackend) {
+async fn the_demo_books_export_in_all_six_formats_and_pass_the_checkers_and_its_pledges_and_patrons_as_csv(
+    backend: TestBackend,
+) {
     let Some(t) = TestDb::new(backend).await else {
         return;
     };
@@ -437,6 +439,42 @@ async fn the_demo_books_export_in_all_six_formats_and_pass_the_checkers(backend:
     }
     let tb = nonzero(trial_balance(&kanpa_ok(&t.url, &["export", "trial-balance"])));
     assert!(!tb.is_empty());
+
+    // Pledges and patrons beside the books: every row, and a team's only.
+    let count = async |sql: &str| -> i64 {
+        match &t.db {
+            Db::Sqlite { read, .. } => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(read).await.unwrap()
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(pool).await.unwrap()
+            }
+        }
+    };
+    let pledges = cells::read_records(&kanpa_ok(&t.url, &["export", "pledges", "--org", "iryo-rengo"]));
+    assert_eq!(pledges.len() as i64 - 1, count("SELECT COUNT(*) FROM pledges").await);
+    let team: String = {
+        let sql = "SELECT t.slug FROM campaign_teams t ORDER BY t.id LIMIT 1";
+        match &t.db {
+            Db::Sqlite { read, .. } => sqlx::query_scalar(sql).fetch_one(read).await.unwrap(),
+            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        }
+    };
+    let fund = format!("fund:licence-drive-2026:{team}");
+    let of_team = cells::read_records(&kanpa_ok(&t.url, &["export", "pledges", "--fund", &fund]));
+    let in_db = count(&format!(
+        "SELECT COUNT(*) FROM pledges p JOIN campaign_teams t ON t.id = p.team_id WHERE t.slug = '{team}'"
+    ))
+    .await;
+    assert!(in_db > 0);
+    assert_eq!(of_team.len() as i64 - 1, in_db);
+    assert!(of_team[1..].iter().all(|r| r[5] == team), "only {team}'s pledges");
+    let patrons = cells::read_records(&kanpa_ok(&t.url, &["export", "patrons", "--bom"]));
+    assert!(patrons[0][0] == "organisation", "the byte-order mark is not part of the first cell");
+    assert_eq!(patrons.len() as i64 - 1, count("SELECT COUNT(*) FROM memberships").await);
+    let (code, _, err) = run_kanpa(&t.url, &["export", "patrons", "--format", "beancount"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("csv only"), "{err}");
     if checkers().is_some() {
         run_tool("hledger", &["check", "-s", "-f", &files[&Format::Hledger], "ordereddates"]);
         run_tool("bean-check", &[&files[&Format::Beancount]]);

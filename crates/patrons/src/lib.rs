@@ -22,6 +22,7 @@
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod join;
 pub mod model;
 pub mod roster;

@@ -82,9 +82,10 @@ pub enum Command {
     },
     /// Write the books to stdout: the journal (one row per posting), the
     /// trial balance or the funds' ledger, as CSV, freee, Money Forward (mf)
-    /// or Yayoi journal imports, hledger or Beancount.
+    /// or Yayoi journal imports, hledger or Beancount; or the pledges or
+    /// patrons as CSV.
     Export {
-        /// journal, trial-balance or fund.
+        /// journal, trial-balance, fund, pledges or patrons.
         report: String,
         /// Only this organisation (default: every one).
         #[arg(long, value_name = "SLUG")]

@@ -2,7 +2,6 @@
 //! organisation unless `--org` narrows it).
 
 use anyhow::Context;
-use kanpa_ledger::export;
 use kanpa_ledger::store;
 
 use crate::app;
@@ -39,7 +38,7 @@ pub async fn run(config: Config, args: ExportArgs) -> anyhow::Result<()> {
     .await?;
     let options = config.exports.options(args.bom);
     let mut out = tokio::io::stdout();
-    export::export(&db, request.report, request.format, &request.scope, &request.period, &options, &mut out).await?;
+    crate::exports::run(&db, &request, &options, &mut out).await?;
     db.close().await;
     Ok(())
 }

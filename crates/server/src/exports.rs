@@ -2,18 +2,52 @@
 //! the API: the report, the format, the period and the funds it is limited
 //! to. The writing is `kanpa_ledger::export`.
 
-use kanpa_ledger::export::{Format, Period, Report, Scope};
+use kanpa_ledger::export::{self, ExportError, Format, Options, Period, Report, Scope};
 use kanpa_ledger::{AccountKind, Db, OrgId, store};
+use tokio::io::AsyncWrite;
+
+/// What is exported: the books, or the pledges or patrons beside them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    Books(Report),
+    Pledges,
+    Patrons,
+}
+
+impl What {
+    pub fn parse(text: &str) -> Option<What> {
+        match text {
+            "pledges" => Some(What::Pledges),
+            "patrons" => Some(What::Patrons),
+            other => Report::parse(other).map(What::Books),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            What::Books(report) => report.as_str(),
+            What::Pledges => "pledges",
+            What::Patrons => "patrons",
+        }
+    }
+
+    fn supports(self, format: Format) -> bool {
+        match self {
+            What::Books(report) => format.supports(report),
+            What::Pledges | What::Patrons => format == Format::Csv,
+        }
+    }
+}
 
 /// Why an export request is refused before anything is written.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportRefusal {
-    #[error("unknown export {0:?}: journal, trial-balance or fund")]
+    #[error("unknown export {0:?}: journal, trial-balance, fund, pledges or patrons")]
     UnknownReport(String),
     #[error("unknown format {0:?}: csv, freee, mf, yayoi, hledger or beancount")]
     UnknownFormat(String),
     #[error("the {} export is available as csv only", .0.as_str())]
-    Unsupported(Report),
+    Unsupported(What),
     #[error("{0} must be a date written YYYY-MM-DD")]
     BadDate(&'static str),
     #[error("the period ends before it starts")]
@@ -55,7 +89,9 @@ impl ExportRefusal {
         match (self, locale) {
             (_, En) | (ExportRefusal::Ledger(_), Ja) => self.to_string(),
             (ExportRefusal::UnknownReport(r), Ja) => {
-                format!("エクスポートの種類 {r:?} はありません(journal、trial-balance、fund のいずれか)")
+                format!(
+                    "エクスポートの種類 {r:?} はありません(journal、trial-balance、fund、pledges、patrons のいずれか)"
+                )
             }
             (ExportRefusal::UnknownFormat(f), Ja) => {
                 format!("形式 {f:?} はありません(csv、freee、mf、yayoi、hledger、beancount のいずれか)")
@@ -71,7 +107,7 @@ impl ExportRefusal {
 /// A checked export request.
 #[derive(Clone, Debug)]
 pub struct ExportRequest {
-    pub report: Report,
+    pub what: What,
     pub format: Format,
     pub scope: Scope,
     pub period: Period,
@@ -89,10 +125,10 @@ impl ExportRequest {
         to: Option<&str>,
         funds: &[String],
     ) -> Result<ExportRequest, ExportRefusal> {
-        let report = Report::parse(report).ok_or_else(|| ExportRefusal::UnknownReport(report.to_owned()))?;
+        let what = What::parse(report).ok_or_else(|| ExportRefusal::UnknownReport(report.to_owned()))?;
         let format = Format::parse(format).ok_or_else(|| ExportRefusal::UnknownFormat(format.to_owned()))?;
-        if !format.supports(report) {
-            return Err(ExportRefusal::Unsupported(report));
+        if !what.supports(format) {
+            return Err(ExportRefusal::Unsupported(what));
         }
         let date = |text: Option<&str>, field| {
             text.filter(|t| !t.trim().is_empty())
@@ -121,15 +157,41 @@ impl ExportRequest {
             }
             scope.funds = Some(ids.into_iter().collect());
         }
-        Ok(ExportRequest { report, format, scope, period })
+        Ok(ExportRequest { what, format, scope, period })
     }
 
     /// "iryo-journal-2026-11-01-2026-11-30.csv"
     pub fn file_name(&self, org_slug: &str) -> String {
-        let mut name = format!("{org_slug}-{}", self.report.as_str());
+        let mut name = format!("{org_slug}-{}", self.what.as_str());
         for date in [self.period.from, self.period.to].into_iter().flatten() {
             name.push_str(&format!("-{date}"));
         }
         format!("{name}.{}", self.format.file_type().0)
+    }
+}
+
+/// Writes the export to `out`.
+pub async fn run<W: AsyncWrite + Unpin + Send>(
+    db: &Db,
+    request: &ExportRequest,
+    options: &Options,
+    out: &mut W,
+) -> Result<(), ExportError> {
+    let ExportRequest { what, format, scope, period } = request;
+    let slugs = || async {
+        Ok::<_, ExportError>(store::organisations(db).await?.into_iter().map(|o| (o.id, o.slug)).collect())
+    };
+    match what {
+        What::Books(report) => export::export(db, *report, *format, scope, period, options, out).await,
+        What::Pledges => {
+            let slugs = slugs().await?;
+            kanpa_campaigns::export::pledges_csv(db, &slugs, scope.org, scope.funds.as_ref(), period, options.bom, out)
+                .await
+        }
+        What::Patrons => {
+            let slugs = slugs().await?;
+            kanpa_patrons::export::patrons_csv(db, &slugs, scope.org, scope.funds.as_ref(), period, options.bom, out)
+                .await
+        }
     }
 }

@@ -524,6 +524,44 @@ where
     Ok(())
 }
 
+/// CSV lines handed to a writer every [`FLUSH_BYTES`]: for exports of
+/// other crates' rows (pledges, patrons), streamed the same way.
+pub struct Sink<'w, W> {
+    out: &'w mut W,
+    buffer: String,
+}
+
+impl<'w, W: AsyncWrite + Unpin + Send> Sink<'w, W> {
+    /// Starts with a UTF-8 byte-order mark if `bom`.
+    pub fn new(out: &'w mut W, bom: bool) -> Sink<'w, W> {
+        let mut buffer = String::with_capacity(FLUSH_BYTES + 4096);
+        if bom {
+            buffer.push('\u{feff}');
+        }
+        Sink { out, buffer }
+    }
+
+    pub async fn line(&mut self, line: &str) -> std::io::Result<()> {
+        self.buffer.push_str(line);
+        if self.buffer.len() >= FLUSH_BYTES {
+            self.out.write_all(self.buffer.as_bytes()).await?;
+            self.buffer.clear();
+        }
+        Ok(())
+    }
+
+    pub async fn finish(self) -> std::io::Result<()> {
+        self.out.write_all(self.buffer.as_bytes()).await?;
+        self.out.flush().await
+    }
+}
+
+/// A calendar date in Japan, as exports write it: "2026-11-02".
+pub fn books_date(t: Timestamp) -> String {
+    let d = t.as_offset().to_offset(BOOKS_OFFSET).date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
 /// A trial balance row: an account with its debits and credits over the
 /// period. Used by tests and the API's JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

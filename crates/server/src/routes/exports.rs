@@ -12,7 +12,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use kanpa_ledger::export;
 use tokio::io::AsyncReadExt;
 
 use crate::app::AppState;
@@ -95,9 +94,7 @@ async fn export_books(
     let (mut writer, reader) = tokio::io::duplex(PIPE_BYTES);
     let db = state.db.clone();
     let task = tokio::spawn(async move {
-        let result =
-            export::export(&db, request.report, request.format, &request.scope, &request.period, &options, &mut writer)
-                .await;
+        let result = crate::exports::run(&db, &request, &options, &mut writer).await;
         if let Err(e) = &result {
             tracing::error!(error = %e, "export failed half-way");
         }
