@@ -14,6 +14,7 @@ pub mod db;
 pub mod entry;
 pub mod export;
 pub mod money;
+pub mod reconcile;
 pub mod store;
 mod timestamp;
 
