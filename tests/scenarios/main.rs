@@ -13,5 +13,6 @@ mod jobs;
 mod ledger;
 mod outgoing;
 mod pages;
+mod reconcile;
 mod salons;
 mod server;

@@ -661,3 +661,54 @@ pub async fn accounts_with_code(db: &Db, org: Option<OrgId>, code: &str) -> Resu
         .bind(code).bind(org.map_or(0, |o| o.0)).bind(org.is_none()).fetch_all(p).await?);
     rows.into_iter().map(Account::try_from).collect()
 }
+
+// ---------------------------------------------------------------- reconciliation
+
+/// Per provider object (`stripe:{object}:…` keys), what its entries did to
+/// the organisations' Stripe balance accounts (`stripe-balance:*`), read as
+/// a stream: one value per object.
+pub async fn provider_objects(
+    db: &Db,
+    org: Option<OrgId>,
+) -> Result<BTreeMap<String, crate::reconcile::LedgerSide>, LedgerError> {
+    use futures::TryStreamExt;
+    let mut sql = String::from(
+        "SELECT e.idempotency_key, e.org_id, e.occurred_at, p.amount, p.currency
+         FROM ledger_entries e JOIN ledger_postings p ON p.entry_id = e.id
+         JOIN ledger_accounts a ON a.id = p.account_id
+         WHERE e.idempotency_key LIKE 'stripe:%' AND a.code LIKE 'stripe-balance:%'",
+    );
+    if org.is_some() {
+        sql.push_str(" AND e.org_id = $1");
+    }
+    let mut sides: BTreeMap<String, crate::reconcile::LedgerSide> = BTreeMap::new();
+    on_db!(db, p => {
+        let mut q = sqlx::query_as::<_, (String, i64, Timestamp, i64, String)>(AssertSqlSafe(sql));
+        if let Some(org) = org {
+            q = q.bind(org.0);
+        }
+        let mut rows = q.fetch(p);
+        while let Some((key, org_id, at, amount, code)) = rows.try_next().await? {
+            let Some(object) = crate::reconcile::object_of_key(&key) else { continue };
+            let side = sides.entry(object.to_owned()).or_insert(crate::reconcile::LedgerSide {
+                org: OrgId(org_id),
+                currency: currency(&code)?,
+                amount: 0,
+                last_at: at,
+            });
+            side.amount += amount;
+            side.last_at = side.last_at.max(at);
+        }
+    });
+    Ok(sides)
+}
+
+/// The entry posted with this idempotency key, if any.
+pub async fn entry_by_key(db: &Db, key: &str) -> Result<Option<Entry>, LedgerError> {
+    let sql = "SELECT id FROM ledger_entries WHERE idempotency_key = $1";
+    let id: Option<i64> = on_db!(db, p => sqlx::query_scalar(sql).bind(key).fetch_optional(p).await?);
+    match id {
+        Some(id) => entry(db, EntryId(id)).await,
+        None => Ok(None),
+    }
+}

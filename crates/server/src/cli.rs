@@ -107,6 +107,19 @@ pub enum Command {
         #[arg(long)]
         bom: bool,
     },
+    /// Import Stripe's balance transactions and payouts, post missing fees
+    /// and payouts (Stripe balance to in transit), and list what does not tie
+    /// out on either side; exits 1 if anything is unmatched.
+    Reconcile {
+        /// Only this organisation's Stripe objects (default: all, and the
+        /// Stripe balance compared with Stripe's).
+        #[arg(long, value_name = "SLUG")]
+        org: Option<String>,
+        /// Only balance transactions from this day (YYYY-MM-DD, Japan) on;
+        /// without it, the whole history.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+    },
     /// Exit 0 if the server at ADDR answers /healthz (for container health checks).
     Healthcheck {
         /// Address of the running server; defaults to server.bind.
@@ -281,6 +294,16 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Campaign { command } => crate::campaign_cli::run(config, command).await,
         Command::Salon { command } => crate::salon_cli::run(config, command).await,
         Command::Token { command } => crate::campaign_cli::token(config, command).await,
+        Command::Reconcile { org, since } => {
+            return match crate::export_cli::reconcile(config, org, since).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("kanpa: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Export { report, org, funds, from, to, format, bom } => {
             let args = crate::export_cli::ExportArgs { report, org, funds, from, to, format, bom };
             crate::export_cli::run(config, args).await

@@ -42,3 +42,81 @@ pub async fn run(config: Config, args: ExportArgs) -> anyhow::Result<()> {
     db.close().await;
     Ok(())
 }
+
+/// `kanpa reconcile`: imports Stripe's balance history, posts what it
+/// settles, prints what does not tie out; exits 1 if anything is unmatched.
+pub async fn reconcile(config: Config, org: Option<String>, since: Option<String>) -> anyhow::Result<bool> {
+    let db = app::connect(&config).await?;
+    let org = match &org {
+        Some(slug) => {
+            Some(store::organisation_by_slug(&db, slug).await?.with_context(|| format!("no organisation {slug:?}"))?)
+        }
+        None => None,
+    };
+    let since = match since {
+        Some(text) => {
+            let period = kanpa_ledger::export::Period {
+                from: Some(
+                    kanpa_ledger::export::Period::parse_date(&text)
+                        .with_context(|| format!("--since must be a date written YYYY-MM-DD, not {text:?}"))?,
+                ),
+                to: None,
+            };
+            period.start()
+        }
+        None => None,
+    };
+    let client = kanpa_payments::stripe_api::client(config.stripe.secret_key.expose(), &config.stripe.api_base)
+        .context("could not build the Stripe client (stripe.secret_key, stripe.api_base)")?;
+    let slugs: std::collections::BTreeMap<_, _> =
+        store::organisations(&db).await?.into_iter().map(|o| (o.id, o.slug)).collect();
+    let outcome =
+        crate::reconcile::run(&db, &client, org.as_ref().map(|o| o.id), since, &mut |step| eprintln!("… {step}"))
+            .await?;
+    let r = &outcome.report;
+    println!(
+        "reconciled {} Stripe balance transactions: {} objects matched; posted {} missing fees and {} payouts to in transit",
+        r.lines, r.matched_objects, outcome.fees_posted, outcome.payouts_posted
+    );
+    let name = |o: Option<kanpa_ledger::OrgId>| {
+        o.and_then(|o| slugs.get(&o).cloned()).unwrap_or_else(|| "(no organisation)".to_owned())
+    };
+    for u in &r.unmatched_provider {
+        println!(
+            "UNMATCHED at Stripe: {} ({}) {} {}: Stripe {}, ledger {}, difference {}",
+            u.object,
+            u.kinds,
+            name(u.org),
+            u.currency.code(),
+            u.provider,
+            u.ledger,
+            u.difference
+        );
+    }
+    for u in &r.unmatched_ledger {
+        println!(
+            "UNMATCHED in the ledger: {} {} {}: ledger {}, no Stripe balance transaction",
+            u.object,
+            name(u.org),
+            u.currency.code(),
+            u.ledger
+        );
+    }
+    let mut balanced = true;
+    for (stripe, booked) in outcome.balances.iter().flatten() {
+        let verdict = if stripe == booked { "=" } else { "≠" };
+        balanced &= stripe == booked;
+        println!(
+            "Stripe balance {} {} ledger Stripe balance accounts {}",
+            stripe.format(kanpa_ledger::Locale::En),
+            verdict,
+            booked.format(kanpa_ledger::Locale::En)
+        );
+    }
+    let clean = r.is_clean() && (org.is_some() || balanced);
+    if clean {
+        println!("nothing unmatched");
+    }
+    db.close().await;
+    Ok(clean)
+}

@@ -18,6 +18,7 @@ pub mod i18n;
 pub mod operator;
 pub mod page_cache;
 pub mod pages;
+pub mod reconcile;
 pub mod routes;
 pub mod salon_cli;
 pub mod salon_errors;

@@ -462,6 +462,8 @@ fn dispatch(state: &mut State, method: &Method, path: &str, form: &Form) -> Resu
         }
         ("GET", ["balance_transactions", id]) => get("balance_transaction", id),
 
+        ("GET", ["balance"]) => Ok(objects::balance(state)),
+
         ("GET", ["payouts"]) => {
             let filters = form.filters(&["status", "destination"]);
             list(state, "payout", path, form, |payout| matches_filters(payout, &filters))

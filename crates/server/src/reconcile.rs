@@ -1,0 +1,161 @@
+//! Reconciling the books with Stripe: a flow over the Stripe adapter (what
+//! Stripe's balance did) and the ledger (what kanpa booked), run by `kanpa
+//! reconcile`.
+//!
+//! 1. Import every balance transaction since the date (all of them without).
+//! 2. Post what the ledger lacks that Stripe's data settles: a charge's fee
+//!    (same key and postings as the live handler, so a late webhook writes
+//!    nothing), and each payout, per organisation, from the Stripe balance to
+//!    in transit (`stripe:{payout}:in-transit:{org}`).
+//! 3. Compare per Stripe object (`kanpa_ledger::reconcile`) and, over the
+//!    whole history, the Stripe balance accounts with Stripe's balance.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use kanpa_ledger::chart::Holding;
+use kanpa_ledger::reconcile::{self, StatementLine};
+use kanpa_ledger::{EntryHeader, IdempotencyKey, Money, NewEntry, NewPosting, OrgId, Timestamp, store};
+
+/// What a run did and found.
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: reconcile::Report,
+    pub fees_posted: usize,
+    pub payouts_posted: usize,
+    /// Over the whole history (no `since`): Stripe's balance and the sum of
+    /// the Stripe balance accounts in scope, per currency.
+    pub balances: Option<Vec<(Money, Money)>>,
+}
+
+fn key(text: String) -> anyhow::Result<IdempotencyKey> {
+    IdempotencyKey::parse(text).context("a reconciliation key")
+}
+
+/// Posts a charge's missing fee from its gross entry: out of the same fund,
+/// out of the same Stripe balance account.
+async fn post_missing_fee(db: &kanpa_ledger::Db, line: &StatementLine) -> anyhow::Result<bool> {
+    let charge = line.object();
+    if store::entry_by_key(db, &format!("stripe:{charge}:fee")).await?.is_some() {
+        return Ok(false);
+    }
+    let Some(gross) = store::entry_by_key(db, &format!("stripe:{charge}:gross")).await? else {
+        return Ok(false);
+    };
+    let (Some(stripe), Some(fund)) = (
+        gross.postings.iter().find(|p| p.amount.amount() > 0).map(|p| p.account),
+        gross.postings.iter().find(|p| p.amount.amount() < 0).map(|p| p.account),
+    ) else {
+        return Ok(false);
+    };
+    let header = EntryHeader {
+        org: gross.org,
+        key: key(format!("stripe:{charge}:fee"))?,
+        occurred_at: line.created,
+        description: "Stripe fee".to_owned(),
+        source: gross.source.clone(),
+        recorded_by: Some("reconciliation".to_owned()),
+    };
+    let entry = NewEntry::new(header, vec![NewPosting::debit(fund, line.fee), NewPosting::credit(stripe, line.fee)?])?;
+    Ok(matches!(store::post_entry(db, &entry).await?, store::Posted::Created(_)))
+}
+
+/// Posts a payout per organisation whose money it carried: what its lines
+/// added to that organisation's Stripe balance moves to in transit.
+async fn post_payout(
+    db: &kanpa_ledger::Db,
+    client: &stripe::Client,
+    line: &StatementLine,
+    owners: &BTreeMap<String, reconcile::LedgerSide>,
+) -> anyhow::Result<usize> {
+    let payout = line.object();
+    let paid = kanpa_payments::stripe_api::payout_lines(client, &payout).await?;
+    let mut per_org: BTreeMap<OrgId, i64> = BTreeMap::new();
+    for l in &paid {
+        if let Some(owner) = owners.get(&l.object()) {
+            *per_org.entry(owner.org).or_default() += l.net();
+        }
+    }
+    let currency = line.amount.currency();
+    let mut posted = 0;
+    for (org, amount) in per_org {
+        if amount <= 0 {
+            continue;
+        }
+        let mut tx = db.begin().await?;
+        let stripe = Holding::StripeBalance.account(&mut tx, org, currency).await?;
+        let in_transit = Holding::InTransit.account(&mut tx, org, currency).await?;
+        let header = EntryHeader {
+            org,
+            key: key(format!("stripe:{payout}:in-transit:{org}"))?,
+            occurred_at: line.created,
+            description: format!("Stripe payout {payout} to the bank"),
+            source: Some(kanpa_ledger::SourceRef { kind: "stripe".into(), reference: payout.clone() }),
+            recorded_by: Some("reconciliation".to_owned()),
+        };
+        let entry = NewEntry::transfer(header, in_transit, stripe, Money::new(amount, currency))?;
+        if matches!(store::post(&mut tx, &entry).await?, store::Posted::Created(_)) {
+            posted += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(posted)
+}
+
+/// Runs the reconciliation for one organisation (or all), telling
+/// `progress` how far the import is.
+pub async fn run(
+    db: &kanpa_ledger::Db,
+    client: &stripe::Client,
+    org: Option<OrgId>,
+    since: Option<Timestamp>,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<Outcome> {
+    let lines = kanpa_payments::stripe_api::balance_lines(client, since, &mut |n| {
+        progress(format!("{n} balance transactions imported"))
+    })
+    .await
+    .context("listing Stripe balance transactions")?;
+    let owners = store::provider_objects(db, None).await?;
+    let in_scope =
+        |line: &StatementLine| org.is_none_or(|o| owners.get(&line.object()).is_some_and(|side| side.org == o));
+    let mut fees_posted = 0;
+    let mut payouts_posted = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if matches!(line.kind.as_str(), "charge" | "payment") && line.fee.amount() > 0 && in_scope(line) {
+            fees_posted += usize::from(post_missing_fee(db, line).await?);
+        }
+        if line.is_payout() {
+            payouts_posted += post_payout(db, client, line, &owners).await?;
+        }
+        if (i + 1) % 100 == 0 {
+            progress(format!("{} of {} lines checked", i + 1, lines.len()));
+        }
+    }
+    let ledger = store::provider_objects(db, None).await?;
+    let report = reconcile::compare(&lines, &ledger, org, since);
+    let balances = if since.is_none() {
+        let stripe = kanpa_payments::stripe_api::balance(client).await.context("reading Stripe's balance")?;
+        let orgs = match org {
+            Some(org) => vec![org],
+            None => store::organisations(db).await?.into_iter().map(|o| o.id).collect(),
+        };
+        let mut booked: BTreeMap<kanpa_ledger::Currency, i64> = BTreeMap::new();
+        for org in orgs {
+            for b in store::balances(db, org).await? {
+                if b.account.code.starts_with("stripe-balance:") {
+                    *booked.entry(b.account.currency).or_default() += b.balance.amount();
+                }
+            }
+        }
+        Some(
+            stripe
+                .into_iter()
+                .map(|s| (s, Money::new(booked.get(&s.currency()).copied().unwrap_or(0), s.currency())))
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok(Outcome { report, fees_posted, payouts_posted, balances })
+}
