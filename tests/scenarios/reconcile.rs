@@ -158,6 +158,53 @@ async fn a_month_with_refunds_disputes_and_payouts_reconciles_to_zero_and_a_plan
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("posted 0 missing fees and 0 payouts"), "{out}");
 
+    // The treasurer saw the first payout arrive; the bank statement shows the second.
+    let first_id = first["id"].as_str().unwrap();
+    let (code, out, err) = run_kanpa_with(&t.url, &env, &["payout", "confirm", "--org", "iryo", first_id]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("moved from in transit to the bank"), "{out}");
+    let (_, out, _) = run_kanpa_with(&t.url, &env, &["payout", "confirm", "--org", "iryo", first_id]);
+    assert!(out.contains("already confirmed"), "{out}");
+    let (code, _, err) = run_kanpa_with(&t.url, &env, &["payout", "confirm", "--org", "iryo", "po_unknown"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("po_unknown"), "{err}");
+
+    let today = Timestamp::now().as_offset().to_offset(kanpa_ledger::export::BOOKS_OFFSET).date();
+    let second_amount = second["amount"].as_i64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let statement = dir.path().join("statement.csv");
+    std::fs::write(
+        &statement,
+        format!(
+            "\"日付\",\"摘要\",\"お支払金額\",\"お預り金額\",\"差引残高\"\r\n\
+             \"{y}年{m}月{d}日\",\"振込 ストライプジヤパン(カ\",\"\",\"{amount}\",\"1,000,000\"\r\n\
+             \"{y}/{m:02}/{d:02}\",\"振込 カンパ タロウ\",\"\",\"12,345\",\"1,012,345\"\r\n\
+             \"{y}/{m:02}/{d:02}\",\"振替手数料\",\"330\",\"\",\"1,012,015\"\r\n",
+            y = today.year(),
+            m = u8::from(today.month()),
+            d = today.day(),
+            amount = group(second_amount),
+        ),
+    )
+    .unwrap();
+    let file = statement.to_str().unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "date,amount,description\n2026-11-20,lots,STRIPE\n").unwrap();
+    let (code, _, err) = run_kanpa_with(&t.url, &env, &["bank", "import", "--org", "iryo", bad.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("line 2") && err.contains("lots"), "{err}");
+    let (code, out, err) = run_kanpa_with(&t.url, &env, &["bank", "import", "--org", "iryo", "--layout", "jp", file]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 payouts confirmed, 1 deposits unexplained"), "{out}");
+    assert!(out.contains("deposit") && out.contains("12345 (振込 カンパ タロウ) matches no payout"), "{out}");
+    let (_, out, _) = run_kanpa_with(&t.url, &env, &["bank", "import", "--org", "iryo", "--layout", "jp", file]);
+    assert!(out.contains("0 payouts confirmed, 2 deposits unexplained"), "importing twice moves nothing: {out}");
+    let mut tx = db.begin().await.unwrap();
+    let bank = Holding::Bank.account(&mut tx, books.org, Currency::Jpy).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store::balance(db, bank).await.unwrap().amount(), paid);
+    assert_eq!(store::balance(db, in_transit).await.unwrap().amount(), 0);
+
     // A discrepancy: the ledger booked ¥500 more than Stripe charged, and an
     // entry names a charge Stripe never made.
     let f = stripe.charge(6_000, "jpy", 0, &[]).unwrap();

@@ -712,3 +712,33 @@ pub async fn entry_by_key(db: &Db, key: &str) -> Result<Option<Entry>, LedgerErr
         None => Ok(None),
     }
 }
+
+/// Payouts of an organisation on their way to the bank: entries keyed
+/// `stripe:{payout}:in-transit:{org}` with no `stripe:{payout}:banked:{org}`
+/// yet, with what they put in transit.
+pub async fn payouts_in_transit(db: &Db, org: OrgId) -> Result<Vec<(String, Money, Timestamp)>, LedgerError> {
+    let sql = "SELECT e.idempotency_key, p.amount, p.currency, e.occurred_at
+               FROM ledger_entries e JOIN ledger_postings p ON p.entry_id = e.id
+               JOIN ledger_accounts a ON a.id = p.account_id
+               WHERE e.org_id = $1 AND e.idempotency_key LIKE $2 AND a.code LIKE 'in-transit:%' AND p.amount > 0
+               ORDER BY e.occurred_at, e.id";
+    let banked_sql = "SELECT idempotency_key FROM ledger_entries WHERE org_id = $1 AND idempotency_key LIKE $2";
+    let suffix = format!(":in-transit:{}", org.0);
+    let banked_suffix = format!(":banked:{}", org.0);
+    type InTransitRow = (String, i64, String, Timestamp);
+    let (rows, banked): (Vec<InTransitRow>, Vec<String>) = on_db!(db, p => {
+        let rows = sqlx::query_as(sql).bind(org.0).bind(format!("stripe:%{suffix}")).fetch_all(p).await?;
+        let banked = sqlx::query_scalar(banked_sql).bind(org.0).bind(format!("stripe:%{banked_suffix}")).fetch_all(p).await?;
+        (rows, banked)
+    });
+    let banked: std::collections::HashSet<String> = banked
+        .iter()
+        .filter_map(|k| k.strip_prefix("stripe:")?.strip_suffix(&banked_suffix).map(str::to_owned))
+        .collect();
+    rows.into_iter()
+        .filter_map(|(key, amount, code, at)| {
+            let payout = key.strip_prefix("stripe:")?.strip_suffix(&suffix)?.to_owned();
+            (!banked.contains(&payout)).then(|| currency(&code).map(|c| (payout, Money::new(amount, c), at)))
+        })
+        .collect()
+}

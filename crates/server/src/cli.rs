@@ -120,6 +120,16 @@ pub enum Command {
         #[arg(long, value_name = "DATE")]
         since: Option<String>,
     },
+    /// Stripe payouts on their way to the bank.
+    Payout {
+        #[command(subcommand)]
+        command: PayoutCommand,
+    },
+    /// Bank statements: confirm the payouts they show arriving.
+    Bank {
+        #[command(subcommand)]
+        command: BankCommand,
+    },
     /// Exit 0 if the server at ADDR answers /healthz (for container health checks).
     Healthcheck {
         /// Address of the running server; defaults to server.bind.
@@ -197,6 +207,34 @@ pub enum TokenCommand {
         org: String,
         #[arg(long)]
         label: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PayoutCommand {
+    /// The payout arrived: move it from in transit to the bank.
+    Confirm {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        /// The Stripe payout id (po_…), as `kanpa reconcile` posted it.
+        payout: String,
+        /// The day it arrived (YYYY-MM-DD); today without.
+        #[arg(long, value_name = "DATE")]
+        on: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BankCommand {
+    /// Read a bank statement (UTF-8 CSV) and confirm each payout in transit
+    /// whose deposit it shows (same amount, within a week).
+    Import {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        /// generic (date,amount,description) or jp (日付, 摘要, お支払金額, お預り金額, …).
+        #[arg(long, default_value = "generic")]
+        layout: String,
+        file: std::path::PathBuf,
     },
 }
 
@@ -294,8 +332,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Campaign { command } => crate::campaign_cli::run(config, command).await,
         Command::Salon { command } => crate::salon_cli::run(config, command).await,
         Command::Token { command } => crate::campaign_cli::token(config, command).await,
+        Command::Payout { command: PayoutCommand::Confirm { org, payout, on } } => {
+            crate::books_cli::confirm_payout(config, org, payout, on).await
+        }
+        Command::Bank { command: BankCommand::Import { org, layout, file } } => {
+            crate::books_cli::import_bank(config, org, layout, file).await
+        }
         Command::Reconcile { org, since } => {
-            return match crate::export_cli::reconcile(config, org, since).await {
+            return match crate::books_cli::reconcile(config, org, since).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
@@ -305,8 +349,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             };
         }
         Command::Export { report, org, funds, from, to, format, bom } => {
-            let args = crate::export_cli::ExportArgs { report, org, funds, from, to, format, bom };
-            crate::export_cli::run(config, args).await
+            let args = crate::books_cli::ExportArgs { report, org, funds, from, to, format, bom };
+            crate::books_cli::run(config, args).await
         }
     };
     match result {

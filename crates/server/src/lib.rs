@@ -6,12 +6,12 @@
 
 pub mod api_token;
 pub mod app;
+pub mod books_cli;
 pub mod campaign_cli;
 pub mod campaign_errors;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod export_cli;
 pub mod exports;
 pub mod forms;
 pub mod i18n;

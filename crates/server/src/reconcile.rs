@@ -159,3 +159,86 @@ pub async fn run(
     };
     Ok(Outcome { report, fees_posted, payouts_posted, balances })
 }
+
+/// Why a payout cannot be confirmed as arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfirmError {
+    #[error("no payout {0:?} is in transit for this organisation (run kanpa reconcile first)")]
+    NotInTransit(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Moves a payout from in transit to the bank (`stripe:{payout}:banked:{org}`),
+/// on `date` (today without). Confirming twice writes nothing.
+pub async fn confirm_payout(
+    db: &kanpa_ledger::Db,
+    org: OrgId,
+    payout: &str,
+    date: Option<time::Date>,
+) -> Result<bool, ConfirmError> {
+    let in_transit = store::entry_by_key(db, &format!("stripe:{payout}:in-transit:{org}"))
+        .await
+        .map_err(anyhow::Error::from)?
+        .filter(|e| e.org == org)
+        .ok_or_else(|| ConfirmError::NotInTransit(payout.to_owned()))?;
+    let Some(moved) = in_transit.postings.iter().find(|p| p.amount.amount() > 0) else {
+        return Err(ConfirmError::NotInTransit(payout.to_owned()));
+    };
+    let occurred_at = match date {
+        Some(d) => Timestamp::from(d.midnight().assume_offset(kanpa_ledger::export::BOOKS_OFFSET)),
+        None => Timestamp::now(),
+    };
+    let mut tx = db.begin().await.map_err(anyhow::Error::from)?;
+    let bank = Holding::Bank.account(&mut tx, org, moved.amount.currency()).await.map_err(anyhow::Error::from)?;
+    let header = EntryHeader {
+        org,
+        key: key(format!("stripe:{payout}:banked:{org}"))?,
+        occurred_at,
+        description: format!("Stripe payout {payout} arrived in the bank"),
+        source: Some(kanpa_ledger::SourceRef { kind: "stripe".into(), reference: payout.to_owned() }),
+        recorded_by: Some("reconciliation".to_owned()),
+    };
+    let entry = NewEntry::transfer(header, bank, moved.account, moved.amount).map_err(anyhow::Error::from)?;
+    let posted = store::post(&mut tx, &entry).await.map_err(anyhow::Error::from)?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(matches!(posted, store::Posted::Created(_)))
+}
+
+/// What a bank statement confirmed, and the deposits nothing explains.
+#[derive(Debug, Default)]
+pub struct StatementOutcome {
+    pub confirmed: Vec<(kanpa_ledger::reconcile::bank::BankLine, String)>,
+    pub unexplained: Vec<kanpa_ledger::reconcile::bank::BankLine>,
+}
+
+/// Confirms each payout in transit whose deposit the statement shows.
+pub async fn import_bank_statement(
+    db: &kanpa_ledger::Db,
+    org: OrgId,
+    lines: Vec<kanpa_ledger::reconcile::bank::BankLine>,
+) -> anyhow::Result<StatementOutcome> {
+    use kanpa_ledger::reconcile::bank::{InTransit, match_deposits};
+    let pending: Vec<InTransit> = store::payouts_in_transit(db, org)
+        .await?
+        .into_iter()
+        .map(|(payout, amount, at)| InTransit {
+            payout,
+            amount: amount.amount(),
+            date: at.as_offset().to_offset(kanpa_ledger::export::BOOKS_OFFSET).date(),
+        })
+        .collect();
+    let pairs = match_deposits(&lines, &pending);
+    let mut outcome = StatementOutcome::default();
+    let mut explained = vec![false; lines.len()];
+    for (li, pi) in pairs {
+        let payout = pending[pi].payout.clone();
+        if confirm_payout(db, org, &payout, Some(lines[li].date)).await.map_err(anyhow::Error::from)? {
+            outcome.confirmed.push((lines[li].clone(), payout));
+        }
+        explained[li] = true;
+    }
+    outcome.unexplained =
+        lines.into_iter().zip(explained).filter(|(l, seen)| l.amount > 0 && !seen).map(|(l, _)| l).collect();
+    Ok(outcome)
+}

@@ -1,4 +1,4 @@
-//! `kanpa export …`: the books to stdout, as the operator (every
+//! `kanpa export …`, `kanpa reconcile`, `kanpa payout confirm` and `kanpa bank import`: the books, as the operator (every
 //! organisation unless `--org` narrows it).
 
 use anyhow::Context;
@@ -119,4 +119,53 @@ pub async fn reconcile(config: Config, org: Option<String>, since: Option<String
     }
     db.close().await;
     Ok(clean)
+}
+
+async fn organisation(db: &kanpa_ledger::Db, slug: &str) -> anyhow::Result<kanpa_ledger::OrgId> {
+    Ok(store::organisation_by_slug(db, slug).await?.with_context(|| format!("no organisation {slug:?}"))?.id)
+}
+
+/// `kanpa payout confirm`: the treasurer saw the payout arrive.
+pub async fn confirm_payout(config: Config, org: String, payout: String, on: Option<String>) -> anyhow::Result<()> {
+    let db = app::connect(&config).await?;
+    let org = organisation(&db, &org).await?;
+    let on = match on {
+        Some(text) => Some(
+            kanpa_ledger::export::Period::parse_date(&text)
+                .with_context(|| format!("--on must be a date written YYYY-MM-DD, not {text:?}"))?,
+        ),
+        None => None,
+    };
+    if crate::reconcile::confirm_payout(&db, org, &payout, on).await? {
+        println!("payout {payout} moved from in transit to the bank");
+    } else {
+        println!("payout {payout} was already confirmed; nothing written");
+    }
+    db.close().await;
+    Ok(())
+}
+
+/// `kanpa bank import`: confirms the payouts a bank statement shows arriving.
+pub async fn import_bank(config: Config, org: String, layout: String, file: std::path::PathBuf) -> anyhow::Result<()> {
+    use kanpa_ledger::reconcile::bank::{self, Layout};
+    let layout = Layout::parse(&layout).with_context(|| format!("--layout must be generic or jp, not {layout:?}"))?;
+    let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let text = String::from_utf8(text)
+        .with_context(|| format!("{} is not UTF-8 (convert it first: iconv -f CP932 -t UTF-8)", file.display()))?;
+    let lines = bank::parse(&text, layout).with_context(|| format!("{} was not imported", file.display()))?;
+    let db = app::connect(&config).await?;
+    let org = organisation(&db, &org).await?;
+    let outcome = crate::reconcile::import_bank_statement(&db, org, lines).await?;
+    for (line, payout) in &outcome.confirmed {
+        println!("line {}: {} {} is payout {payout}: moved to the bank", line.line, line.date, line.amount);
+    }
+    for line in &outcome.unexplained {
+        println!(
+            "line {}: deposit {} {} ({}) matches no payout in transit",
+            line.line, line.date, line.amount, line.description
+        );
+    }
+    println!("{} payouts confirmed, {} deposits unexplained", outcome.confirmed.len(), outcome.unexplained.len());
+    db.close().await;
+    Ok(())
 }

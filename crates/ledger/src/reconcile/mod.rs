@@ -12,6 +12,8 @@
 //!
 //! This module decides; it does no I/O. It knows the key scheme, not Stripe.
 
+pub mod bank;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
