@@ -10,10 +10,13 @@ use kanpa_ledger::{
 use kanpa_testkit::stripe::FakeStripe;
 use serde_json::{Value, json};
 
-use crate::harness::{TestBackend, TestDb, run_kanpa_with};
+use crate::harness::{TestApp, TestBackend, TestDb, run_kanpa_with};
 use crate::on_both_backends;
 
-on_both_backends!(a_month_with_refunds_disputes_and_payouts_reconciles_to_zero_and_a_planted_discrepancy_is_reported);
+on_both_backends!(
+    a_month_with_refunds_disputes_and_payouts_reconciles_to_zero_and_a_planted_discrepancy_is_reported,
+    a_treasurer_reconciles_and_confirms_payouts_through_the_api,
+);
 
 struct Books {
     org: OrgId,
@@ -229,4 +232,67 @@ async fn a_month_with_refunds_disputes_and_payouts_reconciles_to_zero_and_a_plan
 
 fn group(amount: i64) -> String {
     kanpa_ledger::Money::yen(amount).format(kanpa_ledger::Locale::En).trim_start_matches('¥').to_owned()
+}
+
+async fn a_treasurer_reconciles_and_confirms_payouts_through_the_api(backend: TestBackend) {
+    kanpa_server::install_crypto_provider();
+    let stripe = FakeStripe::start().await.unwrap();
+    let api_base = stripe.api_base();
+    let Some(app) = TestApp::spawn_with(backend, Default::default(), move |c| {
+        c.payments.gateway = kanpa_server::config::GatewayKind::Stripe;
+        c.stripe.secret_key = kanpa_server::config::Secret::new("sk_test_kanpa");
+        c.stripe.api_base = api_base.clone();
+        c.stripe.webhook_secrets = kanpa_server::config::Secret::new("whsec_test");
+    })
+    .await
+    else {
+        return;
+    };
+    let db = &app.db;
+    let books = open_books(db).await;
+    let charge = stripe.charge(20_000, "jpy", 0, &[]).unwrap();
+    books.collected(db, &charge, &stripe, true).await;
+    let payout = stripe.pay_out("jpy").unwrap();
+    let payout_id = payout["id"].as_str().unwrap();
+    let token = |role| async move { kanpa_server::api_token::create(db, books.org, role, "t").await.unwrap() };
+    let treasurer = token(kanpa_server::api_token::Role::Treasurer).await;
+    let viewer = token(kanpa_server::api_token::Role::Viewer).await;
+    let post = async |path: &str, token: &str, body: &str| {
+        app.client.post(app.url(path)).bearer_auth(token).body(body.to_owned()).send().await.unwrap()
+    };
+
+    assert_eq!(post("/api/v1/reconciliation", &viewer, "").await.status(), 403);
+    let res = post("/api/v1/reconciliation", &treasurer, "").await;
+    assert_eq!(res.status(), 200);
+    let report: Value = res.json().await.unwrap();
+    assert_eq!(report["clean"], true, "{report}");
+    assert_eq!(report["payouts_posted"], 1, "{report}");
+    assert_eq!(report["matched_objects"], 2, "the charge and the payout: {report}");
+
+    let res = post("/api/v1/payouts/po_nowhere/confirm", &treasurer, "").await;
+    assert_eq!(res.status(), 404);
+    let error: Value = res.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("振込"), "{error}");
+    let res =
+        post("/api/v1/bank-statements?layout=generic", &treasurer, "date,amount,description\n2026-11-31,1,x\n").await;
+    assert_eq!(res.status(), 422);
+    let error: Value = res.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("2 行目"), "{error}");
+
+    let amount = payout["amount"].as_i64().unwrap();
+    let today = Timestamp::now().as_offset().to_offset(kanpa_ledger::export::BOOKS_OFFSET).date();
+    let statement = format!("date,amount,description\n{today},{amount},STRIPE PAYOUT\n");
+    let res = post("/api/v1/bank-statements", &treasurer, &statement).await;
+    assert_eq!(res.status(), 200);
+    let outcome: Value = res.json().await.unwrap();
+    assert_eq!(outcome["confirmed"][0]["payout"], payout_id, "{outcome}");
+    let res = post(&format!("/api/v1/payouts/{payout_id}/confirm"), &treasurer, "").await;
+    let confirmed: Value = res.json().await.unwrap();
+    assert_eq!(confirmed["already_confirmed"], true, "{confirmed}");
+    let mut tx = db.begin().await.unwrap();
+    let bank = Holding::Bank.account(&mut tx, books.org, Currency::Jpy).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store::balance(db, bank).await.unwrap().amount(), amount);
+    app.stop().await;
+    stripe.shutdown();
 }

@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::api::router())
         .merge(routes::salon_api::router())
         .merge(routes::exports::router())
+        .merge(routes::reconciliation::router())
         .merge(routes::campaigns::router())
         .merge(routes::sandbox::router())
         .merge(routes::me::router())

@@ -23,8 +23,9 @@ pub struct Outcome {
     pub report: reconcile::Report,
     pub fees_posted: usize,
     pub payouts_posted: usize,
-    /// Over the whole history (no `since`): Stripe's balance and the sum of
-    /// the Stripe balance accounts in scope, per currency.
+    /// Over the whole history of every organisation (no `since`, no `org`):
+    /// Stripe's balance and the sum of the Stripe balance accounts, per
+    /// currency.
     pub balances: Option<Vec<(Money, Money)>>,
 }
 
@@ -134,7 +135,9 @@ pub async fn run(
     }
     let ledger = store::provider_objects(db, None).await?;
     let report = reconcile::compare(&lines, &ledger, org, since);
-    let balances = if since.is_none() {
+    // Stripe's balance is the whole account's: compared over the whole
+    // history of every organisation.
+    let balances = if since.is_none() && org.is_none() {
         let stripe = kanpa_payments::stripe_api::balance(client).await.context("reading Stripe's balance")?;
         let orgs = match org {
             Some(org) => vec![org],

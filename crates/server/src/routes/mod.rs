@@ -8,6 +8,7 @@ pub mod exports;
 pub mod health;
 pub mod home;
 pub mod me;
+pub mod reconciliation;
 pub mod salon_api;
 pub mod salons;
 pub mod sandbox;
