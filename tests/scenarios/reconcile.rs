@@ -243,12 +243,22 @@ async fn a_treasurer_reconciles_and_confirms_payouts_through_the_api(backend: Te
         c.stripe.secret_key = kanpa_server::config::Secret::new("sk_test_kanpa");
         c.stripe.api_base = api_base.clone();
         c.stripe.webhook_secrets = kanpa_server::config::Secret::new("whsec_test");
+        c.reconcile.every_hours = 24;
     })
     .await
     else {
         return;
     };
     let db = &app.db;
+    // The scheduled run at start found nothing yet (no organisation, no
+    // charge) and queued the next one a day later.
+    crate::harness::eventually(30, "the scheduled reconciliation ran", || async {
+        store::last_reconciliation(db).await.unwrap().is_some()
+    })
+    .await;
+    assert_eq!(store::last_reconciliation(db).await.unwrap().map(|(_, n)| n), Some(0));
+    // A second process on the same database does not arm a second chain.
+    assert!(!kanpa_server::reconcile::arm(db).await.unwrap(), "already armed");
     let books = open_books(db).await;
     let charge = stripe.charge(20_000, "jpy", 0, &[]).unwrap();
     books.collected(db, &charge, &stripe, true).await;

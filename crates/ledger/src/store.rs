@@ -742,3 +742,41 @@ pub async fn payouts_in_transit(db: &Db, org: OrgId) -> Result<Vec<(String, Mone
         })
         .collect()
 }
+
+/// Arms the scheduled reconciliation if nothing has: true if this call did
+/// (the caller then queues the first run in the same transaction).
+pub async fn arm_reconciliation(tx: &mut Tx, next_run_at: Timestamp) -> Result<bool, LedgerError> {
+    let sql = "INSERT INTO reconciliation_schedule (id, next_run_at) VALUES (1, $1)
+               ON CONFLICT (id) DO NOTHING RETURNING id";
+    let armed: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(sql).bind(next_run_at).fetch_optional(c).await?);
+    Ok(armed.is_some())
+}
+
+/// Records a run and when the next is due.
+pub async fn record_reconciliation(
+    tx: &mut Tx,
+    ran_at: Timestamp,
+    next_run_at: Timestamp,
+    unmatched: i64,
+) -> Result<(), LedgerError> {
+    let sql =
+        "INSERT INTO reconciliation_schedule (id, next_run_at, last_run_at, last_unmatched) VALUES (1, $1, $2, $3)
+               ON CONFLICT (id) DO UPDATE SET next_run_at = excluded.next_run_at,
+                   last_run_at = excluded.last_run_at, last_unmatched = excluded.last_unmatched";
+    on_tx!(tx, c => sqlx::query(sql).bind(next_run_at).bind(ran_at).bind(unmatched).execute(c).await?.rows_affected());
+    Ok(())
+}
+
+/// Disarms it (its job gave up), so the next start arms it again.
+pub async fn disarm_reconciliation(tx: &mut Tx) -> Result<(), LedgerError> {
+    on_tx!(tx, c => sqlx::query("DELETE FROM reconciliation_schedule").execute(c).await?.rows_affected());
+    Ok(())
+}
+
+/// The last scheduled run: when, and how many objects were unmatched.
+pub async fn last_reconciliation(db: &Db) -> Result<Option<(Timestamp, i64)>, LedgerError> {
+    let sql = "SELECT last_run_at, last_unmatched FROM reconciliation_schedule
+               WHERE last_run_at IS NOT NULL AND last_unmatched IS NOT NULL";
+    let row: Option<(Timestamp, i64)> = on_db!(db, p => sqlx::query_as(sql).fetch_optional(p).await?);
+    Ok(row)
+}

@@ -108,6 +108,9 @@ impl Server {
         let db = connect(&config).await?;
         let gateway = workers::gateway(&config, &db)?;
         let workers = workers::build(&config, db.clone(), extras)?;
+        if config.reconcile_every().is_some() {
+            crate::reconcile::arm(&db).await.context("arming the scheduled reconciliation")?;
+        }
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("could not listen on {} (server.bind)", config.server.bind))?;

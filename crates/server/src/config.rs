@@ -56,6 +56,31 @@ pub struct Config {
     /// Account mapping for the freee, Money Forward and Yayoi exports.
     #[serde(default)]
     pub exports: ExportsConfig,
+    /// The scheduled reconciliation with Stripe.
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
+}
+
+/// `[reconcile]`: how often the workers reconcile with Stripe (with the
+/// Stripe gateway only); 0 turns it off.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    pub every_hours: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig { every_hours: 24 }
+    }
+}
+
+impl Config {
+    /// How often to reconcile with Stripe, if at all.
+    pub fn reconcile_every(&self) -> Option<Duration> {
+        (self.payments.gateway == GatewayKind::Stripe && self.reconcile.every_hours > 0)
+            .then(|| Duration::from_secs(self.reconcile.every_hours * 3600))
+    }
 }
 
 /// `[exports]`: which account of an organisation's own chart each kanpa

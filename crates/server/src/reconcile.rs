@@ -245,3 +245,86 @@ pub async fn import_bank_statement(
         lines.into_iter().zip(explained).filter(|(l, seen)| l.amount > 0 && !seen).map(|(l, _)| l).collect();
     Ok(outcome)
 }
+
+/// The job kind of the scheduled reconciliation.
+pub const JOB_KIND: &str = "books.reconcile";
+
+/// How far back each scheduled run looks: a month and its stragglers.
+const SCHEDULED_WINDOW: time::Duration = time::Duration::days(35);
+
+/// The scheduled reconciliation: every organisation, the last 35 days; it
+/// posts what Stripe settles, records how many objects are unmatched (and
+/// warns), and queues the next run.
+pub struct ReconcileJob {
+    pub client: stripe::Client,
+    pub every: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl kanpa_messaging::jobs::JobHandler for ReconcileJob {
+    fn retry_policy(&self) -> kanpa_messaging::jobs::RetryPolicy {
+        kanpa_messaging::jobs::RetryPolicy {
+            base: std::time::Duration::from_secs(60),
+            cap: std::time::Duration::from_secs(3600),
+            max_attempts: 10,
+        }
+    }
+
+    async fn run(
+        &self,
+        db: &kanpa_ledger::Db,
+        _job: &kanpa_messaging::jobs::ClaimedJob,
+    ) -> Result<kanpa_ledger::Tx, kanpa_messaging::jobs::JobFailure> {
+        let now = Timestamp::now();
+        let outcome = run(db, &self.client, None, Some(now.saturating_add(-SCHEDULED_WINDOW)), &mut |_| {}).await?;
+        let r = &outcome.report;
+        let unmatched = (r.unmatched_provider.len() + r.unmatched_ledger.len()) as i64;
+        if unmatched > 0 {
+            tracing::warn!(unmatched, "reconciliation with Stripe found objects that do not tie out");
+        }
+        metrics::gauge!("kanpa_reconciliation_unmatched").set(unmatched as f64);
+        let next = now.saturating_add(time::Duration::try_from(self.every).unwrap_or(time::Duration::DAY));
+        let mut tx = db.begin().await?;
+        store::record_reconciliation(&mut tx, now, next, unmatched).await?;
+        let job = kanpa_messaging::jobs::NewJob {
+            kind: JOB_KIND,
+            payload: serde_json::json!({}),
+            run_at: next,
+            max_attempts: 10,
+        };
+        kanpa_messaging::jobs::enqueue(&mut tx, &job).await?;
+        Ok(tx)
+    }
+
+    async fn on_dead(
+        &self,
+        tx: &mut kanpa_ledger::Tx,
+        _job: &kanpa_messaging::jobs::ClaimedJob,
+        _error: &str,
+    ) -> Result<(), sqlx::Error> {
+        match store::disarm_reconciliation(tx).await {
+            Ok(()) => Ok(()),
+            Err(kanpa_ledger::LedgerError::Database(e)) => Err(e),
+            Err(e) => Err(sqlx::Error::Protocol(e.to_string())),
+        }
+    }
+}
+
+/// Arms the scheduled reconciliation at start, once across processes: the
+/// first run is now.
+pub async fn arm(db: &kanpa_ledger::Db) -> anyhow::Result<bool> {
+    let now = Timestamp::now();
+    let mut tx = db.begin().await?;
+    let armed = store::arm_reconciliation(&mut tx, now).await?;
+    if armed {
+        let job = kanpa_messaging::jobs::NewJob {
+            kind: JOB_KIND,
+            payload: serde_json::json!({}),
+            run_at: now,
+            max_attempts: 10,
+        };
+        kanpa_messaging::jobs::enqueue(&mut tx, &job).await?;
+    }
+    tx.commit().await?;
+    Ok(armed)
+}
