@@ -71,6 +71,17 @@ impl Books {
     }
 }
 
+/// A dispute of `charge` (Stripe's example object), stored in the fake.
+fn dispute(stripe: &FakeStripe, id: &str, charge: &Value) {
+    let mut dispute = kanpa_testkit::stripe::fixture("dispute").unwrap();
+    dispute["id"] = json!(id);
+    dispute["charge"] = charge["id"].clone();
+    dispute["amount"] = charge["amount"].clone();
+    dispute["currency"] = json!("jpy");
+    dispute["payment_intent"] = charge["payment_intent"].clone();
+    stripe.insert_object(dispute).unwrap();
+}
+
 /// A dispute's balance transaction, as Stripe writes one (an adjustment
 /// whose source is the dispute), stored in the fake.
 fn dispute_transaction(stripe: &FakeStripe, like: &str, id: &str, dispute: &str, amount: i64, fee: i64) -> Value {
@@ -120,12 +131,18 @@ async fn a_month_with_refunds_disputes_and_payouts_reconciles_to_zero_and_a_plan
     books.collected(db, &d, &stripe, true).await;
     books.collected(db, &e, &stripe, true).await;
     let like = d["balance_transaction"].as_str().unwrap();
+    dispute(&stripe, "dp_lost", &d);
+    dispute(&stripe, "dp_won", &e);
     for (txn, dispute, amount, fee) in [
         ("txn_dispute_lost", "dp_lost", -8_000, 1_500),
         ("txn_dispute_won_1", "dp_won", -4_000, 1_500),
         ("txn_dispute_won_2", "dp_won", 4_000, 0),
     ] {
         dispute_transaction(&stripe, like, txn, dispute, amount, fee);
+        // The lost dispute's webhook never arrived: reconciliation posts it.
+        if dispute == "dp_lost" {
+            continue;
+        }
         books.post(db, &format!("stripe:{txn}:amount"), amount).await;
         if fee > 0 {
             books.post(db, &format!("stripe:{txn}:fee"), -fee).await;
@@ -137,7 +154,7 @@ async fn a_month_with_refunds_disputes_and_payouts_reconciles_to_zero_and_a_plan
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (code, out, err) = run_kanpa_with(&t.url, &env, &["reconcile"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("posted 1 missing fees and 2 payouts"), "{out}");
+    assert!(out.contains("posted 1 missing fees, 2 dispute entries and 2 payouts"), "{out}");
     assert!(out.contains("nothing unmatched"), "{out}");
     assert!(err.contains("balance transactions imported"), "a progress display: {err}");
 
@@ -155,11 +172,19 @@ async fn a_month_with_refunds_disputes_and_payouts_reconciles_to_zero_and_a_plan
     let fee_b = stripe.object(b["balance_transaction"].as_str().unwrap()).unwrap()["fee"].as_i64().unwrap();
     assert!(fee_b > 0);
     assert!(store::entry_by_key(db, &format!("stripe:{}:fee", b["id"].as_str().unwrap())).await.unwrap().is_some());
+    let lost =
+        store::entry_by_key(db, "stripe:txn_dispute_lost:amount").await.unwrap().expect("posted from Stripe's data");
+    assert_eq!(
+        lost.postings.iter().find(|p| p.account == books.fund).unwrap().amount,
+        Money::yen(8_000),
+        "out of the fund"
+    );
+    assert!(store::entry_by_key(db, "stripe:txn_dispute_lost:fee").await.unwrap().is_some());
 
     // Again: nothing new is posted.
     let (code, out, _) = run_kanpa_with(&t.url, &env, &["reconcile", "--org", "iryo"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("posted 0 missing fees and 0 payouts"), "{out}");
+    assert!(out.contains("posted 0 missing fees, 0 dispute entries and 0 payouts"), "{out}");
 
     // The treasurer saw the first payout arrive; the bank statement shows the second.
     let first_id = first["id"].as_str().unwrap();

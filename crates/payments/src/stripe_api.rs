@@ -153,14 +153,33 @@ pub async fn balance_lines(
     Ok(lines)
 }
 
-/// Names, on each refund's line, the charge it refunded (ledger entries of
-/// refunds are keyed by the charge).
+/// The charge a JSON field names (an id or an expanded object).
+fn charge_of(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(id) => Some(id.clone()),
+        serde_json::Value::Object(o) => o.get("id").and_then(|id| id.as_str()).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Names, on each refund's and dispute's line, the charge concerned (ledger
+/// entries of refunds are keyed by the charge; a dispute's money belongs to
+/// its charge's fund).
 async fn name_refunded_charges(
     client: &Client,
     lines: &mut [kanpa_ledger::reconcile::StatementLine],
 ) -> Result<(), ListError> {
+    use stripe_core::dispute::RetrieveDispute;
     use stripe_core::refund::RetrieveRefund;
     for line in lines.iter_mut() {
+        if let Some(dispute) = line.source.clone().filter(|s| s.starts_with("dp_")) {
+            let raw = KeepRaw::new(client);
+            RetrieveDispute::new(dispute.as_str()).customize().send(&raw).await?;
+            let body: serde_json::Value =
+                serde_json::from_slice(&raw.take()).map_err(|e| ListError::Json(e.to_string()))?;
+            line.charge = charge_of(&body["charge"]);
+            continue;
+        }
         if matches!(line.kind.as_str(), "refund" | "payment_refund")
             && let Some(refund) = line.source.clone().filter(|s| s.starts_with("re_"))
         {

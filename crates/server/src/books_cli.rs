@@ -75,8 +75,8 @@ pub async fn reconcile(config: Config, org: Option<String>, since: Option<String
             .await?;
     let r = &outcome.report;
     println!(
-        "reconciled {} Stripe balance transactions: {} objects matched; posted {} missing fees and {} payouts to in transit",
-        r.lines, r.matched_objects, outcome.fees_posted, outcome.payouts_posted
+        "reconciled {} Stripe balance transactions: {} objects matched; posted {} missing fees, {} dispute entries and {} payouts to in transit",
+        r.lines, r.matched_objects, outcome.fees_posted, outcome.disputes_posted, outcome.payouts_posted
     );
     let name = |o: Option<kanpa_ledger::OrgId>| {
         o.and_then(|o| slugs.get(&o).cloned()).unwrap_or_else(|| "(no organisation)".to_owned())

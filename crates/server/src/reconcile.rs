@@ -22,6 +22,8 @@ use kanpa_ledger::{EntryHeader, IdempotencyKey, Money, NewEntry, NewPosting, Org
 pub struct Outcome {
     pub report: reconcile::Report,
     pub fees_posted: usize,
+    /// Entries of dispute balance transactions posted from Stripe's data.
+    pub disputes_posted: usize,
     pub payouts_posted: usize,
     /// Over the whole history of every organisation (no `since`, no `org`):
     /// Stripe's balance and the sum of the Stripe balance accounts, per
@@ -61,6 +63,50 @@ async fn post_missing_fee(db: &kanpa_ledger::Db, line: &StatementLine) -> anyhow
     Ok(matches!(store::post_entry(db, &entry).await?, store::Posted::Created(_)))
 }
 
+/// Posts a dispute's balance transaction the ledger lacks, as the live
+/// handler would: the withdrawn (or reinstated) amount and the dispute fee,
+/// keyed by the transaction, between the disputed charge's fund and the
+/// Stripe balance.
+async fn post_missing_dispute(db: &kanpa_ledger::Db, line: &StatementLine) -> anyhow::Result<usize> {
+    let Some(charge) = &line.charge else { return Ok(0) };
+    let Some(gross) = store::entry_by_key(db, &format!("stripe:{charge}:gross")).await? else {
+        return Ok(0);
+    };
+    let (Some(stripe), Some(fund)) = (
+        gross.postings.iter().find(|p| p.amount.amount() > 0).map(|p| p.account),
+        gross.postings.iter().find(|p| p.amount.amount() < 0).map(|p| p.account),
+    ) else {
+        return Ok(0);
+    };
+    let mut posted = 0;
+    for (suffix, delta, what) in [
+        ("amount", line.amount.amount(), "Dispute: disputed amount"),
+        ("fee", -line.fee.amount(), "Dispute: Stripe dispute fee"),
+    ] {
+        if delta == 0 {
+            continue;
+        }
+        let header = EntryHeader {
+            org: gross.org,
+            key: key(format!("stripe:{}:{suffix}", line.id))?,
+            occurred_at: line.created,
+            description: what.to_owned(),
+            source: gross.source.clone(),
+            recorded_by: Some("reconciliation".to_owned()),
+        };
+        let money = Money::new(delta.abs(), line.amount.currency());
+        let entry = if delta > 0 {
+            NewEntry::transfer(header, stripe, fund, money)?
+        } else {
+            NewEntry::transfer(header, fund, stripe, money)?
+        };
+        if matches!(store::post_entry(db, &entry).await?, store::Posted::Created(_)) {
+            posted += 1;
+        }
+    }
+    Ok(posted)
+}
+
 /// Posts a payout per organisation whose money it carried: what its lines
 /// added to that organisation's Stripe balance moves to in transit.
 async fn post_payout(
@@ -73,7 +119,9 @@ async fn post_payout(
     let paid = kanpa_payments::stripe_api::payout_lines(client, &payout).await?;
     let mut per_org: BTreeMap<OrgId, i64> = BTreeMap::new();
     for l in &paid {
-        if let Some(owner) = owners.get(&l.object()) {
+        // A dispute booked only now is known by its charge.
+        let owner = owners.get(&l.object()).or_else(|| l.charge.as_ref().and_then(|c| owners.get(c)));
+        if let Some(owner) = owner {
             *per_org.entry(owner.org).or_default() += l.net();
         }
     }
@@ -121,10 +169,16 @@ pub async fn run(
     let in_scope =
         |line: &StatementLine| org.is_none_or(|o| owners.get(&line.object()).is_some_and(|side| side.org == o));
     let mut fees_posted = 0;
+    let mut disputes_posted = 0;
     let mut payouts_posted = 0;
     for (i, line) in lines.iter().enumerate() {
         if matches!(line.kind.as_str(), "charge" | "payment") && line.fee.amount() > 0 && in_scope(line) {
             fees_posted += usize::from(post_missing_fee(db, line).await?);
+        }
+        if line.source.as_deref().is_some_and(|s| s.starts_with("dp_"))
+            && org.is_none_or(|o| line.charge.as_ref().and_then(|c| owners.get(c)).is_some_and(|s| s.org == o))
+        {
+            disputes_posted += post_missing_dispute(db, line).await?;
         }
         if line.is_payout() {
             payouts_posted += post_payout(db, client, line, &owners).await?;
@@ -160,7 +214,7 @@ pub async fn run(
     } else {
         None
     };
-    Ok(Outcome { report, fees_posted, payouts_posted, balances })
+    Ok(Outcome { report, fees_posted, disputes_posted, payouts_posted, balances })
 }
 
 /// Why a payout cannot be confirmed as arrived.

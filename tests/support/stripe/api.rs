@@ -463,6 +463,7 @@ fn dispatch(state: &mut State, method: &Method, path: &str, form: &Form) -> Resu
         ("GET", ["balance_transactions", id]) => get("balance_transaction", id),
 
         ("GET", ["balance"]) => Ok(objects::balance(state)),
+        ("GET", ["disputes", id]) => get("dispute", id),
 
         ("GET", ["payouts"]) => {
             let filters = form.filters(&["status", "destination"]);

@@ -96,6 +96,7 @@ async fn reconcile(State(state): State<AppState>, api: Api, RawQuery(raw): RawQu
         "lines": r.lines,
         "matched_objects": r.matched_objects,
         "fees_posted": outcome.fees_posted,
+        "disputes_posted": outcome.disputes_posted,
         "payouts_posted": outcome.payouts_posted,
         "unmatched_stripe": r.unmatched_provider,
         "unmatched_ledger": r.unmatched_ledger,
