@@ -21,6 +21,7 @@
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod model;
 pub mod pledge;
 pub mod pool;

@@ -614,6 +614,15 @@ pub async fn team(db: &Db, campaign_id: i64, team_id: i64) -> Result<Team, Campa
     row.map(Team::from).ok_or(CampaignError::NotFound("team"))
 }
 
+/// The fund account of a team of one of `org`'s campaigns; a team of
+/// another organisation is not found.
+pub async fn team_fund(db: &Db, org: OrgId, team_id: i64) -> Result<AccountId, CampaignError> {
+    let sql = "SELECT t.account_id FROM campaign_teams t JOIN campaigns c ON c.id = t.campaign_id
+               WHERE t.id = $1 AND c.org_id = $2";
+    let row: Option<i64> = on_db!(db, p => sqlx::query_scalar(sql).bind(team_id).bind(org.0).fetch_optional(p).await?);
+    row.map(AccountId).ok_or(CampaignError::NotFound("team"))
+}
+
 // ---------------------------------------------------------------- rewards
 
 pub async fn add_reward(db: &Db, campaign_id: i64, input: &RewardInput) -> Result<Reward, CampaignError> {

@@ -12,7 +12,9 @@ pub mod account;
 pub mod chart;
 pub mod db;
 pub mod entry;
+pub mod export;
 pub mod money;
+pub mod reconcile;
 pub mod store;
 mod timestamp;
 

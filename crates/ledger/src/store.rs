@@ -644,3 +644,268 @@ pub async fn check(db: &Db) -> Result<CheckReport, LedgerError> {
         })
     })
 }
+
+// ---------------------------------------------------------------- exports
+
+/// A value bound to an export query.
+enum Param {
+    Int(i64),
+    Time(Timestamp),
+}
+
+/// Every account of one organisation (or all), with its organisation's slug,
+/// for naming in exports.
+pub async fn export_accounts(db: &Db, org: Option<OrgId>) -> Result<Vec<crate::export::ExportAccount>, LedgerError> {
+    let mut sql = String::from(
+        "SELECT a.id, a.org_id, o.slug, a.code, a.name, a.kind, a.currency
+         FROM ledger_accounts a JOIN organisations o ON o.id = a.org_id",
+    );
+    if org.is_some() {
+        sql.push_str(" WHERE a.org_id = $1");
+    }
+    sql.push_str(" ORDER BY o.slug, a.code");
+    type Row = (i64, i64, String, String, String, String, String);
+    let rows: Vec<Row> = on_db!(db, p => {
+        let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
+        if let Some(org) = org {
+            q = q.bind(org.0);
+        }
+        q.fetch_all(p).await?
+    });
+    rows.into_iter()
+        .map(|(id, org_id, org_slug, code, name, kind, currency_code)| {
+            Ok(crate::export::ExportAccount {
+                id: AccountId(id),
+                org: OrgId(org_id),
+                org_slug,
+                kind: AccountKind::parse(&kind).ok_or_else(|| LedgerError::Corrupt(kind.clone()))?,
+                currency: currency(&currency_code)?,
+                code,
+                name,
+                plain_name: String::new(),
+            })
+        })
+        .collect()
+}
+
+fn scope_filter(scope: &crate::export::Scope, params: &mut Vec<Param>, sql: &mut String) {
+    if let Some(org) = scope.org {
+        params.push(Param::Int(org.0));
+        sql.push_str(&format!(" AND e.org_id = ${}", params.len()));
+    }
+    if let Some(funds) = &scope.funds {
+        if funds.is_empty() {
+            sql.push_str(" AND 1 = 0");
+        } else {
+            let mut list = Vec::new();
+            for fund in funds {
+                params.push(Param::Int(fund.0));
+                list.push(format!("${}", params.len()));
+            }
+            sql.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM ledger_postings f WHERE f.entry_id = e.id AND f.account_id IN ({}))",
+                list.join(", ")
+            ));
+        }
+    }
+}
+
+/// The postings of the entries in scope and period, with their entries, in
+/// date then entry order, streamed from the database row by row.
+pub fn journal_rows<'a>(
+    db: &'a Db,
+    scope: &crate::export::Scope,
+    period: &crate::export::Period,
+) -> futures::stream::BoxStream<'a, Result<crate::export::JournalRow, LedgerError>> {
+    use futures::StreamExt;
+    let mut sql = String::from(
+        "SELECT e.id AS entry_id, e.org_id, e.occurred_at, e.description, e.idempotency_key, e.source_kind,
+                e.source_ref, e.recorded_by, p.account_id, p.amount, p.currency
+         FROM ledger_entries e JOIN ledger_postings p ON p.entry_id = e.id WHERE 1 = 1",
+    );
+    let mut params = Vec::new();
+    scope_filter(scope, &mut params, &mut sql);
+    if let Some(start) = period.start() {
+        params.push(Param::Time(start));
+        sql.push_str(&format!(" AND e.occurred_at >= ${}", params.len()));
+    }
+    if let Some(end) = period.end() {
+        params.push(Param::Time(end));
+        sql.push_str(&format!(" AND e.occurred_at < ${}", params.len()));
+    }
+    sql.push_str(" ORDER BY e.occurred_at, e.id, p.id");
+    let stream = on_db!(db, p => {
+        let mut q = sqlx::query_as::<_, crate::export::JournalRow>(AssertSqlSafe(sql));
+        for param in params {
+            q = match param {
+                Param::Int(v) => q.bind(v),
+                Param::Time(v) => q.bind(v),
+            };
+        }
+        q.fetch(p)
+    });
+    stream.map(|row| row.map_err(LedgerError::Database)).boxed()
+}
+
+/// Each fund's balance (debit-positive) from entries before `start`: the
+/// opening balance of a fund ledger.
+pub async fn balances_before(
+    db: &Db,
+    scope: &crate::export::Scope,
+    start: Timestamp,
+) -> Result<BTreeMap<AccountId, i64>, LedgerError> {
+    let mut params = vec![Param::Time(start)];
+    let mut sql = String::from(
+        "SELECT p.account_id, CAST(SUM(p.amount) AS BIGINT) FROM ledger_postings p
+         JOIN ledger_entries e ON e.id = p.entry_id JOIN ledger_accounts a ON a.id = p.account_id
+         WHERE a.kind = 'fund' AND e.occurred_at < $1",
+    );
+    if let Some(org) = scope.org {
+        params.push(Param::Int(org.0));
+        sql.push_str(&format!(" AND e.org_id = ${}", params.len()));
+    }
+    sql.push_str(" GROUP BY p.account_id");
+    let rows: Vec<(i64, i64)> = on_db!(db, p => {
+        let mut q = sqlx::query_as(AssertSqlSafe(sql.clone()));
+        for param in &params {
+            q = match param {
+                Param::Int(v) => q.bind(*v),
+                Param::Time(v) => q.bind(*v),
+            };
+        }
+        q.fetch_all(p).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(a, b)| (AccountId(a), b))
+        .filter(|(a, _)| scope.funds.as_ref().is_none_or(|f| f.contains(a)))
+        .collect())
+}
+
+/// The accounts with this code: in one organisation, or in every one.
+pub async fn accounts_with_code(db: &Db, org: Option<OrgId>, code: &str) -> Result<Vec<Account>, LedgerError> {
+    let sql = "SELECT id, org_id, code, name, kind, currency FROM ledger_accounts
+               WHERE code = $1 AND (org_id = $2 OR $3) ORDER BY org_id";
+    let rows: Vec<AccountRow> = on_db!(db, p => sqlx::query_as(sql)
+        .bind(code).bind(org.map_or(0, |o| o.0)).bind(org.is_none()).fetch_all(p).await?);
+    rows.into_iter().map(Account::try_from).collect()
+}
+
+// ---------------------------------------------------------------- reconciliation
+
+/// Per provider object (`stripe:{object}:…` keys), what its entries did to
+/// the organisations' Stripe balance accounts (`stripe-balance:*`), read as
+/// a stream: one value per object.
+pub async fn provider_objects(
+    db: &Db,
+    org: Option<OrgId>,
+) -> Result<BTreeMap<String, crate::reconcile::LedgerSide>, LedgerError> {
+    use futures::TryStreamExt;
+    let mut sql = String::from(
+        "SELECT e.idempotency_key, e.org_id, e.occurred_at, p.amount, p.currency
+         FROM ledger_entries e JOIN ledger_postings p ON p.entry_id = e.id
+         JOIN ledger_accounts a ON a.id = p.account_id
+         WHERE e.idempotency_key LIKE 'stripe:%' AND a.code LIKE 'stripe-balance:%'",
+    );
+    if org.is_some() {
+        sql.push_str(" AND e.org_id = $1");
+    }
+    let mut sides: BTreeMap<String, crate::reconcile::LedgerSide> = BTreeMap::new();
+    on_db!(db, p => {
+        let mut q = sqlx::query_as::<_, (String, i64, Timestamp, i64, String)>(AssertSqlSafe(sql));
+        if let Some(org) = org {
+            q = q.bind(org.0);
+        }
+        let mut rows = q.fetch(p);
+        while let Some((key, org_id, at, amount, code)) = rows.try_next().await? {
+            let Some(object) = crate::reconcile::object_of_key(&key) else { continue };
+            let side = sides.entry(object.to_owned()).or_insert(crate::reconcile::LedgerSide {
+                org: OrgId(org_id),
+                currency: currency(&code)?,
+                amount: 0,
+                last_at: at,
+            });
+            side.amount += amount;
+            side.last_at = side.last_at.max(at);
+        }
+    });
+    Ok(sides)
+}
+
+/// The entry posted with this idempotency key, if any.
+pub async fn entry_by_key(db: &Db, key: &str) -> Result<Option<Entry>, LedgerError> {
+    let sql = "SELECT id FROM ledger_entries WHERE idempotency_key = $1";
+    let id: Option<i64> = on_db!(db, p => sqlx::query_scalar(sql).bind(key).fetch_optional(p).await?);
+    match id {
+        Some(id) => entry(db, EntryId(id)).await,
+        None => Ok(None),
+    }
+}
+
+/// Payouts of an organisation on their way to the bank: entries keyed
+/// `stripe:{payout}:in-transit:{org}` with no `stripe:{payout}:banked:{org}`
+/// yet, with what they put in transit.
+pub async fn payouts_in_transit(db: &Db, org: OrgId) -> Result<Vec<(String, Money, Timestamp)>, LedgerError> {
+    let sql = "SELECT e.idempotency_key, p.amount, p.currency, e.occurred_at
+               FROM ledger_entries e JOIN ledger_postings p ON p.entry_id = e.id
+               JOIN ledger_accounts a ON a.id = p.account_id
+               WHERE e.org_id = $1 AND e.idempotency_key LIKE $2 AND a.code LIKE 'in-transit:%' AND p.amount > 0
+               ORDER BY e.occurred_at, e.id";
+    let banked_sql = "SELECT idempotency_key FROM ledger_entries WHERE org_id = $1 AND idempotency_key LIKE $2";
+    let suffix = format!(":in-transit:{}", org.0);
+    let banked_suffix = format!(":banked:{}", org.0);
+    type InTransitRow = (String, i64, String, Timestamp);
+    let (rows, banked): (Vec<InTransitRow>, Vec<String>) = on_db!(db, p => {
+        let rows = sqlx::query_as(sql).bind(org.0).bind(format!("stripe:%{suffix}")).fetch_all(p).await?;
+        let banked = sqlx::query_scalar(banked_sql).bind(org.0).bind(format!("stripe:%{banked_suffix}")).fetch_all(p).await?;
+        (rows, banked)
+    });
+    let banked: std::collections::HashSet<String> = banked
+        .iter()
+        .filter_map(|k| k.strip_prefix("stripe:")?.strip_suffix(&banked_suffix).map(str::to_owned))
+        .collect();
+    rows.into_iter()
+        .filter_map(|(key, amount, code, at)| {
+            let payout = key.strip_prefix("stripe:")?.strip_suffix(&suffix)?.to_owned();
+            (!banked.contains(&payout)).then(|| currency(&code).map(|c| (payout, Money::new(amount, c), at)))
+        })
+        .collect()
+}
+
+/// Arms the scheduled reconciliation if nothing has: true if this call did
+/// (the caller then queues the first run in the same transaction).
+pub async fn arm_reconciliation(tx: &mut Tx, next_run_at: Timestamp) -> Result<bool, LedgerError> {
+    let sql = "INSERT INTO reconciliation_schedule (id, next_run_at) VALUES (1, $1)
+               ON CONFLICT (id) DO NOTHING RETURNING id";
+    let armed: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(sql).bind(next_run_at).fetch_optional(c).await?);
+    Ok(armed.is_some())
+}
+
+/// Records a run and when the next is due.
+pub async fn record_reconciliation(
+    tx: &mut Tx,
+    ran_at: Timestamp,
+    next_run_at: Timestamp,
+    unmatched: i64,
+) -> Result<(), LedgerError> {
+    let sql =
+        "INSERT INTO reconciliation_schedule (id, next_run_at, last_run_at, last_unmatched) VALUES (1, $1, $2, $3)
+               ON CONFLICT (id) DO UPDATE SET next_run_at = excluded.next_run_at,
+                   last_run_at = excluded.last_run_at, last_unmatched = excluded.last_unmatched";
+    on_tx!(tx, c => sqlx::query(sql).bind(next_run_at).bind(ran_at).bind(unmatched).execute(c).await?.rows_affected());
+    Ok(())
+}
+
+/// Disarms it (its job gave up), so the next start arms it again.
+pub async fn disarm_reconciliation(tx: &mut Tx) -> Result<(), LedgerError> {
+    on_tx!(tx, c => sqlx::query("DELETE FROM reconciliation_schedule").execute(c).await?.rows_affected());
+    Ok(())
+}
+
+/// The last scheduled run: when, and how many objects were unmatched.
+pub async fn last_reconciliation(db: &Db) -> Result<Option<(Timestamp, i64)>, LedgerError> {
+    let sql = "SELECT last_run_at, last_unmatched FROM reconciliation_schedule
+               WHERE last_run_at IS NOT NULL AND last_unmatched IS NOT NULL";
+    let row: Option<(Timestamp, i64)> = on_db!(db, p => sqlx::query_as(sql).fetch_optional(p).await?);
+    Ok(row)
+}

@@ -25,6 +25,7 @@
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod join;
 pub mod model;
 pub mod repricing;

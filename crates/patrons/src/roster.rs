@@ -142,12 +142,13 @@ pub async fn roster(db: &Db, salon_id: i64, now: Timestamp) -> Result<Roster, Pa
     Ok(summarise(&memberships, &tiers, now, 12))
 }
 
-/// One CSV field: quoted, quotes doubled, and a leading `= + - @` (which a
-/// spreadsheet would run as a formula) defused with an apostrophe.
+/// One CSV field: quoted, quotes doubled, and a leading `= + - @`, tab or
+/// CR (which a spreadsheet would run as a formula) neutralised the ledger's
+/// way (`kanpa_ledger::export::cells`), so reading strips it back.
 fn field(value: &str) -> String {
-    let defused =
-        if value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_owned() };
-    format!("\"{}\"", defused.replace('"', "\"\""))
+    let mut cell = String::new();
+    kanpa_ledger::export::cells::push_text(&mut cell, value);
+    cell
 }
 
 fn date(t: Option<Timestamp>) -> String {

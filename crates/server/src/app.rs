@@ -65,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::salon_api::router())
         .merge(routes::seller_api::router())
         .merge(routes::legal::router())
+        .merge(routes::exports::router())
+        .merge(routes::reconciliation::router())
         .merge(routes::campaigns::router())
         .merge(routes::sandbox::router())
         .merge(routes::me::router())
@@ -112,6 +114,9 @@ impl Server {
         let db = connect(&config).await?;
         let gateway = workers::gateway(&config, &db)?;
         let workers = workers::build(&config, db.clone(), extras)?;
+        if config.reconcile_every().is_some() {
+            crate::reconcile::arm(&db).await.context("arming the scheduled reconciliation")?;
+        }
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("could not listen on {} (server.bind)", config.server.bind))?;

@@ -85,6 +85,56 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Write the books to stdout: the journal (one row per posting), the
+    /// trial balance or the funds' ledger, as CSV, freee, Money Forward (mf)
+    /// or Yayoi journal imports, hledger or Beancount; or the pledges or
+    /// patrons as CSV.
+    Export {
+        /// journal, trial-balance, fund, pledges or patrons.
+        report: String,
+        /// Only this organisation (default: every one).
+        #[arg(long, value_name = "SLUG")]
+        org: Option<String>,
+        /// Only entries touching this fund account (repeatable); other funds
+        /// in them are shown summed as "funds:other".
+        #[arg(long = "fund", value_name = "CODE")]
+        funds: Vec<String>,
+        /// First day, YYYY-MM-DD (dates in Japan).
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD, included.
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        /// csv, freee, mf, yayoi, hledger or beancount.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Start CSV with a UTF-8 byte-order mark (for Excel).
+        #[arg(long)]
+        bom: bool,
+    },
+    /// Import Stripe's balance transactions and payouts, post missing fees
+    /// and payouts (Stripe balance to in transit), and list what does not tie
+    /// out on either side; exits 1 if anything is unmatched.
+    Reconcile {
+        /// Only this organisation's Stripe objects (default: all, and the
+        /// Stripe balance compared with Stripe's).
+        #[arg(long, value_name = "SLUG")]
+        org: Option<String>,
+        /// Only balance transactions from this day (YYYY-MM-DD, Japan) on;
+        /// without it, the whole history.
+        #[arg(long, value_name = "DATE")]
+        since: Option<String>,
+    },
+    /// Stripe payouts on their way to the bank.
+    Payout {
+        #[command(subcommand)]
+        command: PayoutCommand,
+    },
+    /// Bank statements: confirm the payouts they show arriving.
+    Bank {
+        #[command(subcommand)]
+        command: BankCommand,
+    },
     /// Exit 0 if the server at ADDR answers /healthz (for container health checks).
     Healthcheck {
         /// Address of the running server; defaults to server.bind.
@@ -185,6 +235,34 @@ pub enum UserCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PayoutCommand {
+    /// The payout arrived: move it from in transit to the bank.
+    Confirm {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        /// The Stripe payout id (po_…), as `kanpa reconcile` posted it.
+        payout: String,
+        /// The day it arrived (YYYY-MM-DD); today without.
+        #[arg(long, value_name = "DATE")]
+        on: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BankCommand {
+    /// Read a bank statement (UTF-8 CSV) and confirm each payout in transit
+    /// whose deposit it shows (same amount, within a week).
+    Import {
+        #[arg(long, value_name = "SLUG")]
+        org: String,
+        /// generic (date,amount,description) or jp (日付, 摘要, お支払金額, お預り金額, …).
+        #[arg(long, default_value = "generic")]
+        layout: String,
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum OrgCommand {
     /// Print one organisation per line: slug, then name.
     List,
@@ -281,6 +359,26 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Salon { command } => crate::salon_cli::run(config, command).await,
         Command::Token { command } => crate::campaign_cli::token(config, command).await,
         Command::User { command } => crate::staff::cli::run(config, command).await,
+        Command::Payout { command: PayoutCommand::Confirm { org, payout, on } } => {
+            crate::books_cli::confirm_payout(config, org, payout, on).await
+        }
+        Command::Bank { command: BankCommand::Import { org, layout, file } } => {
+            crate::books_cli::import_bank(config, org, layout, file).await
+        }
+        Command::Reconcile { org, since } => {
+            return match crate::books_cli::reconcile(config, org, since).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("kanpa: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Export { report, org, funds, from, to, format, bom } => {
+            let args = crate::books_cli::ExportArgs { report, org, funds, from, to, format, bom };
+            crate::books_cli::run(config, args).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

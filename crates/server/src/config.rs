@@ -53,6 +53,81 @@ pub struct Config {
     pub campaigns: CampaignsConfig,
     pub stripe: StripeConfig,
     pub mail: MailConfig,
+    /// Account mapping for the freee, Money Forward and Yayoi exports.
+    #[serde(default)]
+    pub exports: ExportsConfig,
+    /// The scheduled reconciliation with Stripe.
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
+}
+
+/// `[reconcile]`: how often the workers reconcile with Stripe (with the
+/// Stripe gateway only); 0 turns it off.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    pub every_hours: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig { every_hours: 24 }
+    }
+}
+
+impl Config {
+    /// How often to reconcile with Stripe, if at all.
+    pub fn reconcile_every(&self) -> Option<Duration> {
+        (self.payments.gateway == GatewayKind::Stripe && self.reconcile.every_hours > 0)
+            .then(|| Duration::from_secs(self.reconcile.every_hours * 3600))
+    }
+}
+
+/// `[exports]`: which account of an organisation's own chart each kanpa
+/// account lands in, for the Japanese accounting products' journal imports.
+/// Keys are kanpa account codes or code prefixes ending in `*`:
+///
+/// ```toml
+/// [exports.accounts]
+/// "stripe-balance:*" = { account = "預け金", sub = "Stripe" }
+/// "fund:*" = { account = "受取寄付金", tax = "対象外" }
+/// [exports.orgs.iryo.accounts]
+/// "bank:JPY" = { account = "普通預金", sub = "みずほ" }
+/// ```
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportsConfig {
+    /// Rules for every organisation.
+    #[serde(default)]
+    pub accounts: std::collections::BTreeMap<String, kanpa_ledger::export::MappedAccount>,
+    /// Rules for one organisation (by slug), over those for all.
+    #[serde(default)]
+    pub orgs: std::collections::BTreeMap<String, OrgExportsConfig>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgExportsConfig {
+    #[serde(default)]
+    pub accounts: std::collections::BTreeMap<String, kanpa_ledger::export::MappedAccount>,
+}
+
+impl ExportsConfig {
+    /// The export options: the rules for all, and per organisation those
+    /// layered with its own.
+    pub fn options(&self, bom: bool) -> kanpa_ledger::export::Options {
+        use kanpa_ledger::export::Mapping;
+        let general = || self.accounts.iter().map(|(k, v)| (k.clone(), v.clone()));
+        let org_mappings = self
+            .orgs
+            .iter()
+            .map(|(slug, org)| {
+                let rules = general().chain(org.accounts.iter().map(|(k, v)| (k.clone(), v.clone())));
+                (slug.clone(), Mapping::new(rules))
+            })
+            .collect();
+        kanpa_ledger::export::Options { bom, mapping: Mapping::new(general()), org_mappings }
+    }
 }
 
 fn default_env() -> String {

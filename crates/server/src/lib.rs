@@ -6,18 +6,21 @@
 
 pub mod api_token;
 pub mod app;
+pub mod books_cli;
 pub mod campaign_cli;
 pub mod campaign_errors;
 pub mod charts;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod exports;
 pub mod forms;
 pub mod i18n;
 pub mod operator;
 pub mod page_cache;
 pub mod pages;
 pub mod receipt_view;
+pub mod reconcile;
 pub mod routes;
 pub mod salon_cli;
 pub mod salon_errors;

@@ -471,6 +471,9 @@ fn dispatch(state: &mut State, method: &Method, path: &str, form: &Form) -> Resu
         }
         ("GET", ["balance_transactions", id]) => get("balance_transaction", id),
 
+        ("GET", ["balance"]) => Ok(objects::balance(state)),
+        ("GET", ["disputes", id]) => get("dispute", id),
+
         ("GET", ["payouts"]) => {
             let filters = form.filters(&["status", "destination"]);
             list(state, "payout", path, form, |payout| matches_filters(payout, &filters))

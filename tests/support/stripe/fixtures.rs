@@ -41,6 +41,7 @@ pub(crate) fn template(name: &str) -> Value {
 /// Every template the fake uses.
 #[cfg(test)]
 pub(crate) const TEMPLATE_NAMES: &[&str] = &[
+    "balance",
     "balance_transaction",
     "billing_portal.session",
     "charge",

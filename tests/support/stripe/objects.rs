@@ -410,6 +410,27 @@ pub(crate) fn create_refund(state: &mut State, new: NewRefund) -> Result<Value, 
     Ok(refund)
 }
 
+/// The account's balance: per currency, the net of every balance
+/// transaction (payouts included), all of it available.
+pub(crate) fn balance(state: &State) -> Value {
+    let mut totals: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for transaction in state.all_of("balance_transaction") {
+        let currency = transaction["currency"].as_str().unwrap_or_default().to_owned();
+        *totals.entry(currency).or_default() += transaction["net"].as_i64().unwrap_or(0);
+    }
+    let mut balance = template("balance");
+    balance["available"] = totals
+        .iter()
+        .map(|(currency, amount)| json!({ "amount": amount, "currency": currency, "source_types": { "card": amount } }))
+        .collect();
+    balance["pending"] = totals
+        .keys()
+        .map(|currency| json!({ "amount": 0, "currency": currency, "source_types": { "card": 0 } }))
+        .collect();
+    balance["connect_reserved"] = totals.keys().map(|currency| json!({ "amount": 0, "currency": currency })).collect();
+    balance
+}
+
 pub(crate) fn create_payout(state: &mut State, currency: &str) -> Result<Value, ApiError> {
     let unpaid: Vec<(String, i64)> = state
         .all_of("balance_transaction")

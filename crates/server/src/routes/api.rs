@@ -143,7 +143,7 @@ impl Api {
         }
     }
 
-    fn fail(&self, e: CampaignError) -> ApiError {
+    pub(crate) fn fail(&self, e: CampaignError) -> ApiError {
         ApiError::from_campaign(e, self.tr)
     }
 
@@ -161,6 +161,15 @@ impl Api {
             Ok(())
         } else {
             Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", self.tr.t("api-error-owner-only")))
+        }
+    }
+
+    /// Owners and treasurers keep the books: exports, reconciliation.
+    pub(crate) fn must_keep_books(&self) -> Result<(), ApiError> {
+        if self.caller.role.can_keep_books() {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", self.tr.t("api-error-forbidden")))
         }
     }
 

@@ -48,7 +48,8 @@ impl Role {
         matches!(self, Role::Owner)
     }
 
-    /// Record manual entries and disbursements, reverse entries, refund.
+    /// Record manual entries and disbursements, reverse entries, refund,
+    /// export the books and reconcile them.
     pub fn can_keep_books(self) -> bool {
         matches!(self, Role::Owner | Role::Treasurer)
     }

@@ -1,0 +1,10 @@
+-- The scheduled reconciliation with Stripe: one row while it is armed. The
+-- first process to start arms it and queues its job in one transaction, so
+-- several processes never run parallel chains; a job that gives up disarms
+-- it and the next start arms it again.
+CREATE TABLE reconciliation_schedule (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    next_run_at     INTEGER NOT NULL,
+    last_run_at     INTEGER,
+    last_unmatched  INTEGER
+) STRICT;
