@@ -184,6 +184,9 @@ async fn two_worker_processes_split_the_queue_without_doubling(backend: TestBack
             .env("KANPA_ENV", "test")
             .env("KANPA__DATABASE__URL", &t.url)
             .env("KANPA__MAIL__FILE_DIR", dir.path().join("outbox"))
+            // Small claims, so that one process cannot take the whole queue
+            // in its first round (4 loops x 64 would hold all 200).
+            .env("KANPA__JOBS__BATCH", "4")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -226,12 +229,17 @@ async fn two_worker_processes_split_the_queue_without_doubling(backend: TestBack
     all.dedup();
     assert_eq!(sent_by_both, total, "each email written exactly once across both processes");
     assert_eq!(all.len(), total);
-    assert!(
-        !files[0].is_empty() && !files[1].is_empty(),
-        "both processes took work: {} / {}",
-        files[0].len(),
-        files[1].len()
-    );
+    // On PostgreSQL the two claim side by side (`SKIP LOCKED`). A SQLite
+    // file has one writer at a time, and a process that keeps winning the
+    // lock may fairly send everything: there only exactly-once is asserted.
+    if backend == TestBackend::Postgres {
+        assert!(
+            !files[0].is_empty() && !files[1].is_empty(),
+            "both processes took work: {} / {}",
+            files[0].len(),
+            files[1].len()
+        );
+    }
     assert!(outbox::all(&t.db).await.unwrap().iter().all(|e| e.attempts == 1), "no email was tried twice");
     assert_eq!(jobs::counts(&t.db).await.unwrap(), (0, 0, 0));
 
