@@ -31,6 +31,8 @@ on_both_backends!(
     a_sandbox_payment_is_refunded_through_the_api_and_the_console,
     the_salon_page_charts_patrons_by_status_and_revenue_and_finds_patrons,
     an_organiser_sets_up_a_campaign_with_teams_and_publishes_it,
+    cash_against_a_pledge_gets_the_next_receipt_number_once_and_only_its_organisation_sees_it,
+    money_received_without_a_pledge_gets_an_untaxed_donation_receipt,
 );
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -414,10 +416,12 @@ async fn console_forms_without_this_sessions_csrf_token_change_nothing(backend: 
 }
 
 /// A manual entry posted straight to the ledger: `amount` received in cash
-/// into `fund`.
+/// into `fund`, with its receipt issued in the same transaction as the
+/// console does.
 async fn cash_into(db: &Db, org: OrgId, fund: kanpa_ledger::AccountId, amount: i64, key: &str) -> i64 {
     use kanpa_ledger::chart::Holding;
     use kanpa_ledger::{Currency, EntryHeader, IdempotencyKey, Money, NewEntry, SourceRef};
+    use kanpa_payments::receipt::{self, LineKind, NewReceipt, PriceBasis, ReceiptLine, ReceiptSource};
     let mut tx = db.begin().await.unwrap();
     let cash = Holding::Cash.account(&mut tx, org, Currency::Jpy).await.unwrap();
     let header = EntryHeader {
@@ -430,6 +434,23 @@ async fn cash_into(db: &Db, org: OrgId, fund: kanpa_ledger::AccountId, amount: i
     };
     let entry = NewEntry::transfer(header, cash, fund, Money::yen(amount)).unwrap();
     let id = kanpa_ledger::store::post(&mut tx, &entry).await.unwrap().entry_id();
+    let new = NewReceipt {
+        org,
+        source: ReceiptSource::manual(key),
+        payer_name: format!("payer of {key}"),
+        payer_email: String::new(),
+        paid_at: Timestamp::now(),
+        currency: Currency::Jpy,
+        basis: PriceBasis::TaxInclusive,
+        lines: vec![ReceiptLine {
+            kind: LineKind::Donation,
+            description_ja: "寄付".into(),
+            description_en: "Donation".into(),
+            amount: Money::yen(amount),
+            tax_rate: None,
+        }],
+    };
+    receipt::issue(&mut tx, &new).await.unwrap();
     tx.commit().await.unwrap();
     id.0
 }
@@ -1454,5 +1475,188 @@ async fn an_organiser_sets_up_a_campaign_with_teams_and_publishes_it(backend: Te
     assert_eq!(console.post(&status_path, &[("csrf", &csrf), ("to", "closed")], Some(&cookie)).await.status(), 303);
     let salon = kanpa_patrons::store::salon_by_slug(&console.db, OWN_SALON).await.unwrap();
     assert_eq!(salon.status, kanpa_patrons::SalonStatus::Closed);
+    console.app.stop().await;
+}
+
+/// The receipt number linked from a manual entry's page, and the link.
+fn receipt_on(html: &str) -> Option<(String, String)> {
+    let link = html.split(r#"class="receipt-link" href=""#).nth(1)?.split('"').next()?.to_owned();
+    let number = html.split("領収書番号 ").nth(1)?.split('<').next()?.to_owned();
+    Some((number, link))
+}
+
+async fn cash_against_a_pledge_gets_the_next_receipt_number_once_and_only_its_organisation_sees_it(
+    backend: TestBackend,
+) {
+    let Some(console) = Console::spawn(backend).await else { return };
+    console.staff("treasurer@example.jp", console.org, Role::Treasurer, None).await;
+    console.staff("boss@example.jp", console.other_org, Role::Owner, None).await;
+    let cookie = console.sign_in("treasurer@example.jp").await;
+    let csrf = console.csrf(&cookie).await;
+    let (drive, _) = console.drive_teams().await;
+    // A reward at ¥1,100: ¥100 of it is consumption tax at 10%.
+    let reward = campaigns::add_reward(
+        &console.db,
+        drive.id,
+        &campaigns::RewardInput {
+            title_ja: "記念ステッカー".into(),
+            title_en: "A sticker".into(),
+            min_amount: 1_100,
+            ..campaigns::RewardInput::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Earlier receipts of this organisation (and one of the other, which
+    // does not count): the cash gets the next number after this
+    // organisation's last.
+    let nurses = team(&console.drive_teams().await.1, "nurses").account;
+    cash_into(&console.db, console.org, nurses, 1_000, "earlier-cash-1").await;
+    cash_into(&console.db, console.org, nurses, 2_000, "earlier-cash-2").await;
+    other_orgs_entry(&console).await;
+    let before = kanpa_payments::receipt::numbers_of(&console.db, console.org).await.unwrap();
+    assert_eq!(before, vec![1, 2]);
+    let reward_id = reward.id.to_string();
+    let res = console
+        .post(
+            &format!("/c/{DEMO_CAMPAIGN}/pledge"),
+            &[
+                ("amount", "1500"),
+                ("reward", &reward_id),
+                ("display_name", "ネットの名前"),
+                ("email", "cash@example.jp"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let pledge = campaigns::pledges_of_campaign(&console.db, drive.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.email == "cash@example.jp")
+        .unwrap();
+    let key = form_key(&console, &cookie).await;
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("key", key.as_str()),
+        ("kind", "receipt"),
+        ("holding", "cash"),
+        ("amount", "1500"),
+        ("date", "2026-01-10"),
+        ("party", "現金の花子"),
+        ("pledge", pledge.public_id.as_str()),
+    ];
+    let path = format!("/admin/o/{DEMO_ORG}/entries/new");
+    let res = console.post(&path, &fields, Some(&cookie)).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap());
+    let entry_page = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    // Sent twice: one entry, one receipt.
+    let res = console.post(&path, &fields, Some(&cookie)).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()[LOCATION].to_str().unwrap(), entry_page);
+    assert_eq!(kanpa_payments::receipt::numbers_of(&console.db, console.org).await.unwrap(), vec![1, 2, 3]);
+    let manual = "SELECT COUNT(*) FROM receipts WHERE source_kind = 'manual'";
+    assert_eq!(count(&console.db, manual).await, 4, "two earlier, one of the other organisation, this one");
+
+    // The entry's page shows the number and links the printable receipt.
+    let (status, html) = console.get_as(&entry_page, &cookie).await;
+    assert_eq!(status, 200);
+    let (number, link) = receipt_on(&html).expect("the entry links its receipt");
+    assert_eq!(number, "00000003");
+    assert_eq!(link, format!("{entry_page}/receipt"));
+    let (status, receipt) = console.get_as(&link, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(receipt.contains("00000003"), "{receipt}");
+    assert!(receipt.contains("現金の花子"), "addressed to the payer named on the form: {receipt}");
+    assert!(!receipt.contains("ネットの名前"));
+    assert!(receipt.contains("¥1,500"), "the total");
+    assert!(receipt.contains("記念ステッカー") && receipt.contains("¥1,100"), "the reward as a purchase");
+    assert!(receipt.contains("10%対象 ¥1,100(うち消費税 ¥100)"), "tax once, on the reward only: {receipt}");
+    assert!(receipt.contains("ご支援(寄付)") && receipt.contains("¥400") && receipt.contains("不課税"));
+    assert!(receipt.contains(&pledge.public_id));
+
+    // The supporter finds it from "my pledges".
+    let me = crate::receipts::sign_in(&console.app, "cash@example.jp").await;
+    let res = console.client.get(console.url("/me")).header("cookie", &me).send().await.unwrap();
+    let mine = res.text().await.unwrap();
+    let own = format!("/me/pledges/{}/receipt", pledge.public_id);
+    assert!(mine.contains(&own), "{mine}");
+    let res = console.client.get(console.url(&own)).header("cookie", &me).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("00000003") && html.contains("10%対象 ¥1,100(うち消費税 ¥100)"));
+
+    // Another organisation's owner finds nothing, under either organisation.
+    let boss = console.sign_in("boss@example.jp").await;
+    let entry_id = entry_page.rsplit('/').next().unwrap();
+    for org in [OTHER_ORG, DEMO_ORG] {
+        let (status, body) = console.get_as(&format!("/admin/o/{org}/journal/{entry_id}/receipt"), &boss).await;
+        assert_eq!(status, 404, "{org}");
+        assert!(!body.contains("現金の花子") && !body.contains("00000003"));
+    }
+
+    // Reversed, the entry says so; the receipt stays as issued.
+    let res =
+        console.post(&format!("{entry_page}/reverse"), &[("csrf", &csrf), ("reason", "誤り")], Some(&cookie)).await;
+    assert_eq!(res.status(), 303);
+    let (_, html) = console.get_as(&entry_page, &cookie).await;
+    assert!(html.contains("この仕訳は取り消されました"), "{html}");
+    assert_eq!(receipt_on(&html).map(|(n, _)| n).as_deref(), Some("00000003"));
+    let (status, again) = console.get_as(&link, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(again.contains("現金の花子") && again.contains("¥1,500"));
+    assert_eq!(kanpa_payments::receipt::numbers_of(&console.db, console.org).await.unwrap(), vec![1, 2, 3]);
+    console.app.stop().await;
+}
+
+async fn money_received_without_a_pledge_gets_an_untaxed_donation_receipt(backend: TestBackend) {
+    let Some(console) = Console::spawn(backend).await else { return };
+    console.staff("treasurer@example.jp", console.org, Role::Treasurer, None).await;
+    let cookie = console.sign_in("treasurer@example.jp").await;
+    let csrf = console.csrf(&cookie).await;
+    let nurses = team(&console.drive_teams().await.1, "nurses").account.0.to_string();
+    let path = format!("/admin/o/{DEMO_ORG}/entries/new");
+    let key = form_key(&console, &cookie).await;
+    let received = [
+        ("csrf", csrf.as_str()),
+        ("key", key.as_str()),
+        ("kind", "receipt"),
+        ("fund", nurses.as_str()),
+        ("holding", "bank"),
+        ("amount", "2200"),
+        ("date", "2026-01-11"),
+        ("party", "振込の太郎"),
+    ];
+    let res = console.post(&path, &received, Some(&cookie)).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap());
+    let entry_page = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    let (_, html) = console.get_as(&entry_page, &cookie).await;
+    let (number, link) = receipt_on(&html).expect("the entry links its receipt");
+    assert_eq!(number, "00000001");
+    let (status, receipt) = console.get_as(&link, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(receipt.contains("振込の太郎") && receipt.contains("¥2,200") && receipt.contains("不課税"));
+    assert!(!receipt.contains("10%"), "a donation carries no consumption tax: {receipt}");
+    // A disbursement is no receipt of money: it issues none.
+    let key = form_key(&console, &cookie).await;
+    let paid_out = [
+        ("csrf", csrf.as_str()),
+        ("key", key.as_str()),
+        ("kind", "disbursement"),
+        ("fund", nurses.as_str()),
+        ("holding", "bank"),
+        ("amount", "200"),
+        ("date", "2026-01-12"),
+        ("party", "会場"),
+    ];
+    let res = console.post(&path, &paid_out, Some(&cookie)).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap());
+    let out_page = res.headers()[LOCATION].to_str().unwrap().to_owned();
+    let (_, html) = console.get_as(&out_page, &cookie).await;
+    assert!(receipt_on(&html).is_none());
+    let (status, _) = console.get_as(&format!("{out_page}/receipt"), &cookie).await;
+    assert_eq!(status, 404);
+    assert_eq!(kanpa_payments::receipt::numbers_of(&console.db, console.org).await.unwrap(), vec![1]);
     console.app.stop().await;
 }

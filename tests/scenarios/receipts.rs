@@ -159,7 +159,7 @@ fn path_of(url: &str) -> String {
 }
 
 /// Signs in through the emailed link; returns the session cookie (`name=value`).
-async fn sign_in(app: &TestApp, email: &str) -> String {
+pub(crate) async fn sign_in(app: &TestApp, email: &str) -> String {
     let res = post_form(app, "/me/sign-in", &[("email", email)]).await;
     assert_eq!(res.status(), 200);
     let sql = "SELECT data FROM outbox_emails WHERE template = 'sign_in_link' AND to_address = $1 ORDER BY id DESC";

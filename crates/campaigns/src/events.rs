@@ -456,7 +456,39 @@ pub(crate) async fn issue_receipt(
     pledge: &Pledge,
     collected: &Collected,
 ) -> Result<Receipt, CampaignError> {
-    let paid = collected.gross;
+    let payer = if pledge.display_name.is_empty() { pledge.email.clone() } else { pledge.display_name.clone() };
+    let paid = PledgePayment {
+        source: ReceiptSource::stripe_charge(&collected.charge),
+        payer_name: payer,
+        paid: collected.gross,
+        paid_at: collected.created,
+    };
+    issue_pledge_receipt(tx, campaign, pledge, &paid).await
+}
+
+/// How a pledge was paid, for its receipt.
+#[derive(Clone, Debug)]
+pub struct PledgePayment {
+    /// The payment, once: a Stripe charge, or a treasurer's manual entry
+    /// ([`ReceiptSource::manual`] with the entry's idempotency key).
+    pub source: ReceiptSource,
+    /// The name the receipt is addressed to.
+    pub payer_name: String,
+    pub paid: kanpa_ledger::Money,
+    pub paid_at: kanpa_ledger::Timestamp,
+}
+
+/// Issues (or finds, for the same source) the receipt of a pledge's
+/// payment in the paying transaction: the card path and the console's
+/// manual receipts of money both build it here, so a reward and a donation
+/// split the same way whichever way the money came.
+pub async fn issue_pledge_receipt(
+    tx: &mut Tx,
+    campaign: &crate::Campaign,
+    pledge: &Pledge,
+    payment: &PledgePayment,
+) -> Result<Receipt, CampaignError> {
+    let paid = payment.paid;
     let reward: Option<(String, String, i64)> = match pledge.reward_id {
         None => None,
         Some(id) => on_tx!(tx, c => sqlx::query_as(
@@ -493,10 +525,10 @@ pub(crate) async fn issue_receipt(
     }
     let new = NewReceipt {
         org: OrgId(campaign.org_id),
-        source: ReceiptSource::stripe_charge(&collected.charge),
-        payer_name: if pledge.display_name.is_empty() { pledge.email.clone() } else { pledge.display_name.clone() },
+        source: payment.source.clone(),
+        payer_name: payment.payer_name.clone(),
         payer_email: pledge.email.clone(),
-        paid_at: collected.created,
+        paid_at: payment.paid_at,
         currency: paid.currency(),
         basis: PriceBasis::TaxInclusive,
         lines,

@@ -452,6 +452,20 @@ pub async fn by_stripe_charge(db: &Db, charge: &str) -> Result<Option<Receipt>, 
     read_one(db, "source_kind = 'stripe-charge' AND source_ref = $1", charge).await
 }
 
+/// The receipt of a treasurer's manual receipt of money, by the ledger
+/// entry's idempotency key (its [`ReceiptSource::manual`] reference).
+pub async fn by_manual_entry(db: &Db, entry_key: &str) -> Result<Option<Receipt>, ReceiptError> {
+    read_one(db, "source_kind = 'manual' AND source_ref = $1", entry_key).await
+}
+
+/// The receipt of a pledge paid by a manual entry (cash, bank transfer), if
+/// any: the receipt of the latest manual entry whose source is the pledge.
+pub async fn manual_of_pledge(db: &Db, pledge_public_id: &str) -> Result<Option<Receipt>, ReceiptError> {
+    let filter = "source_kind = 'manual' AND source_ref IN (SELECT idempotency_key FROM ledger_entries
+        WHERE source_kind = 'pledge' AND source_ref = $1) ORDER BY number DESC LIMIT 1";
+    read_one(db, filter, pledge_public_id).await
+}
+
 /// An organisation's receipts by number, for checks and the treasurer.
 pub async fn numbers_of(db: &Db, org: OrgId) -> Result<Vec<i64>, ReceiptError> {
     let sql = "SELECT number FROM receipts WHERE organisation_id = $1 ORDER BY number";

@@ -226,6 +226,7 @@ receipt-reference = Payment references
 receipt-pledge = Pledge ID
 receipt-charge = Payment ID
 receipt-invoice = Invoice ID
+receipt-entry = Journal entry
 receipt-print = Use your browser's print function to print or save as PDF (one A4 page).
 receipt-legal = Legal disclosure (Specified Commercial Transactions Act)
 
@@ -372,6 +373,8 @@ admin-entry = Entry
 admin-reverse = Reverse this entry
 admin-reversal-of = Reversal of
 admin-reversed-by = Reversed by
+admin-receipt = Receipt
+admin-receipt-reversed = This entry was reversed; its receipt stays as issued.
 admin-field-reason = Reason
 admin-error-reason-required = Please give a reason for the reversal.
 admin-error-reverse-reversal = A reversal cannot itself be reversed.

@@ -214,6 +214,7 @@ receipt-reference = 取引の参照番号
 receipt-pledge = 支援ID
 receipt-charge = 決済ID
 receipt-invoice = 請求書ID
+receipt-entry = 仕訳番号
 receipt-print = ブラウザの印刷機能で印刷・PDF保存できます(A4・1枚)。
 receipt-legal = 特定商取引法に基づく表記
 
@@ -360,6 +361,8 @@ admin-entry = 仕訳
 admin-reverse = この仕訳を取り消す
 admin-reversal-of = 取消対象
 admin-reversed-by = 取消仕訳
+admin-receipt = 領収書
+admin-receipt-reversed = この仕訳は取り消されました(発行済みの領収書は変更されません)。
 admin-field-reason = 理由
 admin-error-reason-required = 取り消す理由を入力してください。
 admin-error-reverse-reversal = 取消仕訳はさらに取り消せません。

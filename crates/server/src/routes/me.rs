@@ -637,12 +637,16 @@ async fn receipt(
         return Ok(see_other("/me"));
     };
     let pledge = supporter::own_pledge(&state.db, &email, &id).await.map_err(read_failure)?;
-    let charge = pledge
-        .charge_id
-        .as_deref()
-        .filter(|_| matches!(pledge.status, PledgeStatus::Collected | PledgeStatus::Refunded))
-        .ok_or(AppError::NotFound)?;
-    let receipt = kanpa_payments::receipt::by_stripe_charge(&state.db, charge).await.map_err(receipt_failure)?;
+    if !matches!(pledge.status, PledgeStatus::Collected | PledgeStatus::Refunded) {
+        return Err(AppError::NotFound);
+    }
+    // Paid by card: the charge's receipt; paid in cash or by bank transfer
+    // (recorded by a treasurer): the manual entry's.
+    let receipt = match pledge.charge_id.as_deref() {
+        Some(charge) => kanpa_payments::receipt::by_stripe_charge(&state.db, charge).await,
+        None => kanpa_payments::receipt::manual_of_pledge(&state.db, &pledge.public_id).await,
+    }
+    .map_err(receipt_failure)?;
     let references = vec![Reference { label: "receipt-pledge", value: pledge.public_id.clone() }];
     show_receipt(&state, lang.tr(), &email, receipt, references).await
 }

@@ -443,6 +443,8 @@ struct EntryPage {
     reverses: Option<i64>,
     reversed_by: Option<i64>,
     can_reverse: bool,
+    /// The number of the receipt a manual receipt of money issued.
+    receipt_number: Option<String>,
     error: Option<String>,
 }
 
@@ -458,6 +460,8 @@ async fn entry_page(
     let entry = visible_entry(state, access, &funds, id).await?;
     let names = account_names(state, tr, access.org_id(), &funds).await?;
     let reversed_by = ledger::reversed_by(&state.db, entry.id).await?;
+    let receipt =
+        kanpa_payments::receipt::by_manual_entry(&state.db, entry.key.as_str()).await.map_err(receipt_failure)?;
     let nav = Nav::new(staff, access, team_label(&funds, access));
     Ok(EntryPage {
         tr,
@@ -470,8 +474,46 @@ async fn entry_page(
         reverses: entry.reverses.map(|e| e.0),
         reversed_by: reversed_by.map(|e| e.0),
         can_reverse: access.role.can_keep_books() && reversed_by.is_none() && entry.reverses.is_none(),
+        receipt_number: receipt.filter(|r| r.org == access.org_id()).map(|r| r.display_number()),
         error,
     })
+}
+
+/// `/admin/o/{org}/journal/{entry}/receipt`: the printable receipt a manual
+/// receipt of money issued, as the payer's receipt pages show it. The entry
+/// must be one the person may see (their organisation, their team's fund);
+/// anything else is not found. A reversed entry keeps its receipt (receipts
+/// are never changed); its entry page says it was reversed.
+pub async fn entry_receipt(
+    State(state): State<AppState>,
+    lang: Lang,
+    staff: Staff,
+    Path((org, id)): Path<(String, String)>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Read).await?;
+            let (funds, _) = funds(&state, tr, &access).await?;
+            let entry = visible_entry(&state, &access, &funds, &id).await?;
+            let receipt = kanpa_payments::receipt::by_manual_entry(&state.db, entry.key.as_str())
+                .await
+                .map_err(receipt_failure)?
+                .filter(|r| r.org == access.org_id())
+                .ok_or(AppError::NotFound)?;
+            let mut references =
+                vec![crate::receipt_view::Reference { label: "receipt-entry", value: format!("#{}", entry.id.0) }];
+            if let Some(source) = entry.source.as_ref().filter(|s| s.kind == "pledge") {
+                references
+                    .push(crate::receipt_view::Reference { label: "receipt-pledge", value: source.reference.clone() });
+            }
+            let legal = crate::routes::legal::legal_path_of(&state, receipt.org.0).await.ok();
+            let html = crate::receipt_view::render(tr, &receipt, references, legal).map_err(AppError::Internal)?;
+            Ok(page(StatusCode::OK, html))
+        }
+        .await,
+    )
 }
 
 /// `/admin/o/{org}/journal/{entry}`: one entry, its source and who
@@ -676,6 +718,8 @@ struct Manual {
     amount: Money,
     occurred_at: Timestamp,
     description: String,
+    /// Who paid (a receipt is addressed to them) or was paid.
+    party: String,
     pledge: Option<kanpa_campaigns::Pledge>,
     key: IdempotencyKey,
 }
@@ -822,7 +866,17 @@ async fn check_entry(
         description.push_str(" — ");
         description.push_str(note);
     }
-    Ok(Ok(Manual { receipt, fund, holding, amount, occurred_at, description, pledge: pledge.map(|(p, _)| p), key }))
+    Ok(Ok(Manual {
+        receipt,
+        fund,
+        holding,
+        amount,
+        occurred_at,
+        description,
+        party: party.to_owned(),
+        pledge: pledge.map(|(p, _)| p),
+        key,
+    }))
 }
 
 /// The pledge with this public id if it belongs to a campaign of the
@@ -895,6 +949,14 @@ async fn post_manual(
     manual: &Manual,
 ) -> Result<Result<EntryId, &'static str>, Refused> {
     use kanpa_campaigns::PledgeStatus as S;
+    let campaign = match &manual.pledge {
+        Some(p) => Some(
+            kanpa_campaigns::store::campaign_by_id(&state.db, p.campaign_id)
+                .await
+                .map_err(|e| Refused::Error(crate::forms::read_failure(e)))?,
+        ),
+        None => None,
+    };
     let mut tx = state.db.begin().await.map_err(AppError::from)?;
     let held = manual.holding.account(&mut tx, access.org_id(), manual.amount.currency()).await?;
     let header = EntryHeader {
@@ -932,6 +994,57 @@ async fn post_manual(
             return Ok(Err("admin-error-pledge-not-payable"));
         }
     }
+    if manual.receipt {
+        issue_manual_receipt(&mut tx, access, manual, campaign.as_ref()).await?;
+    }
     tx.commit().await.map_err(AppError::from)?;
     Ok(Ok(posted.entry_id()))
+}
+
+fn receipt_failure(e: kanpa_payments::receipt::ReceiptError) -> Refused {
+    Refused::Error(AppError::Internal(anyhow::Error::new(e)))
+}
+
+/// The receipt of money received, issued in the transaction that posts its
+/// entry, once per entry (its source is the entry's idempotency key),
+/// addressed to the payer named on the form. A pledge's receipt is built
+/// like the card path's (a reward's price as a taxable purchase, the rest a
+/// donation); money with no pledge is one donation line, outside
+/// consumption tax.
+async fn issue_manual_receipt(
+    tx: &mut kanpa_ledger::Tx,
+    access: &Access,
+    manual: &Manual,
+    campaign: Option<&kanpa_campaigns::Campaign>,
+) -> Result<kanpa_payments::receipt::Receipt, Refused> {
+    use kanpa_payments::receipt::{self, LineKind, NewReceipt, PriceBasis, ReceiptLine, ReceiptSource};
+    let source = ReceiptSource::manual(manual.key.as_str());
+    if let (Some(pledge), Some(campaign)) = (&manual.pledge, campaign) {
+        let payment = kanpa_campaigns::events::PledgePayment {
+            source,
+            payer_name: manual.party.clone(),
+            paid: manual.amount,
+            paid_at: manual.occurred_at,
+        };
+        return kanpa_campaigns::events::issue_pledge_receipt(tx, campaign, pledge, &payment)
+            .await
+            .map_err(|e| Refused::Error(crate::forms::read_failure(e)));
+    }
+    let new = NewReceipt {
+        org: access.org_id(),
+        source,
+        payer_name: manual.party.clone(),
+        payer_email: String::new(),
+        paid_at: manual.occurred_at,
+        currency: manual.amount.currency(),
+        basis: PriceBasis::TaxInclusive,
+        lines: vec![ReceiptLine {
+            kind: LineKind::Donation,
+            description_ja: format!("ご支援(寄付)— {}", manual.fund.label),
+            description_en: format!("Donation — {}", manual.fund.label),
+            amount: manual.amount,
+            tax_rate: None,
+        }],
+    };
+    receipt::issue(tx, &new).await.map_err(receipt_failure)
 }

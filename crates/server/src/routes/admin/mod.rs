@@ -51,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/journal", get(books::journal))
         .route("/admin/o/{org}/journal/{entry}", get(books::entry))
         .route("/admin/o/{org}/journal/{entry}/reverse", post(books::reverse))
+        .route("/admin/o/{org}/journal/{entry}/receipt", get(books::entry_receipt))
         .route("/admin/o/{org}/entries/new", get(books::new_entry).post(books::record_entry))
         .route("/admin/o/{org}/campaigns/new", get(setup::new_campaign).post(setup::create_campaign))
         .route("/admin/o/{org}/campaigns/{campaign}", get(campaigns::campaign))
@@ -78,6 +79,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/admin/o/{org}/journal", Need::Read),
     ("GET", "/admin/o/{org}/journal/{entry}", Need::Read),
     ("POST", "/admin/o/{org}/journal/{entry}/reverse", Need::Books),
+    ("GET", "/admin/o/{org}/journal/{entry}/receipt", Need::Read),
     ("GET", "/admin/o/{org}/entries/new", Need::Books),
     ("POST", "/admin/o/{org}/entries/new", Need::Books),
     ("GET", "/admin/o/{org}/campaigns/new", Need::Organise),
