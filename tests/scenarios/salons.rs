@@ -48,6 +48,7 @@ on_both_backends!(
     the_demo_salon_is_seeded_once_with_a_fund_that_matches_its_invoices_and_can_be_joined_in_the_sandbox,
     a_patron_sees_their_payment_history_on_my_page_and_a_receipt_for_each_paid_invoice,
     a_disputed_membership_payment_posts_each_balance_transaction_to_the_salon_fund_once,
+    a_membership_payment_is_refunded_through_the_api_once_per_request_and_never_beyond_what_was_paid,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -1350,6 +1351,110 @@ async fn a_disputed_membership_payment_posts_each_balance_transaction_to_the_sal
     assert_eq!(count(b.db(), sql).await, 3);
     let sql = "SELECT COUNT(*) FROM stripe_events WHERE event_type LIKE 'charge.dispute.%' AND status = 'applied'";
     eventually(30, "every dispute event is applied", || async { count(b.db(), sql).await == 3 }).await;
+    let (code, out, err) = run_kanpa(&b.app.database_url, &["ledger", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    b.app.stop().await;
+}
+
+async fn a_membership_payment_is_refunded_through_the_api_once_per_request_and_never_beyond_what_was_paid(
+    backend: TestBackend,
+) {
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, _) = open_salon(b.db(), 10).await;
+    let (id, _) = b.member(&salon, "inner", "hanako@example.jp").await;
+    b.wait(&id, "paid", |m| m.lifetime_paid == 5000).await;
+    let sql = "SELECT stripe_invoice_id, stripe_charge_id FROM membership_invoices WHERE status = 'paid'";
+    let (invoice, charge): (String, String) = on_db!(b.db(), p => sqlx::query_as(sql).fetch_one(p).await.unwrap());
+    let org = OrgId(salon.org_id);
+    let treasurer = api_token::create(b.db(), org, Role::Treasurer, "books").await.unwrap();
+    let viewer = api_token::create(b.db(), org, Role::Viewer, "look").await.unwrap();
+    let path = format!("/api/v1/salons/{}/invoices/{invoice}/refunds", salon.slug);
+    let stripe_refunds =
+        || b.stripe.requests().iter().filter(|r| r.method == "POST" && r.path == "/v1/refunds").count();
+    let requests = || count(b.db(), "SELECT COUNT(*) FROM staff_invoice_refunds");
+    let paid = 5000 - fee(5000);
+    assert_eq!(b.fund(&salon).await, paid);
+
+    // A viewer may not refund; another organisation sees neither the salon
+    // nor the invoice through its own salon.
+    let body = |amount: i64, key: &str| Some(json!({ "amount": amount, "idempotency_key": key }));
+    let (status, out) = call(&b.app, &viewer, "POST", &path, body(1000, "v")).await;
+    assert_eq!((status, out["error"]["code"].as_str()), (403, Some("forbidden")), "{out}");
+    let other = org_token(&b.app, "other-clinic").await;
+    let other_org = api_token::authenticate(b.db(), &other).await.unwrap().unwrap().org;
+    let (status, _) = call(&b.app, &other, "POST", &path, body(1000, "o")).await;
+    assert_eq!(status, 403, "an organiser token may not refund");
+    let other_treasurer = api_token::create(b.db(), other_org, Role::Treasurer, "books").await.unwrap();
+    let (status, out) = call(&b.app, &other_treasurer, "POST", &path, body(1000, "o")).await;
+    assert_eq!(status, 404, "{out}");
+    let other_salon = self::salon(b.db(), other_org, "other-salon").await;
+    let through_own = format!("/api/v1/salons/{}/invoices/{invoice}/refunds", other_salon.slug);
+    let (status, out) = call(&b.app, &other_treasurer, "POST", &through_own, body(1000, "o")).await;
+    assert_eq!(status, 404, "{out}");
+
+    // More than was paid is refused in both languages, and nothing changes.
+    let (status, out) = call(&b.app, &treasurer, "POST", &path, body(5001, "too-much")).await;
+    assert_eq!((status, out["error"]["code"].as_str()), (422, Some("refund_refused")), "{out}");
+    assert!(out["error"]["message"].as_str().unwrap().contains("5,000"), "{out}");
+    let ja = b
+        .app
+        .client
+        .post(b.app.url(&path))
+        .bearer_auth(&treasurer)
+        .header("accept-language", "ja")
+        .json(&json!({ "amount": 5001, "idempotency_key": "too-much" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ja.status(), 422);
+    let ja: Value = ja.json().await.unwrap();
+    let ja_message = ja["error"]["message"].as_str().unwrap().to_owned();
+    assert!(ja_message.contains("5,000") && ja_message != out["error"]["message"].as_str().unwrap(), "{ja}");
+    assert_eq!((stripe_refunds(), requests().await), (0, 0));
+
+    // A partial refund asked twice at once under one key reaches Stripe once.
+    let (first, second) = tokio::join!(
+        call(&b.app, &treasurer, "POST", &path, body(2000, "first")),
+        call(&b.app, &treasurer, "POST", &path, body(2000, "first")),
+    );
+    assert_eq!((first.0, second.0), (202, 202), "{first:?} {second:?}");
+    let answers = [&first.1, &second.1];
+    assert_eq!(answers.iter().filter(|a| a["already_requested"] == true).count(), 1, "{answers:?}");
+    assert_eq!(stripe_refunds(), 1, "one request reaches Stripe");
+    let request = b.stripe.requests().into_iter().find(|r| r.path == "/v1/refunds").unwrap();
+    assert!(request.idempotency_key.as_deref().is_some_and(|k| k.starts_with("staff-refund:invoice:")), "{request:?}");
+    // Stripe reports it, twice; the books and the patron follow once.
+    let refunded = b.stripe.object(&charge).unwrap();
+    assert_eq!(refunded["amount_refunded"], 2000);
+    b.deliver("charge.refunded", refunded.clone()).await;
+    b.deliver("charge.refunded", refunded).await;
+    b.wait(&id, "the first refund is recorded", |m| m.lifetime_paid == 3000).await;
+    assert_eq!(b.fund(&salon).await, paid - 2000);
+
+    // What is left can be refunded, not more.
+    let (status, out) = call(&b.app, &treasurer, "POST", &path, body(3001, "second")).await;
+    assert_eq!(status, 422, "{out}");
+    assert!(out["error"]["message"].as_str().unwrap().contains("3,000"), "{out}");
+    assert_eq!(stripe_refunds(), 1);
+    let (status, out) = call(&b.app, &treasurer, "POST", &path, body(3000, "second")).await;
+    assert_eq!((status, out["amount"].as_i64()), (202, Some(3000)), "{out}");
+    assert_eq!(stripe_refunds(), 2);
+    b.deliver("charge.refunded", b.stripe.object(&charge).unwrap()).await;
+    b.wait(&id, "the rest is recorded", |m| m.lifetime_paid == 0).await;
+    assert_eq!(b.fund(&salon).await, paid - 5000, "the fund falls by exactly the refunds");
+    let (status, _) = call(&b.app, &treasurer, "POST", &path, body(1, "third")).await;
+    assert_eq!(status, 422);
+    assert_eq!(stripe_refunds(), 2);
+    let sql = "SELECT COUNT(*) FROM staff_invoice_refunds WHERE status = 'succeeded'";
+    assert_eq!(count(b.db(), sql).await, 2);
+    let sql = "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE 'stripe:%:refunded-to:%'";
+    assert_eq!(count(b.db(), sql).await, 2);
+
+    // The patron hears of each refund once.
+    eventually(30, "the patron is told of both refunds", || async {
+        b.templates().await.iter().filter(|t| *t == "membership_refunded").count() == 2
+    })
+    .await;
     let (code, out, err) = run_kanpa(&b.app.database_url, &["ledger", "check"]);
     assert_eq!(code, 0, "{out}{err}");
     b.app.stop().await;

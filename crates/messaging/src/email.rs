@@ -116,6 +116,8 @@ pub enum EmailTemplate {
     },
     /// A renewal failed; Stripe retries, access is kept until `access_until`.
     MembershipPaymentFailed { salon: String, amount: String, access_until: String, manage_link: String },
+    /// Money of a membership payment returned to the patron.
+    MembershipRefunded { salon: String, amount: String, manage_link: String },
     /// The bank wants the patron to confirm the payment on `pay_link`.
     MembershipActionRequired { salon: String, amount: String, pay_link: String, manage_link: String },
     /// The organiser moved the patron's tier to its current price, charged
@@ -166,6 +168,7 @@ impl EmailTemplate {
             EmailTemplate::SettlementReport { .. } => "settlement_report",
             EmailTemplate::MembershipReceipt { .. } => "membership_receipt",
             EmailTemplate::MembershipPaymentFailed { .. } => "membership_payment_failed",
+            EmailTemplate::MembershipRefunded { .. } => "membership_refunded",
             EmailTemplate::MembershipActionRequired { .. } => "membership_action_required",
             EmailTemplate::MembershipPriceChanged { .. } => "membership_price_changed",
         }
@@ -212,6 +215,10 @@ impl EmailTemplate {
             }
             (EmailTemplate::MembershipPaymentFailed { salon, .. }, Locale::En) => {
                 format!("We could not take your membership payment — {salon}")
+            }
+            (EmailTemplate::MembershipRefunded { salon, .. }, Locale::Ja) => format!("月会費を返金しました — {salon}"),
+            (EmailTemplate::MembershipRefunded { salon, .. }, Locale::En) => {
+                format!("Membership payment refunded — {salon}")
             }
             (EmailTemplate::MembershipActionRequired { salon, .. }, Locale::Ja) => {
                 format!("お支払いの確認をお願いします — {salon}")
@@ -417,6 +424,16 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
                 manage_link: (!receipt_link.is_empty()).then(|| manage_link.clone()),
             }
         }
+        EmailTemplate::MembershipRefunded { salon, amount, manage_link } => Notice {
+            heading: t("返金しました", "Refund issued"),
+            paragraphs: vec![t(
+                "月会費のうち次の金額をご登録の支払い方法に返金しました。反映まで数日かかることがあります。",
+                "We refunded the following amount of your membership payment to your payment method. It can take a few days to appear.",
+            )],
+            facts: vec![fact(&t("サロン", "Salon"), salon), fact(&t("返金額", "Refunded"), amount)],
+            action: None,
+            manage_link: Some(manage_link.clone()),
+        },
         EmailTemplate::MembershipPaymentFailed { salon, amount, access_until, manage_link } => Notice {
             heading: t("お支払いを確認できませんでした", "We could not take your payment"),
             paragraphs: vec![
@@ -639,6 +656,11 @@ mod tests {
                 starts_on: "2026年6月1日".into(),
                 manage_link: link.clone(),
             },
+            EmailTemplate::MembershipRefunded {
+                salon: "サロン".into(),
+                amount: "¥5,000".into(),
+                manage_link: link.clone(),
+            },
         ];
         for template in &templates {
             let ja = render(template, Locale::Ja, "kanpa").unwrap();
@@ -654,6 +676,8 @@ mod tests {
         assert!(action.text.contains("https://invoice.stripe.com/i/x"));
         let price = render(&templates[3], Locale::Ja, "kanpa").unwrap();
         assert!(price.text.contains("¥4,000") && price.text.contains("2026年6月1日"), "{}", price.text);
+        let refunded = render(&templates[4], Locale::En, "kanpa").unwrap();
+        assert!(refunded.subject.contains("refunded") && refunded.text.contains("Refunded"), "{}", refunded.text);
     }
 
     #[test]

@@ -216,7 +216,13 @@ impl MembershipEvents {
             "invoice.paid" => self.invoice_paid(tx, &membership, object, event).await,
             "invoice.payment_failed" => self.invoice_failed(tx, &membership, object, event).await,
             "invoice.payment_action_required" => self.action_required(tx, &membership, object).await,
-            "charge.refunded" => refunded(tx, &membership, object).await,
+            "charge.refunded" => {
+                let (handled, new) = refunded(tx, &membership, object).await?;
+                if let Some(new) = new {
+                    self.tell_of_refund(tx, &membership, object, new).await?;
+                }
+                Ok(handled)
+            }
             t if t.starts_with("charge.dispute.") => disputed(tx, &membership, object).await,
             other => Ok(Handled::Skipped(format!("{other} is not handled"))),
         }
@@ -339,7 +345,12 @@ impl MembershipEvents {
 /// Posts the part of a refund not posted yet (`amount_refunded` is
 /// cumulative): out of the salon's fund and the Stripe balance, keyed by
 /// the charge and the new total; the patron's lifetime total follows.
-async fn refunded(tx: &mut Tx, membership: &Membership, charge: &Value) -> Result<Handled, PatronError> {
+/// Returns the part newly posted, if any.
+async fn refunded(
+    tx: &mut Tx,
+    membership: &Membership,
+    charge: &Value,
+) -> Result<(Handled, Option<kanpa_ledger::Money>), PatronError> {
     let charge_id = text(charge, "id").ok_or_else(|| db_error("charge without id"))?;
     let intent = text(charge, "payment_intent");
     let sql = "SELECT id, amount_refunded FROM membership_invoices
@@ -347,12 +358,12 @@ async fn refunded(tx: &mut Tx, membership: &Membership, charge: &Value) -> Resul
     let row: Option<(i64, i64)> = on_tx!(tx, c => sqlx::query_as(sql).bind(membership.id).bind(&charge_id)
             .bind(&intent).fetch_optional(c).await?);
     let Some((invoice, recorded)) = row else {
-        return Ok(Handled::Skipped("no invoice of this membership was paid by this charge".into()));
+        return Ok((Handled::Skipped("no invoice of this membership was paid by this charge".into()), None));
     };
     let total = charge["amount_refunded"].as_i64().unwrap_or(0);
     let new = total - recorded;
     if new <= 0 {
-        return Ok(Handled::Skipped("refund already recorded".into()));
+        return Ok((Handled::Skipped("refund already recorded".into()), None));
     }
     let salon = store::salon_in(tx, membership.salon_id).await?;
     let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
@@ -363,7 +374,7 @@ async fn refunded(tx: &mut Tx, membership: &Membership, charge: &Value) -> Resul
     let sql = "UPDATE membership_invoices SET amount_refunded = $1, updated_at = $2 WHERE id = $3";
     on_tx!(tx, c => sqlx::query(sql).bind(total).bind(Timestamp::now()).bind(invoice).execute(c).await?.rows_affected());
     store::recompute_lifetime_paid(tx, membership.id).await?;
-    Ok(Handled::Applied)
+    Ok((Handled::Applied, Some(amount)))
 }
 
 /// Posts each of a dispute's balance transactions once, keyed by its id:
@@ -529,6 +540,27 @@ impl MembershipEvents {
         let attempt = invoice["attempt_count"].as_i64().unwrap_or(1);
         email_patron(tx, &self.site, membership, &format!("failed:{id}:{attempt}"), template).await?;
         Ok(Handled::Applied)
+    }
+
+    /// Tells the patron of the part of a refund just posted: one email per
+    /// new cumulative total of the charge.
+    async fn tell_of_refund(
+        &self,
+        tx: &mut Tx,
+        membership: &Membership,
+        charge: &Value,
+        new: kanpa_ledger::Money,
+    ) -> Result<(), PatronError> {
+        let salon = store::salon_in(tx, membership.salon_id).await?;
+        let locale = membership.locale;
+        let template = EmailTemplate::MembershipRefunded {
+            salon: salon.name(locale).to_owned(),
+            amount: new.format(locale),
+            manage_link: self.site.manage_link(),
+        };
+        let charge_id = text(charge, "id").unwrap_or_default();
+        let total = charge["amount_refunded"].as_i64().unwrap_or(0);
+        email_patron(tx, &self.site, membership, &format!("refund:{charge_id}:{total}"), template).await
     }
 
     async fn action_required(

@@ -767,6 +767,36 @@ pub async fn paid_invoices(db: &Db, membership_id: i64) -> Result<Vec<PaidInvoic
     Ok(rows)
 }
 
+/// A salon's invoice as a refund needs it: what its charge took and what
+/// has been refunded of it so far.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct RefundableInvoice {
+    pub id: i64,
+    pub stripe_invoice_id: String,
+    pub membership_public_id: String,
+    pub status: String,
+    pub stripe_payment_intent_id: Option<String>,
+    pub stripe_charge_id: Option<String>,
+    pub amount_paid: i64,
+    pub amount_refunded: i64,
+}
+
+/// The invoice `stripe_invoice_id` of one of the salon's memberships;
+/// another salon's is not found.
+pub async fn invoice_of_salon(
+    db: &Db,
+    salon_id: i64,
+    stripe_invoice_id: &str,
+) -> Result<RefundableInvoice, PatronError> {
+    let sql = "SELECT i.id, i.stripe_invoice_id, m.public_id AS membership_public_id, i.status,
+                      i.stripe_payment_intent_id, i.stripe_charge_id, i.amount_paid, i.amount_refunded
+               FROM membership_invoices i JOIN memberships m ON m.id = i.membership_id
+               WHERE m.salon_id = $1 AND i.stripe_invoice_id = $2";
+    let row: Option<RefundableInvoice> =
+        on_db!(db, p => sqlx::query_as(sql).bind(salon_id).bind(stripe_invoice_id).fetch_optional(p).await?);
+    row.ok_or(PatronError::NotFound("invoice"))
+}
+
 /// Whether an invoice is recorded as paid.
 pub(crate) async fn invoice_is_paid(tx: &mut Tx, stripe_invoice_id: &str) -> Result<bool, PatronError> {
     let sql = "SELECT status FROM membership_invoices WHERE stripe_invoice_id = $1";

@@ -40,7 +40,7 @@ impl Api {
     }
 
     /// The caller's salon by slug; another organisation's is not found.
-    async fn salon(&self, state: &AppState, slug: &str) -> Result<Salon, ApiError> {
+    pub(crate) async fn salon(&self, state: &AppState, slug: &str) -> Result<Salon, ApiError> {
         match store::salon_by_slug(&state.db, slug).await {
             // A caller limited to one campaign team sees no salon.
             Ok(s) if s.org_id == self.org().0 && self.team().is_none() => Ok(s),

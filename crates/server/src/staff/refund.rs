@@ -7,8 +7,10 @@
 //! refund made in the provider's dashboard.
 
 use kanpa_campaigns::{Pledge, PledgeStatus};
-use kanpa_ledger::{Db, Money, OrgId, Timestamp, on_db, on_tx};
+use kanpa_ledger::{Currency, Db, Money, OrgId, Timestamp, on_db, on_tx};
+use kanpa_patrons::store::RefundableInvoice;
 use kanpa_payments::gateway::{GatewayError, PaymentGateway, RefundRequest, Refunded};
+use sqlx::AssertSqlSafe;
 
 /// Why a refund cannot be asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +33,13 @@ pub fn refundable(pledge: &Pledge) -> Option<Money> {
 
 /// Whether `amount` may be refunded of `pledge`.
 pub fn check(pledge: &Pledge, amount: Money) -> Result<(), RefundProblem> {
-    let left = refundable(pledge).ok_or(RefundProblem::NotACardPayment)?;
+    check_left(refundable(pledge), amount)
+}
+
+/// Whether `amount` may be refunded of a card payment with `left` still
+/// refundable (`None`: not a card payment).
+pub fn check_left(left: Option<Money>, amount: Money) -> Result<(), RefundProblem> {
+    let left = left.ok_or(RefundProblem::NotACardPayment)?;
     if amount.amount() <= 0 {
         return Err(RefundProblem::NotPositive);
     }
@@ -39,6 +47,56 @@ pub fn check(pledge: &Pledge, amount: Money) -> Result<(), RefundProblem> {
         return Err(RefundProblem::TooMuch { left });
     }
     Ok(())
+}
+
+/// What is left to refund of a membership invoice, if a card paid it.
+pub fn invoice_refundable(invoice: &RefundableInvoice, currency: Currency) -> Option<Money> {
+    let paid = invoice.status == "paid" && invoice.stripe_charge_id.is_some() && invoice.amount_paid > 0;
+    (paid && invoice.stripe_payment_intent_id.is_some())
+        .then(|| Money::new((invoice.amount_paid - invoice.amount_refunded).max(0), currency))
+}
+
+/// What a refund is of: each has its own request rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundOf {
+    /// A pledge's row id (`staff_refunds`).
+    Pledge(i64),
+    /// A membership invoice's row id (`staff_invoice_refunds`).
+    Invoice(i64),
+}
+
+/// A card payment to refund part of: what it is, the PaymentIntent that
+/// paid it and what is left.
+#[derive(Clone, Debug)]
+pub struct Refundable {
+    pub of: RefundOf,
+    pub payment_intent: Option<String>,
+    pub left: Option<Money>,
+    /// Kanpa's name for what was paid for ("pledge", "membership").
+    pub kind: &'static str,
+    pub reference: String,
+}
+
+impl Refundable {
+    pub fn pledge(pledge: &Pledge) -> Refundable {
+        Refundable {
+            of: RefundOf::Pledge(pledge.id),
+            payment_intent: pledge.payment_intent_id.clone(),
+            left: refundable(pledge),
+            kind: "pledge",
+            reference: pledge.public_id.clone(),
+        }
+    }
+
+    pub fn invoice(invoice: &RefundableInvoice, currency: Currency) -> Refundable {
+        Refundable {
+            of: RefundOf::Invoice(invoice.id),
+            payment_intent: invoice.stripe_payment_intent_id.clone(),
+            left: invoice_refundable(invoice, currency),
+            kind: "membership",
+            reference: invoice.membership_public_id.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -64,18 +122,40 @@ pub async fn refund_pledge(
     request_key: &str,
     by: &str,
 ) -> Result<RefundOutcome, sqlx::Error> {
-    if let Err(problem) = check(pledge, amount) {
+    refund(db, gateway, org, &Refundable::pledge(pledge), amount, request_key, by).await
+}
+
+/// Refunds `amount` of a card payment (of organisation `org`), requested by
+/// `by` under `request_key`: checked against what is left, the request row
+/// committed under its key, then at most one call to the provider.
+pub async fn refund(
+    db: &Db,
+    gateway: &dyn PaymentGateway,
+    org: OrgId,
+    what: &Refundable,
+    amount: Money,
+    request_key: &str,
+    by: &str,
+) -> Result<RefundOutcome, sqlx::Error> {
+    if let Err(problem) = check_left(what.left, amount) {
         return Ok(RefundOutcome::Refused(problem));
     }
-    let Some(payment_intent) = pledge.payment_intent_id.clone() else {
+    let Some(payment_intent) = what.payment_intent.clone() else {
         return Ok(RefundOutcome::Refused(RefundProblem::NotACardPayment));
     };
-    let insert = "INSERT INTO staff_refunds
-                  (request_key, org_id, pledge_id, amount, currency, requested_by, status, created_at)
-                  VALUES ($1, $2, $3, $4, $5, $6, 'requested', $7) ON CONFLICT (request_key) DO NOTHING";
+    // The two tables' keys never meet: an invoice's carry their own prefix.
+    let (table, column, id, request_key) = match what.of {
+        RefundOf::Pledge(id) => ("staff_refunds", "pledge_id", id, request_key.to_owned()),
+        RefundOf::Invoice(id) => ("staff_invoice_refunds", "invoice_id", id, format!("invoice:{request_key}")),
+    };
+    let insert = format!(
+        "INSERT INTO {table}
+         (request_key, org_id, {column}, amount, currency, requested_by, status, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'requested', $7) ON CONFLICT (request_key) DO NOTHING"
+    );
     let mut tx = db.begin().await?;
-    let inserted = on_tx!(&mut tx, c => sqlx::query(insert).bind(request_key).bind(org.0).bind(pledge.id)
-        .bind(amount.amount()).bind(amount.currency().code()).bind(by).bind(Timestamp::now())
+    let inserted = on_tx!(&mut tx, c => sqlx::query(AssertSqlSafe(insert.clone())).bind(&request_key).bind(org.0)
+        .bind(id).bind(amount.amount()).bind(amount.currency().code()).bind(by).bind(Timestamp::now())
         .execute(c).await?.rows_affected());
     tx.commit().await?;
     if inserted == 0 {
@@ -84,8 +164,8 @@ pub async fn refund_pledge(
     let request = RefundRequest {
         payment_intent,
         amount,
-        kind: "pledge",
-        reference: pledge.public_id.clone(),
+        kind: what.kind,
+        reference: what.reference.clone(),
         idempotency_key: format!("staff-refund:{request_key}"),
     };
     let result = gateway.refund(&request).await;
@@ -93,10 +173,10 @@ pub async fn refund_pledge(
         Ok(refunded) => ("succeeded", Some(refunded.id.clone()), None),
         Err(e) => ("failed", None, Some(e.to_string())),
     };
-    let update = "UPDATE staff_refunds SET status = $1, refund_id = $2, failure = $3 WHERE request_key = $4";
+    let update = format!("UPDATE {table} SET status = $1, refund_id = $2, failure = $3 WHERE request_key = $4");
     let mut tx = db.begin().await?;
-    on_tx!(&mut tx, c => sqlx::query(update).bind(status).bind(refund_id).bind(failure).bind(request_key)
-        .execute(c).await?.rows_affected());
+    on_tx!(&mut tx, c => sqlx::query(AssertSqlSafe(update.clone())).bind(status).bind(refund_id).bind(failure)
+        .bind(&request_key).execute(c).await?.rows_affected());
     tx.commit().await?;
     Ok(match result {
         Ok(refunded) => RefundOutcome::Requested(refunded),
@@ -132,7 +212,7 @@ pub async fn of_pledge(db: &Db, pledge: &Pledge) -> Result<Vec<RefundRecord>, sq
 
 #[cfg(test)]
 mod tests {
-    use kanpa_ledger::{Currency, Locale};
+    use kanpa_ledger::Locale;
 
     use super::*;
 
