@@ -529,6 +529,10 @@ async fn a_salon_of_65_patrons_lives_thirteen_months_in_step_with_stripe_and_a_s
                 format!("failed:{}:{}", object["id"].as_str().unwrap(), object["attempt_count"])
             }
             "invoice.payment_action_required" => format!("action:{}", object["id"].as_str().unwrap()),
+            // One email per new refunded total of a membership's charge.
+            "charge.refunded" => {
+                format!("refund:{}:{}", object["id"].as_str().unwrap(), object["amount_refunded"])
+            }
             _ => continue,
         };
         let n = customers.iter().position(|c| object["customer"] == c.as_str()).unwrap();
@@ -567,6 +571,7 @@ async fn a_salon_of_65_patrons_lives_thirteen_months_in_step_with_stripe_and_a_s
     assert_eq!(failed(&kinds(45).await), 2);
     assert_eq!(kinds(5).await.iter().filter(|t| *t == "membership_action_required").count(), 1);
     assert!(kinds(0).await.iter().all(|t| t == "membership_receipt"));
+    assert_eq!(kinds(11).await.iter().filter(|t| *t == "membership_refunded").count(), 1, "a full refund");
 
     // ---- Replaying every event, shuffled and duplicated, into a fresh
     // database that knows only what kanpa knew before any event: the salons,
