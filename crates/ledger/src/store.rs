@@ -902,6 +902,41 @@ pub async fn disarm_reconciliation(tx: &mut Tx) -> Result<(), LedgerError> {
     Ok(())
 }
 
+/// Keeps `run` as the organisation's last reconciliation (replacing the one
+/// before).
+pub async fn save_reconciliation_report(
+    db: &Db,
+    org: OrgId,
+    run: &crate::reconcile::LastRun,
+) -> Result<(), LedgerError> {
+    let json = serde_json::json!({ "report": run.report, "balances": run.balances }).to_string();
+    let sql = "INSERT INTO reconciliation_reports (org_id, ran_at, source, report) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (org_id) DO UPDATE SET ran_at = excluded.ran_at, source = excluded.source,
+                   report = excluded.report";
+    let mut tx = db.begin().await?;
+    on_tx!(&mut tx, c => sqlx::query(sql).bind(org.0).bind(run.ran_at).bind(&run.source).bind(&json)
+        .execute(c).await?.rows_affected());
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The organisation's last reconciliation, if one ran.
+pub async fn reconciliation_report(db: &Db, org: OrgId) -> Result<Option<crate::reconcile::LastRun>, LedgerError> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        report: crate::reconcile::Report,
+        balances: Option<Vec<crate::reconcile::BalanceCheck>>,
+    }
+    let sql = "SELECT ran_at, source, report FROM reconciliation_reports WHERE org_id = $1";
+    let row: Option<(Timestamp, String, String)> =
+        on_db!(db, p => sqlx::query_as(sql).bind(org.0).fetch_optional(p).await?);
+    row.map(|(ran_at, source, json)| {
+        let stored: Stored = serde_json::from_str(&json).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        Ok(crate::reconcile::LastRun { ran_at, source, report: stored.report, balances: stored.balances })
+    })
+    .transpose()
+}
+
 /// The last scheduled run: when, and how many objects were unmatched.
 pub async fn last_reconciliation(db: &Db) -> Result<Option<(Timestamp, i64)>, LedgerError> {
     let sql = "SELECT last_run_at, last_unmatched FROM reconciliation_schedule

@@ -5,6 +5,8 @@
 //!   [`stripe_gateway`] and [`sandbox`];
 //! - [`stripe_api`]: the Stripe client's construction and the events
 //!   listing for backfills;
+//! - [`balance`]: where reconciliation reads the processor's balance
+//!   history (Stripe's API, or the sandbox's own records);
 //! - [`webhook`]: verification of signed webhook payloads;
 //! - [`seller`]: each organisation's seller details (the legal disclosure,
 //!   the receipts' issuer), and [`receipt`]: receipts numbered per
@@ -13,6 +15,7 @@
 //! It knows nothing of campaigns or patrons: callers pass a kind and a
 //! reference, which come back in the provider's metadata and events.
 
+pub mod balance;
 pub mod gateway;
 pub mod receipt;
 pub mod sandbox;

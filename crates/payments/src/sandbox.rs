@@ -11,6 +11,7 @@
 //! charge with `authentication_required`.
 
 use async_trait::async_trait;
+use kanpa_ledger::reconcile::StatementLine;
 use kanpa_ledger::{Currency, Db, Money, Timestamp, on_db, on_tx};
 use kanpa_messaging::inbox::{self, IncomingEvent, Via};
 use rand::Rng;
@@ -535,4 +536,212 @@ fn collected(row: &PaymentRow) -> Result<Collected, GatewayError> {
         fee: sandbox_fee(gross),
         created: row.created_at,
     })
+}
+
+// ---------------------------------------------------------------- the sandbox's balance
+
+/// The sandbox processor's balance history, read from its own records: a
+/// line per succeeded payment (its fee [`sandbox_fee`]), per refund (no fee
+/// returned, as Stripe in Japan) and per payout. The sandbox has no disputes.
+pub struct SandboxBalance {
+    pub db: Db,
+}
+
+#[derive(sqlx::FromRow)]
+struct RefundRow {
+    id: String,
+    payment_intent: String,
+    amount: i64,
+    currency: String,
+    created_at: Timestamp,
+}
+
+#[derive(sqlx::FromRow)]
+struct PayoutRow {
+    id: String,
+    amount: i64,
+    currency: String,
+    covers_from: Option<Timestamp>,
+    covers_until: Timestamp,
+    created_at: Timestamp,
+}
+
+fn currency_of(code: &str) -> Result<Currency, crate::balance::BalanceError> {
+    Currency::from_code(code).map_err(|e| crate::balance::BalanceError::Corrupt(e.to_string()))
+}
+
+fn charge_line(row: &PaymentRow) -> Result<StatementLine, crate::balance::BalanceError> {
+    let gross = Money::new(row.amount, currency_of(&row.currency)?);
+    Ok(StatementLine {
+        id: row.id.replace("pi_", "txn_"),
+        kind: "charge".into(),
+        source: Some(row.id.replace("pi_", "ch_")),
+        charge: None,
+        amount: gross,
+        fee: sandbox_fee(gross),
+        created: row.created_at,
+    })
+}
+
+fn refund_line(row: &RefundRow) -> Result<StatementLine, crate::balance::BalanceError> {
+    let currency = currency_of(&row.currency)?;
+    Ok(StatementLine {
+        id: format!("txn_{}", row.id),
+        kind: "refund".into(),
+        source: Some(row.id.clone()),
+        charge: Some(row.payment_intent.replace("pi_", "ch_")),
+        amount: Money::new(-row.amount, currency),
+        fee: Money::zero(currency),
+        created: row.created_at,
+    })
+}
+
+/// The charges and refunds created in `(from, until]` (from the beginning
+/// without `from`), oldest first.
+async fn movements(
+    db: &Db,
+    from: Option<Timestamp>,
+    until: Option<Timestamp>,
+) -> Result<Vec<StatementLine>, crate::balance::BalanceError> {
+    // Bounds as values both dialects compare: no bound is the widest one.
+    let from = from.unwrap_or(Timestamp::from_unix_seconds(0).unwrap_or_else(Timestamp::now));
+    let until = until.unwrap_or(Timestamp::from_unix_seconds(253_402_300_799).unwrap_or_else(Timestamp::now));
+    let charges = "SELECT id, amount, currency, status, created_at FROM sandbox_payments
+                   WHERE kind = 'payment_intent' AND status = 'succeeded' AND created_at > $1 AND created_at <= $2";
+    let refunds = "SELECT id, payment_intent, amount, currency, created_at FROM sandbox_refunds
+                   WHERE created_at > $1 AND created_at <= $2";
+    let (charges, refunds): (Vec<PaymentRow>, Vec<RefundRow>) = on_db!(db, p => (
+        sqlx::query_as(charges).bind(from).bind(until).fetch_all(p).await?,
+        sqlx::query_as(refunds).bind(from).bind(until).fetch_all(p).await?,
+    ));
+    let mut lines = Vec::with_capacity(charges.len() + refunds.len());
+    for row in &charges {
+        lines.push(charge_line(row)?);
+    }
+    for row in &refunds {
+        lines.push(refund_line(row)?);
+    }
+    lines.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+    Ok(lines)
+}
+
+fn payout_line(row: &PayoutRow) -> Result<StatementLine, crate::balance::BalanceError> {
+    let currency = currency_of(&row.currency)?;
+    Ok(StatementLine {
+        id: format!("txn_{}", row.id),
+        kind: "payout".into(),
+        source: Some(row.id.clone()),
+        charge: None,
+        amount: Money::new(-row.amount, currency),
+        fee: Money::zero(currency),
+        created: row.created_at,
+    })
+}
+
+const PAYOUTS: &str = "SELECT id, amount, currency, covers_from, covers_until, created_at FROM sandbox_payouts";
+
+#[async_trait]
+impl crate::balance::BalanceSource for SandboxBalance {
+    fn name(&self) -> &'static str {
+        "sandbox"
+    }
+
+    async fn lines(
+        &self,
+        since: Option<Timestamp>,
+        progress: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<Vec<StatementLine>, crate::balance::BalanceError> {
+        // `since` is inclusive: start a microsecond before it.
+        let from = since.map(|s| s.saturating_add(-time::Duration::microseconds(1)));
+        let mut lines = movements(&self.db, from, None).await?;
+        let payouts: Vec<PayoutRow> = on_db!(&self.db, p => sqlx::query_as(PAYOUTS).fetch_all(p).await?);
+        for row in payouts.iter().filter(|p| since.is_none_or(|s| p.created_at >= s)) {
+            lines.push(payout_line(row)?);
+        }
+        lines.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        progress(lines.len());
+        Ok(lines)
+    }
+
+    async fn payout_lines(&self, payout: &str) -> Result<Vec<StatementLine>, crate::balance::BalanceError> {
+        let sql = format!("{PAYOUTS} WHERE id = $1");
+        let row: Option<PayoutRow> = on_db!(&self.db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(payout).fetch_optional(p).await?);
+        let Some(row) = row else { return Ok(Vec::new()) };
+        let currency = currency_of(&row.currency)?;
+        Ok(movements(&self.db, row.covers_from, Some(row.covers_until))
+            .await?
+            .into_iter()
+            .filter(|l| l.amount.currency() == currency)
+            .collect())
+    }
+
+    async fn balance(&self) -> Result<Vec<Money>, crate::balance::BalanceError> {
+        let mut totals: std::collections::BTreeMap<Currency, i64> = std::collections::BTreeMap::new();
+        for line in self.lines(None, &mut |_| {}).await? {
+            *totals.entry(line.amount.currency()).or_default() += line.net();
+        }
+        Ok(totals.into_iter().map(|(c, a)| Money::new(a, c)).collect())
+    }
+}
+
+/// The sandbox pays out to the bank, as Stripe does on its schedule: the
+/// net of the charges and refunds in `currency` created after the previous
+/// payout's cut-off and up to `until`, as one payout created at `until`.
+/// The same `idempotency_key` pays out once; nothing to pay out is `None`.
+pub async fn pay_out(
+    db: &Db,
+    currency: Currency,
+    until: Timestamp,
+    idempotency_key: &str,
+) -> Result<Option<(String, Money)>, crate::balance::BalanceError> {
+    let mut tx = db.begin().await?;
+    let done: Option<(String, i64)> = on_tx!(&mut tx, c => sqlx::query_as(
+        "SELECT id, amount FROM sandbox_payouts WHERE idempotency_key = $1")
+        .bind(idempotency_key).fetch_optional(c).await?);
+    if let Some((id, amount)) = done {
+        return Ok(Some((id, Money::new(amount, currency))));
+    }
+    let previous: Option<Timestamp> = on_tx!(&mut tx, c => sqlx::query_scalar(
+        "SELECT MAX(covers_until) FROM sandbox_payouts WHERE currency = $1")
+        .bind(currency.code()).fetch_one(c).await?);
+    if previous.is_some_and(|p| p >= until) {
+        return Ok(None);
+    }
+    let net: i64 = movements(db, previous, Some(until))
+        .await?
+        .iter()
+        .filter(|l| l.amount.currency() == currency)
+        .map(StatementLine::net)
+        .sum();
+    if net <= 0 {
+        return Ok(None);
+    }
+    let id = format!("po_sandbox_{}", random_suffix());
+    let insert = "INSERT INTO sandbox_payouts (id, idempotency_key, amount, currency, covers_from, covers_until,
+                      created_at) VALUES ($1, $2, $3, $4, $5, $6, $6)";
+    on_tx!(&mut tx, c => sqlx::query(insert).bind(&id).bind(idempotency_key).bind(net).bind(currency.code())
+        .bind(previous).bind(until).execute(c).await?.rows_affected());
+    tx.commit().await?;
+    Ok(Some((id, Money::new(net, currency))))
+}
+
+/// A payment the sandbox took outside its Checkout page (the demo's seeded
+/// history), recorded as the sandbox records its own, so its balance and
+/// refunds know it. Recording the same payment intent again writes nothing.
+pub async fn record_payment(
+    tx: &mut kanpa_ledger::Tx,
+    payment_intent: &str,
+    reference: &str,
+    gross: Money,
+    at: Timestamp,
+) -> Result<(), sqlx::Error> {
+    let insert = "INSERT INTO sandbox_payments
+                  (id, idempotency_key, kind, reference, behaviour, amount, currency, status, created_at)
+                  VALUES ($1, $2, 'payment_intent', $3, 'succeeds', $4, $5, 'succeeded', $6)
+                  ON CONFLICT (id) DO NOTHING";
+    on_tx!(tx, c => sqlx::query(insert).bind(payment_intent).bind(format!("recorded:{payment_intent}"))
+        .bind(reference).bind(gross.amount()).bind(gross.currency().code()).bind(at)
+        .execute(c).await?.rows_affected());
+    Ok(())
 }

@@ -43,8 +43,8 @@ pub async fn run(config: Config, args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kanpa reconcile`: imports Stripe's balance history, posts what it
-/// settles, prints what does not tie out; exits 1 if anything is unmatched.
+/// `kanpa reconcile`: imports Stripe's balance history (or the sandbox
+/// processor's, on a sandbox-configured server), posts what it settles, prints what does not tie out; exits 1 if anything is unmatched.
 pub async fn reconcile(config: Config, org: Option<String>, since: Option<String>) -> anyhow::Result<bool> {
     let db = app::connect(&config).await?;
     let org = match &org {
@@ -66,16 +66,17 @@ pub async fn reconcile(config: Config, org: Option<String>, since: Option<String
         }
         None => None,
     };
-    let client = kanpa_payments::stripe_api::client(config.stripe.secret_key.expose(), &config.stripe.api_base)
-        .context("could not build the Stripe client (stripe.secret_key, stripe.api_base)")?;
+    let source = crate::reconcile::source(&config, &db)?;
     let slugs: std::collections::BTreeMap<_, _> =
         store::organisations(&db).await?.into_iter().map(|o| (o.id, o.slug)).collect();
-    let outcome =
-        crate::reconcile::run(&db, &client, org.as_ref().map(|o| o.id), since, &mut |step| eprintln!("… {step}"))
-            .await?;
+    let outcome = crate::reconcile::run(&db, source.as_ref(), org.as_ref().map(|o| o.id), since, &mut |step| {
+        eprintln!("… {step}")
+    })
+    .await?;
     let r = &outcome.report;
+    let (at, who) = if outcome.source == "sandbox" { ("the sandbox", "sandbox") } else { ("Stripe", "Stripe") };
     println!(
-        "reconciled {} Stripe balance transactions: {} objects matched; posted {} missing fees, {} dispute entries and {} payouts to in transit",
+        "reconciled {} {who} balance transactions: {} objects matched; posted {} missing fees, {} dispute entries and {} payouts to in transit",
         r.lines, r.matched_objects, outcome.fees_posted, outcome.disputes_posted, outcome.payouts_posted
     );
     let name = |o: Option<kanpa_ledger::OrgId>| {
@@ -83,7 +84,7 @@ pub async fn reconcile(config: Config, org: Option<String>, since: Option<String
     };
     for u in &r.unmatched_provider {
         println!(
-            "UNMATCHED at Stripe: {} ({}) {} {}: Stripe {}, ledger {}, difference {}",
+            "UNMATCHED at {at}: {} ({}) {} {}: {who} {}, ledger {}, difference {}",
             u.object,
             u.kinds,
             name(u.org),
@@ -95,7 +96,7 @@ pub async fn reconcile(config: Config, org: Option<String>, since: Option<String
     }
     for u in &r.unmatched_ledger {
         println!(
-            "UNMATCHED in the ledger: {} {} {}: ledger {}, no Stripe balance transaction",
+            "UNMATCHED in the ledger: {} {} {}: ledger {}, no {who} balance transaction",
             u.object,
             name(u.org),
             u.currency.code(),
@@ -107,13 +108,13 @@ pub async fn reconcile(config: Config, org: Option<String>, since: Option<String
         let verdict = if stripe == booked { "=" } else { "≠" };
         balanced &= stripe == booked;
         println!(
-            "Stripe balance {} {} ledger Stripe balance accounts {}",
+            "{who} balance {} {} ledger Stripe balance accounts {}",
             stripe.format(kanpa_ledger::Locale::En),
             verdict,
             booked.format(kanpa_ledger::Locale::En)
         );
     }
-    let clean = r.is_clean() && (org.is_some() || balanced);
+    let clean = r.is_clean() && balanced;
     if clean {
         println!("nothing unmatched");
     }

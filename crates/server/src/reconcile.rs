@@ -1,6 +1,7 @@
-//! Reconciling the books with Stripe: a flow over the Stripe adapter (what
-//! Stripe's balance did) and the ledger (what kanpa booked), run by `kanpa
-//! reconcile`.
+//! Reconciling the books with the payment processor: a flow over a
+//! [`BalanceSource`] (what Stripe's balance did, or the sandbox's) and the
+//! ledger (what kanpa booked), run by `kanpa reconcile`, the API, the
+//! console and the scheduled job.
 //!
 //! 1. Import every balance transaction since the date (all of them without).
 //! 2. Post what the ledger lacks that Stripe's data settles: a charge's fee
@@ -9,13 +10,32 @@
 //!    in transit (`stripe:{payout}:in-transit:{org}`).
 //! 3. Compare per Stripe object (`kanpa_ledger::reconcile`) and, over the
 //!    whole history, the Stripe balance accounts with Stripe's balance.
+//! 4. Keep each organisation's report for the console
+//!    (`store::save_reconciliation_report`).
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
 use kanpa_ledger::chart::Holding;
-use kanpa_ledger::reconcile::{self, StatementLine};
+use kanpa_ledger::reconcile::{self, BalanceCheck, LastRun, StatementLine};
 use kanpa_ledger::{EntryHeader, IdempotencyKey, Money, NewEntry, NewPosting, OrgId, Timestamp, store};
+use kanpa_payments::balance::{BalanceSource, StripeBalance};
+use kanpa_payments::sandbox::SandboxBalance;
+
+use crate::config::{Config, GatewayKind};
+
+/// The balance source of the configured gateway: Stripe's API, or the
+/// sandbox processor's own records.
+pub fn source(config: &Config, db: &kanpa_ledger::Db) -> anyhow::Result<Box<dyn BalanceSource>> {
+    Ok(match config.payments.gateway {
+        GatewayKind::Stripe => {
+            let client = kanpa_payments::stripe_api::client(config.stripe.secret_key.expose(), &config.stripe.api_base)
+                .context("could not build the Stripe client (stripe.secret_key, stripe.api_base)")?;
+            Box::new(StripeBalance { client })
+        }
+        GatewayKind::Sandbox => Box::new(SandboxBalance { db: db.clone() }),
+    })
+}
 
 /// What a run did and found.
 #[derive(Debug)]
@@ -25,10 +45,13 @@ pub struct Outcome {
     /// Entries of dispute balance transactions posted from Stripe's data.
     pub disputes_posted: usize,
     pub payouts_posted: usize,
-    /// Over the whole history of every organisation (no `since`, no `org`):
-    /// Stripe's balance and the sum of the Stripe balance accounts, per
+    /// Over the whole history (no `since`) of every organisation, or of the
+    /// one asked for when no other holds money at the provider: the
+    /// provider's balance and the sum of the Stripe balance accounts, per
     /// currency.
     pub balances: Option<Vec<(Money, Money)>>,
+    /// "stripe" or "sandbox".
+    pub source: &'static str,
 }
 
 fn key(text: String) -> anyhow::Result<IdempotencyKey> {
@@ -111,12 +134,12 @@ async fn post_missing_dispute(db: &kanpa_ledger::Db, line: &StatementLine) -> an
 /// added to that organisation's Stripe balance moves to in transit.
 async fn post_payout(
     db: &kanpa_ledger::Db,
-    client: &stripe::Client,
+    source: &dyn BalanceSource,
     line: &StatementLine,
     owners: &BTreeMap<String, reconcile::LedgerSide>,
 ) -> anyhow::Result<usize> {
     let payout = line.object();
-    let paid = kanpa_payments::stripe_api::payout_lines(client, &payout).await?;
+    let paid = source.payout_lines(&payout).await?;
     let mut per_org: BTreeMap<OrgId, i64> = BTreeMap::new();
     for l in &paid {
         // A dispute booked only now is known by its charge.
@@ -152,19 +175,19 @@ async fn post_payout(
 }
 
 /// Runs the reconciliation for one organisation (or all), telling
-/// `progress` how far the import is.
+/// `progress` how far the import is, and keeps each organisation's report.
 pub async fn run(
     db: &kanpa_ledger::Db,
-    client: &stripe::Client,
+    source: &dyn BalanceSource,
     org: Option<OrgId>,
     since: Option<Timestamp>,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<Outcome> {
-    let lines = kanpa_payments::stripe_api::balance_lines(client, since, &mut |n| {
-        progress(format!("{n} balance transactions imported"))
-    })
-    .await
-    .context("listing Stripe balance transactions")?;
+    let ran_at = Timestamp::now();
+    let lines = source
+        .lines(since, &mut |n| progress(format!("{n} balance transactions imported")))
+        .await
+        .with_context(|| format!("listing the {} balance transactions", source.name()))?;
     let owners = store::provider_objects(db, None).await?;
     let in_scope =
         |line: &StatementLine| org.is_none_or(|o| owners.get(&line.object()).is_some_and(|side| side.org == o));
@@ -181,7 +204,7 @@ pub async fn run(
             disputes_posted += post_missing_dispute(db, line).await?;
         }
         if line.is_payout() {
-            payouts_posted += post_payout(db, client, line, &owners).await?;
+            payouts_posted += post_payout(db, source, line, &owners).await?;
         }
         if (i + 1) % 100 == 0 {
             progress(format!("{} of {} lines checked", i + 1, lines.len()));
@@ -189,32 +212,58 @@ pub async fn run(
     }
     let ledger = store::provider_objects(db, None).await?;
     let report = reconcile::compare(&lines, &ledger, org, since);
-    // Stripe's balance is the whole account's: compared over the whole
-    // history of every organisation.
-    let balances = if since.is_none() && org.is_none() {
-        let stripe = kanpa_payments::stripe_api::balance(client).await.context("reading Stripe's balance")?;
-        let orgs = match org {
-            Some(org) => vec![org],
-            None => store::organisations(db).await?.into_iter().map(|o| o.id).collect(),
-        };
-        let mut booked: BTreeMap<kanpa_ledger::Currency, i64> = BTreeMap::new();
-        for org in orgs {
-            for b in store::balances(db, org).await? {
-                if b.account.code.starts_with("stripe-balance:") {
-                    *booked.entry(b.account.currency).or_default() += b.balance.amount();
-                }
+
+    // The provider's balance is the whole account's: compared over the whole
+    // history, for every organisation, or for one when no other holds money
+    // at the provider (so nobody learns of another's money).
+    let mut booked: BTreeMap<OrgId, BTreeMap<kanpa_ledger::Currency, i64>> = BTreeMap::new();
+    for o in store::organisations(db).await? {
+        for b in store::balances(db, o.id).await? {
+            if b.account.code.starts_with("stripe-balance:") && b.balance.amount() != 0 {
+                *booked.entry(o.id).or_default().entry(b.account.currency).or_default() += b.balance.amount();
             }
         }
-        Some(
-            stripe
-                .into_iter()
-                .map(|s| (s, Money::new(booked.get(&s.currency()).copied().unwrap_or(0), s.currency())))
-                .collect(),
-        )
+    }
+    let sole_holder = |o: OrgId| booked.keys().all(|holder| *holder == o);
+    let balances = if since.is_none() && org.is_none_or(sole_holder) {
+        let provider = source.balance().await.with_context(|| format!("reading the {} balance", source.name()))?;
+        let mut totals: BTreeMap<kanpa_ledger::Currency, i64> = BTreeMap::new();
+        for per_currency in booked.values() {
+            for (currency, amount) in per_currency {
+                *totals.entry(*currency).or_default() += amount;
+            }
+        }
+        let mut checks: Vec<(Money, Money)> = provider
+            .iter()
+            .map(|s| (*s, Money::new(totals.get(&s.currency()).copied().unwrap_or(0), s.currency())))
+            .collect();
+        // Money booked in a currency the provider does not report.
+        for (currency, amount) in totals {
+            if !provider.iter().any(|s| s.currency() == currency) {
+                checks.push((Money::zero(currency), Money::new(amount, currency)));
+            }
+        }
+        Some(checks)
     } else {
         None
     };
-    Ok(Outcome { report, fees_posted, disputes_posted, payouts_posted, balances })
+
+    let orgs = match org {
+        Some(org) => vec![org],
+        None => store::organisations(db).await?.into_iter().map(|o| o.id).collect(),
+    };
+    for o in orgs {
+        let run = LastRun {
+            ran_at,
+            source: source.name().to_owned(),
+            report: if org.is_some() { report.clone() } else { reconcile::compare(&lines, &ledger, Some(o), since) },
+            balances: balances.as_ref().filter(|_| sole_holder(o)).map(|checks| {
+                checks.iter().map(|(provider, ledger)| BalanceCheck { provider: *provider, ledger: *ledger }).collect()
+            }),
+        };
+        store::save_reconciliation_report(db, o, &run).await?;
+    }
+    Ok(Outcome { report, fees_posted, disputes_posted, payouts_posted, balances, source: source.name() })
 }
 
 /// Why a payout cannot be confirmed as arrived.
@@ -310,7 +359,7 @@ const SCHEDULED_WINDOW: time::Duration = time::Duration::days(35);
 /// posts what Stripe settles, records how many objects are unmatched (and
 /// warns), and queues the next run.
 pub struct ReconcileJob {
-    pub client: stripe::Client,
+    pub source: Box<dyn BalanceSource>,
     pub every: std::time::Duration,
 }
 
@@ -330,7 +379,8 @@ impl kanpa_messaging::jobs::JobHandler for ReconcileJob {
         _job: &kanpa_messaging::jobs::ClaimedJob,
     ) -> Result<kanpa_ledger::Tx, kanpa_messaging::jobs::JobFailure> {
         let now = Timestamp::now();
-        let outcome = run(db, &self.client, None, Some(now.saturating_add(-SCHEDULED_WINDOW)), &mut |_| {}).await?;
+        let outcome =
+            run(db, self.source.as_ref(), None, Some(now.saturating_add(-SCHEDULED_WINDOW)), &mut |_| {}).await?;
         let r = &outcome.report;
         let unmatched = (r.unmatched_provider.len() + r.unmatched_ledger.len()) as i64;
         if unmatched > 0 {

@@ -76,9 +76,8 @@ pub fn build(config: &Config, db: Db, extras: Extras) -> anyhow::Result<Workers>
     let slice = Duration::from_secs(config.jobs.lease_secs).mul_f64(0.4);
     kanpa_campaigns::settle::register(&mut registry, settler(config, db.clone(), gateway), slice);
     if let Some(every) = config.reconcile_every() {
-        let client = stripe_api::client(config.stripe.secret_key.expose(), &config.stripe.api_base)
-            .context("stripe.secret_key / stripe.api_base")?;
-        registry.register(crate::reconcile::JOB_KIND, Arc::new(crate::reconcile::ReconcileJob { client, every }));
+        let source = crate::reconcile::source(config, &db).context("stripe.secret_key / stripe.api_base")?;
+        registry.register(crate::reconcile::JOB_KIND, Arc::new(crate::reconcile::ReconcileJob { source, every }));
     }
     registry.register(outbox::JOB_KIND, Arc::new(SendEmail { mailer, settings }));
     registry.register(hooks::JOB_KIND, Arc::new(Deliver::new()));

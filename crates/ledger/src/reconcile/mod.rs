@@ -16,7 +16,7 @@ pub mod bank;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::money::{Currency, Money};
 use crate::{OrgId, Timestamp};
@@ -82,7 +82,7 @@ pub struct LedgerSide {
 }
 
 /// Something that does not tie out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unmatched {
     pub object: String,
     pub org: Option<OrgId>,
@@ -98,7 +98,7 @@ pub struct Unmatched {
 }
 
 /// What reconciling found.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub lines: usize,
     pub matched_objects: usize,
@@ -112,6 +112,33 @@ impl Report {
     pub fn is_clean(&self) -> bool {
         self.unmatched_provider.is_empty() && self.unmatched_ledger.is_empty()
     }
+}
+
+/// The provider's balance against the ledger's provider balance accounts,
+/// in one currency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceCheck {
+    pub provider: Money,
+    pub ledger: Money,
+}
+
+impl BalanceCheck {
+    pub fn ties_out(&self) -> bool {
+        self.provider == self.ledger
+    }
+}
+
+/// A reconciliation as last run for one organisation, kept for the console.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub ran_at: Timestamp,
+    /// The provider read: "stripe" or "sandbox".
+    pub source: String,
+    pub report: Report,
+    /// Known only for a run over the whole history, and only shown to an
+    /// organisation that is the sole holder of money at the provider (the
+    /// provider's balance is the whole account's).
+    pub balances: Option<Vec<BalanceCheck>>,
 }
 
 /// Compares the provider's lines with the ledger, per object.

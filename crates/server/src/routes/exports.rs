@@ -14,6 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::io::AsyncReadExt;
 
+use kanpa_campaigns::CampaignError;
+use kanpa_ledger::OrgId;
+
 use crate::app::AppState;
 use crate::exports::{ExportRefusal, ExportRequest};
 use crate::routes::api::{Api, ApiError};
@@ -78,22 +81,32 @@ async fn export_books(
         ExportRequest::parse(&state.db, Some(api.org()), &report, format, q.from.as_deref(), q.to.as_deref(), &q.funds)
             .await
             .map_err(|e| refuse(&api, e))?;
-    // A treasurer limited to one team exports that team's fund only: the
-    // funds asked for, if any, narrowed to it.
-    let mut request = request;
-    if let Some(team) = api.team() {
-        let fund = kanpa_campaigns::store::team_fund(&state.db, api.org(), team).await.map_err(|e| api.fail(e))?;
+    download(&state, api.org(), api.team(), request, q.bom).await.map_err(|e| api.fail(e))
+}
+
+/// The export as a streamed file download: the one path for the API and
+/// the console. A treasurer limited to one team exports that team's fund
+/// only: the funds asked for, if any, narrowed to it.
+pub(crate) async fn download(
+    state: &AppState,
+    org: OrgId,
+    team: Option<i64>,
+    mut request: ExportRequest,
+    bom: bool,
+) -> Result<Response, CampaignError> {
+    if let Some(team) = team {
+        let fund = kanpa_campaigns::store::team_fund(&state.db, org, team).await?;
         let allowed = request.scope.funds.as_ref().is_none_or(|asked| asked.contains(&fund));
         request.scope.funds = Some(if allowed { [fund].into_iter().collect() } else { Default::default() });
     }
     let org_slug = kanpa_ledger::store::organisations(&state.db)
         .await
         .ok()
-        .and_then(|orgs| orgs.into_iter().find(|o| o.id == api.org()).map(|o| o.slug))
+        .and_then(|orgs| orgs.into_iter().find(|o| o.id == org).map(|o| o.slug))
         .unwrap_or_else(|| "books".to_owned());
     let disposition = format!("attachment; filename=\"{}\"", request.file_name(&org_slug));
     let content_type = request.format.file_type().1;
-    let options = state.config.exports.options(q.bom);
+    let options = state.config.exports.options(bom);
 
     // The export writes into a bounded pipe as the rows arrive; the body
     // reads from it, so a slow client slows the export instead of memory

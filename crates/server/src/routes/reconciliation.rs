@@ -1,7 +1,8 @@
 //! `/api/v1/reconciliation`, `/api/v1/payouts/{payout}/confirm` and
 //! `/api/v1/bank-statements`: the token's organisation reconciled with
-//! Stripe, for owners and treasurers. The same flow as `kanpa reconcile`
-//! (`crate::reconcile`); Stripe must be the configured gateway.
+//! the payment processor, for owners and treasurers. The same flow as `kanpa
+//! reconcile` (`crate::reconcile`), against Stripe or, on a sandbox-configured
+//! server, the sandbox processor's own records.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -12,7 +13,6 @@ use kanpa_ledger::reconcile::bank::{self, Layout};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
-use crate::config::GatewayKind;
 use crate::reconcile::ConfirmError;
 use crate::routes::api::{Api, ApiError};
 
@@ -73,22 +73,10 @@ fn date(api: &Api, text: Option<String>, field: &'static str) -> Result<Option<t
 /// answers the report for the token's organisation.
 async fn reconcile(State(state): State<AppState>, api: Api, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     api.must_keep_books()?;
-    if state.config.payments.gateway != GatewayKind::Stripe {
-        return Err(refuse(
-            &api,
-            StatusCode::CONFLICT,
-            "stripe_not_configured",
-            None,
-            "Stripe が設定されていないため照合できません",
-            "Reconciliation needs Stripe as the payment gateway".to_owned(),
-        ));
-    }
     let since = date(&api, param(&raw, "since"), "since")?;
     let since = since.and_then(|d| kanpa_ledger::export::Period { from: Some(d), to: None }.start());
-    let client =
-        kanpa_payments::stripe_api::client(state.config.stripe.secret_key.expose(), &state.config.stripe.api_base)
-            .map_err(|e| internal(&api, e))?;
-    let outcome = crate::reconcile::run(&state.db, &client, Some(api.org()), since, &mut |_| {})
+    let source = crate::reconcile::source(&state.config, &state.db).map_err(|e| internal(&api, format!("{e:#}")))?;
+    let outcome = crate::reconcile::run(&state.db, source.as_ref(), Some(api.org()), since, &mut |_| {})
         .await
         .map_err(|e| internal(&api, format!("{e:#}")))?;
     let r = outcome.report;
@@ -101,6 +89,10 @@ async fn reconcile(State(state): State<AppState>, api: Api, RawQuery(raw): RawQu
         "unmatched_stripe": r.unmatched_provider,
         "unmatched_ledger": r.unmatched_ledger,
         "clean": r.unmatched_provider.is_empty() && r.unmatched_ledger.is_empty(),
+        "source": outcome.source,
+        "balances": outcome.balances.iter().flatten().map(|(provider, ledger)| json!({
+            "currency": provider.currency().code(), "provider": provider.amount(), "ledger": ledger.amount(),
+        })).collect::<Vec<_>>(),
     })))
 }
 

@@ -15,8 +15,10 @@
 mod auth;
 mod books;
 mod campaigns;
+mod exports;
 mod people;
 pub(crate) mod pledges;
+mod reconciliation;
 mod salons;
 mod setup;
 
@@ -69,6 +71,12 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/staff/{user}/remove", post(people::remove))
         .route("/admin/o/{org}/tokens", get(people::tokens).post(people::create_token))
         .route("/admin/o/{org}/tokens/{id}/revoke", post(people::revoke_token))
+        .route("/admin/o/{org}/exports", get(exports::exports))
+        .route("/admin/o/{org}/exports/download", get(exports::download))
+        .route("/admin/o/{org}/reconciliation", get(reconciliation::show))
+        .route("/admin/o/{org}/reconciliation/run", post(reconciliation::run))
+        .route("/admin/o/{org}/reconciliation/payouts/{payout}/confirm", post(reconciliation::confirm))
+        .route("/admin/o/{org}/reconciliation/statement", post(reconciliation::statement))
         .route_layer(from_fn(forms::deny_framing))
 }
 
@@ -101,6 +109,12 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/admin/o/{org}/tokens", Need::Staff),
     ("POST", "/admin/o/{org}/tokens", Need::Staff),
     ("POST", "/admin/o/{org}/tokens/{id}/revoke", Need::Staff),
+    ("GET", "/admin/o/{org}/exports", Need::Books),
+    ("GET", "/admin/o/{org}/exports/download", Need::Books),
+    ("GET", "/admin/o/{org}/reconciliation", Need::WholeBooks),
+    ("POST", "/admin/o/{org}/reconciliation/run", Need::WholeBooks),
+    ("POST", "/admin/o/{org}/reconciliation/payouts/{payout}/confirm", Need::WholeBooks),
+    ("POST", "/admin/o/{org}/reconciliation/statement", Need::WholeBooks),
 ];
 
 /// What a console route needs of the person's role.
@@ -112,6 +126,10 @@ pub enum Need {
     Organise,
     /// Owner or treasurer.
     Books,
+    /// Owner or treasurer of the whole organisation: what concerns every
+    /// fund at once (reconciliation with the payment processor). A treasurer
+    /// limited to one team is refused (403).
+    WholeBooks,
     /// Owner.
     Staff,
 }
@@ -121,7 +139,7 @@ impl Need {
         match self {
             Need::Read => true,
             Need::Organise => role.can_organise(),
-            Need::Books => role.can_keep_books(),
+            Need::Books | Need::WholeBooks => role.can_keep_books(),
             Need::Staff => role.can_manage_staff(),
         }
     }
@@ -207,7 +225,7 @@ pub async fn access(state: &AppState, staff: &Staff, org: &str, need: Need) -> R
         .await
         .map_err(|e| Refused::Error(e.into()))?
         .ok_or(Refused::Error(AppError::NotFound))?;
-    if !need.granted_to(access.role) {
+    if !need.granted_to(access.role) || (need == Need::WholeBooks && access.team.is_some()) {
         return Err(Refused::Forbidden);
     }
     Ok(access)
