@@ -8,6 +8,7 @@ mod admin;
 mod browser;
 mod campaigns;
 mod cli;
+mod console_books;
 mod exports;
 mod inbox;
 mod jobs;

@@ -150,7 +150,7 @@ async fn a_month_with_refunds_disputes_and_payouts_reconciles_to_zero_and_a_plan
     }
     let second = stripe.pay_out("jpy").unwrap();
 
-    let env = [("KANPA__STRIPE__API_BASE", stripe.api_base())];
+    let env = [("KANPA__STRIPE__API_BASE", stripe.api_base()), ("KANPA__PAYMENTS__GATEWAY", "stripe".to_owned())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (code, out, err) = run_kanpa_with(&t.url, &env, &["reconcile"]);
     assert_eq!(code, 0, "{out}{err}");

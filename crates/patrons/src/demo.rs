@@ -8,6 +8,11 @@
 //! churn and the fund agree. Every Stripe id is a sandbox id, and each live
 //! subscription is reported to the inbox as the sandbox reports its own, so
 //! the sandbox gateway can cancel, pause and resume demo patrons.
+//!
+//! The sandbox processor keeps the same history on its side: each payment
+//! is recorded as the sandbox records its own (so it can be refunded), and
+//! the sandbox pays out twice, about five weeks and one week ago, so
+//! reconciling the demo against the sandbox ties out to the yen.
 
 use kanpa_ledger::store as ledger;
 use kanpa_ledger::{Currency, Db, LedgerError, Locale, Money, Timestamp, Tx, on_tx};
@@ -155,6 +160,16 @@ pub async fn seed(db: &Db, now: Timestamp) -> Result<bool, PatronError> {
         seed_patron(&mut tx, &salon.slug, salon.id, tier, n, name, now).await?;
         tx.commit().await?;
     }
+    // The sandbox pays out what it held, as Stripe would on its schedule.
+    for (n, days_ago) in [(1, 37), (2, 7)] {
+        let until = now.saturating_add(Duration::days(-days_ago));
+        kanpa_payments::sandbox::pay_out(db, Currency::Jpy, until, &format!("demo:payout:{n}")).await.map_err(|e| {
+            match e {
+                kanpa_payments::balance::BalanceError::Database(e) => PatronError::Database(e),
+                other => PatronError::Gateway(kanpa_payments::GatewayError::Transient(other.to_string())),
+            }
+        })?;
+    }
     tracing::info!(salon = DEMO_SALON, "demo salon seeded");
     Ok(true)
 }
@@ -217,6 +232,8 @@ async fn seed_patron(
             created: at,
         };
         events::post_payment(tx, &membership, &invoice, &collected).await?;
+        kanpa_payments::sandbox::record_payment(tx, &collected.payment_intent, &membership.public_id, gross, at)
+            .await?;
     }
     if status == MembershipStatus::PastDue {
         record_invoice(tx, &membership, &format!("in_sandbox_{suffix}m{paid:02}"), "failed", month(since, paid))
