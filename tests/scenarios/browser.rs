@@ -18,6 +18,7 @@ use crate::on_both_backends;
 on_both_backends!(
     a_supporter_pledges_on_a_phone_through_the_sandbox_checkout,
     a_treasurer_signs_in_on_a_phone_records_cash_and_reads_the_ledger,
+    a_treasurer_exports_and_reconciles_the_demo_books,
 );
 
 const PHONE: u32 = 390;
@@ -189,6 +190,68 @@ async fn a_treasurer_signs_in_on_a_phone_records_cash_and_reads_the_ledger(backe
     let page = browser.source().await;
     assert!(page.contains("さくら"), "{page}");
     browser.screenshot(PHONE, &dir.join("admin-7-pledges-phone.png")).await;
+    println!("screenshots saved in {}", dir.display());
+    browser.quit().await;
+    app.stop().await;
+}
+
+async fn a_treasurer_exports_and_reconciles_the_demo_books(backend: TestBackend) {
+    use kanpa_server::staff::{self, Role};
+    kanpa_server::install_crypto_provider();
+    let Some(browser) = Browser::start().await else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Some(app) = TestApp::spawn_with(backend, Default::default(), |config| {
+        config.server.bind = format!("127.0.0.1:{port}").parse().unwrap();
+        config.server.base_url = format!("http://127.0.0.1:{port}");
+    })
+    .await
+    else {
+        browser.quit().await;
+        return;
+    };
+    demo::seed(&app.db, Timestamp::now()).await.unwrap();
+    kanpa_patrons::demo::seed(&app.db, Timestamp::now()).await.unwrap();
+    let slug = kanpa_patrons::demo::DEMO_SALON_ORG;
+    let org = kanpa_ledger::store::organisation_by_slug(&app.db, slug).await.unwrap().unwrap();
+    let mut tx = app.db.begin().await.unwrap();
+    let user = staff::store::ensure_user(&mut tx, "salon-kaikei@example.jp").await.unwrap();
+    staff::store::set_role(&mut tx, user, org.id, Role::Treasurer, None, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let hash = staff::hash_password("会計係のながいパスワード").unwrap();
+    staff::store::change_password(&app.db, user, &hash).await.unwrap();
+    let dir = artifacts(backend);
+
+    browser.goto(&app.url("/admin/sign-in")).await;
+    browser.fill("#email", "salon-kaikei@example.jp").await;
+    browser.fill("#password", "会計係のながいパスワード").await;
+    browser.click(r#"form[action="/admin/sign-in"] button[type="submit"]"#).await;
+    browser.wait_for_url(&format!("/admin/o/{slug}")).await;
+
+    // The exports form, from the menu; a reversed period is explained.
+    browser.click(&format!(r#"a[href="/admin/o/{slug}/exports"]"#)).await;
+    browser.wait_for_url("/exports").await;
+    let page = browser.source().await;
+    assert!(page.contains("弥生会計 仕訳インポート") && page.contains("ダウンロード"), "{page}");
+    screenshots(&browser, &dir, "admin-8-exports").await;
+    browser
+        .execute(
+            "document.querySelector('#from').value = '2026-11-30'; document.querySelector('#to').value = '2026-11-01'",
+        )
+        .await;
+    browser.click(r#"form button.primary"#).await;
+    browser.wait_for_text("期間の終わりが始まりより前です").await;
+    browser.screenshot(PHONE, &dir.join("admin-9-exports-error-phone.png")).await;
+
+    // Reconciliation against the sandbox: run now, nothing unmatched, the
+    // demo's payouts in transit with their forms.
+    browser.click(&format!(r#"a[href="/admin/o/{slug}/reconciliation"]"#)).await;
+    browser.wait_for_url("/reconciliation").await;
+    browser.click(&format!(r#"form[action="/admin/o/{slug}/reconciliation/run"] button"#)).await;
+    browser.wait_for_text("照合しました").await;
+    let page = browser.source().await;
+    assert!(page.contains("不一致はありません") && page.contains("1円単位で一致しています"), "{page}");
+    assert!(page.contains("po_sandbox_"), "the demo's payouts are in transit: {page}");
+    screenshots(&browser, &dir, "admin-10-reconciliation").await;
     println!("screenshots saved in {}", dir.display());
     browser.quit().await;
     app.stop().await;

@@ -391,6 +391,27 @@ async fn the_demo_reconciles_against_the_sandbox_to_the_yen_and_a_planted_differ
     let recorded = count(db, "SELECT COUNT(*) FROM sandbox_payments WHERE kind = 'payment_intent'").await;
     assert_eq!(paid, recorded, "every demo payment exists at the sandbox too");
 
+    // A patron's invoice partly refunded through the sandbox today: its
+    // refund line names the charge the books key it by.
+    let token = api_token::create(db, salon_org, api_token::Role::Treasurer, "books").await.unwrap();
+    let invoice: String = kanpa_ledger::on_db!(db, p => sqlx::query_scalar(
+        "SELECT stripe_invoice_id FROM membership_invoices WHERE status = 'paid' ORDER BY id LIMIT 1")
+        .fetch_one(p).await.unwrap());
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/salons/{}/invoices/{invoice}/refunds", kanpa_patrons::demo::DEMO_SALON)))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "amount": 300, "idempotency_key": "demo-partial" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    let refunded = format!("stripe:{}:refunded-to:300", invoice.replace("in_", "ch_"));
+    crate::harness::eventually(30, "the refund is booked", || async {
+        store::entry_by_key(db, &refunded).await.unwrap().is_some()
+    })
+    .await;
+
     // The operator's run: the payouts are booked, nothing is unmatched, and
     // the sandbox's balance is the Stripe balance account's.
     let (code, out, err) = run_kanpa(&app.database_url, &["reconcile"]);
@@ -426,7 +447,6 @@ async fn the_demo_reconciles_against_the_sandbox_to_the_yen_and_a_planted_differ
     assert_eq!(res.status(), 200);
     let page = res.text().await.unwrap();
     assert!(page.contains("不一致 0 件") && page.contains("不一致はありません"), "{page}");
-    let token = api_token::create(db, salon_org, api_token::Role::Treasurer, "books").await.unwrap();
     let res = app.client.post(app.url("/api/v1/reconciliation")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let report: Value = res.json().await.unwrap();
@@ -456,7 +476,7 @@ async fn the_demo_reconciles_against_the_sandbox_to_the_yen_and_a_planted_differ
     tx.commit().await.unwrap();
     let (code, out, _) = run_kanpa(&app.database_url, &["reconcile"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("UNMATCHED at the sandbox: {charge} (charge) salon-demo JPY")), "{out}");
+    assert!(out.contains(&format!("UNMATCHED at the sandbox: {charge} (charge+refund) salon-demo JPY")), "{out}");
     assert!(out.contains("difference -500"), "{out}");
     assert!(
         out.contains("UNMATCHED at the sandbox: ch_sandbox_planted (charge) (no organisation) JPY: sandbox 964, ledger 0, difference 964"),

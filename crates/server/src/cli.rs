@@ -390,6 +390,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let demo_config = demo.then(|| config.clone());
     let server = Server::build(config).await?;
     if demo {
         let seeded = kanpa_campaigns::demo::seed(server.db(), kanpa_ledger::Timestamp::now()).await?;
@@ -402,6 +403,13 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         let salon = kanpa_patrons::demo::DEMO_SALON;
         if kanpa_patrons::demo::seed(server.db(), kanpa_ledger::Timestamp::now()).await? {
             println!("demo salon seeded: {base}/s/{salon}");
+            // The demo's payouts reach in transit, and the console shows the
+            // demo month reconciled, from the start.
+            let config = anyhow::Context::context(demo_config.as_ref(), "the demo's configuration")?;
+            let source = crate::reconcile::source(config, server.db())?;
+            let outcome = crate::reconcile::run(server.db(), source.as_ref(), None, None, &mut |_| {}).await?;
+            let unmatched = outcome.report.unmatched_provider.len() + outcome.report.unmatched_ledger.len();
+            println!("demo books reconciled against the {}: {unmatched} unmatched", outcome.source);
         } else {
             println!("demo salon already there: {base}/s/{salon}");
         }
