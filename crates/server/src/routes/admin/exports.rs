@@ -151,7 +151,19 @@ pub async fn download(
                 }
                 Err(crate::exports::ExportRefusal::Ledger(e)) => Err(e.into()),
                 Err(refusal) => {
-                    let message = refusal.describe(tr.0);
+                    // Named by the form's label, then in the API's words.
+                    let label = match refusal.field() {
+                        Some("report") => Some("admin-export-report"),
+                        Some("format") => Some("admin-export-format"),
+                        Some("from") => Some("admin-from"),
+                        Some("to") => Some("admin-until"),
+                        Some("fund") => Some("admin-fund"),
+                        _ => None,
+                    };
+                    let message = match label {
+                        Some(key) => format!("{}: {}", tr.t(key), refusal.describe(tr.0)),
+                        None => refusal.describe(tr.0),
+                    };
                     form_page(&state, tr, &staff, &access, &form, Some(message)).await
                 }
             }
