@@ -374,6 +374,12 @@ async fn the_console_reconciles_with_stripe_confirms_a_payout_and_imports_a_bank
     assert!(page.contains(&yen(700)) && page.contains(&yen(-700)), "with its amount: {page}");
     assert!(page.contains("一致していません"), "the balances differ by the planted amount: {page}");
     assert!(!page.contains("不一致はありません"));
+    // The dashboard says so first, to those who reconcile.
+    let (_, dashboard) = console.get_as(&format!("/admin/o/{DEMO_ORG}"), &cookie).await;
+    assert!(dashboard.contains("前回の照合で不一致が 1 件あります"), "{dashboard}");
+    let viewer = console.sign_in("viewer@example.jp").await;
+    let (_, dashboard) = console.get_as(&format!("/admin/o/{DEMO_ORG}"), &viewer).await;
+    assert!(!dashboard.contains("前回の照合"), "not for a viewer");
     console.app.stop().await;
     stripe.shutdown();
 }

@@ -409,6 +409,7 @@ admin-recon-already-confirmed = Payout { $payout } was already in the bank; noth
 admin-recon-imported = { $confirmed } payouts confirmed; { $unexplained } deposits match no payout.
 admin-recon-unexplained = Line { $line }: deposit { $amount } ({ $description }) matches no payout in transit.
 admin-recon-ran = Reconciled: { $lines } lines, { $matched } objects tie out, { $unmatched } unmatched.
+admin-recon-attention = The last reconciliation left { $n } unmatched: see Reconciliation.
 admin-recon-error-not-in-transit = No payout { $payout } is in transit for this organisation (reconcile first).
 admin-recon-error-no-file = Choose a CSV file.
 admin-recon-error-not-utf8 = The statement must be UTF-8 CSV (convert a Shift_JIS download first).

@@ -397,6 +397,7 @@ admin-recon-already-confirmed = 振込 { $payout } はすでに銀行にあり�
 admin-recon-imported = { $confirmed } 件の振込を確認しました。{ $unexplained } 件の入金はどの振込とも一致しません。
 admin-recon-unexplained = { $line } 行目: 入金 { $amount }({ $description })はどの振込中の入金とも一致しません。
 admin-recon-ran = 照合しました: 明細 { $lines } 行、一致 { $matched } 件、不一致 { $unmatched } 件。
+admin-recon-attention = 前回の照合で不一致が { $n } 件あります(「照合」を参照)。
 admin-recon-error-not-in-transit = この団体に振込中の入金 { $payout } はありません(先に照合してください)。
 admin-recon-error-no-file = CSV ファイルを選んでください。
 admin-recon-error-not-utf8 = 明細は UTF-8 の CSV にしてください(Shift_JIS は変換してください)。

@@ -224,6 +224,15 @@ pub async fn dashboard(State(state): State<AppState>, lang: Lang, staff: Staff, 
             if past_due_patrons > 0 {
                 attention.push(tr.t_count("admin-past-due-patrons", "n", past_due_patrons as i64));
             }
+            // What the last reconciliation left unmatched, for those who reconcile.
+            if access.role.can_keep_books() && access.team.is_none() {
+                let unmatched = ledger::reconciliation_report(&state.db, access.org_id())
+                    .await?
+                    .map_or(0, |run| run.report.unmatched_provider.len() + run.report.unmatched_ledger.len());
+                if unmatched > 0 {
+                    attention.push(tr.t_count("admin-recon-attention", "n", unmatched as i64));
+                }
+            }
             let page_ =
                 DashboardPage { tr, nav, role, funds: fund_rows(tr, &funds), held, campaigns, salons, attention };
             Ok(page(StatusCode::OK, page_.render_html()))
