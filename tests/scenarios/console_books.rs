@@ -457,6 +457,15 @@ async fn the_demo_reconciles_against_the_sandbox_to_the_yen_and_a_planted_differ
     assert_eq!(res.status(), 200);
     let report: Value = res.json().await.unwrap();
     assert_eq!((report["clean"].clone(), report["source"].clone()), (Value::Bool(true), "sandbox".into()), "{report}");
+    // A token limited to one team does not reconcile the whole organisation.
+    let org = store::organisation_by_slug(db, DEMO_ORG).await.unwrap().unwrap().id;
+    let drive = kanpa_campaigns::store::campaign_by_slug(db, kanpa_campaigns::demo::DEMO_CAMPAIGN).await.unwrap();
+    let team = kanpa_campaigns::store::teams(db, drive.id).await.unwrap()[0].id;
+    let team_token = api_token::create_scoped(db, org, api_token::Role::Treasurer, Some(team), "team").await.unwrap();
+    for path in ["/api/v1/reconciliation", "/api/v1/payouts/po_x/confirm", "/api/v1/bank-statements"] {
+        let res = app.client.post(app.url(path)).bearer_auth(&team_token).send().await.unwrap();
+        assert_eq!(res.status(), 403, "{path}");
+    }
 
     // Planted: the books took ¥500 more for one demo charge than the sandbox
     // did, and the sandbox holds a payment the books never heard of.

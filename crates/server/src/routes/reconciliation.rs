@@ -1,6 +1,6 @@
 //! `/api/v1/reconciliation`, `/api/v1/payouts/{payout}/confirm` and
 //! `/api/v1/bank-statements`: the token's organisation reconciled with
-//! the payment processor, for owners and treasurers. The same flow as `kanpa
+//! the payment processor, for owners and treasurers not limited to a team. The same flow as `kanpa
 //! reconcile` (`crate::reconcile`), against Stripe or, on a sandbox-configured
 //! server, the sandbox processor's own records.
 
@@ -46,6 +46,17 @@ fn refuse(
     ApiError::with_field(status, code, field, message)
 }
 
+/// Owner and treasurer tokens of the whole organisation: reconciliation
+/// concerns every fund at once, so a token limited to one team is refused
+/// (as the console refuses a team-limited treasurer).
+fn must_reconcile(api: &Api) -> Result<(), ApiError> {
+    api.must_keep_books()?;
+    if api.team().is_some() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", api.tr().t("api-error-forbidden")));
+    }
+    Ok(())
+}
+
 fn internal(api: &Api, e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "reconciliation failed");
     ApiError::with_field(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, api.tr().t("error-internal"))
@@ -72,7 +83,7 @@ fn date(api: &Api, text: Option<String>, field: &'static str) -> Result<Option<t
 /// Imports Stripe's balance transactions, posts what they settle, and
 /// answers the report for the token's organisation.
 async fn reconcile(State(state): State<AppState>, api: Api, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
-    api.must_keep_books()?;
+    must_reconcile(&api)?;
     let since = date(&api, param(&raw, "since"), "since")?;
     let since = since.and_then(|d| kanpa_ledger::export::Period { from: Some(d), to: None }.start());
     let source = crate::reconcile::source(&state.config, &state.db).map_err(|e| internal(&api, format!("{e:#}")))?;
@@ -103,7 +114,7 @@ async fn confirm(
     Path(payout): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    api.must_keep_books()?;
+    must_reconcile(&api)?;
     let on = date(&api, param(&raw, "on"), "on")?;
     match crate::reconcile::confirm_payout(&state.db, api.org(), &payout, on).await {
         Ok(created) => Ok(Json(json!({ "payout": payout, "banked": true, "already_confirmed": !created }))),
@@ -127,7 +138,7 @@ async fn import_statement(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    api.must_keep_books()?;
+    must_reconcile(&api)?;
     let layout_text = param(&raw, "layout").unwrap_or_else(|| "generic".to_owned());
     let Some(layout) = Layout::parse(&layout_text) else {
         return Err(refuse(
