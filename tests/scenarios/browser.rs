@@ -252,6 +252,25 @@ async fn a_treasurer_exports_and_reconciles_the_demo_books(backend: TestBackend)
     assert!(page.contains("不一致はありません") && page.contains("1円単位で一致しています"), "{page}");
     assert!(page.contains("po_sandbox_"), "the demo's payouts are in transit: {page}");
     screenshots(&browser, &dir, "admin-10-reconciliation").await;
+
+    // A planted difference is shown with its amounts.
+    let stripe =
+        kanpa_ledger::store::accounts_with_code(&app.db, Some(org.id), "stripe-balance:JPY").await.unwrap()[0].id;
+    let salon = kanpa_patrons::store::salons_of(&app.db, org.id).await.unwrap().remove(0);
+    let header = kanpa_ledger::EntryHeader {
+        org: org.id,
+        key: kanpa_ledger::IdempotencyKey::parse("stripe:ch_sandbox_nowhere0000000000000:gross").unwrap(),
+        occurred_at: Timestamp::now(),
+        description: "planted".into(),
+        source: None,
+        recorded_by: None,
+    };
+    let entry =
+        kanpa_ledger::NewEntry::transfer(header, stripe, salon.fund_account, kanpa_ledger::Money::yen(1_200)).unwrap();
+    kanpa_ledger::store::post_entry(&app.db, &entry).await.unwrap();
+    browser.click(&format!(r#"form[action="/admin/o/{slug}/reconciliation/run"] button"#)).await;
+    browser.wait_for_text("ch_sandbox_nowhere").await;
+    browser.screenshot(PHONE, &dir.join("admin-11-reconciliation-unmatched-phone.png")).await;
     println!("screenshots saved in {}", dir.display());
     browser.quit().await;
     app.stop().await;
