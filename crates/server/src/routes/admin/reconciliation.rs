@@ -261,56 +261,28 @@ pub async fn confirm(
     )
 }
 
-/// The fields of a form: `multipart/form-data` (a file input) or
-/// `application/x-www-form-urlencoded` (text pasted into a textarea).
-/// `None` if the body is neither, or broken.
-pub fn form_fields(content_type: &str, body: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    let (mime, params) = content_type.split_once(';').unwrap_or((content_type, ""));
-    match mime.trim().to_ascii_lowercase().as_str() {
+/// The fields of a form: `multipart/form-data` (a file input, read with
+/// `multer`) or `application/x-www-form-urlencoded` (text pasted into a
+/// textarea). `None` if the body is neither, or broken.
+pub async fn form_fields(content_type: &str, body: Bytes) -> Option<Vec<(String, Vec<u8>)>> {
+    let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match mime.as_str() {
         "application/x-www-form-urlencoded" => {
-            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).ok()?;
             Some(pairs.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
         }
         "multipart/form-data" => {
-            let boundary = params
-                .split(';')
-                .filter_map(|p| p.trim().split_once('='))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
-                .map(|(_, v)| v.trim().trim_matches('"').to_owned())
-                .filter(|b| !b.is_empty() && b.len() <= 200)?;
-            multipart(&boundary, body)
+            let boundary = multer::parse_boundary(content_type).ok()?;
+            let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+            let mut parts = multer::Multipart::new(stream, boundary);
+            let mut fields = Vec::new();
+            while let Some(field) = parts.next_field().await.ok()? {
+                let name = field.name()?.to_owned();
+                fields.push((name, field.bytes().await.ok()?.to_vec()));
+            }
+            Some(fields)
         }
         _ => None,
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// The parts of a `multipart/form-data` body (RFC 7578), by field name.
-fn multipart(boundary: &str, body: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    let delimiter = format!("--{boundary}").into_bytes();
-    let mut rest = &body[find(body, &delimiter)? + delimiter.len()..];
-    let mut fields = Vec::new();
-    loop {
-        if rest.starts_with(b"--") {
-            return Some(fields);
-        }
-        rest = rest.strip_prefix(b"\r\n")?;
-        let header_end = find(rest, b"\r\n\r\n")?;
-        let headers = std::str::from_utf8(&rest[..header_end]).ok()?;
-        let content = &rest[header_end + 4..];
-        let mut next = b"\r\n".to_vec();
-        next.extend_from_slice(&delimiter);
-        let end = find(content, &next)?;
-        let name = headers
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
-            .and_then(|l| l.split(';').filter_map(|p| p.trim().strip_prefix("name=")).next())
-            .map(|n| n.trim_matches('"').to_owned())?;
-        fields.push((name, content[..end].to_vec()));
-        rest = &content[end + next.len()..];
     }
 }
 
@@ -331,7 +303,7 @@ pub async fn statement(
         async {
             let access = access(&state, &staff, &org, Need::WholeBooks).await?;
             let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            let fields = form_fields(content_type, &body).ok_or(Refused::Forbidden)?;
+            let fields = form_fields(content_type, body).await.ok_or(Refused::Forbidden)?;
             let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice());
             let csrf = field("csrf").and_then(|v| std::str::from_utf8(v).ok()).unwrap_or_default();
             check_form(&state, &headers, &staff, csrf)?;
@@ -400,24 +372,28 @@ pub async fn statement(
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Bytes;
+
     use super::form_fields;
 
-    #[test]
-    fn a_multipart_body_gives_its_fields_and_a_urlencoded_one_too() {
-        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n\
+    #[tokio::test]
+    async fn a_multipart_body_gives_its_fields_and_a_urlencoded_one_too() {
+        let body: &'static [u8] = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nabc\r\n\
                      --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.csv\"\r\n\
                      Content-Type: text/csv\r\n\r\ndate,amount,description\r\n2026-11-20,1000,STRIPE\r\n\r\n\
                      --XyZ--\r\n";
-        let fields = form_fields("multipart/form-data; boundary=XyZ", body).unwrap();
+        let fields = form_fields("multipart/form-data; boundary=XyZ", Bytes::from_static(body)).await.unwrap();
         assert_eq!(fields[0], ("csrf".to_owned(), b"abc".to_vec()));
         assert_eq!(fields[1].0, "file");
         assert_eq!(fields[1].1, b"date,amount,description\r\n2026-11-20,1000,STRIPE\r\n".to_vec());
         assert_eq!(fields.len(), 2);
-        let fields = form_fields("application/x-www-form-urlencoded", b"csrf=a%2Bb&text=x").unwrap();
+        let urlencoded = Bytes::from_static(b"csrf=a%2Bb&text=x");
+        let fields = form_fields("application/x-www-form-urlencoded", urlencoded).await.unwrap();
         assert_eq!(fields, vec![("csrf".into(), b"a+b".to_vec()), ("text".into(), b"x".to_vec())]);
         // Broken or foreign bodies give nothing.
-        assert!(form_fields("multipart/form-data; boundary=XyZ", b"--XyZ\r\nno end").is_none());
-        assert!(form_fields("multipart/form-data", body).is_none());
-        assert!(form_fields("text/plain", b"csrf=abc").is_none());
+        let broken = Bytes::from_static(b"--XyZ\r\nno end");
+        assert!(form_fields("multipart/form-data; boundary=XyZ", broken).await.is_none());
+        assert!(form_fields("multipart/form-data", Bytes::from_static(body)).await.is_none());
+        assert!(form_fields("text/plain", Bytes::from_static(b"csrf=abc")).await.is_none());
     }
 }
