@@ -469,6 +469,34 @@ async fn salon_of(console: &Console, org: OrgId, slug: &str, name: &str) {
     kanpa_patrons::store::create_salon(&console.db, org, &input).await.unwrap();
 }
 
+/// A tier and a patron in the salon, as the console's tier and patron
+/// pages need them.
+async fn tier_and_patron_in(console: &Console, slug: &str) {
+    let salon = kanpa_patrons::store::salon_by_slug(&console.db, slug).await.unwrap();
+    let tier = kanpa_patrons::store::TierInput {
+        slug: SALON_TIER.into(),
+        name_ja: "基本".into(),
+        monthly_price: 1000,
+        ..kanpa_patrons::store::TierInput::default()
+    };
+    let tier = kanpa_patrons::store::add_tier(&console.db, salon.id, &tier).await.unwrap();
+    let sql = "INSERT INTO memberships (public_id, salon_id, tier_id, email, locale, amount, status, created_at,
+                   updated_at)
+               VALUES ($1, $2, $3, $4, 'ja', 1000, 'active', $5, $5)";
+    let (patron, email) = (patron_of(slug), format!("{slug}-patron@example.jp"));
+    let mut tx = console.db.begin().await.unwrap();
+    kanpa_ledger::on_tx!(&mut tx, c => sqlx::query(sql).bind(&patron).bind(salon.id).bind(tier.id).bind(&email)
+        .bind(Timestamp::now()).execute(c).await.unwrap().rows_affected());
+    tx.commit().await.unwrap();
+}
+
+const SALON_TIER: &str = "basic";
+
+/// The public id of the patron `salon_of` adds to a salon.
+fn patron_of(salon: &str) -> String {
+    format!("patron-of-{salon}")
+}
+
 /// A pledge (pending) to a live campaign of the other organisation.
 async fn other_orgs_pledge(console: &Console) -> String {
     let now = Timestamp::now();
@@ -531,6 +559,8 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
     let foreign_pledge = other_orgs_pledge(&console).await;
     salon_of(&console, console.org, OWN_SALON, "健康サロン").await;
     salon_of(&console, console.other_org, FOREIGN_SALON, "東北の秘密サロン").await;
+    tier_and_patron_in(&console, OWN_SALON).await;
+    tier_and_patron_in(&console, FOREIGN_SALON).await;
     let (drive, _) = console.drive_teams().await;
     let pledges = campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap();
     let nurses_pledge = pledges.iter().find(|p| p.team_id == Some(nurses.id)).unwrap().public_id.clone();
@@ -556,6 +586,7 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
         "himitsu@example.jp",
         "東北の秘密の勉強会",
         "東北の秘密サロン",
+        "tohoku-salon-patron@example.jp",
     ];
     let mut checked = 0;
     for (email, role, scope) in people {
@@ -594,6 +625,7 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
                     .replace("{pledge}", pledge)
                     .replace("{campaign}", campaign)
                     .replace("{salon}", salon)
+                    .replace("{patron}", &patron_of(salon))
                     .replace("{user}", &extra.to_string())
                     .replace("{id}", &token_id.to_string());
                 let res = if *method == "GET" {

@@ -5,18 +5,22 @@
 //! team does not see them.
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use kanpa_patrons::{PatronError, roster, store};
+use axum::http::{HeaderMap, StatusCode};
+use kanpa_ledger::Money;
+use kanpa_patrons::{Membership, PatronError, Salon, roster, store};
 use serde::Deserialize;
 
 use super::books::local_minute;
-use super::{Answer, Nav, Need, Refused, Staff, access, page};
+use super::{Answer, Nav, Need, Refused, Staff, access, check_form, page, see_other};
 use crate::app::AppState;
 use crate::charts::{self, BarChart};
 use crate::error::AppError;
 use crate::i18n::{Lang, Tr};
 use crate::pages::RenderHtml;
+use crate::staff::Access;
+use crate::staff::refund::{self, RefundOutcome, Refundable};
 
 pub const MONTHS: usize = 12;
 const QUERY_MAX: usize = 100;
@@ -29,6 +33,7 @@ fn failure(e: PatronError) -> Refused {
 }
 
 struct PatronRow {
+    id: String,
     email: String,
     tier: String,
     status: String,
@@ -71,10 +76,7 @@ pub async fn salon(
         tr,
         async {
             let access = access(&state, &staff, &org, Need::Read).await?;
-            let salon = store::salon_by_slug(&state.db, &slug).await.map_err(failure)?;
-            if salon.org_id != access.org_id().0 || access.team.is_some() {
-                return Err(AppError::NotFound.into());
-            }
+            let salon = own_salon(&state, &access, &slug).await?;
             let tiers = store::tiers(&state.db, salon.id).await.map_err(failure)?;
             let memberships = store::memberships_of_salon(&state.db, salon.id).await.map_err(failure)?;
             let roster = roster::summarise(&memberships, &tiers, kanpa_ledger::Timestamp::now(), MONTHS);
@@ -95,6 +97,7 @@ pub async fn salon(
                 .filter(|_| error.is_none())
                 .filter(|r| q.is_empty() || r.email.to_lowercase().contains(&q) || r.tier.to_lowercase().contains(&q))
                 .map(|r| PatronRow {
+                    id: r.membership.clone(),
                     email: r.email.clone(),
                     tier: r.tier.clone(),
                     status: tr.t(&format!("membership-status-{}", r.status.as_str())),
@@ -118,6 +121,262 @@ pub async fn salon(
                 open: salon.status == kanpa_patrons::SalonStatus::Open,
             };
             Ok(page(status, page_.render_html()))
+        }
+        .await,
+    )
+}
+
+// ---------------------------------------------------------------- one patron
+
+/// The organisation's salon by slug; another's (or any, for a treasurer
+/// limited to one team) is not found.
+pub(super) async fn own_salon(state: &AppState, access: &Access, slug: &str) -> Result<Salon, Refused> {
+    if slug.len() > 64 {
+        return Err(AppError::NotFound.into());
+    }
+    let salon = store::salon_by_slug(&state.db, slug).await.map_err(failure)?;
+    if salon.org_id != access.org_id().0 || access.team.is_some() {
+        return Err(AppError::NotFound.into());
+    }
+    Ok(salon)
+}
+
+/// The salon's membership by public id; another salon's is not found.
+async fn own_patron(state: &AppState, salon: &Salon, id: &str) -> Result<Membership, Refused> {
+    if id.len() > 64 {
+        return Err(AppError::NotFound.into());
+    }
+    let membership = store::membership_by_public_id(&state.db, id).await.map_err(failure)?;
+    if membership.salon_id != salon.id {
+        return Err(AppError::NotFound.into());
+    }
+    Ok(membership)
+}
+
+struct InvoiceRow {
+    invoice: String,
+    paid_at: String,
+    paid: String,
+    refunded: String,
+    /// What is left to refund, when a card paid and the person may refund.
+    refundable: Option<String>,
+    refunds: Vec<RefundLine>,
+}
+
+struct RefundLine {
+    amount: String,
+    by: String,
+    status: String,
+    at: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_patron.html")]
+struct PatronPage {
+    tr: Tr,
+    nav: Nav,
+    salon_name: String,
+    salon_slug: String,
+    id: String,
+    email: String,
+    tier: String,
+    status: String,
+    amount: String,
+    since: String,
+    lifetime: String,
+    invoices: Vec<InvoiceRow>,
+    /// One per page shown, so a form sent twice refunds once.
+    key: String,
+    /// The invoice and amount typed, shown again with a refusal.
+    chosen: String,
+    typed: String,
+    error: Option<String>,
+}
+
+#[expect(clippy::too_many_arguments, reason = "the page and what the refused form carried")]
+async fn patron_page(
+    state: &AppState,
+    tr: Tr,
+    staff: &Staff,
+    access: &Access,
+    salon: &Salon,
+    membership: &Membership,
+    chosen: String,
+    typed: String,
+    error: Option<String>,
+) -> Result<PatronPage, Refused> {
+    let money = |v: i64| Money::new(v, salon.currency).format(tr.0);
+    let tier = store::tier(&state.db, salon.id, membership.tier_id).await.map_err(failure)?;
+    let mut invoices = Vec::new();
+    for paid in store::paid_invoices(&state.db, membership.id).await.map_err(failure)? {
+        let found = store::invoice_of_salon(&state.db, salon.id, &paid.stripe_invoice_id).await.map_err(failure)?;
+        let refundable = refund::invoice_refundable(&found, salon.currency)
+            .filter(|left| left.amount() > 0 && access.role.can_keep_books())
+            .map(|left| left.format(tr.0));
+        let refunds = refund::of_invoice(&state.db, found.id, salon.currency)
+            .await?
+            .into_iter()
+            .map(|r| RefundLine {
+                amount: r.amount.format(tr.0),
+                by: r.requested_by,
+                status: tr.t(&format!("admin-refund-{}", r.status)),
+                at: local_minute(r.created_at),
+            })
+            .collect();
+        invoices.push(InvoiceRow {
+            invoice: paid.stripe_invoice_id.clone(),
+            paid_at: local_minute(paid.paid_at),
+            paid: money(paid.amount_paid),
+            refunded: money(paid.amount_refunded),
+            refundable,
+            refunds,
+        });
+    }
+    Ok(PatronPage {
+        tr,
+        nav: Nav::new(staff, access, None),
+        salon_name: salon.name(tr.0).to_owned(),
+        salon_slug: salon.slug.clone(),
+        id: membership.public_id.clone(),
+        email: membership.email.clone(),
+        tier: tier.name(tr.0).to_owned(),
+        status: tr.t(&format!("membership-status-{}", membership.status.as_str())),
+        amount: membership.money().format(tr.0),
+        since: membership.since.map(local_minute).unwrap_or_default(),
+        lifetime: money(membership.lifetime_paid),
+        invoices,
+        key: uuid::Uuid::now_v7().to_string(),
+        chosen,
+        typed,
+        error,
+    })
+}
+
+/// `/admin/o/{org}/salons/{salon}/patrons/{patron}`: a patron's paid
+/// invoices, what was refunded of each, and a refund form per invoice.
+pub async fn patron(
+    State(state): State<AppState>,
+    lang: Lang,
+    staff: Staff,
+    Path((org, slug, id)): Path<(String, String, String)>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Read).await?;
+            let salon = own_salon(&state, &access, &slug).await?;
+            let membership = own_patron(&state, &salon, &id).await?;
+            let page_ =
+                patron_page(&state, tr, &staff, &access, &salon, &membership, String::new(), String::new(), None)
+                    .await?;
+            Ok(page(StatusCode::OK, page_.render_html()))
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct InvoiceRefundForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    key: String,
+    /// The provider's invoice id.
+    #[serde(default)]
+    invoice: String,
+    #[serde(default)]
+    amount: String,
+}
+
+/// Refunds part or all of one of the patron's paid invoices, through the
+/// same flow as the API (`staff::refund::refund`).
+pub async fn refund_invoice(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug, id)): Path<(String, String, String)>,
+    Form(form): Form<InvoiceRefundForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Books).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let salon = own_salon(&state, &access, &slug).await?;
+            let membership = own_patron(&state, &salon, &id).await?;
+            let key = form.key.trim();
+            if key.is_empty() || key.len() > 64 {
+                return Err(AppError::BadRequest("missing_form_key").into());
+            }
+            // An invoice of another patron (or salon) is not found, like a
+            // missing one.
+            let invoice = form.invoice.trim();
+            if invoice.is_empty() || invoice.len() > 255 {
+                return Err(AppError::NotFound.into());
+            }
+            let found = match store::invoice_of_salon(&state.db, salon.id, invoice).await {
+                Ok(found) if found.membership_public_id == membership.public_id => found,
+                Ok(_) | Err(PatronError::NotFound(_)) => return Err(AppError::NotFound.into()),
+                Err(e) => return Err(failure(e)),
+            };
+            let refusal = match Money::parse(&form.amount, salon.currency) {
+                Err(e) => {
+                    let words = super::pledges::amount_problem(tr, e);
+                    let field = tr.t("admin-field-refund-amount");
+                    Some((
+                        tr.t_with("field-problem", &[("field", &field), ("problem", &words)]),
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                    ))
+                }
+                Ok(amount) => {
+                    let request_key = format!("console:{}:{}:{key}", membership.public_id, found.stripe_invoice_id);
+                    let what = Refundable::invoice(&found, salon.currency);
+                    let outcome = refund::refund(
+                        &state.db,
+                        state.gateway.as_ref(),
+                        access.org_id(),
+                        &what,
+                        amount,
+                        &request_key,
+                        &staff.email,
+                    )
+                    .await?;
+                    match outcome {
+                        RefundOutcome::Requested(_) | RefundOutcome::AlreadyRequested => None,
+                        RefundOutcome::Refused(problem) => {
+                            Some((super::pledges::problem_words(tr, problem), StatusCode::UNPROCESSABLE_ENTITY))
+                        }
+                        RefundOutcome::ProviderFailed(e) => {
+                            tracing::warn!(error = %e, invoice = %found.stripe_invoice_id, "the payment provider refused a refund");
+                            Some((tr.t("admin-error-refund-provider"), StatusCode::BAD_GATEWAY))
+                        }
+                    }
+                }
+            };
+            match refusal {
+                None => Ok(see_other(&format!(
+                    "/admin/o/{}/salons/{}/patrons/{}",
+                    access.org.slug, salon.slug, membership.public_id
+                ))),
+                Some((message, status)) => {
+                    let page_ = patron_page(
+                        &state,
+                        tr,
+                        &staff,
+                        &access,
+                        &salon,
+                        &membership,
+                        found.stripe_invoice_id.clone(),
+                        form.amount.clone(),
+                        Some(message),
+                    )
+                    .await?;
+                    Ok(page(status, page_.render_html()))
+                }
+            }
         }
         .await,
     )
