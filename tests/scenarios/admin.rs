@@ -33,6 +33,8 @@ on_both_backends!(
     an_organiser_sets_up_a_campaign_with_teams_and_publishes_it,
     cash_against_a_pledge_gets_the_next_receipt_number_once_and_only_its_organisation_sees_it,
     money_received_without_a_pledge_gets_an_untaxed_donation_receipt,
+    an_organiser_edits_teams_and_rewards_within_what_may_change_once_live_and_retires_a_reward_and_a_tier,
+    an_organiser_closes_one_campaign_early_and_cancels_another_with_nobody_charged,
 );
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -562,6 +564,7 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
     tier_and_patron_in(&console, OWN_SALON).await;
     tier_and_patron_in(&console, FOREIGN_SALON).await;
     let (drive, _) = console.drive_teams().await;
+    let own_reward = campaigns::rewards(&console.db, drive.id).await.unwrap()[0].id;
     let pledges = campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap();
     let nurses_pledge = pledges.iter().find(|p| p.team_id == Some(nurses.id)).unwrap().public_id.clone();
     let pharmacists_pledge = pledges.iter().find(|p| p.team_id == Some(pharmacists.id)).unwrap().public_id.clone();
@@ -626,6 +629,9 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
                     .replace("{campaign}", campaign)
                     .replace("{salon}", salon)
                     .replace("{patron}", &patron_of(salon))
+                    .replace("{team}", "nurses")
+                    .replace("{reward}", &own_reward.to_string())
+                    .replace("{tier}", SALON_TIER)
                     .replace("{user}", &extra.to_string())
                     .replace("{id}", &token_id.to_string());
                 let res = if *method == "GET" {
@@ -1690,5 +1696,225 @@ async fn money_received_without_a_pledge_gets_an_untaxed_donation_receipt(backen
     let (status, _) = console.get_as(&format!("{out_page}/receipt"), &cookie).await;
     assert_eq!(status, 404);
     assert_eq!(kanpa_payments::receipt::numbers_of(&console.db, console.org).await.unwrap(), vec![1]);
+    console.app.stop().await;
+}
+
+/// A form POST whose fields are owned strings.
+async fn post_fields(console: &Console, path: &str, fields: &[(&str, String)], cookie: &str) -> (u16, String) {
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let res = console.post(path, &fields, Some(cookie)).await;
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn an_organiser_edits_teams_and_rewards_within_what_may_change_once_live_and_retires_a_reward_and_a_tier(
+    backend: TestBackend,
+) {
+    let Some(console) = Console::spawn(backend).await else { return };
+    console.staff("organiser@example.jp", console.org, Role::Organiser, None).await;
+    let cookie = console.sign_in("organiser@example.jp").await;
+    let csrf = console.csrf(&cookie).await;
+    let (drive, teams) = console.drive_teams().await;
+    let nurses = team(&teams, "nurses").clone();
+    let page_path = format!("/admin/o/{DEMO_ORG}/campaigns/{DEMO_CAMPAIGN}");
+    let (status, html) = console.get_as(&page_path, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("目標額(全体・チーム)は引き上げのみできます"), "the page says what may change");
+
+    // A live drive's team goal may rise, never fall; bad input changes nothing.
+    let team_path = format!("{page_path}/teams/nurses");
+    let team_form = |goal: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("name_ja", "看護師<b>チーム</b>".to_owned()),
+            ("name_en", "Nurses".to_owned()),
+            ("goal", goal.to_owned()),
+        ]
+    };
+    let (status, body) = post_fields(&console, &team_path, &team_form("400000"), &cookie).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("¥500,000"), "the error names the least the goal may be: {body}");
+    let (status, _) = post_fields(&console, &team_path, &team_form("五十万"), &cookie).await;
+    assert_eq!(status, 422);
+    let unchanged = campaigns::team(&console.db, drive.id, nurses.id).await.unwrap();
+    assert_eq!((unchanged.goal, unchanged.name_ja.as_str()), (500_000, nurses.name_ja.as_str()));
+    let (status, _) = post_fields(&console, &team_path, &team_form("600,000"), &cookie).await;
+    assert_eq!(status, 303);
+    let raised = campaigns::team(&console.db, drive.id, nurses.id).await.unwrap();
+    assert_eq!((raised.goal, raised.name_ja.as_str(), raised.pool_weight), (600_000, "看護師<b>チーム</b>", 1));
+    let (_, html) = console.get_as(&page_path, &cookie).await;
+    let escaped = html.contains("看護師&lt;b&gt;チーム") || html.contains("看護師&#60;b&#62;チーム");
+    assert!(escaped && !html.contains("<b>チーム"), "names are escaped");
+    let (status, _) = post_fields(&console, &format!("{page_path}/teams/nobody"), &team_form("1"), &cookie).await;
+    assert_eq!(status, 404);
+    // The campaign's goal too.
+    let edit_path = format!("{page_path}/edit");
+    let edit =
+        |goal: &str| vec![("csrf", csrf.clone()), ("title_ja", drive.title_ja.clone()), ("goal", goal.to_owned())];
+    let (status, body) = post_fields(&console, &edit_path, &edit("3000000"), &cookie).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(campaigns::campaign_by_id(&console.db, drive.id).await.unwrap().goal, 3_500_000);
+    let (status, _) = post_fields(&console, &edit_path, &edit("4000000"), &cookie).await;
+    assert_eq!(status, 303);
+    assert_eq!(campaigns::campaign_by_id(&console.db, drive.id).await.unwrap().goal, 4_000_000);
+
+    // A reward's words and quantity change; its price is fixed once live and
+    // its quantity never falls below what is claimed.
+    let rewards = campaigns::rewards(&console.db, drive.id).await.unwrap();
+    let patch = rewards.iter().find(|r| r.team_id == Some(nurses.id)).unwrap().clone();
+    let reward_path = format!("{page_path}/rewards/{}", patch.id);
+    let reward_form = |min: &str, quantity: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("title_ja", "記念ワッペン(改)".to_owned()),
+            ("title_en", "Patch".to_owned()),
+            ("description_ja", patch.description_ja.clone()),
+            ("min_amount", min.to_owned()),
+            ("quantity", quantity.to_owned()),
+        ]
+    };
+    let (status, _) = post_fields(&console, &reward_path, &reward_form("4000", "100"), &cookie).await;
+    assert_eq!(status, 409, "the price is fixed once live");
+    let (status, _) = post_fields(&console, &reward_path, &reward_form("5000", "-1"), &cookie).await;
+    assert_eq!(status, 422);
+    let (status, _) = post_fields(&console, &reward_path, &reward_form("5000", "120"), &cookie).await;
+    assert_eq!(status, 303);
+    let edited = campaigns::reward(&console.db, drive.id, patch.id).await.unwrap();
+    assert_eq!(
+        (edited.title_ja.as_str(), edited.quantity, edited.min_amount, edited.team_id, edited.description_en.as_str()),
+        ("記念ワッペン(改)", Some(120), 5000, Some(nurses.id), patch.description_en.as_str()),
+        "what the form does not show is kept"
+    );
+
+    // Retired: shown as such, no new pledge may take it.
+    let retire = |to: &str| vec![("csrf", csrf.clone()), ("to", to.to_owned())];
+    let (status, _) = post_fields(&console, &format!("{reward_path}/retire"), &retire("gone"), &cookie).await;
+    assert_eq!(status, 422);
+    let (status, _) = post_fields(&console, &format!("{reward_path}/retire"), &retire("retired"), &cookie).await;
+    assert_eq!(status, 303);
+    assert!(campaigns::reward(&console.db, drive.id, patch.id).await.unwrap().is_retired());
+    let public = console.get(&format!("/c/{DEMO_CAMPAIGN}")).await.text().await.unwrap();
+    assert!(public.contains("受付終了"), "the campaign page shows it retired");
+    let pledges_before = campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap().len();
+    let fields = [
+        ("amount", "5000".to_owned()),
+        ("team", nurses.id.to_string()),
+        ("reward", patch.id.to_string()),
+        ("display_name", "新しい人".to_owned()),
+        ("email", "new@example.jp".to_owned()),
+    ];
+    let (status, body) = post_fields(&console, &format!("/c/{DEMO_CAMPAIGN}/pledge"), &fields, "x=y").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("このリターンは現在選べません"));
+    assert_eq!(campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap().len(), pledges_before);
+    let (_, html) = console.get_as(&page_path, &cookie).await;
+    assert!(html.contains("受付を再開する"));
+    let (status, _) = post_fields(&console, &format!("{reward_path}/retire"), &retire("active"), &cookie).await;
+    assert_eq!(status, 303);
+    assert!(!campaigns::reward(&console.db, drive.id, patch.id).await.unwrap().is_retired());
+    let (status, _) =
+        post_fields(&console, &format!("{page_path}/rewards/999999/retire"), &retire("retired"), &cookie).await;
+    assert_eq!(status, 404);
+
+    // A tier: its price changes for new patrons; retired, nobody new joins.
+    salon_of(&console, console.org, OWN_SALON, "健康サロン").await;
+    tier_and_patron_in(&console, OWN_SALON).await;
+    let salon = kanpa_patrons::store::salon_by_slug(&console.db, OWN_SALON).await.unwrap();
+    kanpa_patrons::store::set_salon_status(&console.db, salon.id, kanpa_patrons::SalonStatus::Open).await.unwrap();
+    let tier_path = format!("/admin/o/{DEMO_ORG}/salons/{OWN_SALON}/tiers/{SALON_TIER}");
+    let tier_form = |price: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("name_ja", "基本プラン".to_owned()),
+            ("monthly_price", price.to_owned()),
+            ("seat_limit", String::new()),
+        ]
+    };
+    let (status, _) = post_fields(&console, &tier_path, &tier_form("千円"), &cookie).await;
+    assert_eq!(status, 422);
+    let (status, _) = post_fields(&console, &tier_path, &tier_form("1200"), &cookie).await;
+    assert_eq!(status, 303);
+    let tier = kanpa_patrons::store::tier_by_slug(&console.db, salon.id, SALON_TIER).await.unwrap();
+    assert_eq!((tier.monthly_price, tier.name_ja.as_str()), (1200, "基本プラン"));
+    let sql = format!("SELECT amount FROM memberships WHERE public_id = '{}'", patron_of(OWN_SALON));
+    assert_eq!(count(&console.db, &sql).await, 1000, "the existing patron keeps their price");
+    let retire_tier = vec![("csrf", csrf.clone()), ("status", "retired".to_owned())];
+    let (status, _) = post_fields(&console, &tier_path, &retire_tier, &cookie).await;
+    assert_eq!(status, 303);
+    let (_, html) = console.get_as(&format!("/admin/o/{DEMO_ORG}/salons/{OWN_SALON}"), &cookie).await;
+    assert!(html.contains("終了") && html.contains("受付を再開する"), "shown retired");
+    let join = [("tier", SALON_TIER.to_owned()), ("email", "new-patron@example.jp".to_owned())];
+    let (status, body) = post_fields(&console, &format!("/s/{OWN_SALON}/join"), &join, "x=y").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("このプランは新規の入会を受け付けていません"));
+    assert_eq!(count(&console.db, "SELECT COUNT(*) FROM memberships").await, 1);
+    console.app.stop().await;
+}
+
+async fn an_organiser_closes_one_campaign_early_and_cancels_another_with_nobody_charged(backend: TestBackend) {
+    let Some(console) = Console::spawn(backend).await else { return };
+    console.staff("organiser@example.jp", console.org, Role::Organiser, None).await;
+    let cookie = console.sign_in("organiser@example.jp").await;
+    let csrf = console.csrf(&cookie).await;
+    let (drive, _) = console.drive_teams().await;
+    let committed = campaigns::pledges_of_campaign(&console.db, drive.id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|p| p.status == PledgeStatus::Committed)
+        .count();
+    assert!(committed > 10 && drive.pledged > 0);
+    let page_path = format!("/admin/o/{DEMO_ORG}/campaigns/{DEMO_CAMPAIGN}");
+    let end = |confirm: &str| vec![("csrf", csrf.clone()), ("confirm", confirm.to_owned())];
+
+    // Cancelling needs the address typed; without it nothing changes.
+    let (status, body) = post_fields(&console, &format!("{page_path}/cancel"), &end("yes"), &cookie).await;
+    assert_eq!(status, 422);
+    assert!(body.contains(DEMO_CAMPAIGN), "{body}");
+    assert_eq!(campaigns::campaign_by_id(&console.db, drive.id).await.unwrap().status.as_str(), "live");
+
+    // A keep-it-all campaign with a payment on its way (a supporter at
+    // Checkout) cannot be cancelled.
+    let spring = second_campaign(&console).await;
+    let fields = [("amount", "2000"), ("display_name", "春の人"), ("email", "haru@example.jp")];
+    assert_eq!(console.post(&format!("/c/{spring}/pledge"), &fields, None).await.status(), 303);
+    let spring_path = format!("/admin/o/{DEMO_ORG}/campaigns/{spring}");
+    let (status, body) = post_fields(&console, &format!("{spring_path}/cancel"), &end(&spring), &cookie).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("すでにお金を受け取っています(入金済み ¥0、支払い待ち 1 件)"), "{body}");
+    let en_path = format!("{spring_path}/cancel?lang=en");
+    let (status, body) = post_fields(&console, &en_path, &end(&spring), &cookie).await;
+    assert_eq!(status, 409);
+    assert!(body.contains("Money has already been taken (¥0 collected, 1 payments on their way)"), "{body}");
+    // It can be closed early: settled at once by the usual rules.
+    let (status, _) = post_fields(&console, &format!("{spring_path}/close"), &end("spring"), &cookie).await;
+    assert_eq!(status, 422);
+    let (status, _) = post_fields(&console, &format!("{spring_path}/close"), &end(&spring), &cookie).await;
+    assert_eq!(status, 303);
+    crate::harness::eventually(30, "the early close settles", || async {
+        let c = campaigns::campaign_by_slug(&console.db, &spring).await.unwrap();
+        c.status.as_str() == "failed" && c.deadline <= Timestamp::now()
+    })
+    .await;
+    let (status, _) = post_fields(&console, &format!("{spring_path}/close"), &end(&spring), &cookie).await;
+    assert_eq!(status, 409, "closed once");
+
+    // The all-or-nothing drive is cancelled: every saved card released,
+    // totals back to nothing, every supporter told, nobody charged.
+    let (status, _) = post_fields(&console, &format!("{page_path}/cancel"), &end(DEMO_CAMPAIGN), &cookie).await;
+    assert_eq!(status, 303);
+    let cancelled = campaigns::campaign_by_id(&console.db, drive.id).await.unwrap();
+    assert_eq!((cancelled.status.as_str(), cancelled.pledged, cancelled.backers), ("cancelled", 0, 0));
+    let pledges = campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap();
+    assert!(pledges.iter().all(|p| p.status != PledgeStatus::Committed));
+    assert_eq!(pledges.iter().filter(|p| p.status == PledgeStatus::Void).count(), committed);
+    let teams = campaigns::teams(&console.db, drive.id).await.unwrap();
+    assert!(teams.iter().all(|t| t.pledged == 0 && t.backers == 0));
+    let sql = "SELECT COUNT(*) FROM outbox_emails WHERE template = 'campaign_cancelled'";
+    assert_eq!(count(&console.db, sql).await, committed as i64);
+    assert_eq!(count(&console.db, "SELECT COUNT(*) FROM sandbox_payments WHERE kind = 'payment_intent'").await, 0);
+    assert_eq!(console.get(&format!("/c/{DEMO_CAMPAIGN}")).await.status(), 404, "no longer public");
+    let (status, _) = post_fields(&console, &format!("{page_path}/cancel"), &end(DEMO_CAMPAIGN), &cookie).await;
+    assert_eq!(status, 409, "cancelled once");
+    assert!(kanpa_ledger::store::check(&console.db).await.unwrap().is_clean());
     console.app.stop().await;
 }

@@ -100,6 +100,8 @@ pub enum EmailTemplate {
     PledgeDropped { campaign: String, amount: String, manage_link: String },
     /// All-or-nothing goal missed: nobody is charged.
     CampaignMissed { campaign: String, goal: String, raised: String, manage_link: String },
+    /// The organisers cancelled the drive before any money was taken.
+    CampaignCancelled { campaign: String, manage_link: String },
     /// Money returned to the supporter.
     PledgeRefunded { campaign: String, amount: String, manage_link: String },
     /// A salon membership's monthly payment was taken.
@@ -164,6 +166,7 @@ impl EmailTemplate {
             EmailTemplate::PaymentFailed { .. } => "payment_failed",
             EmailTemplate::PledgeDropped { .. } => "pledge_dropped",
             EmailTemplate::CampaignMissed { .. } => "campaign_missed",
+            EmailTemplate::CampaignCancelled { .. } => "campaign_cancelled",
             EmailTemplate::PledgeRefunded { .. } => "pledge_refunded",
             EmailTemplate::SettlementReport { .. } => "settlement_report",
             EmailTemplate::MembershipReceipt { .. } => "membership_receipt",
@@ -205,6 +208,12 @@ impl EmailTemplate {
             }
             (EmailTemplate::CampaignMissed { campaign, .. }, Locale::En) => {
                 format!("The goal was not reached; you will not be charged — {campaign}")
+            }
+            (EmailTemplate::CampaignCancelled { campaign, .. }, Locale::Ja) => {
+                format!("キャンペーンは中止になりました(請求はありません) — {campaign}")
+            }
+            (EmailTemplate::CampaignCancelled { campaign, .. }, Locale::En) => {
+                format!("The campaign was cancelled; you will not be charged — {campaign}")
             }
             (EmailTemplate::PledgeRefunded { campaign, .. }, Locale::Ja) => format!("返金しました — {campaign}"),
             (EmailTemplate::PledgeRefunded { campaign, .. }, Locale::En) => format!("Refund issued — {campaign}"),
@@ -368,6 +377,16 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
                 "The payment window has closed, so your pledge was dropped. Nothing was charged.",
             )],
             facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("金額", "Amount"), amount)],
+            action: None,
+            manage_link: Some(manage_link.clone()),
+        },
+        EmailTemplate::CampaignCancelled { campaign, manage_link } => Notice {
+            heading: t("キャンペーンは中止になりました", "The campaign was cancelled"),
+            paragraphs: vec![t(
+                "ご支援ありがとうございました。主催者がキャンペーンを中止したため、どなたにも請求しません。保存されたカードに請求されることはありません。",
+                "Thank you for your support. The organisers cancelled the campaign, so nobody will be charged; your saved card will not be used.",
+            )],
+            facts: vec![fact(&t("キャンペーン", "Campaign"), campaign)],
             action: None,
             manage_link: Some(manage_link.clone()),
         },

@@ -42,11 +42,25 @@ struct PatronRow {
     lifetime: String,
 }
 
+struct TierLine {
+    slug: String,
+    name: String,
+    name_ja: String,
+    name_en: String,
+    benefits_ja: String,
+    price: String,
+    price_digits: String,
+    seat_limit: String,
+    seats_taken: i64,
+    retired: bool,
+}
+
 #[derive(Template)]
 #[template(path = "admin_salon.html")]
 struct SalonPage {
     tr: Tr,
     nav: Nav,
+    tiers: Vec<TierLine>,
     name: String,
     slug: String,
     mrr: String,
@@ -107,9 +121,25 @@ pub async fn salon(
                 })
                 .collect();
             let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+            let tier_lines = tiers
+                .iter()
+                .map(|t| TierLine {
+                    slug: t.slug.clone(),
+                    name: t.name(tr.0).to_owned(),
+                    name_ja: t.name_ja.clone(),
+                    name_en: t.name_en.clone(),
+                    benefits_ja: t.benefits_ja.clone(),
+                    price: money(t.monthly_price),
+                    price_digits: t.monthly_price.to_string(),
+                    seat_limit: t.seat_limit.map(|n| n.to_string()).unwrap_or_default(),
+                    seats_taken: t.seats_taken,
+                    retired: t.status == kanpa_patrons::TierStatus::Retired,
+                })
+                .collect();
             let page_ = SalonPage {
                 tr,
                 nav: Nav::new(&staff, &access, None),
+                tiers: tier_lines,
                 name: salon.name(tr.0).to_owned(),
                 slug: salon.slug.clone(),
                 mrr: money(roster.mrr),
