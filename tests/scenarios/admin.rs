@@ -473,7 +473,7 @@ async fn salon_of(console: &Console, org: OrgId, slug: &str, name: &str) {
 
 /// A tier and a patron in the salon, as the console's tier and patron
 /// pages need them.
-async fn tier_and_patron_in(console: &Console, slug: &str) {
+async fn tier_and_patron_in(console: &Console, slug: &str) -> i64 {
     let salon = kanpa_patrons::store::salon_by_slug(&console.db, slug).await.unwrap();
     let tier = kanpa_patrons::store::TierInput {
         slug: SALON_TIER.into(),
@@ -490,6 +490,8 @@ async fn tier_and_patron_in(console: &Console, slug: &str) {
     kanpa_ledger::on_tx!(&mut tx, c => sqlx::query(sql).bind(&patron).bind(salon.id).bind(tier.id).bind(&email)
         .bind(Timestamp::now()).execute(c).await.unwrap().rows_affected());
     tx.commit().await.unwrap();
+    let post = kanpa_patrons::store::PostInput { title_ja: format!("{slug}の会員向け"), ..Default::default() };
+    kanpa_patrons::store::add_post(&console.db, salon.id, &post).await.unwrap().id
 }
 
 const SALON_TIER: &str = "basic";
@@ -561,7 +563,7 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
     let foreign_pledge = other_orgs_pledge(&console).await;
     salon_of(&console, console.org, OWN_SALON, "健康サロン").await;
     salon_of(&console, console.other_org, FOREIGN_SALON, "東北の秘密サロン").await;
-    tier_and_patron_in(&console, OWN_SALON).await;
+    let own_post = tier_and_patron_in(&console, OWN_SALON).await;
     tier_and_patron_in(&console, FOREIGN_SALON).await;
     let (drive, _) = console.drive_teams().await;
     let own_reward = campaigns::rewards(&console.db, drive.id).await.unwrap()[0].id;
@@ -590,6 +592,7 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
         "東北の秘密の勉強会",
         "東北の秘密サロン",
         "tohoku-salon-patron@example.jp",
+        "tohoku-salonの会員向け",
     ];
     let mut checked = 0;
     for (email, role, scope) in people {
@@ -632,6 +635,7 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
                     .replace("{team}", "nurses")
                     .replace("{reward}", &own_reward.to_string())
                     .replace("{tier}", SALON_TIER)
+                    .replace("{post}", &own_post.to_string())
                     .replace("{user}", &extra.to_string())
                     .replace("{id}", &token_id.to_string());
                 let res = if *method == "GET" {

@@ -50,6 +50,7 @@ on_both_backends!(
     a_disputed_membership_payment_posts_each_balance_transaction_to_the_salon_fund_once,
     a_membership_payment_is_refunded_through_the_api_once_per_request_and_never_beyond_what_was_paid,
     a_treasurer_refunds_a_patrons_invoice_from_the_console_once_when_the_button_is_pressed_twice,
+    an_organiser_posts_to_the_members_area_from_the_console_and_only_members_in_good_standing_see_it,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -1604,4 +1605,93 @@ async fn a_treasurer_refunds_a_patrons_invoice_from_the_console_once_when_the_bu
 fn hidden_field(html: &str, name: &str) -> String {
     let marker = format!(r#"name="{name}" value=""#);
     html.split(&marker).nth(1).unwrap_or_else(|| panic!("no {name} in {html}")).split('"').next().unwrap().to_owned()
+}
+
+async fn an_organiser_posts_to_the_members_area_from_the_console_and_only_members_in_good_standing_see_it(
+    backend: TestBackend,
+) {
+    use crate::admin::{add_staff, csrf_in, post_as, sign_in_as};
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, _) = open_salon(b.db(), 10).await;
+    let (id, _) = b.member(&salon, "reader", "hanako@example.jp").await;
+    b.wait(&id, "paid", |m| m.status == M::Active).await;
+    let org = OrgId(salon.org_id);
+    add_staff(b.db(), "organiser@example.jp", org, Role::Organiser, None).await;
+    add_staff(b.db(), "treasurer@example.jp", org, Role::Treasurer, None).await;
+    let cookie = sign_in_as(&b.app, "organiser@example.jp").await;
+    let salon_path = format!("/admin/o/clinic/salons/{}", salon.slug);
+    let (status, html) = console_page(&b.app, &salon_path, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("会費の支払いが確認できている会員"), "the page says who will see it");
+    let csrf = csrf_in(&html);
+    let posts_path = format!("{salon_path}/posts");
+    let send = |path: String, fields: Vec<(&'static str, String)>, cookie: String| {
+        let app = &b.app;
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let res = post_as(app, &path, &fields, Some(&cookie)).await;
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let post = |title: &str, link: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("title_ja", title.to_owned()),
+            ("title_en", "April <script>recording</script>".to_owned()),
+            ("body_ja", "録画はこちら。<img src=x onerror=alert(1)>".to_owned()),
+            ("link_url", link.to_owned()),
+        ]
+    };
+
+    // Bad input is refused in the reader's language and stores nothing.
+    let (status, body) = send(posts_path.clone(), post("録画", "javascript:alert(1)"), cookie.clone()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("リンク"), "the field is named: {body}");
+    let (status, body) = send(format!("{posts_path}?lang=en"), post("", "https://example.jp/r"), cookie.clone()).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("Title (Japanese)"), "{body}");
+    let posts = || count(b.db(), "SELECT COUNT(*) FROM salon_member_posts");
+    assert_eq!(posts().await, 0);
+    // A treasurer may read the page but not post.
+    let treasurer = sign_in_as(&b.app, "treasurer@example.jp").await;
+    let (_, treasurer_page) = console_page(&b.app, &salon_path, &treasurer).await;
+    assert!(!treasurer_page.contains("/posts\""), "no form for a treasurer");
+    let fields = vec![("csrf", csrf_in(&treasurer_page)), ("title_ja", "x".to_owned())];
+    assert_eq!(send(posts_path.clone(), fields, treasurer).await.0, 403);
+
+    let (status, _) =
+        send(posts_path.clone(), post("4月の<b>録画</b>", "https://example.jp/recording"), cookie.clone()).await;
+    assert_eq!(status, 303);
+    assert_eq!(posts().await, 1);
+
+    // The member in good standing sees it, escaped, in either language.
+    let member = sign_in(&b.app, "hanako@example.jp").await;
+    let members_path = format!("/s/{}/members", salon.slug);
+    let (status, html) = page(&b.app, &members_path, "ja", Some(&member)).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("4月の&lt;b&gt;録画") || html.contains("4月の&#60;b&#62;録画"), "{html}");
+    assert!(!html.contains("<b>録画") && !html.contains("<img src=x"), "HTML is escaped: {html}");
+    assert!(html.contains(r#"href="https://example.jp/recording""#));
+    let (_, html) = page(&b.app, &members_path, "en", Some(&member)).await;
+    assert!(html.contains("recording") && !html.contains("<script>recording"), "{html}");
+    // Someone signed in without a membership, and a stranger, do not.
+    let stranger = sign_in(&b.app, "stranger@example.jp").await;
+    let (_, html) = page(&b.app, &members_path, "ja", Some(&stranger)).await;
+    assert!(!html.contains("録画"), "{html}");
+    let (_, html) = page(&b.app, &members_path, "ja", None).await;
+    assert!(!html.contains("録画"));
+
+    // Taken down: confirmed, then gone for members too.
+    let post_id = count(b.db(), "SELECT MAX(id) FROM salon_member_posts").await;
+    let delete_path = format!("{salon_path}/posts/{post_id}/delete");
+    let (status, _) = send(delete_path.clone(), vec![("csrf", csrf.clone())], cookie.clone()).await;
+    assert_eq!(status, 422);
+    assert_eq!(posts().await, 1);
+    let confirmed = vec![("csrf", csrf.clone()), ("confirm", "yes".to_owned())];
+    assert_eq!(send(delete_path.clone(), confirmed.clone(), cookie.clone()).await.0, 303);
+    assert_eq!(posts().await, 0);
+    assert_eq!(send(delete_path, confirmed, cookie).await.0, 404);
+    let (_, html) = page(&b.app, &members_path, "ja", Some(&member)).await;
+    assert!(!html.contains("録画"));
+    b.app.stop().await;
 }

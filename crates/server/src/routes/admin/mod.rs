@@ -69,6 +69,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/salons/{salon}/status", post(setup::salon_status))
         .route("/admin/o/{org}/salons/{salon}", get(salons::salon))
         .route("/admin/o/{org}/salons/{salon}/patrons/{patron}", get(salons::patron))
+        .route("/admin/o/{org}/salons/{salon}/posts", post(salons::add_post))
+        .route("/admin/o/{org}/salons/{salon}/posts/{post}/delete", post(salons::delete_post))
         .route("/admin/o/{org}/salons/{salon}/patrons/{patron}/refund", post(salons::refund_invoice))
         .route("/admin/o/{org}/pledges", get(pledges::list))
         .route("/admin/o/{org}/pledges/{pledge}", get(pledges::detail))
@@ -107,6 +109,8 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/admin/o/{org}/salons/{salon}/status", Need::Organise),
     ("GET", "/admin/o/{org}/salons/{salon}", Need::Read),
     ("GET", "/admin/o/{org}/salons/{salon}/patrons/{patron}", Need::Read),
+    ("POST", "/admin/o/{org}/salons/{salon}/posts", Need::Organise),
+    ("POST", "/admin/o/{org}/salons/{salon}/posts/{post}/delete", Need::Organise),
     ("POST", "/admin/o/{org}/salons/{salon}/patrons/{patron}/refund", Need::Books),
     ("GET", "/admin/o/{org}/pledges", Need::Read),
     ("GET", "/admin/o/{org}/pledges/{pledge}", Need::Read),

@@ -42,6 +42,14 @@ struct PatronRow {
     lifetime: String,
 }
 
+struct PostLine {
+    id: i64,
+    title: String,
+    body: String,
+    link: Option<String>,
+    at: String,
+}
+
 struct TierLine {
     slug: String,
     name: String,
@@ -61,6 +69,7 @@ struct SalonPage {
     tr: Tr,
     nav: Nav,
     tiers: Vec<TierLine>,
+    posts: Vec<PostLine>,
     name: String,
     slug: String,
     mrr: String,
@@ -140,6 +149,18 @@ pub async fn salon(
                 tr,
                 nav: Nav::new(&staff, &access, None),
                 tiers: tier_lines,
+                posts: store::posts(&state.db, salon.id)
+                    .await
+                    .map_err(failure)?
+                    .iter()
+                    .map(|p| PostLine {
+                        id: p.id,
+                        title: p.title(tr.0).to_owned(),
+                        body: p.body(tr.0).to_owned(),
+                        link: p.link_url.clone(),
+                        at: local_minute(p.created_at),
+                    })
+                    .collect(),
                 name: salon.name(tr.0).to_owned(),
                 slug: salon.slug.clone(),
                 mrr: money(roster.mrr),
@@ -406,6 +427,132 @@ pub async fn refund_invoice(
                     .await?;
                     Ok(page(status, page_.render_html()))
                 }
+            }
+        }
+        .await,
+    )
+}
+
+// ---------------------------------------------------------------- members' posts
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PostForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    title_ja: String,
+    #[serde(default)]
+    title_en: String,
+    #[serde(default)]
+    body_ja: String,
+    #[serde(default)]
+    body_en: String,
+    #[serde(default)]
+    link_url: String,
+}
+
+/// A salon setup form refused: its status and words on the refusal page.
+fn salon_refusal(
+    tr: Tr,
+    staff: &Staff,
+    access: &Access,
+    e: PatronError,
+    back: String,
+) -> Result<axum::response::Response, Refused> {
+    let (status, field) = crate::salon_errors::status_and_field(&e);
+    if status.is_server_error() {
+        return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
+    }
+    let mut message = crate::salon_errors::describe(&e, tr);
+    if let Some(name) = field.and_then(|f| post_field_name(tr, f)) {
+        message = tr.t_with("field-problem", &[("field", &name), ("problem", &message)]);
+    }
+    Ok(super::setup::refused(tr, staff, access, status, message, back))
+}
+
+fn post_field_name(tr: Tr, field: &str) -> Option<String> {
+    let key = match field {
+        "title_ja" => "admin-field-title-ja",
+        "title_en" => "admin-field-title-en",
+        "body_ja" => "admin-field-body-ja",
+        "body_en" => "admin-field-body-en",
+        "link_url" => "admin-field-link",
+        _ => return None,
+    };
+    Some(tr.t(key))
+}
+
+/// Publishes a post to the salon's members' area (`/s/{slug}/members`,
+/// members in good standing only).
+pub async fn add_post(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<PostForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let salon = own_salon(&state, &access, &slug).await?;
+            let back = format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug);
+            let input = store::PostInput {
+                title_ja: form.title_ja.clone(),
+                title_en: form.title_en.clone(),
+                body_ja: form.body_ja.clone(),
+                body_en: form.body_en.clone(),
+                link_url: Some(form.link_url.clone()).filter(|l| !l.trim().is_empty()),
+            };
+            match store::add_post(&state.db, salon.id, &input).await {
+                Ok(_) => Ok(see_other(&format!("{back}#posts"))),
+                Err(e) => salon_refusal(tr, &staff, &access, e, back),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DeletePostForm {
+    #[serde(default)]
+    csrf: String,
+    /// The box ticked: members will no longer see the post.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Takes a post out of the members' area.
+pub async fn delete_post(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug, post)): Path<(String, String, String)>,
+    Form(form): Form<DeletePostForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let salon = own_salon(&state, &access, &slug).await?;
+            let Ok(post) = post.parse::<i64>() else {
+                return Err(AppError::NotFound.into());
+            };
+            let back = format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug);
+            if form.confirm != "yes" {
+                let message = tr.t("admin-error-confirm-delete");
+                return Ok(super::setup::refused(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
+            }
+            match store::delete_post(&state.db, salon.id, post).await {
+                Ok(()) => Ok(see_other(&format!("{back}#posts"))),
+                Err(PatronError::NotFound(_)) => Err(AppError::NotFound.into()),
+                Err(e) => Err(failure(e)),
             }
         }
         .await,

@@ -180,6 +180,17 @@ struct RefusedPage {
     back: String,
 }
 
+pub(super) fn refused(
+    tr: Tr,
+    staff: &Staff,
+    access: &Access,
+    status: StatusCode,
+    message: String,
+    back: String,
+) -> axum::response::Response {
+    refused_page(tr, staff, access, status, message, back)
+}
+
 fn refused_page(
     tr: Tr,
     staff: &Staff,
