@@ -35,6 +35,7 @@ on_both_backends!(
     money_received_without_a_pledge_gets_an_untaxed_donation_receipt,
     an_organiser_edits_teams_and_rewards_within_what_may_change_once_live_and_retires_a_reward_and_a_tier,
     an_organiser_closes_one_campaign_early_and_cancels_another_with_nobody_charged,
+    an_invitation_email_says_who_invited_whom_to_what_with_a_one_time_link_in_the_chosen_language,
 );
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -281,7 +282,9 @@ fn path_of(url: &str) -> String {
 }
 
 async fn emailed_link(db: &Db, to: &str) -> Option<String> {
-    let sql = "SELECT data FROM outbox_emails WHERE template = 'sign_in_link' AND to_address = $1 ORDER BY id DESC";
+    let sql =
+        "SELECT data FROM outbox_emails WHERE template IN ('sign_in_link', 'staff_invitation') AND to_address = $1
+               ORDER BY id DESC";
     let data: Option<String> = match db {
         Db::Sqlite { write, .. } => sqlx::query_scalar(sql).bind(to).fetch_optional(write).await.unwrap(),
         Db::Postgres(pool) => sqlx::query_scalar(sql).bind(to).fetch_optional(pool).await.unwrap(),
@@ -1921,4 +1924,122 @@ async fn an_organiser_closes_one_campaign_early_and_cancels_another_with_nobody_
     assert_eq!(status, 409, "cancelled once");
     assert!(kanpa_ledger::store::check(&console.db).await.unwrap().is_clean());
     console.app.stop().await;
+}
+
+/// The text part of a raw message, decoded (lettre writes UTF-8 bodies as
+/// base64 or quoted-printable).
+fn mail_text(data: &str) -> String {
+    let start = data.find("Content-Type: text/plain").expect("a text part");
+    let part = &data[start..];
+    let (headers, rest) = part.split_once("\r\n\r\n").unwrap();
+    let body = rest.split("\r\n--").next().unwrap();
+    if headers.contains("Content-Transfer-Encoding: base64") {
+        let joined: String = body.split("\r\n").collect();
+        let mut out = Vec::new();
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let (mut bits, mut n) = (0u32, 0);
+        for c in joined.bytes().filter(|c| *c != b'=') {
+            bits = (bits << 6) | alphabet.iter().position(|a| *a == c).unwrap() as u32;
+            n += 6;
+            if n >= 8 {
+                n -= 8;
+                out.push((bits >> n) as u8);
+                bits &= (1 << n) - 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    } else if headers.contains("Content-Transfer-Encoding: quoted-printable") {
+        let mut out = Vec::new();
+        let bytes = body.replace("=\r\n", "").into_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'=' && i + 2 < bytes.len() {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    } else {
+        body.to_owned()
+    }
+}
+
+async fn an_invitation_email_says_who_invited_whom_to_what_with_a_one_time_link_in_the_chosen_language(
+    backend: TestBackend,
+) {
+    use crate::campaigns::{Drive, seven_team_drive, subjects};
+    let Some(d) = Drive::start(backend).await else { return };
+    let (campaign, teams) = seven_team_drive(d.db(), "invite-2026", "keep_it_all").await;
+    let org = OrgId(campaign.org_id);
+    let slug = "org-invite-2026";
+    add_staff(d.db(), "owner@example.jp", org, Role::Owner, None).await;
+    let cookie = sign_in_as(&d.app, "owner@example.jp").await;
+    let staff_path = format!("/admin/o/{slug}/staff");
+    let html =
+        d.app.client.get(d.app.url(&staff_path)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let csrf = csrf_in(&html);
+    let team = &teams[1];
+    let invite = |email: &str, role: &str, team: &str, lang: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("email", email.to_owned()),
+            ("role", role.to_owned()),
+            ("team", team.to_owned()),
+            ("lang", lang.to_owned()),
+        ]
+    };
+    let send = |fields: Vec<(&'static str, String)>| {
+        let (app, cookie, path) = (&d.app, cookie.clone(), staff_path.clone());
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_as(app, &path, &fields, Some(&cookie)).await.status().as_u16()
+        }
+    };
+    // A language that is not offered is refused, and nobody is invited.
+    assert_eq!(send(invite("t@example.jp", "treasurer", &team.id.to_string(), "fr")).await, 422);
+    assert_eq!(count(d.db(), "SELECT COUNT(*) FROM outbox_emails WHERE template = 'staff_invitation'").await, 0);
+
+    // In English, to a treasurer limited to one team.
+    assert_eq!(send(invite("t@example.jp", "treasurer", &team.id.to_string(), "en")).await, 200);
+    // In Japanese, to an organiser.
+    assert_eq!(send(invite("o@example.jp", "organiser", "", "ja")).await, 200);
+    crate::harness::eventually(30, "both invitations are delivered", || async {
+        d.sink.messages().iter().filter(|m| m.to.iter().any(|t| t == "t@example.jp" || t == "o@example.jp")).count()
+            == 2
+    })
+    .await;
+    let mail_to = |to: &str| d.sink.messages().into_iter().find(|m| m.to.iter().any(|t| t == to)).unwrap();
+    let english = mail_to("t@example.jp");
+    let text = mail_text(&english.data);
+    assert!(
+        subjects(&d.sink).iter().any(|s| s.contains("invited") && s.contains("医療職連合")),
+        "{:?}",
+        subjects(&d.sink)
+    );
+    for part in
+        ["owner@example.jp", "医療職連合", "Treasurer", team.name(kanpa_ledger::Locale::En), "72 hours", "(JST)"]
+    {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    let link = text.split_whitespace().find(|w| w.contains("/admin/sign-in/")).expect("the link").to_owned();
+    let japanese = mail_text(&mail_to("o@example.jp").data);
+    for part in ["owner@example.jp", "医療職連合", "企画", "72時間", "リンクの有効期限"] {
+        assert!(japanese.contains(part), "{part} in {japanese}");
+    }
+    assert!(!japanese.contains("担当チーム"), "no team for an organiser");
+
+    // The link signs the invitee in once, and they see only their team.
+    let path = path_of(&link);
+    let res = d.app.client.get(d.app.url(&path)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    let invitee = session_of(&res);
+    let res = d.app.client.get(d.app.url(&format!("/admin/o/{slug}"))).header("cookie", &invitee).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains(&team.name_ja));
+    let again = d.app.client.get(d.app.url(&path)).send().await.unwrap();
+    assert_ne!(again.status(), 303, "the link works once");
 }
