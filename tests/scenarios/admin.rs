@@ -1922,6 +1922,13 @@ async fn an_organiser_closes_one_campaign_early_and_cancels_another_with_nobody_
     assert_eq!(console.get(&format!("/c/{DEMO_CAMPAIGN}")).await.status(), 404, "no longer public");
     let (status, _) = post_fields(&console, &format!("{page_path}/cancel"), &end(DEMO_CAMPAIGN), &cookie).await;
     assert_eq!(status, 409, "cancelled once");
+    // Its settlement (the job at the deadline, or the operator's command)
+    // finds nothing to do and charges nobody.
+    let (code, out, err) =
+        run_kanpa(&console.database_url, &["campaign", "settle", DEMO_CAMPAIGN, "--before-deadline"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(campaigns::campaign_by_id(&console.db, drive.id).await.unwrap().status.as_str(), "cancelled");
+    assert_eq!(count(&console.db, "SELECT COUNT(*) FROM sandbox_payments WHERE kind = 'payment_intent'").await, 0);
     assert!(kanpa_ledger::store::check(&console.db).await.unwrap().is_clean());
     console.app.stop().await;
 }
