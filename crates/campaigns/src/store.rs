@@ -389,9 +389,10 @@ async fn open_fund(
     Ok(ledger::create_account(tx, &new).await?.id)
 }
 
-/// Applies changes. Money-shaping fields (goal, dates, funding model,
-/// currency) can change only while the campaign is a draft; texts and the
-/// pool rule until it settles.
+/// Applies changes by the rules of [`crate::changes`]: the dates and the
+/// funding model only while the campaign is a draft, the goal freely in a
+/// draft and only upwards once live; texts, the pool rule and the contact
+/// until it settles. The currency never changes.
 pub async fn update_campaign(db: &Db, id: i64, changes: &CampaignChanges) -> Result<Campaign, CampaignError> {
     let mut tx = db.begin().await?;
     let mut c = campaign_in(&mut tx, id).await?;
