@@ -33,6 +33,9 @@ on_both_backends!(
     an_organiser_sets_up_a_campaign_with_teams_and_publishes_it,
     cash_against_a_pledge_gets_the_next_receipt_number_once_and_only_its_organisation_sees_it,
     money_received_without_a_pledge_gets_an_untaxed_donation_receipt,
+    an_organiser_edits_teams_and_rewards_within_what_may_change_once_live_and_retires_a_reward_and_a_tier,
+    an_organiser_closes_one_campaign_early_and_cancels_another_with_nobody_charged,
+    an_invitation_email_says_who_invited_whom_to_what_with_a_one_time_link_in_the_chosen_language,
 );
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -279,7 +282,9 @@ fn path_of(url: &str) -> String {
 }
 
 async fn emailed_link(db: &Db, to: &str) -> Option<String> {
-    let sql = "SELECT data FROM outbox_emails WHERE template = 'sign_in_link' AND to_address = $1 ORDER BY id DESC";
+    let sql =
+        "SELECT data FROM outbox_emails WHERE template IN ('sign_in_link', 'staff_invitation') AND to_address = $1
+               ORDER BY id DESC";
     let data: Option<String> = match db {
         Db::Sqlite { write, .. } => sqlx::query_scalar(sql).bind(to).fetch_optional(write).await.unwrap(),
         Db::Postgres(pool) => sqlx::query_scalar(sql).bind(to).fetch_optional(pool).await.unwrap(),
@@ -469,6 +474,36 @@ async fn salon_of(console: &Console, org: OrgId, slug: &str, name: &str) {
     kanpa_patrons::store::create_salon(&console.db, org, &input).await.unwrap();
 }
 
+/// A tier and a patron in the salon, as the console's tier and patron
+/// pages need them.
+async fn tier_and_patron_in(console: &Console, slug: &str) -> i64 {
+    let salon = kanpa_patrons::store::salon_by_slug(&console.db, slug).await.unwrap();
+    let tier = kanpa_patrons::store::TierInput {
+        slug: SALON_TIER.into(),
+        name_ja: "基本".into(),
+        monthly_price: 1000,
+        ..kanpa_patrons::store::TierInput::default()
+    };
+    let tier = kanpa_patrons::store::add_tier(&console.db, salon.id, &tier).await.unwrap();
+    let sql = "INSERT INTO memberships (public_id, salon_id, tier_id, email, locale, amount, status, created_at,
+                   updated_at)
+               VALUES ($1, $2, $3, $4, 'ja', 1000, 'active', $5, $5)";
+    let (patron, email) = (patron_of(slug), format!("{slug}-patron@example.jp"));
+    let mut tx = console.db.begin().await.unwrap();
+    kanpa_ledger::on_tx!(&mut tx, c => sqlx::query(sql).bind(&patron).bind(salon.id).bind(tier.id).bind(&email)
+        .bind(Timestamp::now()).execute(c).await.unwrap().rows_affected());
+    tx.commit().await.unwrap();
+    let post = kanpa_patrons::store::PostInput { title_ja: format!("{slug}の会員向け"), ..Default::default() };
+    kanpa_patrons::store::add_post(&console.db, salon.id, &post).await.unwrap().id
+}
+
+const SALON_TIER: &str = "basic";
+
+/// The public id of the patron `salon_of` adds to a salon.
+fn patron_of(salon: &str) -> String {
+    format!("patron-of-{salon}")
+}
+
 /// A pledge (pending) to a live campaign of the other organisation.
 async fn other_orgs_pledge(console: &Console) -> String {
     let now = Timestamp::now();
@@ -531,7 +566,10 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
     let foreign_pledge = other_orgs_pledge(&console).await;
     salon_of(&console, console.org, OWN_SALON, "健康サロン").await;
     salon_of(&console, console.other_org, FOREIGN_SALON, "東北の秘密サロン").await;
+    let own_post = tier_and_patron_in(&console, OWN_SALON).await;
+    tier_and_patron_in(&console, FOREIGN_SALON).await;
     let (drive, _) = console.drive_teams().await;
+    let own_reward = campaigns::rewards(&console.db, drive.id).await.unwrap()[0].id;
     let pledges = campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap();
     let nurses_pledge = pledges.iter().find(|p| p.team_id == Some(nurses.id)).unwrap().public_id.clone();
     let pharmacists_pledge = pledges.iter().find(|p| p.team_id == Some(pharmacists.id)).unwrap().public_id.clone();
@@ -556,6 +594,8 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
         "himitsu@example.jp",
         "東北の秘密の勉強会",
         "東北の秘密サロン",
+        "tohoku-salon-patron@example.jp",
+        "tohoku-salonの会員向け",
     ];
     let mut checked = 0;
     for (email, role, scope) in people {
@@ -594,6 +634,11 @@ async fn every_console_route_refuses_other_roles_and_other_organisations(backend
                     .replace("{pledge}", pledge)
                     .replace("{campaign}", campaign)
                     .replace("{salon}", salon)
+                    .replace("{patron}", &patron_of(salon))
+                    .replace("{team}", "nurses")
+                    .replace("{reward}", &own_reward.to_string())
+                    .replace("{tier}", SALON_TIER)
+                    .replace("{post}", &own_post.to_string())
                     .replace("{user}", &extra.to_string())
                     .replace("{id}", &token_id.to_string());
                 let res = if *method == "GET" {
@@ -1660,4 +1705,349 @@ async fn money_received_without_a_pledge_gets_an_untaxed_donation_receipt(backen
     assert_eq!(status, 404);
     assert_eq!(kanpa_payments::receipt::numbers_of(&console.db, console.org).await.unwrap(), vec![1]);
     console.app.stop().await;
+}
+
+/// A form POST whose fields are owned strings.
+async fn post_fields(console: &Console, path: &str, fields: &[(&str, String)], cookie: &str) -> (u16, String) {
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let res = console.post(path, &fields, Some(cookie)).await;
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn an_organiser_edits_teams_and_rewards_within_what_may_change_once_live_and_retires_a_reward_and_a_tier(
+    backend: TestBackend,
+) {
+    let Some(console) = Console::spawn(backend).await else { return };
+    console.staff("organiser@example.jp", console.org, Role::Organiser, None).await;
+    let cookie = console.sign_in("organiser@example.jp").await;
+    let csrf = console.csrf(&cookie).await;
+    let (drive, teams) = console.drive_teams().await;
+    let nurses = team(&teams, "nurses").clone();
+    let page_path = format!("/admin/o/{DEMO_ORG}/campaigns/{DEMO_CAMPAIGN}");
+    let (status, html) = console.get_as(&page_path, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("目標額(全体・チーム)は引き上げのみできます"), "the page says what may change");
+
+    // A live drive's team goal may rise, never fall; bad input changes nothing.
+    let team_path = format!("{page_path}/teams/nurses");
+    let team_form = |goal: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("name_ja", "看護師<b>チーム</b>".to_owned()),
+            ("name_en", "Nurses".to_owned()),
+            ("goal", goal.to_owned()),
+        ]
+    };
+    let (status, body) = post_fields(&console, &team_path, &team_form("400000"), &cookie).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("¥500,000"), "the error names the least the goal may be: {body}");
+    let (status, _) = post_fields(&console, &team_path, &team_form("五十万"), &cookie).await;
+    assert_eq!(status, 422);
+    let unchanged = campaigns::team(&console.db, drive.id, nurses.id).await.unwrap();
+    assert_eq!((unchanged.goal, unchanged.name_ja.as_str()), (500_000, nurses.name_ja.as_str()));
+    let (status, _) = post_fields(&console, &team_path, &team_form("600,000"), &cookie).await;
+    assert_eq!(status, 303);
+    let raised = campaigns::team(&console.db, drive.id, nurses.id).await.unwrap();
+    assert_eq!((raised.goal, raised.name_ja.as_str(), raised.pool_weight), (600_000, "看護師<b>チーム</b>", 1));
+    let (_, html) = console.get_as(&page_path, &cookie).await;
+    let escaped = html.contains("看護師&lt;b&gt;チーム") || html.contains("看護師&#60;b&#62;チーム");
+    assert!(escaped && !html.contains("<b>チーム"), "names are escaped");
+    let (status, _) = post_fields(&console, &format!("{page_path}/teams/nobody"), &team_form("1"), &cookie).await;
+    assert_eq!(status, 404);
+    // The campaign's goal too.
+    let edit_path = format!("{page_path}/edit");
+    let edit =
+        |goal: &str| vec![("csrf", csrf.clone()), ("title_ja", drive.title_ja.clone()), ("goal", goal.to_owned())];
+    let (status, body) = post_fields(&console, &edit_path, &edit("3000000"), &cookie).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(campaigns::campaign_by_id(&console.db, drive.id).await.unwrap().goal, 3_500_000);
+    let (status, _) = post_fields(&console, &edit_path, &edit("4000000"), &cookie).await;
+    assert_eq!(status, 303);
+    assert_eq!(campaigns::campaign_by_id(&console.db, drive.id).await.unwrap().goal, 4_000_000);
+
+    // A reward's words and quantity change; its price is fixed once live and
+    // its quantity never falls below what is claimed.
+    let rewards = campaigns::rewards(&console.db, drive.id).await.unwrap();
+    let patch = rewards.iter().find(|r| r.team_id == Some(nurses.id)).unwrap().clone();
+    let reward_path = format!("{page_path}/rewards/{}", patch.id);
+    let reward_form = |min: &str, quantity: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("title_ja", "記念ワッペン(改)".to_owned()),
+            ("title_en", "Patch".to_owned()),
+            ("description_ja", patch.description_ja.clone()),
+            ("min_amount", min.to_owned()),
+            ("quantity", quantity.to_owned()),
+        ]
+    };
+    let (status, _) = post_fields(&console, &reward_path, &reward_form("4000", "100"), &cookie).await;
+    assert_eq!(status, 409, "the price is fixed once live");
+    let (status, _) = post_fields(&console, &reward_path, &reward_form("5000", "-1"), &cookie).await;
+    assert_eq!(status, 422);
+    let (status, _) = post_fields(&console, &reward_path, &reward_form("5000", "120"), &cookie).await;
+    assert_eq!(status, 303);
+    let edited = campaigns::reward(&console.db, drive.id, patch.id).await.unwrap();
+    assert_eq!(
+        (edited.title_ja.as_str(), edited.quantity, edited.min_amount, edited.team_id, edited.description_en.as_str()),
+        ("記念ワッペン(改)", Some(120), 5000, Some(nurses.id), patch.description_en.as_str()),
+        "what the form does not show is kept"
+    );
+
+    // Retired: shown as such, no new pledge may take it.
+    let retire = |to: &str| vec![("csrf", csrf.clone()), ("to", to.to_owned())];
+    let (status, _) = post_fields(&console, &format!("{reward_path}/retire"), &retire("gone"), &cookie).await;
+    assert_eq!(status, 422);
+    let (status, _) = post_fields(&console, &format!("{reward_path}/retire"), &retire("retired"), &cookie).await;
+    assert_eq!(status, 303);
+    assert!(campaigns::reward(&console.db, drive.id, patch.id).await.unwrap().is_retired());
+    let public = console.get(&format!("/c/{DEMO_CAMPAIGN}")).await.text().await.unwrap();
+    assert!(public.contains("受付終了"), "the campaign page shows it retired");
+    let pledges_before = campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap().len();
+    let fields = [
+        ("amount", "5000".to_owned()),
+        ("team", nurses.id.to_string()),
+        ("reward", patch.id.to_string()),
+        ("display_name", "新しい人".to_owned()),
+        ("email", "new@example.jp".to_owned()),
+    ];
+    let (status, body) = post_fields(&console, &format!("/c/{DEMO_CAMPAIGN}/pledge"), &fields, "x=y").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("このリターンは現在選べません"));
+    assert_eq!(campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap().len(), pledges_before);
+    let (_, html) = console.get_as(&page_path, &cookie).await;
+    assert!(html.contains("受付を再開する"));
+    let (status, _) = post_fields(&console, &format!("{reward_path}/retire"), &retire("active"), &cookie).await;
+    assert_eq!(status, 303);
+    assert!(!campaigns::reward(&console.db, drive.id, patch.id).await.unwrap().is_retired());
+    let (status, _) =
+        post_fields(&console, &format!("{page_path}/rewards/999999/retire"), &retire("retired"), &cookie).await;
+    assert_eq!(status, 404);
+
+    // A tier: its price changes for new patrons; retired, nobody new joins.
+    salon_of(&console, console.org, OWN_SALON, "健康サロン").await;
+    tier_and_patron_in(&console, OWN_SALON).await;
+    let salon = kanpa_patrons::store::salon_by_slug(&console.db, OWN_SALON).await.unwrap();
+    kanpa_patrons::store::set_salon_status(&console.db, salon.id, kanpa_patrons::SalonStatus::Open).await.unwrap();
+    let tier_path = format!("/admin/o/{DEMO_ORG}/salons/{OWN_SALON}/tiers/{SALON_TIER}");
+    let tier_form = |price: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("name_ja", "基本プラン".to_owned()),
+            ("monthly_price", price.to_owned()),
+            ("seat_limit", String::new()),
+        ]
+    };
+    let (status, _) = post_fields(&console, &tier_path, &tier_form("千円"), &cookie).await;
+    assert_eq!(status, 422);
+    let (status, _) = post_fields(&console, &tier_path, &tier_form("1200"), &cookie).await;
+    assert_eq!(status, 303);
+    let tier = kanpa_patrons::store::tier_by_slug(&console.db, salon.id, SALON_TIER).await.unwrap();
+    assert_eq!((tier.monthly_price, tier.name_ja.as_str()), (1200, "基本プラン"));
+    let sql = format!("SELECT amount FROM memberships WHERE public_id = '{}'", patron_of(OWN_SALON));
+    assert_eq!(count(&console.db, &sql).await, 1000, "the existing patron keeps their price");
+    let retire_tier = vec![("csrf", csrf.clone()), ("status", "retired".to_owned())];
+    let (status, _) = post_fields(&console, &tier_path, &retire_tier, &cookie).await;
+    assert_eq!(status, 303);
+    let (_, html) = console.get_as(&format!("/admin/o/{DEMO_ORG}/salons/{OWN_SALON}"), &cookie).await;
+    assert!(html.contains("終了") && html.contains("受付を再開する"), "shown retired");
+    let join = [("tier", SALON_TIER.to_owned()), ("email", "new-patron@example.jp".to_owned())];
+    let (status, body) = post_fields(&console, &format!("/s/{OWN_SALON}/join"), &join, "x=y").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("このプランは新規の入会を受け付けていません"));
+    assert_eq!(count(&console.db, "SELECT COUNT(*) FROM memberships").await, 1);
+    console.app.stop().await;
+}
+
+async fn an_organiser_closes_one_campaign_early_and_cancels_another_with_nobody_charged(backend: TestBackend) {
+    let Some(console) = Console::spawn(backend).await else { return };
+    console.staff("organiser@example.jp", console.org, Role::Organiser, None).await;
+    let cookie = console.sign_in("organiser@example.jp").await;
+    let csrf = console.csrf(&cookie).await;
+    let (drive, _) = console.drive_teams().await;
+    let committed = campaigns::pledges_of_campaign(&console.db, drive.id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|p| p.status == PledgeStatus::Committed)
+        .count();
+    assert!(committed > 10 && drive.pledged > 0);
+    let page_path = format!("/admin/o/{DEMO_ORG}/campaigns/{DEMO_CAMPAIGN}");
+    let end = |confirm: &str| vec![("csrf", csrf.clone()), ("confirm", confirm.to_owned())];
+
+    // Cancelling needs the address typed; without it nothing changes.
+    let (status, body) = post_fields(&console, &format!("{page_path}/cancel"), &end("yes"), &cookie).await;
+    assert_eq!(status, 422);
+    assert!(body.contains(DEMO_CAMPAIGN), "{body}");
+    assert_eq!(campaigns::campaign_by_id(&console.db, drive.id).await.unwrap().status.as_str(), "live");
+
+    // A keep-it-all campaign with a payment on its way (a supporter at
+    // Checkout) cannot be cancelled.
+    let spring = second_campaign(&console).await;
+    let fields = [("amount", "2000"), ("display_name", "春の人"), ("email", "haru@example.jp")];
+    assert_eq!(console.post(&format!("/c/{spring}/pledge"), &fields, None).await.status(), 303);
+    let spring_path = format!("/admin/o/{DEMO_ORG}/campaigns/{spring}");
+    let (status, body) = post_fields(&console, &format!("{spring_path}/cancel"), &end(&spring), &cookie).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("すでにお金を受け取っています(入金済み ¥0、支払い待ち 1 件)"), "{body}");
+    let en_path = format!("{spring_path}/cancel?lang=en");
+    let (status, body) = post_fields(&console, &en_path, &end(&spring), &cookie).await;
+    assert_eq!(status, 409);
+    assert!(body.contains("Money has already been taken (¥0 collected, 1 payments on their way)"), "{body}");
+    // It can be closed early: settled at once by the usual rules.
+    let (status, _) = post_fields(&console, &format!("{spring_path}/close"), &end("spring"), &cookie).await;
+    assert_eq!(status, 422);
+    let (status, _) = post_fields(&console, &format!("{spring_path}/close"), &end(&spring), &cookie).await;
+    assert_eq!(status, 303);
+    crate::harness::eventually(30, "the early close settles", || async {
+        let c = campaigns::campaign_by_slug(&console.db, &spring).await.unwrap();
+        c.status.as_str() == "failed" && c.deadline <= Timestamp::now()
+    })
+    .await;
+    let (status, _) = post_fields(&console, &format!("{spring_path}/close"), &end(&spring), &cookie).await;
+    assert_eq!(status, 409, "closed once");
+
+    // The all-or-nothing drive is cancelled: every saved card released,
+    // totals back to nothing, every supporter told, nobody charged.
+    let (status, _) = post_fields(&console, &format!("{page_path}/cancel"), &end(DEMO_CAMPAIGN), &cookie).await;
+    assert_eq!(status, 303);
+    let cancelled = campaigns::campaign_by_id(&console.db, drive.id).await.unwrap();
+    assert_eq!((cancelled.status.as_str(), cancelled.pledged, cancelled.backers), ("cancelled", 0, 0));
+    let pledges = campaigns::pledges_of_campaign(&console.db, drive.id).await.unwrap();
+    assert!(pledges.iter().all(|p| p.status != PledgeStatus::Committed));
+    assert_eq!(pledges.iter().filter(|p| p.status == PledgeStatus::Void).count(), committed);
+    let teams = campaigns::teams(&console.db, drive.id).await.unwrap();
+    assert!(teams.iter().all(|t| t.pledged == 0 && t.backers == 0));
+    let sql = "SELECT COUNT(*) FROM outbox_emails WHERE template = 'campaign_cancelled'";
+    assert_eq!(count(&console.db, sql).await, committed as i64);
+    assert_eq!(count(&console.db, "SELECT COUNT(*) FROM sandbox_payments WHERE kind = 'payment_intent'").await, 0);
+    assert_eq!(console.get(&format!("/c/{DEMO_CAMPAIGN}")).await.status(), 404, "no longer public");
+    let (status, _) = post_fields(&console, &format!("{page_path}/cancel"), &end(DEMO_CAMPAIGN), &cookie).await;
+    assert_eq!(status, 409, "cancelled once");
+    // Its settlement (the job at the deadline, or the operator's command)
+    // finds nothing to do and charges nobody.
+    let (code, out, err) =
+        run_kanpa(&console.database_url, &["campaign", "settle", DEMO_CAMPAIGN, "--before-deadline"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(campaigns::campaign_by_id(&console.db, drive.id).await.unwrap().status.as_str(), "cancelled");
+    assert_eq!(count(&console.db, "SELECT COUNT(*) FROM sandbox_payments WHERE kind = 'payment_intent'").await, 0);
+    assert!(kanpa_ledger::store::check(&console.db).await.unwrap().is_clean());
+    console.app.stop().await;
+}
+
+/// The text part of a raw message, decoded (lettre writes UTF-8 bodies as
+/// base64 or quoted-printable).
+fn mail_text(data: &str) -> String {
+    let start = data.find("Content-Type: text/plain").expect("a text part");
+    let part = &data[start..];
+    let (headers, rest) = part.split_once("\r\n\r\n").unwrap();
+    let body = rest.split("\r\n--").next().unwrap();
+    if headers.contains("Content-Transfer-Encoding: base64") {
+        let joined: String = body.split("\r\n").collect();
+        let mut out = Vec::new();
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let (mut bits, mut n) = (0u32, 0);
+        for c in joined.bytes().filter(|c| *c != b'=') {
+            bits = (bits << 6) | alphabet.iter().position(|a| *a == c).unwrap() as u32;
+            n += 6;
+            if n >= 8 {
+                n -= 8;
+                out.push((bits >> n) as u8);
+                bits &= (1 << n) - 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    } else if headers.contains("Content-Transfer-Encoding: quoted-printable") {
+        let mut out = Vec::new();
+        let bytes = body.replace("=\r\n", "").into_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'=' && i + 2 < bytes.len() {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    } else {
+        body.to_owned()
+    }
+}
+
+async fn an_invitation_email_says_who_invited_whom_to_what_with_a_one_time_link_in_the_chosen_language(
+    backend: TestBackend,
+) {
+    use crate::campaigns::{Drive, seven_team_drive, subjects};
+    let Some(d) = Drive::start(backend).await else { return };
+    let (campaign, teams) = seven_team_drive(d.db(), "invite-2026", "keep_it_all").await;
+    let org = OrgId(campaign.org_id);
+    let slug = "org-invite-2026";
+    add_staff(d.db(), "owner@example.jp", org, Role::Owner, None).await;
+    let cookie = sign_in_as(&d.app, "owner@example.jp").await;
+    let staff_path = format!("/admin/o/{slug}/staff");
+    let html =
+        d.app.client.get(d.app.url(&staff_path)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    let csrf = csrf_in(&html);
+    let team = &teams[1];
+    let invite = |email: &str, role: &str, team: &str, lang: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("email", email.to_owned()),
+            ("role", role.to_owned()),
+            ("team", team.to_owned()),
+            ("lang", lang.to_owned()),
+        ]
+    };
+    let send = |fields: Vec<(&'static str, String)>| {
+        let (app, cookie, path) = (&d.app, cookie.clone(), staff_path.clone());
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post_as(app, &path, &fields, Some(&cookie)).await.status().as_u16()
+        }
+    };
+    // A language that is not offered is refused, and nobody is invited.
+    assert_eq!(send(invite("t@example.jp", "treasurer", &team.id.to_string(), "fr")).await, 422);
+    assert_eq!(count(d.db(), "SELECT COUNT(*) FROM outbox_emails WHERE template = 'staff_invitation'").await, 0);
+
+    // In English, to a treasurer limited to one team.
+    assert_eq!(send(invite("t@example.jp", "treasurer", &team.id.to_string(), "en")).await, 200);
+    // In Japanese, to an organiser.
+    assert_eq!(send(invite("o@example.jp", "organiser", "", "ja")).await, 200);
+    crate::harness::eventually(30, "both invitations are delivered", || async {
+        d.sink.messages().iter().filter(|m| m.to.iter().any(|t| t == "t@example.jp" || t == "o@example.jp")).count()
+            == 2
+    })
+    .await;
+    let mail_to = |to: &str| d.sink.messages().into_iter().find(|m| m.to.iter().any(|t| t == to)).unwrap();
+    let english = mail_to("t@example.jp");
+    let text = mail_text(&english.data);
+    assert!(
+        subjects(&d.sink).iter().any(|s| s.contains("invited") && s.contains("医療職連合")),
+        "{:?}",
+        subjects(&d.sink)
+    );
+    for part in
+        ["owner@example.jp", "医療職連合", "Treasurer", team.name(kanpa_ledger::Locale::En), "72 hours", "(JST)"]
+    {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    let link = text.split_whitespace().find(|w| w.contains("/admin/sign-in/")).expect("the link").to_owned();
+    let japanese = mail_text(&mail_to("o@example.jp").data);
+    for part in ["owner@example.jp", "医療職連合", "企画", "72時間", "リンクの有効期限"] {
+        assert!(japanese.contains(part), "{part} in {japanese}");
+    }
+    assert!(!japanese.contains("担当チーム"), "no team for an organiser");
+
+    // The link signs the invitee in once, and they see only their team.
+    let path = path_of(&link);
+    let res = d.app.client.get(d.app.url(&path)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    let invitee = session_of(&res);
+    let res = d.app.client.get(d.app.url(&format!("/admin/o/{slug}"))).header("cookie", &invitee).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains(&team.name_ja));
+    let again = d.app.client.get(d.app.url(&path)).send().await.unwrap();
+    assert_ne!(again.status(), 303, "the link works once");
 }

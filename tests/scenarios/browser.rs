@@ -19,6 +19,7 @@ on_both_backends!(
     a_supporter_pledges_on_a_phone_through_the_sandbox_checkout,
     a_treasurer_signs_in_on_a_phone_records_cash_and_reads_the_ledger,
     a_treasurer_exports_and_reconciles_the_demo_books,
+    an_owner_sets_up_the_salon_and_the_campaign_and_refunds_a_patron_on_a_phone,
 );
 
 const PHONE: u32 = 390;
@@ -271,6 +272,89 @@ async fn a_treasurer_exports_and_reconciles_the_demo_books(backend: TestBackend)
     browser.click(&format!(r#"form[action="/admin/o/{slug}/reconciliation/run"] button"#)).await;
     browser.wait_for_text("ch_sandbox_nowhere").await;
     browser.screenshot(PHONE, &dir.join("admin-11-reconciliation-unmatched-phone.png")).await;
+    println!("screenshots saved in {}", dir.display());
+    browser.quit().await;
+    app.stop().await;
+}
+
+/// The console pages added for setting up and correcting: a campaign's
+/// teams and rewards (edit, retire, end), a salon's tiers and members'
+/// posts, a patron's invoices with the refund form, and the invitation
+/// form; each must fit a phone without scrolling sideways.
+async fn an_owner_sets_up_the_salon_and_the_campaign_and_refunds_a_patron_on_a_phone(backend: TestBackend) {
+    use kanpa_patrons::demo::{DEMO_SALON, DEMO_SALON_ORG};
+    use kanpa_server::staff::{self, Role};
+    kanpa_server::install_crypto_provider();
+    let Some(browser) = Browser::start().await else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Some(app) = TestApp::spawn_with(backend, Default::default(), |config| {
+        config.server.bind = format!("127.0.0.1:{port}").parse().unwrap();
+        config.server.base_url = format!("http://127.0.0.1:{port}");
+    })
+    .await
+    else {
+        browser.quit().await;
+        return;
+    };
+    demo::seed(&app.db, Timestamp::now()).await.unwrap();
+    kanpa_patrons::demo::seed(&app.db, Timestamp::now()).await.unwrap();
+    let drive_org = kanpa_ledger::store::organisation_by_slug(&app.db, demo::DEMO_ORG).await.unwrap().unwrap();
+    let salon_org = kanpa_ledger::store::organisation_by_slug(&app.db, DEMO_SALON_ORG).await.unwrap().unwrap();
+    let mut tx = app.db.begin().await.unwrap();
+    let user = staff::store::ensure_user(&mut tx, "daihyo@example.jp").await.unwrap();
+    staff::store::set_role(&mut tx, user, drive_org.id, Role::Owner, None, None).await.unwrap();
+    staff::store::set_role(&mut tx, user, salon_org.id, Role::Owner, None, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let hash = staff::hash_password("代表者のながいパスワード").unwrap();
+    staff::store::change_password(&app.db, user, &hash).await.unwrap();
+    let dir = artifacts(backend);
+    let fits =
+        |width: f64, what: &str| assert!(width <= f64::from(PHONE), "{what} scrolls sideways on a phone: {width}");
+
+    browser.goto(&app.url("/admin/sign-in")).await;
+    browser.fill("#email", "daihyo@example.jp").await;
+    browser.fill("#password", "代表者のながいパスワード").await;
+    browser.click(r#"form[action="/admin/sign-in"] button[type="submit"]"#).await;
+    // Two organisations: the console lists both.
+    browser.wait_for_text(DEMO_SALON_ORG).await;
+
+    // The campaign: teams and rewards with their edit forms opened, and
+    // the forms that end it.
+    browser.goto(&app.url(&format!("/admin/o/{}/campaigns/{DEMO_CAMPAIGN}", demo::DEMO_ORG))).await;
+    browser.execute("document.querySelectorAll('details').forEach(d => d.open = true)").await;
+    let page = browser.source().await;
+    assert!(page.contains("引き上げのみ") && page.contains("キャンペーンを中止する"), "{page}");
+    fits(browser.layout_width(PHONE).await, "the campaign page");
+    browser.screenshot(PHONE, &dir.join("admin-12-campaign-setup-phone.png")).await;
+
+    // The salon: tiers, then a post to the members' area.
+    let salon_path = format!("/admin/o/{DEMO_SALON_ORG}/salons/{DEMO_SALON}");
+    browser.goto(&app.url(&salon_path)).await;
+    browser.fill("#post-title-ja", "12月の勉強会のご案内").await;
+    browser.fill("#post-body-ja", "オンラインで開催します。").await;
+    browser.fill("#post-link", "https://example.jp/salon/december").await;
+    browser.click(&format!(r#"form[action="{salon_path}/posts"] button[type="submit"]"#)).await;
+    browser.wait_for_text("12月の勉強会のご案内").await;
+    browser.execute("document.querySelectorAll('details').forEach(d => d.open = true)").await;
+    fits(browser.layout_width(PHONE).await, "the salon page");
+    browser.screenshot(PHONE, &dir.join("admin-13-salon-tiers-posts-phone.png")).await;
+
+    // A patron's paid invoices, a partial refund typed in.
+    browser.click(&format!(r#"a[href^="{salon_path}/patrons/"]"#)).await;
+    browser.wait_for_url("/patrons/").await;
+    let page = browser.source().await;
+    assert!(page.contains("支払い済みの請求") && page.contains("返金できる残り"), "{page}");
+    browser.fill("#amount-1", "100").await;
+    fits(browser.layout_width(PHONE).await, "the patron page");
+    browser.screenshot(PHONE, &dir.join("admin-14-patron-refund-phone.png")).await;
+
+    // Inviting a treasurer.
+    browser.goto(&app.url(&format!("/admin/o/{}/staff", demo::DEMO_ORG))).await;
+    browser.fill("#email", "kaikei@example.jp").await;
+    let page = browser.source().await;
+    assert!(page.contains("招待メールの言語"), "{page}");
+    fits(browser.layout_width(PHONE).await, "the staff page");
+    browser.screenshot(PHONE, &dir.join("admin-15-invite-phone.png")).await;
     println!("screenshots saved in {}", dir.display());
     browser.quit().await;
     app.stop().await;

@@ -49,6 +49,8 @@ on_both_backends!(
     a_patron_sees_their_payment_history_on_my_page_and_a_receipt_for_each_paid_invoice,
     a_disputed_membership_payment_posts_each_balance_transaction_to_the_salon_fund_once,
     a_membership_payment_is_refunded_through_the_api_once_per_request_and_never_beyond_what_was_paid,
+    a_treasurer_refunds_a_patrons_invoice_from_the_console_once_when_the_button_is_pressed_twice,
+    an_organiser_posts_to_the_members_area_from_the_console_and_only_members_in_good_standing_see_it,
 );
 
 async fn org(db: &Db, slug: &str) -> OrgId {
@@ -365,7 +367,7 @@ async fn an_operator_creates_and_opens_a_salon_from_a_file(backend: TestBackend)
 struct Billing {
     app: TestApp,
     stripe: FakeStripe,
-    _sink: SmtpSink,
+    sink: SmtpSink,
     gateway: Arc<dyn PaymentGateway>,
     site: Site,
 }
@@ -391,7 +393,7 @@ impl Billing {
         let mut config = test_config(&app.database_url);
         configure(&mut config);
         let gateway = workers::gateway(&config, &app.db).expect("gateway");
-        Some(Billing { app, stripe, _sink: sink, gateway, site: config.salon_site() })
+        Some(Billing { app, stripe, sink, gateway, site: config.salon_site() })
     }
 
     fn db(&self) -> &Db {
@@ -1457,5 +1459,239 @@ async fn a_membership_payment_is_refunded_through_the_api_once_per_request_and_n
     .await;
     let (code, out, err) = run_kanpa(&b.app.database_url, &["ledger", "check"]);
     assert_eq!(code, 0, "{out}{err}");
+    b.app.stop().await;
+}
+
+/// The page's body and status for a signed-in staff member.
+async fn console_page(app: &TestApp, path: &str, cookie: &str) -> (u16, String) {
+    let res = app.client.get(app.url(path)).header("cookie", cookie).send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn a_treasurer_refunds_a_patrons_invoice_from_the_console_once_when_the_button_is_pressed_twice(
+    backend: TestBackend,
+) {
+    use crate::admin::{add_staff, csrf_in, post_as, sign_in_as};
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, _) = open_salon(b.db(), 10).await;
+    let (id, _) = b.member(&salon, "inner", "hanako@example.jp").await;
+    let (other_id, _) = b.member(&salon, "reader", "taro@example.jp").await;
+    b.wait(&id, "paid", |m| m.lifetime_paid == 5000).await;
+    b.wait(&other_id, "paid", |m| m.lifetime_paid == 500).await;
+    let db = b.db();
+    let invoice_of = |membership: String| async move {
+        let sql = "SELECT i.stripe_invoice_id, i.stripe_charge_id FROM membership_invoices i
+                   JOIN memberships m ON m.id = i.membership_id WHERE m.public_id = $1 AND i.status = 'paid'";
+        let row: (String, String) = on_db!(db, p => sqlx::query_as(sql).bind(&membership).fetch_one(p).await.unwrap());
+        row
+    };
+    let (invoice, charge) = invoice_of(id.clone()).await;
+    let (other_invoice, _) = invoice_of(other_id.clone()).await;
+    let org = OrgId(salon.org_id);
+    add_staff(b.db(), "treasurer@example.jp", org, Role::Treasurer, None).await;
+    add_staff(b.db(), "viewer@example.jp", org, Role::Viewer, None).await;
+    let cookie = sign_in_as(&b.app, "treasurer@example.jp").await;
+
+    // The salon's roster links to the patron; the patron's page lists the
+    // paid invoice with what is left to refund.
+    let (status, roster) = console_page(&b.app, &format!("/admin/o/clinic/salons/{}", salon.slug), &cookie).await;
+    let page_path = format!("/admin/o/clinic/salons/{}/patrons/{id}", salon.slug);
+    assert_eq!(status, 200);
+    assert!(roster.contains(&format!(r#"href="{page_path}""#)), "{roster}");
+    let (status, html) = console_page(&b.app, &page_path, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&invoice) && html.contains("返金できる残り: ¥5,000"), "{html}");
+    let (csrf, key) = (csrf_in(&html), hidden_field(&html, "key"));
+    let refund_path = format!("{page_path}/refund");
+    let stripe_refunds =
+        || b.stripe.requests().iter().filter(|r| r.method == "POST" && r.path == "/v1/refunds").count();
+    let requests = || count(b.db(), "SELECT COUNT(*) FROM staff_invoice_refunds");
+    // Both patrons' payments, less Stripe's fees.
+    let paid = 5000 - fee(5000) + 500 - fee(500);
+    assert_eq!(b.fund(&salon).await, paid);
+
+    // Not a number, more than was paid: refused in Japanese and English,
+    // with nothing asked of Stripe.
+    let form = |amount: &'static str, invoice: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.clone()),
+            ("key".to_owned(), key.clone()),
+            ("invoice".to_owned(), invoice.to_owned()),
+            ("amount".to_owned(), amount.to_owned()),
+        ]
+    };
+    let send = |path: String, fields: Vec<(String, String)>| {
+        let cookie = cookie.clone();
+        let app = &b.app;
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let res = post_as(app, &path, &fields, Some(&cookie)).await;
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let (status, body) = send(refund_path.clone(), form("abc", &invoice)).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("返金額") && body.contains("金額は半角数字で"), "{body}");
+    let (status, body) = send(format!("{refund_path}?lang=en"), form("abc", &invoice)).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("Amount to refund: Enter the amount in whole yen"), "{body}");
+    let (status, body) = send(refund_path.clone(), form("5001", &invoice)).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("未返金の額（¥5,000）を超えています"), "{body}");
+    let (status, body) = send(format!("{refund_path}?lang=en"), form("5001", &invoice)).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("more than was paid and not yet refunded (¥5,000)"), "{body}");
+    // Another patron's invoice through this patron's page is not found.
+    let (status, body) = send(refund_path.clone(), form("100", &other_invoice)).await;
+    assert_eq!(status, 404);
+    assert!(!body.contains("taro@example.jp"));
+    // A viewer may not refund.
+    let viewer = sign_in_as(&b.app, "viewer@example.jp").await;
+    let (_, viewer_page) = console_page(&b.app, &page_path, &viewer).await;
+    assert!(!viewer_page.contains("/refund\""), "a viewer gets no refund form");
+    let viewer_fields = [
+        ("csrf", csrf_in(&viewer_page)),
+        ("key", "v".to_owned()),
+        ("invoice", invoice.clone()),
+        ("amount", "1".into()),
+    ];
+    let viewer_fields: Vec<(&str, &str)> = viewer_fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(post_as(&b.app, &refund_path, &viewer_fields, Some(&viewer)).await.status(), 403);
+    assert_eq!((stripe_refunds(), requests().await), (0, 0));
+
+    // A partial refund, the button pressed twice: Stripe is asked once.
+    let (first, second) = tokio::join!(
+        send(refund_path.clone(), form("2000", &invoice)),
+        send(refund_path.clone(), form("2000", &invoice))
+    );
+    assert_eq!((first.0, second.0), (303, 303));
+    assert_eq!((stripe_refunds(), requests().await), (1, 1), "one request reaches Stripe");
+    let request = b.stripe.requests().into_iter().find(|r| r.path == "/v1/refunds").unwrap();
+    assert!(request.idempotency_key.as_deref().is_some_and(|k| k.starts_with("staff-refund:invoice:")), "{request:?}");
+
+    // Stripe reports it, twice: the fund and the patron follow once.
+    let refunded = b.stripe.object(&charge).unwrap();
+    assert_eq!(refunded["amount_refunded"], 2000);
+    b.deliver("charge.refunded", refunded.clone()).await;
+    b.deliver("charge.refunded", refunded).await;
+    b.wait(&id, "the refund is recorded", |m| m.lifetime_paid == 3000).await;
+    assert_eq!(b.fund(&salon).await, paid - 2000);
+    let sql = "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE 'stripe:%:refunded-to:%'";
+    assert_eq!(count(b.db(), sql).await, 1);
+    eventually(30, "the patron is told of the refund", || async {
+        crate::campaigns::subjects(&b.sink).iter().filter(|s| s.contains("月会費を返金しました")).count() == 1
+    })
+    .await;
+
+    // The page shows the refund and who asked; what is left can be
+    // refunded, not more.
+    let (_, html) = console_page(&b.app, &page_path, &cookie).await;
+    assert!(
+        html.contains("返金できる残り: ¥3,000")
+            && html.contains("Stripeが受付済み")
+            && html.contains("treasurer@example.jp")
+            && html.contains("¥3,000"),
+        "{html}"
+    );
+    let key = hidden_field(&html, "key");
+    let fields = [("csrf", csrf.as_str()), ("key", key.as_str()), ("invoice", invoice.as_str()), ("amount", "3001")];
+    assert_eq!(post_as(&b.app, &refund_path, &fields, Some(&cookie)).await.status(), 422);
+    assert_eq!(stripe_refunds(), 1);
+    let (code, out, err) = run_kanpa(&b.app.database_url, &["ledger", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    b.app.stop().await;
+}
+
+fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
+    html.split(&marker).nth(1).unwrap_or_else(|| panic!("no {name} in {html}")).split('"').next().unwrap().to_owned()
+}
+
+async fn an_organiser_posts_to_the_members_area_from_the_console_and_only_members_in_good_standing_see_it(
+    backend: TestBackend,
+) {
+    use crate::admin::{add_staff, csrf_in, post_as, sign_in_as};
+    let Some(b) = Billing::start(backend).await else { return };
+    let (salon, _, _) = open_salon(b.db(), 10).await;
+    let (id, _) = b.member(&salon, "reader", "hanako@example.jp").await;
+    b.wait(&id, "paid", |m| m.status == M::Active).await;
+    let org = OrgId(salon.org_id);
+    add_staff(b.db(), "organiser@example.jp", org, Role::Organiser, None).await;
+    add_staff(b.db(), "treasurer@example.jp", org, Role::Treasurer, None).await;
+    let cookie = sign_in_as(&b.app, "organiser@example.jp").await;
+    let salon_path = format!("/admin/o/clinic/salons/{}", salon.slug);
+    let (status, html) = console_page(&b.app, &salon_path, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("会費の支払いが確認できている会員"), "the page says who will see it");
+    let csrf = csrf_in(&html);
+    let posts_path = format!("{salon_path}/posts");
+    let send = |path: String, fields: Vec<(&'static str, String)>, cookie: String| {
+        let app = &b.app;
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let res = post_as(app, &path, &fields, Some(&cookie)).await;
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    let post = |title: &str, link: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("title_ja", title.to_owned()),
+            ("title_en", "April <script>recording</script>".to_owned()),
+            ("body_ja", "録画はこちら。<img src=x onerror=alert(1)>".to_owned()),
+            ("link_url", link.to_owned()),
+        ]
+    };
+
+    // Bad input is refused in the reader's language and stores nothing.
+    let (status, body) = send(posts_path.clone(), post("録画", "javascript:alert(1)"), cookie.clone()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("リンク"), "the field is named: {body}");
+    let (status, body) = send(format!("{posts_path}?lang=en"), post("", "https://example.jp/r"), cookie.clone()).await;
+    assert_eq!(status, 422);
+    assert!(body.contains("Title (Japanese)"), "{body}");
+    let posts = || count(b.db(), "SELECT COUNT(*) FROM salon_member_posts");
+    assert_eq!(posts().await, 0);
+    // A treasurer may read the page but not post.
+    let treasurer = sign_in_as(&b.app, "treasurer@example.jp").await;
+    let (_, treasurer_page) = console_page(&b.app, &salon_path, &treasurer).await;
+    assert!(!treasurer_page.contains("/posts\""), "no form for a treasurer");
+    let fields = vec![("csrf", csrf_in(&treasurer_page)), ("title_ja", "x".to_owned())];
+    assert_eq!(send(posts_path.clone(), fields, treasurer).await.0, 403);
+
+    let (status, _) =
+        send(posts_path.clone(), post("4月の<b>録画</b>", "https://example.jp/recording"), cookie.clone()).await;
+    assert_eq!(status, 303);
+    assert_eq!(posts().await, 1);
+
+    // The member in good standing sees it, escaped, in either language.
+    let member = sign_in(&b.app, "hanako@example.jp").await;
+    let members_path = format!("/s/{}/members", salon.slug);
+    let (status, html) = page(&b.app, &members_path, "ja", Some(&member)).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("4月の&lt;b&gt;録画") || html.contains("4月の&#60;b&#62;録画"), "{html}");
+    assert!(!html.contains("<b>録画") && !html.contains("<img src=x"), "HTML is escaped: {html}");
+    assert!(html.contains(r#"href="https://example.jp/recording""#));
+    let (_, html) = page(&b.app, &members_path, "en", Some(&member)).await;
+    assert!(html.contains("recording") && !html.contains("<script>recording"), "{html}");
+    // Someone signed in without a membership, and a stranger, do not.
+    let stranger = sign_in(&b.app, "stranger@example.jp").await;
+    let (_, html) = page(&b.app, &members_path, "ja", Some(&stranger)).await;
+    assert!(!html.contains("録画"), "{html}");
+    let (_, html) = page(&b.app, &members_path, "ja", None).await;
+    assert!(!html.contains("録画"));
+
+    // Taken down: confirmed, then gone for members too.
+    let post_id = count(b.db(), "SELECT MAX(id) FROM salon_member_posts").await;
+    let delete_path = format!("{salon_path}/posts/{post_id}/delete");
+    let (status, _) = send(delete_path.clone(), vec![("csrf", csrf.clone())], cookie.clone()).await;
+    assert_eq!(status, 422);
+    assert_eq!(posts().await, 1);
+    let confirmed = vec![("csrf", csrf.clone()), ("confirm", "yes".to_owned())];
+    assert_eq!(send(delete_path.clone(), confirmed.clone(), cookie.clone()).await.0, 303);
+    assert_eq!(posts().await, 0);
+    assert_eq!(send(delete_path, confirmed, cookie).await.0, 404);
+    let (_, html) = page(&b.app, &members_path, "ja", Some(&member)).await;
+    assert!(!html.contains("録画"));
     b.app.stop().await;
 }

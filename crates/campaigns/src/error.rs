@@ -20,6 +20,10 @@ pub enum CampaignError {
     /// Not live, not started, or past its deadline.
     #[error("the campaign is not taking pledges")]
     NotOpen,
+    /// Cancelling is refused: money has been collected (and not refunded)
+    /// or payments are on their way.
+    #[error("money has been taken ({collected}, {on_their_way} payments on their way)")]
+    MoneyTaken { collected: kanpa_ledger::Money, on_their_way: i64 },
     #[error("the reward is sold out")]
     SoldOut,
     /// Outside its availability window, or for another team.
@@ -56,6 +60,7 @@ impl CampaignError {
             CampaignError::SlugTaken => "slug_taken",
             CampaignError::WrongState { .. } => "wrong_state",
             CampaignError::NotOpen => "campaign_closed",
+            CampaignError::MoneyTaken { .. } => "money_taken",
             CampaignError::SoldOut => "sold_out",
             CampaignError::RewardUnavailable => "reward_unavailable",
             CampaignError::PledgeLocked => "pledge_locked",

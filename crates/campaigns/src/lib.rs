@@ -4,6 +4,8 @@
 //!
 //! - [`model`]: the types and the rules their inputs follow;
 //! - [`store`]: creating, editing and reading campaigns, teams, rewards;
+//! - [`changes`]: what may change once a campaign is live, retiring
+//!   rewards, closing early and cancelling (plain decisions);
 //! - [`pledge`]: making a pledge, and [`pledge::change_status`], the one
 //!   place a pledge changes state (keeping totals and rewards right);
 //! - [`events`]: the Stripe event handlers and the job that records money
@@ -18,6 +20,7 @@
 //! aggregates, never in the ledger; money taken is posted to the team's (or
 //! pool's) fund with the Stripe fee as its own entry.
 
+pub mod changes;
 pub mod demo;
 pub mod error;
 pub mod events;

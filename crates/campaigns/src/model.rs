@@ -199,9 +199,15 @@ pub struct Reward {
     pub available_from: Option<Timestamp>,
     pub available_until: Option<Timestamp>,
     pub position: i32,
+    /// When it stopped taking new pledges; `None` while offered.
+    pub retired_at: Option<Timestamp>,
 }
 
 impl Reward {
+    pub fn is_retired(&self) -> bool {
+        self.retired_at.is_some()
+    }
+
     pub fn title(&self, locale: Locale) -> &str {
         pick(locale, &self.title_ja, &self.title_en)
     }
@@ -216,7 +222,8 @@ impl Reward {
     }
 
     pub fn is_available_at(&self, now: Timestamp) -> bool {
-        self.available_from.is_none_or(|from| now >= from)
+        !self.is_retired()
+            && self.available_from.is_none_or(|from| now >= from)
             && self.available_until.is_none_or(|until| now < until)
             && self.remaining() != Some(0)
     }

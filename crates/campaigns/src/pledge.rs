@@ -121,7 +121,8 @@ pub(crate) async fn check_choice(
         }
         let in_window = reward.available_from.is_none_or(|from| now >= from)
             && reward.available_until.is_none_or(|until| now < until);
-        if !in_window && !keeps {
+        // A retired reward is kept by the pledges that hold it, never taken anew.
+        if (!in_window || reward.is_retired()) && !keeps {
             return Err(CampaignError::RewardUnavailable);
         }
         if amount.amount() < reward.min_amount {
@@ -158,7 +159,7 @@ pub(crate) async fn check(
 /// so concurrent pledges can never oversell.
 pub(crate) async fn claim_reward(tx: &mut Tx, reward_id: i64) -> Result<(), CampaignError> {
     let sql = "UPDATE campaign_rewards SET claimed = claimed + 1
-               WHERE id = $1 AND (quantity IS NULL OR claimed < quantity)";
+               WHERE id = $1 AND (quantity IS NULL OR claimed < quantity) AND retired_at IS NULL";
     let n = on_tx!(tx, c => sqlx::query(sql).bind(reward_id).execute(c).await?.rows_affected());
     if n == 0 { Err(CampaignError::SoldOut) } else { Ok(()) }
 }

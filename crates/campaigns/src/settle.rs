@@ -160,8 +160,12 @@ impl Settler {
                 self.open(&campaign).await?
             }
             CampaignStatus::Settling => settlement_outcome(&self.db, campaign_id).await?,
-            CampaignStatus::Succeeded | CampaignStatus::Failed => return Ok(Progress::Finished),
-            CampaignStatus::Draft | CampaignStatus::Cancelled => {
+            // A cancelled drive has nothing to settle: its job at the
+            // deadline finds it so and ends.
+            CampaignStatus::Succeeded | CampaignStatus::Failed | CampaignStatus::Cancelled => {
+                return Ok(Progress::Finished);
+            }
+            CampaignStatus::Draft => {
                 return Err(CampaignError::WrongState { status: campaign.status });
             }
         };
@@ -484,6 +488,68 @@ async fn settlement_outcome(db: &Db, campaign_id: i64) -> Result<String, Campaig
     let sql = "SELECT outcome FROM campaign_settlements WHERE campaign_id = $1";
     let outcome: Option<String> = on_db!(db, p => sqlx::query_scalar(sql).bind(campaign_id).fetch_optional(p).await?);
     outcome.ok_or(CampaignError::NotFound("settlement"))
+}
+
+/// Closes a live campaign before its deadline (see [`crate::changes`]): the
+/// deadline becomes now and the settlement job is queued to run at once, so
+/// the drive settles by the usual rules.
+pub async fn close_early(db: &Db, campaign_id: i64) -> Result<Campaign, CampaignError> {
+    let mut tx = db.begin().await?;
+    store::lock_campaign(&mut tx, campaign_id).await?;
+    let campaign = store::campaign_in(&mut tx, campaign_id).await?;
+    crate::changes::may_close_early(campaign.status)?;
+    let now = Timestamp::now();
+    let sql = "UPDATE campaigns SET deadline = $1, updated_at = $1 WHERE id = $2 AND status = 'live' AND deadline > $1";
+    on_tx!(&mut tx, c => sqlx::query(sql).bind(now).bind(campaign_id).execute(c).await?.rows_affected());
+    let job = NewJob { kind: SETTLE_JOB, payload: json!({ "campaign": campaign_id }), run_at: now, max_attempts: 50 };
+    jobs::enqueue(&mut tx, &job).await?;
+    tx.commit().await?;
+    store::campaign_by_id(db, campaign_id).await
+}
+
+/// Cancels a campaign (see [`crate::changes`]): nobody is charged. In one
+/// transaction the campaign is locked, checked, marked cancelled, and every
+/// committed pledge voided (the totals and reward counts follow through
+/// `change_status`) with an email to its supporter. Returns how many
+/// pledges were voided. A card saved at a Checkout that was still open is
+/// voided when its event arrives (`events`), like one for a missed drive.
+pub async fn cancel(db: &Db, site: &Site, campaign_id: i64) -> Result<usize, CampaignError> {
+    let mut tx = db.begin().await?;
+    store::lock_campaign(&mut tx, campaign_id).await?;
+    let campaign = store::campaign_in(&mut tx, campaign_id).await?;
+    let keep_it_all = campaign.funding_model == FundingModel::KeepItAll;
+    let sql = "SELECT COUNT(*) FROM pledges
+               WHERE campaign_id = $1 AND (status = 'awaiting_payment' OR (status = 'pending' AND $2))";
+    let on_their_way: i64 =
+        on_tx!(&mut tx, c => sqlx::query_scalar(sql).bind(campaign_id).bind(keep_it_all).fetch_one(c).await?);
+    crate::changes::may_cancel(crate::changes::CancelCheck {
+        status: campaign.status,
+        funding_model: campaign.funding_model,
+        collected: campaign.money(campaign.collected),
+        payments_on_their_way: on_their_way,
+    })?;
+    store::set_status(&mut tx, campaign_id, campaign.status, CampaignStatus::Cancelled).await?;
+    let sql = format!(
+        "SELECT {} FROM pledges WHERE campaign_id = $1 AND status = 'committed' ORDER BY id",
+        store::PLEDGE_COLUMNS
+    );
+    let rows: Vec<store::PledgeRow> = on_tx!(&mut tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(campaign_id).fetch_all(c).await?);
+    let pledges = rows.into_iter().map(Pledge::try_from).collect::<Result<Vec<_>, _>>()?;
+    let mut voided = 0;
+    for pledge in &pledges {
+        if change_status(&mut tx, pledge, PledgeStatus::Void).await? {
+            let template = EmailTemplate::CampaignCancelled {
+                campaign: campaign.title(pledge.locale).to_owned(),
+                manage_link: site.manage_link(),
+            };
+            email_supporter(&mut tx, site, pledge, "campaign-cancelled", template).await?;
+            voided += 1;
+        }
+    }
+    tx.commit().await?;
+    tracing::info!(campaign = %campaign.slug, voided, "campaign cancelled");
+    Ok(voided)
 }
 
 async fn committed_pledges(db: &Db, campaign_id: i64, limit: i64) -> Result<Vec<Pledge>, CampaignError> {

@@ -125,7 +125,7 @@ impl From<TeamRow> for Team {
 }
 
 pub(crate) const REWARD_COLUMNS: &str = "id, campaign_id, team_id, title_ja, title_en, description_ja, description_en,
-    min_amount, quantity, claimed, available_from, available_until, position";
+    min_amount, quantity, claimed, available_from, available_until, position, retired_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct RewardRow {
@@ -142,6 +142,7 @@ pub(crate) struct RewardRow {
     available_from: Option<Timestamp>,
     available_until: Option<Timestamp>,
     position: i32,
+    retired_at: Option<Timestamp>,
 }
 
 impl From<RewardRow> for Reward {
@@ -160,6 +161,7 @@ impl From<RewardRow> for Reward {
             available_from: r.available_from,
             available_until: r.available_until,
             position: r.position,
+            retired_at: r.retired_at,
         }
     }
 }
@@ -387,23 +389,22 @@ async fn open_fund(
     Ok(ledger::create_account(tx, &new).await?.id)
 }
 
-/// Applies changes. Money-shaping fields (goal, dates, funding model,
-/// currency) can change only while the campaign is a draft; texts and the
-/// pool rule until it settles.
+/// Applies changes by the rules of [`crate::changes`]: the dates and the
+/// funding model only while the campaign is a draft, the goal freely in a
+/// draft and only upwards once live; texts, the pool rule and the contact
+/// until it settles. The currency never changes.
 pub async fn update_campaign(db: &Db, id: i64, changes: &CampaignChanges) -> Result<Campaign, CampaignError> {
     let mut tx = db.begin().await?;
     let mut c = campaign_in(&mut tx, id).await?;
-    let shaping = changes.goal.is_some()
-        || changes.starts_at.is_some()
-        || changes.deadline.is_some()
-        || changes.funding_model.is_some();
-    let editable = match c.status {
-        CampaignStatus::Draft => true,
-        CampaignStatus::Live => !shaping,
-        _ => false,
-    };
-    if !editable {
+    // The goal follows `changes::goal_change` (it may rise once live); the
+    // other money-shaping fields are fixed once live.
+    let shaping = changes.starts_at.is_some() || changes.deadline.is_some() || changes.funding_model.is_some();
+    crate::changes::words_change(c.status)?;
+    if shaping && c.status != CampaignStatus::Draft {
         return Err(CampaignError::WrongState { status: c.status });
+    }
+    if let Some(v) = changes.goal {
+        crate::changes::goal_change("goal", c.status, c.money(c.goal), c.money(v))?;
     }
     if let Some(v) = &changes.title_ja {
         c.title_ja = model::text("title_ja", v, true, 120)?;
@@ -580,9 +581,11 @@ pub async fn add_team(db: &Db, campaign_id: i64, input: &TeamInput) -> Result<Te
 pub async fn update_team(db: &Db, campaign_id: i64, team_id: i64, input: &TeamInput) -> Result<Team, CampaignError> {
     let campaign = campaign_by_id(db, campaign_id).await?;
     let current = team(db, campaign_id, team_id).await?;
+    crate::changes::words_change(campaign.status)?;
     let name_ja = model::text("name_ja", &input.name_ja, true, 80)?;
     let name_en = model::text("name_en", &input.name_en, false, 80)?;
     let goal = goal("goal", input.goal, campaign.currency)?;
+    crate::changes::goal_change("goal", campaign.status, campaign.money(current.goal), campaign.money(goal))?;
     let sql = "UPDATE campaign_teams SET name_ja = $1, name_en = $2, goal = $3, position = $4, pool_weight = $5
                WHERE id = $6 AND campaign_id = $7";
     let mut tx = db.begin().await?;
@@ -660,6 +663,7 @@ pub async fn update_reward(
     let campaign = campaign_by_id(db, campaign_id).await?;
     let current = reward(db, campaign_id, reward_id).await?;
     let fields = reward_fields(db, &campaign, input).await?;
+    crate::changes::reward_minimum_change(campaign.status, current.min_amount, fields.min_amount)?;
     if let Some(q) = fields.quantity
         && q < current.claimed
     {
@@ -722,6 +726,28 @@ async fn reward_fields(db: &Db, campaign: &Campaign, input: &RewardInput) -> Res
         available_from: optional_time("available_from", &input.available_from)?,
         available_until: optional_time("available_until", &input.available_until)?,
     })
+}
+
+/// Retires a reward (no new pledges; those holding it keep it), or offers
+/// it again.
+pub async fn set_reward_retired(
+    db: &Db,
+    campaign_id: i64,
+    reward_id: i64,
+    retired: bool,
+) -> Result<Reward, CampaignError> {
+    let mut tx = db.begin().await?;
+    let campaign = campaign_in(&mut tx, campaign_id).await?;
+    crate::changes::reward_retirement(campaign.status)?;
+    let sql = "UPDATE campaign_rewards SET retired_at = CASE WHEN $1 THEN COALESCE(retired_at, $2) ELSE NULL END
+               WHERE id = $3 AND campaign_id = $4";
+    let n = on_tx!(&mut tx, c => sqlx::query(sql).bind(retired).bind(Timestamp::now()).bind(reward_id)
+        .bind(campaign_id).execute(c).await?.rows_affected());
+    if n == 0 {
+        return Err(CampaignError::NotFound("reward"));
+    }
+    tx.commit().await?;
+    reward(db, campaign_id, reward_id).await
 }
 
 pub async fn rewards(db: &Db, campaign_id: i64) -> Result<Vec<Reward>, CampaignError> {

@@ -69,6 +69,20 @@ pub fn header_safe(text: &str) -> Result<&str, EmailError> {
 pub enum EmailTemplate {
     /// A single-use sign-in link.
     SignInLink { link: String, expires_in_minutes: u32 },
+    /// A person is invited to an organisation's console: who invited them,
+    /// to which organisation, with which role (and team, for a treasurer
+    /// limited to one), and the one-time link with when it expires. The role
+    /// and team arrive in the email's language.
+    StaffInvitation {
+        inviter: String,
+        organisation: String,
+        role: String,
+        team: Option<String>,
+        link: String,
+        /// "2026-11-24 09:30 (JST)".
+        expires_at: String,
+        expires_in_hours: u32,
+    },
     /// `kanpa mail test`.
     TestMessage { sent_from: String },
     /// A pledge was made (card saved, paid, or a konbini voucher issued).
@@ -100,6 +114,8 @@ pub enum EmailTemplate {
     PledgeDropped { campaign: String, amount: String, manage_link: String },
     /// All-or-nothing goal missed: nobody is charged.
     CampaignMissed { campaign: String, goal: String, raised: String, manage_link: String },
+    /// The organisers cancelled the drive before any money was taken.
+    CampaignCancelled { campaign: String, manage_link: String },
     /// Money returned to the supporter.
     PledgeRefunded { campaign: String, amount: String, manage_link: String },
     /// A salon membership's monthly payment was taken.
@@ -158,12 +174,14 @@ impl EmailTemplate {
     pub fn name(&self) -> &'static str {
         match self {
             EmailTemplate::SignInLink { .. } => "sign_in_link",
+            EmailTemplate::StaffInvitation { .. } => "staff_invitation",
             EmailTemplate::TestMessage { .. } => "test_message",
             EmailTemplate::PledgeConfirmed { .. } => "pledge_confirmed",
             EmailTemplate::PaymentReceipt { .. } => "payment_receipt",
             EmailTemplate::PaymentFailed { .. } => "payment_failed",
             EmailTemplate::PledgeDropped { .. } => "pledge_dropped",
             EmailTemplate::CampaignMissed { .. } => "campaign_missed",
+            EmailTemplate::CampaignCancelled { .. } => "campaign_cancelled",
             EmailTemplate::PledgeRefunded { .. } => "pledge_refunded",
             EmailTemplate::SettlementReport { .. } => "settlement_report",
             EmailTemplate::MembershipReceipt { .. } => "membership_receipt",
@@ -178,6 +196,12 @@ impl EmailTemplate {
         match (self, locale) {
             (EmailTemplate::SignInLink { .. }, Locale::Ja) => format!("{site_name} サインイン用リンク"),
             (EmailTemplate::SignInLink { .. }, Locale::En) => format!("Your {site_name} sign-in link"),
+            (EmailTemplate::StaffInvitation { organisation, .. }, Locale::Ja) => {
+                format!("{organisation} の{site_name}管理画面への招待")
+            }
+            (EmailTemplate::StaffInvitation { organisation, .. }, Locale::En) => {
+                format!("You are invited to {organisation} on {site_name}")
+            }
             (EmailTemplate::TestMessage { .. }, Locale::Ja) => format!("{site_name} テストメール"),
             (EmailTemplate::TestMessage { .. }, Locale::En) => format!("{site_name} test message"),
             (EmailTemplate::PledgeConfirmed { campaign, .. }, Locale::Ja) => {
@@ -205,6 +229,12 @@ impl EmailTemplate {
             }
             (EmailTemplate::CampaignMissed { campaign, .. }, Locale::En) => {
                 format!("The goal was not reached; you will not be charged — {campaign}")
+            }
+            (EmailTemplate::CampaignCancelled { campaign, .. }, Locale::Ja) => {
+                format!("キャンペーンは中止になりました(請求はありません) — {campaign}")
+            }
+            (EmailTemplate::CampaignCancelled { campaign, .. }, Locale::En) => {
+                format!("The campaign was cancelled; you will not be charged — {campaign}")
             }
             (EmailTemplate::PledgeRefunded { campaign, .. }, Locale::Ja) => format!("返金しました — {campaign}"),
             (EmailTemplate::PledgeRefunded { campaign, .. }, Locale::En) => format!("Refund issued — {campaign}"),
@@ -289,6 +319,39 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
     let t = |j: &str, e: &str| if ja { j.to_owned() } else { e.to_owned() };
     Some(match template {
         EmailTemplate::SignInLink { .. } | EmailTemplate::TestMessage { .. } => return None,
+        EmailTemplate::StaffInvitation { inviter, organisation, role, team, link, expires_at, expires_in_hours } => {
+            let mut facts = vec![
+                fact(&t("招待した人", "Invited by"), inviter),
+                fact(&t("団体", "Organisation"), organisation),
+                fact(&t("役割", "Role"), role),
+            ];
+            if let Some(team) = team {
+                facts.push(fact(&t("担当チーム", "Team"), team));
+            }
+            facts.push(fact(&t("リンクの有効期限", "The link expires"), expires_at));
+            Notice {
+                heading: t("管理画面へのご招待", "An invitation to the console"),
+                paragraphs: vec![
+                    if ja {
+                        format!("{inviter} さんが、あなたを {organisation} の管理画面に招待しました。")
+                    } else {
+                        format!("{inviter} invited you to the console of {organisation}.")
+                    },
+                    if ja {
+                        format!(
+                            "下のボタンから一度だけサインインできます。リンクは{expires_in_hours}時間有効です。サインイン後、パスワードを設定してください。心当たりがない場合は、このメールを無視してください。"
+                        )
+                    } else {
+                        format!(
+                            "The button below signs you in once; the link works for {expires_in_hours} hours. Once signed in, set a password. If you did not expect this, ignore this email."
+                        )
+                    },
+                ],
+                facts,
+                action: Some((t("サインインする", "Sign in"), link.clone())),
+                manage_link: None,
+            }
+        }
         EmailTemplate::PledgeConfirmed { campaign, amount, team, reward, timing, deadline, manage_link } => {
             let when = match (timing, ja) {
                 (PledgeTiming::AtDeadline, true) => format!(
@@ -368,6 +431,16 @@ fn notice(template: &EmailTemplate, ja: bool) -> Option<Notice> {
                 "The payment window has closed, so your pledge was dropped. Nothing was charged.",
             )],
             facts: vec![fact(&t("キャンペーン", "Campaign"), campaign), fact(&t("金額", "Amount"), amount)],
+            action: None,
+            manage_link: Some(manage_link.clone()),
+        },
+        EmailTemplate::CampaignCancelled { campaign, manage_link } => Notice {
+            heading: t("キャンペーンは中止になりました", "The campaign was cancelled"),
+            paragraphs: vec![t(
+                "ご支援ありがとうございました。主催者がキャンペーンを中止したため、どなたにも請求しません。保存されたカードに請求されることはありません。",
+                "Thank you for your support. The organisers cancelled the campaign, so nobody will be charged; your saved card will not be used.",
+            )],
+            facts: vec![fact(&t("キャンペーン", "Campaign"), campaign)],
             action: None,
             manage_link: Some(manage_link.clone()),
         },
@@ -678,6 +751,39 @@ mod tests {
         assert!(price.text.contains("¥4,000") && price.text.contains("2026年6月1日"), "{}", price.text);
         let refunded = render(&templates[4], Locale::En, "kanpa").unwrap();
         assert!(refunded.subject.contains("refunded") && refunded.text.contains("Refunded"), "{}", refunded.text);
+    }
+
+    #[test]
+    fn an_invitation_names_who_invited_whom_to_what_with_the_link_and_its_expiry_in_both_languages() {
+        let template = EmailTemplate::StaffInvitation {
+            inviter: "owner@example.jp".into(),
+            organisation: "医療職連合".into(),
+            role: "会計".into(),
+            team: Some("看護師".into()),
+            link: "https://kanpa.example/admin/sign-in/tok".into(),
+            expires_at: "2026-11-24 09:30 (JST)".into(),
+            expires_in_hours: 72,
+        };
+        let ja = render(&template, Locale::Ja, "kanpa").unwrap();
+        assert!(ja.subject.contains("医療職連合") && ja.subject.contains("招待"), "{}", ja.subject);
+        for part in ["owner@example.jp", "医療職連合", "会計", "看護師", "https://kanpa.example/admin/sign-in/tok"]
+        {
+            assert!(ja.text.contains(part) && ja.html.contains(part), "{part}: {}", ja.text);
+        }
+        assert!(ja.text.contains("2026-11-24 09:30 (JST)") && ja.text.contains("72時間"), "{}", ja.text);
+        let en = render(&template, Locale::En, "kanpa").unwrap();
+        assert!(en.subject.contains("invited") && en.text.contains("72 hours") && en.text.contains("Invited by"));
+        let owner = EmailTemplate::StaffInvitation {
+            inviter: "owner@example.jp".into(),
+            organisation: "Iryo".into(),
+            role: "Owner".into(),
+            team: None,
+            link: "https://kanpa.example/admin/sign-in/tok".into(),
+            expires_at: "2026-11-24 09:30 (JST)".into(),
+            expires_in_hours: 72,
+        };
+        let en = render(&owner, Locale::En, "kanpa").unwrap();
+        assert!(!en.text.contains("Team") && en.text.contains("Owner"), "{}", en.text);
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub fn status_and_field(e: &CampaignError) -> (StatusCode, Option<&'static str>)
         CampaignError::NotFound("reward") => (S::UNPROCESSABLE_ENTITY, Some("reward")),
         CampaignError::NotFound(_) => (S::NOT_FOUND, None),
         CampaignError::SlugTaken => (S::CONFLICT, Some("slug")),
-        CampaignError::WrongState { .. } | CampaignError::PledgeLocked => (S::CONFLICT, None),
+        CampaignError::WrongState { .. } | CampaignError::PledgeLocked | CampaignError::MoneyTaken { .. } => {
+            (S::CONFLICT, None)
+        }
         CampaignError::NotOpen => (S::UNPROCESSABLE_ENTITY, None),
         CampaignError::SoldOut | CampaignError::RewardUnavailable => (S::UNPROCESSABLE_ENTITY, Some("reward")),
         CampaignError::LinkExpired => (S::GONE, None),
@@ -40,6 +42,10 @@ pub fn describe(e: &CampaignError, tr: Tr) -> String {
         CampaignError::NotFound(_) => tr.t("error-not-found"),
         CampaignError::SlugTaken => tr.t("campaign-error-slug-taken"),
         CampaignError::WrongState { status } => tr.t_with("campaign-error-wrong-state", &[("status", status.as_str())]),
+        CampaignError::MoneyTaken { collected, on_their_way } => tr.t_with(
+            "campaign-error-money-taken",
+            &[("collected", &collected.format(tr.0)), ("count", &on_their_way.to_string())],
+        ),
         CampaignError::NotOpen => tr.t("campaign-error-closed"),
         CampaignError::SoldOut => tr.t("campaign-error-sold-out"),
         CampaignError::RewardUnavailable => tr.t("campaign-error-reward-unavailable"),

@@ -85,7 +85,7 @@ pub struct Refusal {
     pub message: String,
 }
 
-fn field_name(tr: Tr, field: &str) -> Option<String> {
+pub(crate) fn field_name(tr: Tr, field: &str) -> Option<String> {
     let key = match field {
         "amount" => "field-amount",
         "email" => "field-email",
@@ -123,6 +123,7 @@ pub fn refusal(tr: Tr, error: CampaignError) -> Result<Refusal, AppError> {
         }
         CampaignError::SlugTaken
         | CampaignError::WrongState { .. }
+        | CampaignError::MoneyTaken { .. }
         | CampaignError::NotOpen
         | CampaignError::SoldOut
         | CampaignError::RewardUnavailable
@@ -145,6 +146,7 @@ pub fn read_failure(error: CampaignError) -> AppError {
         CampaignError::Invalid(_)
         | CampaignError::SlugTaken
         | CampaignError::WrongState { .. }
+        | CampaignError::MoneyTaken { .. }
         | CampaignError::NotOpen
         | CampaignError::SoldOut
         | CampaignError::RewardUnavailable

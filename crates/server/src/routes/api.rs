@@ -15,8 +15,6 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use kanpa_campaigns::store::{self, CampaignChanges, CampaignInput, RewardInput, TeamInput};
 use kanpa_campaigns::{Campaign, CampaignError, settle};
-use kanpa_ledger::Timestamp;
-use kanpa_messaging::jobs::{self, NewJob};
 use serde_json::{Value, json};
 
 use crate::api_token::{self, Caller};
@@ -352,23 +350,9 @@ async fn start_settlement(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     api.must_organise()?;
     let campaign = api.campaign(&state, &slug).await?;
-    if campaign.status != kanpa_campaigns::CampaignStatus::Live {
-        return Err(api.fail(CampaignError::WrongState { status: campaign.status }));
-    }
     // Closing early is an explicit act: the deadline becomes now, then the
     // settlement job runs as it would have at the deadline.
-    let mut tx = state.db.begin().await.map_err(|e| api.fail(e.into()))?;
-    let sql = "UPDATE campaigns SET deadline = $1 WHERE id = $2 AND status = 'live' AND deadline > $1";
-    kanpa_ledger::on_tx!(&mut tx, c => sqlx::query(sql).bind(Timestamp::now()).bind(campaign.id)
-        .execute(c).await.map_err(|e| api.fail(e.into()))?.rows_affected());
-    let job = NewJob {
-        kind: settle::SETTLE_JOB,
-        payload: json!({ "campaign": campaign.id }),
-        run_at: Timestamp::now(),
-        max_attempts: 50,
-    };
-    jobs::enqueue(&mut tx, &job).await.map_err(|e| api.fail(e.into()))?;
-    tx.commit().await.map_err(|e| api.fail(e.into()))?;
+    settle::close_early(&state.db, campaign.id).await.map_err(|e| api.fail(e))?;
     state.workers.notify();
     let report = settle::report(&state.db, campaign.id).await.map_err(|e| api.fail(e))?;
     Ok((StatusCode::ACCEPTED, Json(json!(report))))

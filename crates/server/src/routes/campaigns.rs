@@ -187,12 +187,13 @@ fn reward_card(tr: Tr, campaign: &Campaign, teams: &[Team], reward: &Reward, now
         notes.push(tr.t_with("reward-team-only", &[("team", team.name(tr.0))]));
     }
     match reward.remaining() {
+        _ if reward.is_retired() => notes.push(tr.t("reward-retired")),
         Some(0) => notes.push(tr.t("reward-sold-out")),
         Some(n) => notes.push(tr.t_count("reward-remaining", "n", n)),
         None => {}
     }
     let available = reward.is_available_at(now) && campaign.is_open_at(now);
-    if reward.remaining() != Some(0) && !reward.is_available_at(now) {
+    if reward.remaining() != Some(0) && !reward.is_retired() && !reward.is_available_at(now) {
         notes.push(tr.t("reward-not-now"));
     }
     let mut link = format!("/c/{}/pledge?reward={}", campaign.slug, reward.id);

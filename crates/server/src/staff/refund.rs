@@ -210,6 +210,23 @@ pub async fn of_pledge(db: &Db, pledge: &Pledge) -> Result<Vec<RefundRecord>, sq
         .collect())
 }
 
+/// The refunds asked for a membership invoice (its row id), oldest first.
+pub async fn of_invoice(db: &Db, invoice_id: i64, currency: Currency) -> Result<Vec<RefundRecord>, sqlx::Error> {
+    let sql = "SELECT amount, requested_by, status, created_at FROM staff_invoice_refunds
+               WHERE invoice_id = $1 ORDER BY created_at";
+    let rows: Vec<(i64, String, String, Timestamp)> =
+        on_db!(db, p => sqlx::query_as(sql).bind(invoice_id).fetch_all(p).await?);
+    Ok(rows
+        .into_iter()
+        .map(|(amount, requested_by, status, created_at)| RefundRecord {
+            amount: Money::new(amount, currency),
+            requested_by,
+            status,
+            created_at,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use kanpa_ledger::Locale;

@@ -26,10 +26,28 @@ fn failure(e: CampaignError) -> Refused {
 }
 
 struct TeamLine {
+    slug: String,
     name: String,
+    name_ja: String,
+    name_en: String,
     raised: String,
     goal: String,
+    /// The goal as typed in the edit form (digits).
+    goal_digits: String,
     backers: i64,
+}
+
+struct RewardLine {
+    id: i64,
+    title: String,
+    title_ja: String,
+    title_en: String,
+    description_ja: String,
+    min_amount: String,
+    min_digits: String,
+    quantity: String,
+    claimed: i64,
+    retired: bool,
 }
 
 #[derive(Template)]
@@ -43,9 +61,13 @@ struct CampaignPage {
     goal: String,
     backers: i64,
     teams: Vec<TeamLine>,
+    rewards: Vec<RewardLine>,
     chart: BarChart,
     id: &'static str,
     draft: bool,
+    live: bool,
+    /// The campaign's state, in words.
+    status: String,
     title_ja: String,
     title_en: String,
     story_ja: String,
@@ -146,15 +168,38 @@ pub async fn campaign(
                 teams: teams
                     .iter()
                     .map(|t| TeamLine {
+                        slug: t.slug.clone(),
                         name: t.name(tr.0).to_owned(),
+                        name_ja: t.name_ja.clone(),
+                        name_en: t.name_en.clone(),
                         raised: money(t.raised()),
                         goal: money(t.goal),
+                        goal_digits: t.goal.to_string(),
                         backers: t.backers,
+                    })
+                    .collect(),
+                rewards: store::rewards(&state.db, campaign.id)
+                    .await
+                    .map_err(failure)?
+                    .iter()
+                    .map(|r| RewardLine {
+                        id: r.id,
+                        title: r.title(tr.0).to_owned(),
+                        title_ja: r.title_ja.clone(),
+                        title_en: r.title_en.clone(),
+                        description_ja: r.description_ja.clone(),
+                        min_amount: money(r.min_amount),
+                        min_digits: r.min_amount.to_string(),
+                        quantity: r.quantity.map(|q| q.to_string()).unwrap_or_default(),
+                        claimed: r.claimed,
+                        retired: r.is_retired(),
                     })
                     .collect(),
                 chart,
                 id: "raised",
                 draft: campaign.status == kanpa_campaigns::CampaignStatus::Draft,
+                live: campaign.status == kanpa_campaigns::CampaignStatus::Live,
+                status: tr.t(&format!("admin-campaign-status-{}", campaign.status.as_str())),
                 title_ja: campaign.title_ja.clone(),
                 title_en: campaign.title_en.clone(),
                 story_ja: campaign.story_ja.clone(),

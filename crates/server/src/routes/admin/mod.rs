@@ -61,9 +61,19 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/campaigns/{campaign}/teams", post(setup::add_team))
         .route("/admin/o/{org}/campaigns/{campaign}/publish", post(setup::publish))
         .route("/admin/o/{org}/campaigns/{campaign}/rewards", post(setup::add_reward))
+        .route("/admin/o/{org}/campaigns/{campaign}/teams/{team}", post(setup::edit_team))
+        .route("/admin/o/{org}/campaigns/{campaign}/rewards/{reward}", post(setup::edit_reward))
+        .route("/admin/o/{org}/campaigns/{campaign}/rewards/{reward}/retire", post(setup::retire_reward))
+        .route("/admin/o/{org}/campaigns/{campaign}/close", post(setup::close_campaign))
+        .route("/admin/o/{org}/campaigns/{campaign}/cancel", post(setup::cancel_campaign))
+        .route("/admin/o/{org}/salons/{salon}/tiers/{tier}", post(setup::edit_tier))
         .route("/admin/o/{org}/salons/{salon}/tiers", post(setup::add_tier))
         .route("/admin/o/{org}/salons/{salon}/status", post(setup::salon_status))
         .route("/admin/o/{org}/salons/{salon}", get(salons::salon))
+        .route("/admin/o/{org}/salons/{salon}/patrons/{patron}", get(salons::patron))
+        .route("/admin/o/{org}/salons/{salon}/posts", post(salons::add_post))
+        .route("/admin/o/{org}/salons/{salon}/posts/{post}/delete", post(salons::delete_post))
+        .route("/admin/o/{org}/salons/{salon}/patrons/{patron}/refund", post(salons::refund_invoice))
         .route("/admin/o/{org}/pledges", get(pledges::list))
         .route("/admin/o/{org}/pledges/{pledge}", get(pledges::detail))
         .route("/admin/o/{org}/pledges/{pledge}/refund", post(pledges::refund))
@@ -97,9 +107,19 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/admin/o/{org}/campaigns/{campaign}/teams", Need::Organise),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/publish", Need::Organise),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/rewards", Need::Organise),
+    ("POST", "/admin/o/{org}/campaigns/{campaign}/teams/{team}", Need::Organise),
+    ("POST", "/admin/o/{org}/campaigns/{campaign}/rewards/{reward}", Need::Organise),
+    ("POST", "/admin/o/{org}/campaigns/{campaign}/rewards/{reward}/retire", Need::Organise),
+    ("POST", "/admin/o/{org}/campaigns/{campaign}/close", Need::Organise),
+    ("POST", "/admin/o/{org}/campaigns/{campaign}/cancel", Need::Organise),
+    ("POST", "/admin/o/{org}/salons/{salon}/tiers/{tier}", Need::Organise),
     ("POST", "/admin/o/{org}/salons/{salon}/tiers", Need::Organise),
     ("POST", "/admin/o/{org}/salons/{salon}/status", Need::Organise),
     ("GET", "/admin/o/{org}/salons/{salon}", Need::Read),
+    ("GET", "/admin/o/{org}/salons/{salon}/patrons/{patron}", Need::Read),
+    ("POST", "/admin/o/{org}/salons/{salon}/posts", Need::Organise),
+    ("POST", "/admin/o/{org}/salons/{salon}/posts/{post}/delete", Need::Organise),
+    ("POST", "/admin/o/{org}/salons/{salon}/patrons/{patron}/refund", Need::Books),
     ("GET", "/admin/o/{org}/pledges", Need::Read),
     ("GET", "/admin/o/{org}/pledges/{pledge}", Need::Read),
     ("POST", "/admin/o/{org}/pledges/{pledge}/refund", Need::Books),

@@ -102,6 +102,9 @@ pub struct InviteForm {
     role: String,
     #[serde(default)]
     team: String,
+    /// The invitation's language ("ja" or "en"); empty: the inviter's.
+    #[serde(default)]
+    lang: String,
 }
 
 /// Parses a role and team choice: a team only for a treasurer, and only
@@ -172,6 +175,13 @@ pub async fn invite(
                 }
             };
             let (role, team) = role_and_team(tr, &teams, &form.role, &form.team, &mut errors)?;
+            let email_locale = match form.lang.trim() {
+                "" => lang.0,
+                text => kanpa_ledger::Locale::parse(text).unwrap_or_else(|| {
+                    errors.push(field(tr, "admin-field-language", tr.t("campaign-error-choice")));
+                    lang.0
+                }),
+            };
             let Some(address) = address.filter(|_| errors.is_empty()) else {
                 let page_ = staff_page(&state, tr, &me, &access, form, errors, None).await?;
                 return Ok(page(StatusCode::UNPROCESSABLE_ENTITY, page_.render_html()));
@@ -180,14 +190,31 @@ pub async fn invite(
             let user = store::ensure_user(&mut tx, &email).await?;
             store::set_role(&mut tx, user, access.org_id(), role, team, Some(&me.email)).await?;
             let token = store::create_link(&mut tx, user, staff::INVITATION_HOURS * 60).await?;
+            let expires = kanpa_ledger::Timestamp::now().saturating_add(time::Duration::hours(staff::INVITATION_HOURS));
+            // The role and team in the words of the invitation's language.
+            let words = Tr(email_locale);
+            let team_name = match team {
+                Some(id) => super::books::funds(&state, words, &access)
+                    .await?
+                    .0
+                    .into_iter()
+                    .find(|f| f.team == Some(id))
+                    .map(|f| f.label),
+                None => None,
+            };
             let message = NewEmail {
                 key: format!("staff-invitation:{}", &token[..32]),
                 to: address,
                 to_name: None,
-                locale: lang.0,
-                template: EmailTemplate::SignInLink {
+                locale: email_locale,
+                template: EmailTemplate::StaffInvitation {
+                    inviter: me.email.clone(),
+                    organisation: access.org.name.clone(),
+                    role: words.t(&format!("admin-role-{}", role.as_str())),
+                    team: team_name,
                     link: format!("{}/admin/sign-in/{token}", state.site.base_url),
-                    expires_in_minutes: (staff::INVITATION_HOURS * 60) as u32,
+                    expires_at: format!("{} (JST)", super::books::local_minute(expires)),
+                    expires_in_hours: staff::INVITATION_HOURS as u32,
                 },
             };
             outbox::enqueue(&mut tx, &message, &state.site.mail_domain)

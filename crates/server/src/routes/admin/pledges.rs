@@ -231,7 +231,7 @@ pub struct RefundForm {
     amount: String,
 }
 
-fn amount_problem(tr: Tr, e: ParseMoneyError) -> String {
+pub(super) fn amount_problem(tr: Tr, e: ParseMoneyError) -> String {
     match e {
         ParseMoneyError::Empty => tr.t("campaign-error-required"),
         ParseMoneyError::Negative => tr.t("campaign-error-amount-negative"),

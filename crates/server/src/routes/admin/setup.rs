@@ -180,6 +180,17 @@ struct RefusedPage {
     back: String,
 }
 
+pub(super) fn refused(
+    tr: Tr,
+    staff: &Staff,
+    access: &Access,
+    status: StatusCode,
+    message: String,
+    back: String,
+) -> axum::response::Response {
+    refused_page(tr, staff, access, status, message, back)
+}
+
 fn refused_page(
     tr: Tr,
     staff: &Staff,
@@ -527,6 +538,367 @@ pub async fn edit_campaign(
                 Err(e) => {
                     let (status, message) = campaign_refusal(tr, e)?;
                     Ok(refused_page(tr, &staff, &access, status, message, back))
+                }
+            }
+        }
+        .await,
+    )
+}
+
+/// Answers a refused setup form: the error's status and words on the
+/// refusal page, or a server error for what is ours to fix.
+fn setup_refusal(
+    tr: Tr,
+    staff: &Staff,
+    access: &Access,
+    e: CampaignError,
+    back: String,
+) -> Result<axum::response::Response, Refused> {
+    let (status, message) = campaign_refusal(tr, e)?;
+    Ok(refused_page(tr, staff, access, status, message, back))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TeamEditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name_ja: String,
+    #[serde(default)]
+    name_en: String,
+    #[serde(default)]
+    goal: String,
+}
+
+/// Renames a team or changes its goal (which may only rise once the
+/// campaign is live: `kanpa_campaigns::changes`).
+pub async fn edit_team(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug, team)): Path<(String, String, String)>,
+    Form(form): Form<TeamEditForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let campaign = own_campaign(&state, &access, &slug).await?;
+            let teams = store::teams(&state.db, campaign.id)
+                .await
+                .map_err(|e| Refused::Error(crate::forms::read_failure(e)))?;
+            let Some(current) = teams.into_iter().find(|t| t.slug == team) else {
+                return Err(AppError::NotFound.into());
+            };
+            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            let Ok(goal) = Money::parse(&form.goal, campaign.currency) else {
+                let message = field_words(tr, "goal", tr.t("campaign-error-amount"));
+                return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
+            };
+            let input = TeamInput {
+                slug: current.slug.clone(),
+                name_ja: form.name_ja.clone(),
+                name_en: form.name_en.clone(),
+                goal: goal.amount(),
+                position: Some(current.position),
+                pool_weight: current.pool_weight,
+            };
+            match store::update_team(&state.db, campaign.id, current.id, &input).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => setup_refusal(tr, &staff, &access, e, back),
+            }
+        }
+        .await,
+    )
+}
+
+/// "Goal: must be at least …": a problem with the field named.
+fn field_words(tr: Tr, field: &str, problem: String) -> String {
+    match crate::forms::field_name(tr, field) {
+        Some(name) => tr.t_with("field-problem", &[("field", &name), ("problem", &problem)]),
+        None => problem,
+    }
+}
+
+fn rfc3339(t: kanpa_ledger::Timestamp) -> String {
+    t.as_offset().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// The organisation's campaign's reward by id; another's is not found.
+async fn own_reward(state: &AppState, campaign: &Campaign, reward: &str) -> Result<kanpa_campaigns::Reward, Refused> {
+    let Ok(id) = reward.parse::<i64>() else {
+        return Err(AppError::NotFound.into());
+    };
+    match store::reward(&state.db, campaign.id, id).await {
+        Ok(r) => Ok(r),
+        Err(CampaignError::NotFound(_)) => Err(AppError::NotFound.into()),
+        Err(e) => Err(Refused::Error(crate::forms::read_failure(e))),
+    }
+}
+
+/// Edits a reward's words, its quantity (never below what is claimed) and,
+/// while the campaign is a draft, its minimum pledge.
+pub async fn edit_reward(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug, reward)): Path<(String, String, String)>,
+    Form(form): Form<RewardForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let campaign = own_campaign(&state, &access, &slug).await?;
+            let current = own_reward(&state, &campaign, &reward).await?;
+            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            let refuse = |message: String| {
+                Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back.clone()))
+            };
+            let Ok(min_amount) = Money::parse(&form.min_amount, campaign.currency) else {
+                return refuse(field_words(tr, "min_amount", tr.t("campaign-error-amount")));
+            };
+            let quantity = match form.quantity.trim() {
+                "" => None,
+                text => match text.parse::<i64>() {
+                    Ok(n) if n >= 0 => Some(n),
+                    _ => return refuse(tr.t("admin-error-quantity")),
+                },
+            };
+            let team = match current.team_id {
+                Some(id) => Some(
+                    store::team(&state.db, campaign.id, id)
+                        .await
+                        .map_err(|e| Refused::Error(crate::forms::read_failure(e)))?
+                        .slug,
+                ),
+                None => None,
+            };
+            // What the form does not show stays as it is.
+            let input = RewardInput {
+                title_ja: form.title_ja.clone(),
+                title_en: form.title_en.clone(),
+                description_ja: form.description_ja.clone(),
+                description_en: current.description_en.clone(),
+                min_amount: min_amount.amount(),
+                quantity,
+                team,
+                available_from: current.available_from.map(rfc3339),
+                available_until: current.available_until.map(rfc3339),
+                position: Some(current.position),
+            };
+            match store::update_reward(&state.db, campaign.id, current.id, &input).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => setup_refusal(tr, &staff, &access, e, back),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RetireForm {
+    #[serde(default)]
+    csrf: String,
+    /// "retired" or "active".
+    #[serde(default)]
+    to: String,
+}
+
+/// Retires a reward (no new pledges; those holding it keep it), or offers
+/// it again.
+pub async fn retire_reward(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug, reward)): Path<(String, String, String)>,
+    Form(form): Form<RetireForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let campaign = own_campaign(&state, &access, &slug).await?;
+            let current = own_reward(&state, &campaign, &reward).await?;
+            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            let retired = match form.to.as_str() {
+                "retired" => true,
+                "active" => false,
+                _ => {
+                    let message = tr.t("campaign-error-choice");
+                    return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
+                }
+            };
+            match store::set_reward_retired(&state.db, campaign.id, current.id, retired).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => setup_refusal(tr, &staff, &access, e, back),
+            }
+        }
+        .await,
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EndForm {
+    #[serde(default)]
+    csrf: String,
+    /// The campaign's address typed again: ending a campaign cannot be
+    /// undone.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// Closes a live campaign now, or cancels it (`end` is "close" or
+/// "cancel"): see `kanpa_campaigns::changes` for what each does.
+async fn end_campaign(
+    state: AppState,
+    tr: Tr,
+    headers: HeaderMap,
+    staff: Staff,
+    (org, slug): (String, String),
+    form: EndForm,
+    cancel: bool,
+) -> Result<axum::response::Response, Refused> {
+    let access = access(&state, &staff, &org, Need::Organise).await?;
+    check_form(&state, &headers, &staff, &form.csrf)?;
+    let campaign = own_campaign(&state, &access, &slug).await?;
+    let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+    if form.confirm.trim() != campaign.slug {
+        let message = tr.t_with("admin-error-confirm-slug", &[("slug", &campaign.slug)]);
+        return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
+    }
+    let result = if cancel {
+        kanpa_campaigns::settle::cancel(&state.db, &state.site, campaign.id).await.map(|_| ())
+    } else {
+        kanpa_campaigns::settle::close_early(&state.db, campaign.id).await.map(|_| ())
+    };
+    match result {
+        Ok(()) => {
+            state.workers.notify();
+            Ok(see_other(&back))
+        }
+        Err(e) => setup_refusal(tr, &staff, &access, e, back),
+    }
+}
+
+pub async fn close_campaign(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<EndForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(tr, end_campaign(state, tr, headers, staff, (org, slug), form, false).await)
+}
+
+pub async fn cancel_campaign(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<EndForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(tr, end_campaign(state, tr, headers, staff, (org, slug), form, true).await)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TierEditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name_ja: String,
+    #[serde(default)]
+    name_en: String,
+    #[serde(default)]
+    benefits_ja: String,
+    #[serde(default)]
+    monthly_price: String,
+    /// Empty for no limit.
+    #[serde(default)]
+    seat_limit: String,
+    /// "active" or "retired"; empty keeps it.
+    #[serde(default)]
+    status: String,
+}
+
+/// Edits a tier (a new price is for new patrons; existing ones keep
+/// theirs), or retires it (no new members; existing ones keep it) or
+/// offers it again.
+pub async fn edit_tier(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug, tier)): Path<(String, String, String)>,
+    Form(form): Form<TierEditForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let salon = match kanpa_patrons::store::salon_by_slug(&state.db, &slug).await {
+                Ok(s) if s.org_id == access.org_id().0 => s,
+                Ok(_) | Err(PatronError::NotFound(_)) => return Err(AppError::NotFound.into()),
+                Err(e) => return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e)))),
+            };
+            let current = match kanpa_patrons::store::tier_by_slug(&state.db, salon.id, &tier).await {
+                Ok(t) => t,
+                Err(PatronError::NotFound(_)) => return Err(AppError::NotFound.into()),
+                Err(e) => return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e)))),
+            };
+            let back = format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug);
+            let refuse = |message: String| {
+                Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back.clone()))
+            };
+            let changes = if form.status.is_empty() {
+                let Ok(price) = Money::parse(&form.monthly_price, salon.currency) else {
+                    return refuse(tr.t("campaign-error-amount"));
+                };
+                let seat_limit = match form.seat_limit.trim() {
+                    "" => None,
+                    text => match text.parse::<i64>() {
+                        Ok(n) if n >= 0 => Some(n),
+                        _ => return refuse(tr.t("admin-error-quantity")),
+                    },
+                };
+                kanpa_patrons::store::TierChanges {
+                    name_ja: Some(form.name_ja.clone()),
+                    name_en: Some(form.name_en.clone()),
+                    benefits_ja: Some(form.benefits_ja.clone()),
+                    monthly_price: Some(price.amount()),
+                    seat_limit: Some(seat_limit),
+                    ..kanpa_patrons::store::TierChanges::default()
+                }
+            } else {
+                // Retiring or offering again changes nothing else.
+                kanpa_patrons::store::TierChanges {
+                    status: Some(form.status.clone()),
+                    ..kanpa_patrons::store::TierChanges::default()
+                }
+            };
+            match kanpa_patrons::store::update_tier(&state.db, salon.id, current.id, &changes).await {
+                Ok(_) => Ok(see_other(&back)),
+                Err(e) => {
+                    let (status, _) = crate::salon_errors::status_and_field(&e);
+                    if status.is_server_error() {
+                        return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
+                    }
+                    Ok(refused_page(tr, &staff, &access, status, crate::salon_errors::describe(&e, tr), back))
                 }
             }
         }
