@@ -281,7 +281,7 @@ fn path_of(url: &str) -> String {
     rest.find('/').map(|i| rest[i..].to_owned()).unwrap_or_else(|| "/".into())
 }
 
-async fn emailed_link(db: &Db, to: &str) -> Option<String> {
+pub(crate) async fn emailed_link(db: &Db, to: &str) -> Option<String> {
     let sql =
         "SELECT data FROM outbox_emails WHERE template IN ('sign_in_link', 'staff_invitation') AND to_address = $1
                ORDER BY id DESC";

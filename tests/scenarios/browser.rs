@@ -20,6 +20,7 @@ on_both_backends!(
     a_treasurer_signs_in_on_a_phone_records_cash_and_reads_the_ledger,
     a_treasurer_exports_and_reconciles_the_demo_books,
     an_owner_sets_up_the_salon_and_the_campaign_and_refunds_a_patron_on_a_phone,
+    the_first_owner_invites_a_team_treasurer_who_records_cash_and_refunds_a_pledge,
 );
 
 const PHONE: u32 = 390;
@@ -355,6 +356,158 @@ async fn an_owner_sets_up_the_salon_and_the_campaign_and_refunds_a_patron_on_a_p
     assert!(page.contains("招待メールの言語"), "{page}");
     fits(browser.layout_width(PHONE).await, "the staff page");
     browser.screenshot(PHONE, &dir.join("admin-15-invite-phone.png")).await;
+    println!("screenshots saved in {}", dir.display());
+    browser.quit().await;
+    app.stop().await;
+}
+
+/// Issue 6's "done when", in one browser: the first owner, made with
+/// `kanpa user add`, signs in through the printed link and invites a
+/// treasurer limited to one team; the treasurer, through the invitation
+/// email, sees only that team's fund, records cash collected at a meet-up
+/// and refunds a supporter's card pledge in full.
+async fn the_first_owner_invites_a_team_treasurer_who_records_cash_and_refunds_a_pledge(backend: TestBackend) {
+    kanpa_server::install_crypto_provider();
+    let Some(browser) = Browser::start().await else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base_url = format!("http://127.0.0.1:{port}");
+    let Some(app) = TestApp::spawn_with(backend, Default::default(), |config| {
+        config.server.bind = format!("127.0.0.1:{port}").parse().unwrap();
+        config.server.base_url = base_url.clone();
+    })
+    .await
+    else {
+        browser.quit().await;
+        return;
+    };
+    demo::seed(&app.db, Timestamp::now()).await.unwrap();
+    let org = kanpa_ledger::store::organisation_by_slug(&app.db, demo::DEMO_ORG).await.unwrap().unwrap();
+    // A keep-it-all meet-up of the same organisation, with one team, so a
+    // card payment is taken at once.
+    let now = Timestamp::now();
+    let rfc = |t: Timestamp| t.as_offset().format(&time::format_description::well_known::Rfc3339).unwrap();
+    let input = store::CampaignInput {
+        slug: "spring-meetup".into(),
+        title_ja: "春の勉強会".into(),
+        title_en: "Spring meet-up".into(),
+        story_ja: "会場費を集めます。".into(),
+        currency: "JPY".into(),
+        goal: 100_000,
+        starts_at: rfc(now.saturating_add(time::Duration::days(-1))),
+        deadline: rfc(now.saturating_add(time::Duration::days(10))),
+        time_zone: "Asia/Tokyo".into(),
+        funding_model: "keep_it_all".into(),
+        pool_rule: "equal".into(),
+        contact_email: "spring@example.jp".into(),
+        ..store::CampaignInput::default()
+    };
+    let meetup = store::create_campaign(&app.db, org.id, &input).await.unwrap();
+    let team_input = store::TeamInput {
+        slug: "nurses-spring".into(),
+        name_ja: "看護師・春の会".into(),
+        name_en: "Nurses, spring".into(),
+        goal: 50_000,
+        position: Some(1),
+        pool_weight: 1,
+    };
+    let team = store::add_team(&app.db, meetup.id, &team_input).await.unwrap();
+    store::publish(&app.db, meetup.id).await.unwrap();
+    // A supporter pays ¥5,000 by card for that team.
+    let res = crate::admin::post_as(
+        &app,
+        "/c/spring-meetup/pledge",
+        &[
+            ("amount", "5000"),
+            ("team", &team.id.to_string()),
+            ("display_name", "春の支援者"),
+            ("email", "haru@example.jp"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let checkout = res.headers()["location"].to_str().unwrap().to_owned();
+    let checkout = checkout.split_once(&base_url).map(|(_, p)| p.to_owned()).unwrap_or(checkout);
+    assert_eq!(crate::admin::post_as(&app, &checkout, &[("action", "succeed")], None).await.status(), 303);
+    let paid = || async {
+        store::pledges_of_campaign(&app.db, meetup.id).await.unwrap().into_iter().find(|p| p.email == "haru@example.jp")
+    };
+    eventually(30, "the card payment is collected", || async {
+        paid().await.is_some_and(|p| p.status == PledgeStatus::Collected)
+    })
+    .await;
+    let pledge = paid().await.unwrap();
+    let dir = artifacts(backend);
+
+    // The first owner, from the command line.
+    let (code, out, err) = crate::harness::run_kanpa_with(
+        &app.database_url,
+        &[("KANPA__SERVER__BASE_URL", &base_url)],
+        &["user", "add", "--org", demo::DEMO_ORG, "--email", "hajime@example.jp", "--role", "owner"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let link = out.lines().find(|l| l.contains("/admin/sign-in/")).expect("a one-time link is printed").trim();
+    assert!(link.starts_with(&format!("{base_url}/admin/sign-in/")), "{link}");
+    browser.goto(link).await;
+    browser.wait_for_url(&format!("/admin/o/{}", demo::DEMO_ORG)).await;
+
+    // The owner invites a treasurer limited to the meet-up's team.
+    browser.goto(&app.url(&format!("/admin/o/{}/staff", demo::DEMO_ORG))).await;
+    browser.fill("#email", "haru-kaikei@example.jp").await;
+    browser.execute("document.querySelector('#role').value = 'treasurer'").await;
+    browser.execute(&format!("document.querySelector('#team').value = '{}'", team.id)).await;
+    browser.click(&format!(r#"form[action="/admin/o/{}/staff"] button[type="submit"]"#, demo::DEMO_ORG)).await;
+    browser.wait_for_text("haru-kaikei@example.jp").await;
+    browser.screenshot(PHONE, &dir.join("done-1-owner-invites-phone.png")).await;
+    browser.click(r#"form[action="/admin/sign-out"] button"#).await;
+    browser.wait_for_url("/admin/sign-in").await;
+
+    // The treasurer follows the invitation and sees one fund only.
+    let invitation = crate::admin::emailed_link(&app.db, "haru-kaikei@example.jp").await.expect("an invitation");
+    browser.goto(&invitation).await;
+    browser.wait_for_url(&format!("/admin/o/{}", demo::DEMO_ORG)).await;
+    let page = browser.source().await;
+    assert!(page.contains("看護師・春の会"), "{page}");
+    for other in ["薬剤師", "理学療法士", "Stripe残高"] {
+        assert!(!page.contains(other), "{other} is not this treasurer's: {page}");
+    }
+    browser.screenshot(PHONE, &dir.join("done-2-team-dashboard-phone.png")).await;
+
+    // Cash collected at the meet-up.
+    browser.goto(&app.url(&format!("/admin/o/{}/entries/new", demo::DEMO_ORG))).await;
+    let page = browser.source().await;
+    assert!(!page.contains("薬剤師"), "only their fund can be chosen");
+    browser.execute(&format!("document.querySelector('#fund').value = '{}'", team.account.0)).await;
+    browser.fill("#amount", "3000").await;
+    browser.fill("#party", "春の勉強会 会場での現金").await;
+    browser.click("form button.primary").await;
+    browser.wait_for_url("/journal/").await;
+    browser.wait_for_text("春の勉強会 会場での現金").await;
+    let fund = kanpa_ledger::store::balance(&app.db, team.account).await.unwrap().amount();
+
+    // The card pledge, refunded in full.
+    browser.goto(&app.url(&format!("/admin/o/{}/pledges", demo::DEMO_ORG))).await;
+    let page = browser.source().await;
+    assert!(page.contains("春の支援者"), "{page}");
+    browser.goto(&app.url(&format!("/admin/o/{}/pledges/{}", demo::DEMO_ORG, pledge.public_id))).await;
+    browser.fill("#amount", "5000").await;
+    browser.screenshot(PHONE, &dir.join("done-3-refund-phone.png")).await;
+    browser.click(&format!(r#"form[action$="/pledges/{}/refund"] button"#, pledge.public_id)).await;
+    eventually(30, "the refund is applied", || async {
+        store::pledge_by_public_id(&app.db, &pledge.public_id).await.unwrap().status == PledgeStatus::Refunded
+    })
+    .await;
+    let page = browser.source().await;
+    assert!(!page.contains("/reconciliation"), "the whole books are not offered to one team's treasurer: {page}");
+    let refunded = store::pledge_by_public_id(&app.db, &pledge.public_id).await.unwrap();
+    assert_eq!(refunded.amount_refunded, 5000);
+    let after = kanpa_ledger::store::balance(&app.db, team.account).await.unwrap().amount();
+    assert!(after > fund, "the refund leaves the team's fund: {fund} then {after}");
+    let refunds = crate::admin::count(&app.db, "SELECT COUNT(*) FROM sandbox_refunds").await;
+    assert_eq!(refunds, 1, "one refund reached the processor");
+    assert!(kanpa_ledger::store::check(&app.db).await.unwrap().is_clean());
+    browser.goto(&app.url(&format!("/admin/o/{}/pledges/{}", demo::DEMO_ORG, pledge.public_id))).await;
+    browser.screenshot(PHONE, &dir.join("done-4-refunded-phone.png")).await;
     println!("screenshots saved in {}", dir.display());
     browser.quit().await;
     app.stop().await;

@@ -344,6 +344,7 @@ admin-role-treasurer = Treasurer
 admin-role-viewer = Viewer
 admin-your-role = Your role
 admin-team-scope = Limited to
+admin-team-limited = Limited to one team's fund
 admin-funds = Funds
 admin-fund = Fund
 admin-balance = Balance

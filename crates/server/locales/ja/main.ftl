@@ -332,6 +332,7 @@ admin-role-treasurer = 会計担当
 admin-role-viewer = 閲覧のみ
 admin-your-role = あなたの役割
 admin-team-scope = 担当チーム
+admin-team-limited = 担当チームの基金のみ
 admin-funds = 基金
 admin-fund = 基金
 admin-balance = 残高

@@ -327,7 +327,10 @@ pub struct Nav {
     pub books: bool,
     pub people: bool,
     pub organise: bool,
-    /// The team a limited treasurer sees, named.
+    /// Whether the signed-in person is limited to one team's fund: the
+    /// whole organisation's pages (reconciliation) are not offered.
+    pub team_limited: bool,
+    /// The team a limited treasurer sees, named (where the page knows it).
     pub team_scope: Option<String>,
 }
 
@@ -341,6 +344,7 @@ impl Nav {
             books: access.role.can_keep_books(),
             people: access.role.can_manage_staff(),
             organise: access.role.can_organise(),
+            team_limited: access.team.is_some(),
             team_scope,
         }
     }
