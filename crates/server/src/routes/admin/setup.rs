@@ -7,10 +7,11 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use kanpa_campaigns::store::{self, CampaignChanges, CampaignInput, RewardInput, TeamInput};
 use kanpa_campaigns::{Campaign, CampaignError};
 use kanpa_ledger::{Currency, Money};
-use kanpa_patrons::{PatronError, SalonStatus};
+use kanpa_patrons::{PatronError, Salon, SalonStatus};
 use serde::Deserialize;
 
 use super::{Answer, Nav, Need, Refused, Staff, access, check_form, page, see_other};
@@ -202,6 +203,97 @@ fn refused_page(
     page(status, RefusedPage { tr, nav: Nav::new(staff, access, None), message, back }.render_html())
 }
 
+/// A setup form past its checks (an organiser of the organisation, this
+/// session's form, a thing of the organisation's): how to answer it.
+struct Setup<'a> {
+    tr: Tr,
+    staff: &'a Staff,
+    access: Access,
+    /// The page the form is on, where success leads back.
+    back: String,
+}
+
+impl Setup<'_> {
+    /// Input refused before the domain saw it.
+    fn refuse(&self, message: String) -> Result<Response, Refused> {
+        self.refused(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
+    fn refused(&self, status: StatusCode, message: String) -> Result<Response, Refused> {
+        Ok(refused_page(self.tr, self.staff, &self.access, status, message, self.back.clone()))
+    }
+
+    /// A campaign change done: back to the page, or its refusal in the
+    /// reader's words (a server error for what is ours to fix).
+    fn campaign<T>(&self, outcome: Result<T, CampaignError>) -> Result<Response, Refused> {
+        match outcome {
+            Ok(_) => Ok(see_other(&self.back)),
+            Err(e) => {
+                let (status, message) = campaign_refusal(self.tr, e)?;
+                self.refused(status, message)
+            }
+        }
+    }
+
+    /// A salon change done, as [`Setup::campaign`].
+    fn salon<T>(&self, outcome: Result<T, PatronError>) -> Result<Response, Refused> {
+        match outcome {
+            Ok(_) => Ok(see_other(&self.back)),
+            Err(e) => {
+                let (status, _) = crate::salon_errors::status_and_field(&e);
+                if status.is_server_error() {
+                    return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
+                }
+                self.refused(status, crate::salon_errors::describe(&e, self.tr))
+            }
+        }
+    }
+}
+
+/// The checks of a form about one of the organisation's campaigns.
+async fn campaign_form<'a>(
+    state: &AppState,
+    tr: Tr,
+    headers: &HeaderMap,
+    staff: &'a Staff,
+    (org, slug): (&str, &str),
+    csrf: &str,
+) -> Result<(Setup<'a>, Campaign), Refused> {
+    let access = access(state, staff, org, Need::Organise).await?;
+    check_form(state, headers, staff, csrf)?;
+    let campaign = own_campaign(state, &access, slug).await?;
+    let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+    Ok((Setup { tr, staff, access, back }, campaign))
+}
+
+/// The checks of a form about one of the organisation's salons.
+async fn salon_form<'a>(
+    state: &AppState,
+    tr: Tr,
+    headers: &HeaderMap,
+    staff: &'a Staff,
+    (org, slug): (&str, &str),
+    csrf: &str,
+) -> Result<(Setup<'a>, Salon), Refused> {
+    let access = access(state, staff, org, Need::Organise).await?;
+    check_form(state, headers, staff, csrf)?;
+    let salon = super::salons::own_salon(state, &access, slug).await?;
+    let back = format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug);
+    Ok((Setup { tr, staff, access, back }, salon))
+}
+
+/// A limit typed in a form (a reward's quantity, a tier's seats): empty
+/// for none, else a whole number of zero or more.
+fn limit(text: &str) -> Result<Option<i64>, ()> {
+    match text.trim() {
+        "" => Ok(None),
+        text => match text.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(Some(n)),
+            _ => Err(()),
+        },
+    }
+}
+
 pub async fn add_team(
     State(state): State<AppState>,
     lang: Lang,
@@ -214,19 +306,9 @@ pub async fn add_team(
     Answer(
         tr,
         async {
-            let access = access(&state, &staff, &org, Need::Organise).await?;
-            check_form(&state, &headers, &staff, &form.csrf)?;
-            let campaign = own_campaign(&state, &access, &slug).await?;
-            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            let (setup, campaign) = campaign_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
             let Ok(goal) = Money::parse(&form.goal, campaign.currency) else {
-                return Ok(refused_page(
-                    tr,
-                    &staff,
-                    &access,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    tr.t("campaign-error-amount"),
-                    back,
-                ));
+                return setup.refuse(tr.t("campaign-error-amount"));
             };
             let input = TeamInput {
                 slug: form.slug.trim().to_owned(),
@@ -235,13 +317,7 @@ pub async fn add_team(
                 goal: goal.amount(),
                 ..TeamInput::default()
             };
-            match store::add_team(&state.db, campaign.id, &input).await {
-                Ok(_) => Ok(see_other(&back)),
-                Err(e) => {
-                    let (status, message) = campaign_refusal(tr, e)?;
-                    Ok(refused_page(tr, &staff, &access, status, message, back))
-                }
-            }
+            setup.campaign(store::add_team(&state.db, campaign.id, &input).await)
         }
         .await,
     )
@@ -265,17 +341,8 @@ pub async fn publish(
     Answer(
         tr,
         async {
-            let access = access(&state, &staff, &org, Need::Organise).await?;
-            check_form(&state, &headers, &staff, &form.csrf)?;
-            let campaign = own_campaign(&state, &access, &slug).await?;
-            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
-            match store::publish(&state.db, campaign.id).await {
-                Ok(_) => Ok(see_other(&back)),
-                Err(e) => {
-                    let (status, message) = campaign_refusal(tr, e)?;
-                    Ok(refused_page(tr, &staff, &access, status, message, back))
-                }
-            }
+            let (setup, campaign) = campaign_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
+            setup.campaign(store::publish(&state.db, campaign.id).await)
         }
         .await,
     )
@@ -303,33 +370,13 @@ pub async fn salon_status(
     Answer(
         tr,
         async {
-            let access = access(&state, &staff, &org, Need::Organise).await?;
-            check_form(&state, &headers, &staff, &form.csrf)?;
-            let salon = match kanpa_patrons::store::salon_by_slug(&state.db, &slug).await {
-                Ok(s) if s.org_id == access.org_id().0 => s,
-                Ok(_) | Err(PatronError::NotFound(_)) => return Err(AppError::NotFound.into()),
-                Err(e) => return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e)))),
-            };
-            let back = format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug);
+            let (setup, salon) = salon_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
             let to = match form.to.as_str() {
                 "open" => SalonStatus::Open,
                 "closed" => SalonStatus::Closed,
-                _ => {
-                    let message = tr.t("campaign-error-choice");
-                    return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
-                }
+                _ => return setup.refuse(tr.t("campaign-error-choice")),
             };
-            match kanpa_patrons::store::set_salon_status(&state.db, salon.id, to).await {
-                Ok(_) => Ok(see_other(&back)),
-                Err(e) => {
-                    let (status, _) = crate::salon_errors::status_and_field(&e);
-                    if status.is_server_error() {
-                        return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
-                    }
-                    let message = crate::salon_errors::describe(&e, tr);
-                    Ok(refused_page(tr, &staff, &access, status, message, back))
-                }
-            }
+            setup.salon(kanpa_patrons::store::set_salon_status(&state.db, salon.id, to).await)
         }
         .await,
     )
@@ -365,22 +412,12 @@ pub async fn add_reward(
     Answer(
         tr,
         async {
-            let access = access(&state, &staff, &org, Need::Organise).await?;
-            check_form(&state, &headers, &staff, &form.csrf)?;
-            let campaign = own_campaign(&state, &access, &slug).await?;
-            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
-            let refuse = |message: String| {
-                Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back.clone()))
-            };
+            let (setup, campaign) = campaign_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
             let Ok(min_amount) = Money::parse(&form.min_amount, campaign.currency) else {
-                return refuse(tr.t("campaign-error-amount"));
+                return setup.refuse(tr.t("campaign-error-amount"));
             };
-            let quantity = match form.quantity.trim() {
-                "" => None,
-                text => match text.parse::<i64>() {
-                    Ok(n) if n >= 0 => Some(n),
-                    _ => return refuse(tr.t("admin-error-quantity")),
-                },
+            let Ok(quantity) = limit(&form.quantity) else {
+                return setup.refuse(tr.t("admin-error-quantity"));
             };
             let input = RewardInput {
                 title_ja: form.title_ja.clone(),
@@ -390,13 +427,7 @@ pub async fn add_reward(
                 quantity,
                 ..RewardInput::default()
             };
-            match store::add_reward(&state.db, campaign.id, &input).await {
-                Ok(_) => Ok(see_other(&back)),
-                Err(e) => {
-                    let (status, message) = campaign_refusal(tr, e)?;
-                    Ok(refused_page(tr, &staff, &access, status, message, back))
-                }
-            }
+            setup.campaign(store::add_reward(&state.db, campaign.id, &input).await)
         }
         .await,
     )
@@ -434,26 +465,12 @@ pub async fn add_tier(
     Answer(
         tr,
         async {
-            let access = access(&state, &staff, &org, Need::Organise).await?;
-            check_form(&state, &headers, &staff, &form.csrf)?;
-            let salon = match kanpa_patrons::store::salon_by_slug(&state.db, &slug).await {
-                Ok(s) if s.org_id == access.org_id().0 => s,
-                Ok(_) | Err(PatronError::NotFound(_)) => return Err(AppError::NotFound.into()),
-                Err(e) => return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e)))),
-            };
-            let back = format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug);
-            let refuse = |message: String| {
-                Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back.clone()))
-            };
+            let (setup, salon) = salon_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
             let Ok(price) = Money::parse(&form.monthly_price, salon.currency) else {
-                return refuse(tr.t("campaign-error-amount"));
+                return setup.refuse(tr.t("campaign-error-amount"));
             };
-            let seat_limit = match form.seat_limit.trim() {
-                "" => None,
-                text => match text.parse::<i64>() {
-                    Ok(n) if n >= 0 => Some(n),
-                    _ => return refuse(tr.t("admin-error-quantity")),
-                },
+            let Ok(seat_limit) = limit(&form.seat_limit) else {
+                return setup.refuse(tr.t("admin-error-quantity"));
             };
             let input = kanpa_patrons::store::TierInput {
                 slug: form.slug.trim().to_owned(),
@@ -464,16 +481,7 @@ pub async fn add_tier(
                 seat_limit,
                 ..kanpa_patrons::store::TierInput::default()
             };
-            match kanpa_patrons::store::add_tier(&state.db, salon.id, &input).await {
-                Ok(_) => Ok(see_other(&back)),
-                Err(e) => {
-                    let (status, _) = crate::salon_errors::status_and_field(&e);
-                    if status.is_server_error() {
-                        return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
-                    }
-                    Ok(refused_page(tr, &staff, &access, status, crate::salon_errors::describe(&e, tr), back))
-                }
-            }
+            setup.salon(kanpa_patrons::store::add_tier(&state.db, salon.id, &input).await)
         }
         .await,
     )
@@ -511,18 +519,12 @@ pub async fn edit_campaign(
     Answer(
         tr,
         async {
-            let access = access(&state, &staff, &org, Need::Organise).await?;
-            check_form(&state, &headers, &staff, &form.csrf)?;
-            let campaign = own_campaign(&state, &access, &slug).await?;
-            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+            let (setup, campaign) = campaign_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
             let goal = match form.goal.trim() {
                 "" => None,
                 text => match Money::parse(text, campaign.currency) {
                     Ok(m) => Some(m.amount()),
-                    Err(_) => {
-                        let message = tr.t("campaign-error-amount");
-                        return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
-                    }
+                    Err(_) => return setup.refuse(tr.t("campaign-error-amount")),
                 },
             };
             let changes = CampaignChanges {
@@ -533,29 +535,10 @@ pub async fn edit_campaign(
                 deadline: Some(form.deadline.trim()).filter(|d| !d.is_empty()).map(in_japan),
                 ..CampaignChanges::default()
             };
-            match store::update_campaign(&state.db, campaign.id, &changes).await {
-                Ok(_) => Ok(see_other(&back)),
-                Err(e) => {
-                    let (status, message) = campaign_refusal(tr, e)?;
-                    Ok(refused_page(tr, &staff, &access, status, message, back))
-                }
-            }
+            setup.campaign(store::update_campaign(&state.db, campaign.id, &changes).await)
         }
         .await,
     )
-}
-
-/// Answers a refused setup form: the error's status and words on the
-/// refusal page, or a server error for what is ours to fix.
-fn setup_refusal(
-    tr: Tr,
-    staff: &Staff,
-    access: &Access,
-    e: CampaignError,
-    back: String,
-) -> Result<axum::response::Response, Refused> {
-    let (status, message) = campaign_refusal(tr, e)?;
-    Ok(refused_page(tr, staff, access, status, message, back))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -584,19 +567,15 @@ pub async fn edit_team(
     Answer(
         tr,
         async {
-            let access = access(&state, &staff, &org, Need::Organise).await?;
-            check_form(&state, &headers, &staff, &form.csrf)?;
-            let campaign = own_campaign(&state, &access, &slug).await?;
+            let (setup, campaign) = campaign_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
             let teams = store::teams(&state.db, campaign.id)
                 .await
                 .map_err(|e| Refused::Error(crate::forms::read_failure(e)))?;
             let Some(current) = teams.into_iter().find(|t| t.slug == team) else {
                 return Err(AppError::NotFound.into());
             };
-            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
             let Ok(goal) = Money::parse(&form.goal, campaign.currency) else {
-                let message = field_words(tr, "goal", tr.t("campaign-error-amount"));
-                return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
+                return setup.refuse(field_words(tr, "goal", tr.t("campaign-error-amount")));
             };
             let input = TeamInput {
                 slug: current.slug.clone(),
@@ -606,10 +585,7 @@ pub async fn edit_team(
                 position: Some(current.position),
                 pool_weight: current.pool_weight,
             };
-            match store::update_team(&state.db, campaign.id, current.id, &input).await {
-                Ok(_) => Ok(see_other(&back)),
-                Err(e) => setup_refusal(tr, &staff, &access, e, back),
-            }
+            setup.campaign(store::update_team(&state.db, campaign.id, current.id, &input).await)
         }
         .await,
     )
@@ -653,23 +629,13 @@ pub async fn edit_reward(
     Answer(
         tr,
         async {
-            let access = access(&state, &staff, &org, Need::Organise).await?;
-            check_form(&state, &headers, &staff, &form.csrf)?;
-            let campaign = own_campaign(&state, &access, &slug).await?;
+            let (setup, campaign) = campaign_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
             let current = own_reward(&state, &campaign, &reward).await?;
-            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
-            let refuse = |message: String| {
-                Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back.clone()))
-            };
             let Ok(min_amount) = Money::parse(&form.min_amount, campaign.currency) else {
-                return refuse(field_words(tr, "min_amount", tr.t("campaign-error-amount")));
+                return setup.refuse(field_words(tr, "min_amount", tr.t("campaign-error-amount")));
             };
-            let quantity = match form.quantity.trim() {
-                "" => None,
-                text => match text.parse::<i64>() {
-                    Ok(n) if n >= 0 => Some(n),
-                    _ => return refuse(tr.t("admin-error-quantity")),
-                },
+            let Ok(quantity) = limit(&form.quantity) else {
+                return setup.refuse(tr.t("admin-error-quantity"));
             };
             let team = match current.team_id {
                 Some(id) => Some(
@@ -693,10 +659,7 @@ pub async fn edit_reward(
                 available_until: current.available_until.map(rfc3339),
                 position: Some(current.position),
             };
-            match store::update_reward(&state.db, campaign.id, current.id, &input).await {
-                Ok(_) => Ok(see_other(&back)),
-                Err(e) => setup_refusal(tr, &staff, &access, e, back),
-            }
+            setup.campaign(store::update_reward(&state.db, campaign.id, current.id, &input).await)
         }
         .await,
     )
@@ -725,23 +688,14 @@ pub async fn retire_reward(
     Answer(
         tr,
         async {
-            let access = access(&state, &staff, &org, Need::Organise).await?;
-            check_form(&state, &headers, &staff, &form.csrf)?;
-            let campaign = own_campaign(&state, &access, &slug).await?;
+            let (setup, campaign) = campaign_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
             let current = own_reward(&state, &campaign, &reward).await?;
-            let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
             let retired = match form.to.as_str() {
                 "retired" => true,
                 "active" => false,
-                _ => {
-                    let message = tr.t("campaign-error-choice");
-                    return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
-                }
+                _ => return setup.refuse(tr.t("campaign-error-choice")),
             };
-            match store::set_reward_retired(&state.db, campaign.id, current.id, retired).await {
-                Ok(_) => Ok(see_other(&back)),
-                Err(e) => setup_refusal(tr, &staff, &access, e, back),
-            }
+            setup.campaign(store::set_reward_retired(&state.db, campaign.id, current.id, retired).await)
         }
         .await,
     )
@@ -768,26 +722,19 @@ async fn end_campaign(
     form: EndForm,
     cancel: bool,
 ) -> Result<axum::response::Response, Refused> {
-    let access = access(&state, &staff, &org, Need::Organise).await?;
-    check_form(&state, &headers, &staff, &form.csrf)?;
-    let campaign = own_campaign(&state, &access, &slug).await?;
-    let back = format!("/admin/o/{}/campaigns/{}", access.org.slug, campaign.slug);
+    let (setup, campaign) = campaign_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
     if form.confirm.trim() != campaign.slug {
-        let message = tr.t_with("admin-error-confirm-slug", &[("slug", &campaign.slug)]);
-        return Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back));
+        return setup.refuse(tr.t_with("admin-error-confirm-slug", &[("slug", &campaign.slug)]));
     }
     let result = if cancel {
         kanpa_campaigns::settle::cancel(&state.db, &state.site, campaign.id).await.map(|_| ())
     } else {
         kanpa_campaigns::settle::close_early(&state.db, campaign.id).await.map(|_| ())
     };
-    match result {
-        Ok(()) => {
-            state.workers.notify();
-            Ok(see_other(&back))
-        }
-        Err(e) => setup_refusal(tr, &staff, &access, e, back),
+    if result.is_ok() {
+        state.workers.notify();
     }
+    setup.campaign(result)
 }
 
 pub async fn close_campaign(
@@ -849,32 +796,18 @@ pub async fn edit_tier(
     Answer(
         tr,
         async {
-            let access = access(&state, &staff, &org, Need::Organise).await?;
-            check_form(&state, &headers, &staff, &form.csrf)?;
-            let salon = match kanpa_patrons::store::salon_by_slug(&state.db, &slug).await {
-                Ok(s) if s.org_id == access.org_id().0 => s,
-                Ok(_) | Err(PatronError::NotFound(_)) => return Err(AppError::NotFound.into()),
-                Err(e) => return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e)))),
-            };
+            let (setup, salon) = salon_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
             let current = match kanpa_patrons::store::tier_by_slug(&state.db, salon.id, &tier).await {
                 Ok(t) => t,
                 Err(PatronError::NotFound(_)) => return Err(AppError::NotFound.into()),
                 Err(e) => return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e)))),
             };
-            let back = format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug);
-            let refuse = |message: String| {
-                Ok(refused_page(tr, &staff, &access, StatusCode::UNPROCESSABLE_ENTITY, message, back.clone()))
-            };
             let changes = if form.status.is_empty() {
                 let Ok(price) = Money::parse(&form.monthly_price, salon.currency) else {
-                    return refuse(tr.t("campaign-error-amount"));
+                    return setup.refuse(tr.t("campaign-error-amount"));
                 };
-                let seat_limit = match form.seat_limit.trim() {
-                    "" => None,
-                    text => match text.parse::<i64>() {
-                        Ok(n) if n >= 0 => Some(n),
-                        _ => return refuse(tr.t("admin-error-quantity")),
-                    },
+                let Ok(seat_limit) = limit(&form.seat_limit) else {
+                    return setup.refuse(tr.t("admin-error-quantity"));
                 };
                 kanpa_patrons::store::TierChanges {
                     name_ja: Some(form.name_ja.clone()),
@@ -891,16 +824,7 @@ pub async fn edit_tier(
                     ..kanpa_patrons::store::TierChanges::default()
                 }
             };
-            match kanpa_patrons::store::update_tier(&state.db, salon.id, current.id, &changes).await {
-                Ok(_) => Ok(see_other(&back)),
-                Err(e) => {
-                    let (status, _) = crate::salon_errors::status_and_field(&e);
-                    if status.is_server_error() {
-                        return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
-                    }
-                    Ok(refused_page(tr, &staff, &access, status, crate::salon_errors::describe(&e, tr), back))
-                }
-            }
+            setup.salon(kanpa_patrons::store::update_tier(&state.db, salon.id, current.id, &changes).await)
         }
         .await,
     )
