@@ -417,7 +417,7 @@ async fn books(db: &Db, salons: &[Salon], n: usize) -> anyhow::Result<String> {
     anyhow::ensure!(scalar(db, dead).await? == 0, "dead jobs: {}", scalar(db, dead).await?);
     let mut funds = 0;
     for salon in salons {
-        let sql = "SELECT COUNT(*), COALESCE(SUM(i.amount_paid - i.fee), 0), COUNT(DISTINCT r.number),
+        let sql = "SELECT COUNT(*), CAST(COALESCE(SUM(i.amount_paid - i.fee), 0) AS BIGINT), COUNT(DISTINCT r.number),
                           COALESCE(MAX(r.number), 0)
                    FROM membership_invoices i JOIN memberships m ON m.id = i.membership_id
                    JOIN receipts r ON r.source_kind = 'stripe-charge' AND r.source_ref = i.stripe_charge_id
