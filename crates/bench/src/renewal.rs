@@ -290,11 +290,13 @@ async fn scalar(db: &Db, sql: &'static str) -> anyhow::Result<i64> {
 }
 
 const RECEIPTS_QUEUED: &str = "SELECT COUNT(*) FROM outbox_emails WHERE template = 'membership_receipt'";
+const EVENTS_PENDING: &str = "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'";
 
 struct Run {
     seeded: Duration,
     intake: Duration,
     refused: u64,
+    events_applied: Duration,
     applied: Duration,
     peak_rss: u64,
     end_rss: u64,
@@ -366,7 +368,11 @@ async fn renewal(target: &Target, kanpa: &PathBuf, args: &Args) -> anyhow::Resul
     let intake = started.elapsed();
     let deadline = started + Duration::from_secs(args.timeout);
     let mut reported = Instant::now();
+    let mut events_applied = None;
     loop {
+        if events_applied.is_none() && scalar(&target.db, EVENTS_PENDING).await? == 0 {
+            events_applied = Some(started.elapsed());
+        }
         let queued = scalar(&target.db, RECEIPTS_QUEUED).await?;
         if queued as usize >= n {
             break;
@@ -389,6 +395,7 @@ async fn renewal(target: &Target, kanpa: &PathBuf, args: &Args) -> anyhow::Resul
         seeded,
         intake,
         refused: refused.load(Ordering::Relaxed),
+        events_applied: events_applied.unwrap_or(applied),
         applied,
         peak_rss: peak.load(Ordering::Relaxed),
         end_rss,
@@ -474,6 +481,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{:<40} {:>12.1} s", "seeded memberships and fake Stripe", run.seeded.as_secs_f64());
         println!("{:<40} {:>12.0} /s ({:.1} s)", "webhook intake", intake_rate, run.intake.as_secs_f64());
         println!("{:<40} {:>12}", "  refused (retried)", run.refused);
+        println!("{:<40} {:>12.1} s", "every invoice.paid event applied after", run.events_applied.as_secs_f64());
         println!("{:<40} {:>12.1} s", "every invoice applied after", run.applied.as_secs_f64());
         println!("{:<40} {:>12.0} /s", "applied", applied_rate);
         println!("{:<40} {:>12.0} /s", "floor (plain single-row INSERTs)", floor);
