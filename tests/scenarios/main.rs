@@ -17,6 +17,7 @@ mod outgoing;
 mod pages;
 mod receipts;
 mod reconcile;
+mod renewals;
 mod salon_timeline;
 mod salons;
 mod server;

@@ -15,6 +15,12 @@
 //! pledges against the fake Stripe (50 ms answers, 100 requests/s limit) at
 //! 90 charges/s and compares the wall time with 10,000/90 s.
 //!
+//! `cargo run --release -p kanpa-bench -- renewal` delivers 100,000 signed
+//! `invoice.paid` events to a `kanpa serve` process on the Stripe gateway
+//! (against the fake), times until every one is posted with its receipt
+//! queued, against the same plain-INSERT floor, and reports the server's
+//! memory.
+//!
 //! `cargo run --release -p kanpa-bench -- page` serves the demo campaign
 //! page under `wrk -t2 -c64 -d20s` against nginx serving the same HTML as a
 //! static file.
@@ -22,6 +28,7 @@
 mod ledger;
 mod messaging;
 mod page;
+mod renewal;
 mod settlement;
 mod target;
 
@@ -47,6 +54,8 @@ enum Command {
     Messaging(messaging::Args),
     /// Settlement of 10,000 pledges against the fake Stripe (50 ms latency, 100 requests/s limit) at 90/s.
     Settle(settlement::Args),
+    /// Month-end renewal: 100,000 invoice.paid events through a kanpa serve process until every one is posted.
+    Renewal(renewal::Args),
     /// The campaign page under wrk against nginx serving the same rendered HTML.
     Page(page::Args),
 }
@@ -60,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Command::Messaging(args) => runtime.block_on(messaging::run(args)),
         Command::Settle(args) => runtime.block_on(settlement::run(args)),
         Command::Page(args) => runtime.block_on(page::run(args)),
+        Command::Renewal(args) => runtime.block_on(renewal::run(args)),
     }
 }

@@ -197,17 +197,29 @@ async fn intake(target: &Target, args: &Args) -> anyhow::Result<Intake> {
 /// The floor: plain single-row INSERTs of the same payloads, by as many
 /// concurrent writers, into a bare table of the same database.
 async fn floor(target: &Target, args: &Args) -> anyhow::Result<f64> {
+    let stripe = FakeStripe::start().await?;
+    let payload = serde_json::to_string(&stripe.event("charge.succeeded", stripe.charge(3000, "jpy", 0, &[])?))?;
+    floor_rate(target, payload, args.clients, Duration::from_secs(args.seconds)).await
+}
+
+/// Rows/s of `writers` concurrent writers inserting `payload` under fresh
+/// ids, one plain single-row INSERT each, for `seconds`, into a bare table
+/// made for it in `target` (the intake floor other benches compare with).
+pub(crate) async fn floor_rate(
+    target: &Target,
+    payload: String,
+    writers_n: usize,
+    seconds: Duration,
+) -> anyhow::Result<f64> {
     let create = "CREATE TABLE bench_floor (id TEXT PRIMARY KEY, payload TEXT NOT NULL)";
     let mut tx = target.db.begin().await?;
     kanpa_ledger::on_tx!(&mut tx, c => sqlx::query(create).execute(c).await?.rows_affected());
     tx.commit().await?;
-    let stripe = FakeStripe::start().await?;
-    let payload = serde_json::to_string(&stripe.event("charge.succeeded", stripe.charge(3000, "jpy", 0, &[])?))?;
     let inserted = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.seconds);
+    let deadline = started + seconds;
     let mut writers = JoinSet::new();
-    for writer in 0..args.clients {
+    for writer in 0..writers_n {
         let (db, payload, inserted) = (target.db.clone(), payload.clone(), inserted.clone());
         writers.spawn(async move {
             let insert = "INSERT INTO bench_floor (id, payload) VALUES ($1, $2)";

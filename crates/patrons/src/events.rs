@@ -290,6 +290,7 @@ impl MembershipEvents {
         membership: &Membership,
         invoice: &Value,
         status: &str,
+        payment_intent: Option<&str>,
     ) -> Result<String, PatronError> {
         let id = text(invoice, "id").ok_or_else(|| db_error("invoice without id"))?;
         let period = &invoice["lines"]["data"][0]["period"];
@@ -297,15 +298,17 @@ impl MembershipEvents {
         let now = Timestamp::now();
         // A paid invoice stays paid, whatever arrives after.
         let sql = "INSERT INTO membership_invoices (membership_id, stripe_invoice_id, status, amount_due,
-                       period_start, period_end, hosted_invoice_url, created_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                       period_start, period_end, hosted_invoice_url, stripe_payment_intent_id, created_at, updated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
                    ON CONFLICT (stripe_invoice_id) DO UPDATE SET
                        status = CASE WHEN membership_invoices.status = 'paid' THEN 'paid' ELSE excluded.status END,
                        hosted_invoice_url = COALESCE(excluded.hosted_invoice_url, membership_invoices.hosted_invoice_url),
+                       stripe_payment_intent_id =
+                           COALESCE(excluded.stripe_payment_intent_id, membership_invoices.stripe_payment_intent_id),
                        updated_at = excluded.updated_at";
         on_tx!(tx, c => sqlx::query(sql).bind(membership.id).bind(&id).bind(status)
             .bind(invoice["amount_due"].as_i64().unwrap_or(0).max(0)).bind(at(&period["start"])).bind(at(&period["end"]))
-            .bind(text(invoice, "hosted_invoice_url")).bind(now).execute(c).await?.rows_affected());
+            .bind(text(invoice, "hosted_invoice_url")).bind(payment_intent).bind(now).execute(c).await?.rows_affected());
         Ok(id)
     }
 
@@ -316,20 +319,20 @@ impl MembershipEvents {
         invoice: &Value,
         event: &StoredEvent,
     ) -> Result<Handled, PatronError> {
-        let id = self.record_invoice(tx, membership, invoice, "paid").await?;
+        let paid_something = invoice["amount_paid"].as_i64().unwrap_or(0) > 0;
+        let intent = if paid_something { invoice_payment_intent(invoice) } else { None };
+        let id = self.record_invoice(tx, membership, invoice, "paid", intent.as_deref()).await?;
         if matches!(membership.status, MembershipStatus::Incomplete | MembershipStatus::PastDue)
             && !subscription_moved_on(tx, invoice, event).await?
         {
             set_status(tx, membership, MembershipStatus::Active).await?;
         }
-        if invoice["amount_paid"].as_i64().unwrap_or(0) <= 0 {
+        if !paid_something {
             return Ok(Handled::Applied);
         }
-        let Some(intent) = invoice_payment_intent(invoice) else {
+        let Some(intent) = intent else {
             return Ok(Handled::Skipped("a paid invoice without a PaymentIntent".into()));
         };
-        let sql = "UPDATE membership_invoices SET stripe_payment_intent_id = $1 WHERE stripe_invoice_id = $2";
-        on_tx!(tx, c => sqlx::query(sql).bind(&intent).bind(&id).execute(c).await?.rows_affected());
         apply_waiting(tx, membership, "payment_intent_id", &intent).await?;
         let job = NewJob {
             kind: COLLECT_JOB,
@@ -511,7 +514,7 @@ impl MembershipEvents {
         invoice: &Value,
         event: &StoredEvent,
     ) -> Result<Handled, PatronError> {
-        let id = self.record_invoice(tx, membership, invoice, "failed").await?;
+        let id = self.record_invoice(tx, membership, invoice, "failed", None).await?;
         if !matches!(
             membership.status,
             MembershipStatus::Active | MembershipStatus::Canceling | MembershipStatus::PastDue
@@ -569,7 +572,7 @@ impl MembershipEvents {
         membership: &Membership,
         invoice: &Value,
     ) -> Result<Handled, PatronError> {
-        let id = self.record_invoice(tx, membership, invoice, "action_required").await?;
+        let id = self.record_invoice(tx, membership, invoice, "action_required", None).await?;
         let Some(link) = text(invoice, "hosted_invoice_url") else {
             return Ok(Handled::Skipped("no hosted invoice page to send".into()));
         };
@@ -616,6 +619,24 @@ fn header(
     })
 }
 
+/// What recording a payment reads besides the payment itself: the
+/// membership's salon and tier and the organisation's Stripe balance
+/// account. A batch of collections reads it once per tier.
+pub(crate) struct PaymentBooks {
+    salon: Salon,
+    tier: crate::model::Tier,
+    stripe: kanpa_ledger::AccountId,
+}
+
+impl PaymentBooks {
+    pub(crate) async fn of(tx: &mut Tx, membership: &Membership) -> Result<PaymentBooks, PatronError> {
+        let salon = store::salon_in(tx, membership.salon_id).await?;
+        let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
+        let tier = store::tier_in(tx, salon.id, membership.tier_id).await?;
+        Ok(PaymentBooks { salon, tier, stripe })
+    }
+}
+
 /// Records a paid invoice's money and sends the receipt, once: see
 /// [`post_payment`].
 pub async fn record_payment(
@@ -625,11 +646,35 @@ pub async fn record_payment(
     invoice_id: &str,
     collected: &Collected,
 ) -> Result<bool, PatronError> {
-    let Some(receipt) = post_payment_with_receipt(tx, membership, invoice_id, collected).await? else {
+    let books = PaymentBooks::of(tx, membership).await?;
+    record_payment_in(tx, site, &books, membership, invoice_id, collected).await
+}
+
+async fn record_payment_in(
+    tx: &mut Tx,
+    site: &Site,
+    books: &PaymentBooks,
+    membership: &Membership,
+    invoice_id: &str,
+    collected: &Collected,
+) -> Result<bool, PatronError> {
+    let Some(receipt) = post_payment_with_receipt(tx, books, membership, invoice_id, collected).await? else {
         return Ok(false);
     };
-    let salon = store::salon_in(tx, membership.salon_id).await?;
-    let tier = store::tier_in(tx, salon.id, membership.tier_id).await?;
+    email_receipt(tx, site, books, membership, collected, &receipt).await?;
+    Ok(true)
+}
+
+/// Queues the email that sends the patron the receipt of a payment.
+async fn email_receipt(
+    tx: &mut Tx,
+    site: &Site,
+    books: &PaymentBooks,
+    membership: &Membership,
+    collected: &Collected,
+    receipt: &Receipt,
+) -> Result<(), PatronError> {
+    let (salon, tier) = (&books.salon, &books.tier);
     let locale = membership.locale;
     let template = EmailTemplate::MembershipReceipt {
         salon: salon.name(locale).to_owned(),
@@ -641,8 +686,7 @@ pub async fn record_payment(
         receipt_link: site.receipt_link(&receipt.public_id),
     };
     let charge = &collected.charge;
-    email_patron(tx, site, membership, &format!("receipt:{charge}"), template).await?;
-    Ok(true)
+    email_patron(tx, site, membership, &format!("receipt:{charge}"), template).await
 }
 
 /// Posts a paid invoice's money: gross into the Stripe balance and the
@@ -657,17 +701,33 @@ pub async fn post_payment(
     invoice_id: &str,
     collected: &Collected,
 ) -> Result<bool, PatronError> {
-    Ok(post_payment_with_receipt(tx, membership, invoice_id, collected).await?.is_some())
+    let books = PaymentBooks::of(tx, membership).await?;
+    Ok(post_payment_with_receipt(tx, &books, membership, invoice_id, collected).await?.is_some())
 }
 
 /// [`post_payment`], returning the receipt the first time.
 async fn post_payment_with_receipt(
     tx: &mut Tx,
+    books: &PaymentBooks,
     membership: &Membership,
     invoice_id: &str,
     collected: &Collected,
 ) -> Result<Option<Receipt>, PatronError> {
-    let salon = store::salon_in(tx, membership.salon_id).await?;
+    if !post_money(tx, books, membership, invoice_id, collected).await? {
+        return Ok(None);
+    }
+    Ok(Some(receipt::issue(tx, &receipt_of(books, membership, collected)).await?))
+}
+
+/// The money of [`post_payment`], without the receipt: true the first time.
+async fn post_money(
+    tx: &mut Tx,
+    books: &PaymentBooks,
+    membership: &Membership,
+    invoice_id: &str,
+    collected: &Collected,
+) -> Result<bool, PatronError> {
+    let salon = &books.salon;
     if collected.gross.currency() != salon.currency {
         return Err(PatronError::Ledger(kanpa_ledger::LedgerError::CurrencyMismatch {
             account: salon.fund_account,
@@ -675,12 +735,12 @@ async fn post_payment_with_receipt(
         }));
     }
     let fund = salon.fund_account;
-    let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
+    let stripe = books.stripe;
     let charge = &collected.charge;
-    let gross = header(&salon, membership, format!("stripe:{charge}:gross"), "Membership paid", collected.created)?;
+    let gross = header(salon, membership, format!("stripe:{charge}:gross"), "Membership paid", collected.created)?;
     ledger::post(tx, &NewEntry::transfer(gross, stripe, fund, collected.gross)?).await?;
     if collected.fee.amount() > 0 {
-        let fee = header(&salon, membership, format!("stripe:{charge}:fee"), "Stripe fee", collected.created)?;
+        let fee = header(salon, membership, format!("stripe:{charge}:fee"), "Stripe fee", collected.created)?;
         let postings = vec![NewPosting::debit(fund, collected.fee), NewPosting::credit(stripe, collected.fee)?];
         ledger::post(tx, &NewEntry::new(fee, postings)?).await?;
     }
@@ -691,7 +751,7 @@ async fn post_payment_with_receipt(
         .bind(collected.fee.amount()).bind(collected.created).bind(Timestamp::now()).bind(invoice_id)
         .bind(membership.id).execute(c).await?.rows_affected());
     if first == 0 {
-        return Ok(None);
+        return Ok(false);
     }
     let sql = "UPDATE memberships SET
                    last_payment_at = CASE WHEN last_payment_at IS NULL OR last_payment_at < $1 THEN $1
@@ -700,8 +760,14 @@ async fn post_payment_with_receipt(
     on_tx!(tx, c => sqlx::query(sql).bind(collected.created).bind(membership.id).execute(c).await?.rows_affected());
     store::recompute_lifetime_paid(tx, membership.id).await?;
     apply_waiting(tx, membership, "charge_id", charge).await?;
+    Ok(true)
+}
+
+/// The receipt of a membership payment.
+fn receipt_of(books: &PaymentBooks, membership: &Membership, collected: &Collected) -> NewReceipt {
+    let (salon, charge) = (&books.salon, &collected.charge);
     // A month of membership is a taxable service; its price includes the tax.
-    let tier = store::tier_in(tx, salon.id, membership.tier_id).await?;
+    let tier = &books.tier;
     let line = ReceiptLine {
         kind: LineKind::Membership,
         description_ja: format!("{} 月会費({})", salon.name(Locale::Ja), tier.name(Locale::Ja)),
@@ -709,7 +775,7 @@ async fn post_payment_with_receipt(
         amount: collected.gross,
         tax_rate: Some(TaxRate::STANDARD),
     };
-    let new = NewReceipt {
+    NewReceipt {
         org: OrgId(salon.org_id),
         source: ReceiptSource::stripe_charge(charge),
         payer_name: membership.email.clone(),
@@ -718,8 +784,7 @@ async fn post_payment_with_receipt(
         currency: collected.gross.currency(),
         basis: PriceBasis::TaxInclusive,
         lines: vec![line],
-    };
-    Ok(Some(receipt::issue(tx, &new).await?))
+    }
 }
 
 /// The `membership.collect` job: asks the gateway what an invoice's
@@ -729,6 +794,38 @@ pub struct CollectInvoice {
     pub site: Site,
 }
 
+/// What a `membership.collect` job names.
+struct CollectRequest<'a> {
+    membership: &'a str,
+    invoice: &'a str,
+    payment_intent: &'a str,
+}
+
+impl CollectRequest<'_> {
+    fn of(job: &ClaimedJob) -> Result<CollectRequest<'_>, JobFailure> {
+        let p = &job.payload;
+        match (p["membership"].as_str(), p["invoice"].as_str(), p["payment_intent"].as_str()) {
+            (Some(membership), Some(invoice), Some(payment_intent)) => {
+                Ok(CollectRequest { membership, invoice, payment_intent })
+            }
+            _ => Err(JobFailure::GiveUp("job without membership, invoice or payment_intent".into())),
+        }
+    }
+}
+
+impl CollectInvoice {
+    /// What the gateway says the PaymentIntent took; a payment not
+    /// succeeded yet is retried later.
+    async fn collected(&self, payment_intent: &str) -> Result<Collected, JobFailure> {
+        let collected = self.gateway.collected(payment_intent).await.map_err(|e| JobFailure::Retry(e.to_string()))?;
+        collected.ok_or_else(|| JobFailure::Retry(format!("{payment_intent} has not succeeded yet")))
+    }
+}
+
+fn retry(e: PatronError) -> JobFailure {
+    JobFailure::Retry(e.to_string())
+}
+
 #[async_trait]
 impl JobHandler for CollectInvoice {
     fn retry_policy(&self) -> RetryPolicy {
@@ -736,24 +833,68 @@ impl JobHandler for CollectInvoice {
     }
 
     async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure> {
-        let p = &job.payload;
-        let (Some(public_id), Some(invoice), Some(intent)) =
-            (p["membership"].as_str(), p["invoice"].as_str(), p["payment_intent"].as_str())
-        else {
-            return Err(JobFailure::GiveUp("job without membership, invoice or payment_intent".into()));
-        };
-        let collected = self.gateway.collected(intent).await.map_err(|e| JobFailure::Retry(e.to_string()))?;
-        let Some(collected) = collected else {
-            return Err(JobFailure::Retry(format!("{intent} has not succeeded yet")));
-        };
+        let request = CollectRequest::of(job)?;
+        let collected = self.collected(request.payment_intent).await?;
         let mut tx = db.begin().await?;
-        let membership = store::membership_in(&mut tx, public_id)
+        let membership = store::membership_in(&mut tx, request.membership)
             .await
-            .map_err(|e| JobFailure::Retry(e.to_string()))?
-            .ok_or_else(|| JobFailure::GiveUp(format!("no membership {public_id}")))?;
-        record_payment(&mut tx, &self.site, &membership, invoice, &collected)
-            .await
-            .map_err(|e| JobFailure::Retry(e.to_string()))?;
+            .map_err(retry)?
+            .ok_or_else(|| JobFailure::GiveUp(format!("no membership {}", request.membership)))?;
+        record_payment(&mut tx, &self.site, &membership, request.invoice, &collected).await.map_err(retry)?;
+        Ok(tx)
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// A month-end's worth of paid invoices at once: the gateway is asked
+    /// about every PaymentIntent concurrently, outside any transaction, then
+    /// one transaction records every payment (each still keyed by its
+    /// charge, so a replay posts nothing). Anything amiss — a lookup
+    /// failing, a payment not succeeded yet, a membership missing — discards
+    /// the batch, and the worker runs each job alone: the others apply and
+    /// the failing one retries by itself.
+    async fn run_many(&self, db: &Db, jobs: &[ClaimedJob]) -> Result<Tx, JobFailure> {
+        let requests = jobs.iter().map(CollectRequest::of).collect::<Result<Vec<_>, _>>()?;
+        let answers =
+            futures::future::join_all(requests.iter().map(|request| self.collected(request.payment_intent))).await;
+        let mut tx = db.begin().await?;
+        let mut payments = Vec::with_capacity(requests.len());
+        // Read once per tier for the whole batch.
+        let mut books: Vec<((i64, i64), PaymentBooks)> = Vec::new();
+        for (request, answer) in requests.iter().zip(answers) {
+            let collected = answer?;
+            let membership = store::membership_in(&mut tx, request.membership)
+                .await
+                .map_err(retry)?
+                .ok_or_else(|| JobFailure::Retry(format!("no membership {}", request.membership)))?;
+            let tier = (membership.salon_id, membership.tier_id);
+            if !books.iter().any(|(key, _)| *key == tier) {
+                books.push((tier, PaymentBooks::of(&mut tx, &membership).await.map_err(retry)?));
+            }
+            payments.push((membership, request.invoice, collected));
+        }
+        let books_of = |m: &Membership| books.iter().find(|(key, _)| *key == (m.salon_id, m.tier_id)).map(|(_, b)| b);
+        // In organisation and membership order: every batch then takes the
+        // organisations' receipt sequences, balance rows and memberships in
+        // one order, so two batches never wait on each other in a cycle.
+        payments.sort_by_key(|(m, _, _)| (books_of(m).map_or(0, |b| b.salon.org_id), m.id));
+        // The money of every payment first; then, as late as possible, the
+        // receipts (the organisation's numbering lock is held from there to
+        // the commit) and their emails.
+        let mut first_time = Vec::with_capacity(payments.len());
+        for (membership, invoice, collected) in &payments {
+            let books = books_of(membership).ok_or_else(|| JobFailure::Retry("books not read".into()))?;
+            if post_money(&mut tx, books, membership, invoice, collected).await.map_err(retry)? {
+                first_time.push((books, membership, collected));
+            }
+        }
+        let news: Vec<NewReceipt> = first_time.iter().map(|(b, m, c)| receipt_of(b, m, c)).collect();
+        let receipts = receipt::issue_many(&mut tx, &news).await.map_err(|e| retry(e.into()))?;
+        for ((books, membership, collected), receipt) in first_time.iter().zip(&receipts) {
+            email_receipt(&mut tx, &self.site, books, membership, collected, receipt).await.map_err(retry)?;
+        }
         Ok(tx)
     }
 }

@@ -294,6 +294,45 @@ fn random_public_id() -> String {
 /// commits, so numbers are unique and, as a rolled-back payment gives its
 /// number back, without gaps.
 pub async fn issue(tx: &mut Tx, new: &NewReceipt) -> Result<Receipt, ReceiptError> {
+    check_lines(new)?;
+    // Take the organisation's sequence row first: a concurrent issuer of the
+    // same source waits here and then finds the receipt below.
+    let last = lock_sequence(tx, new.org).await?;
+    if let Some(existing) = by_source_in(tx, &new.source).await? {
+        return Ok(existing);
+    }
+    let number = last + 1;
+    bump_sequence(tx, new.org, number).await?;
+    let issuer = Issuer::of(tx, new.org).await?;
+    insert(tx, new, number, &issuer).await
+}
+
+/// Issues the receipts of several payments recorded for the first time in
+/// the caller's transaction, numbered as [`issue`] would number them one
+/// after the other, but taking and moving each organisation's sequence row
+/// once (give them grouped by organisation): a month-end batch holds the
+/// numbering lock for as short a time as it can. Every source must be new:
+/// one that already has a receipt fails the call (a unique index), and the
+/// caller falls back to [`issue`] one payment at a time.
+pub async fn issue_many(tx: &mut Tx, news: &[NewReceipt]) -> Result<Vec<Receipt>, ReceiptError> {
+    let mut issued = Vec::with_capacity(news.len());
+    let mut rest = news;
+    while let Some(first) = rest.first() {
+        let together = rest.iter().take_while(|new| new.org == first.org).count();
+        let (group, tail) = rest.split_at(together);
+        rest = tail;
+        group.iter().try_for_each(check_lines)?;
+        let last = lock_sequence(tx, first.org).await?;
+        bump_sequence(tx, first.org, last + group.len() as i64).await?;
+        let issuer = Issuer::of(tx, first.org).await?;
+        for (n, new) in (last + 1..).zip(group) {
+            issued.push(insert(tx, new, n, &issuer).await?);
+        }
+    }
+    Ok(issued)
+}
+
+fn check_lines(new: &NewReceipt) -> Result<(), ReceiptError> {
     if new.lines.is_empty() {
         return Err(ReceiptError::NoLines);
     }
@@ -302,36 +341,58 @@ pub async fn issue(tx: &mut Tx, new: &NewReceipt) -> Result<Receipt, ReceiptErro
             return Err(MoneyError::CurrencyMismatch { left: new.currency, right: line.amount.currency() }.into());
         }
     }
-    // Take the organisation's sequence row first: a concurrent issuer of the
-    // same source waits here and then finds the receipt below.
+    Ok(())
+}
+
+/// Locks the organisation's sequence row (made on first use) until the
+/// transaction ends, and returns the last number issued.
+async fn lock_sequence(tx: &mut Tx, org: OrgId) -> Result<i64, ReceiptError> {
     let lock = "INSERT INTO receipt_sequences (organisation_id, last_number) VALUES ($1, 0)
                 ON CONFLICT (organisation_id) DO UPDATE SET last_number = receipt_sequences.last_number
                 RETURNING last_number";
-    let last: i64 = on_tx!(tx, c => sqlx::query_scalar(lock).bind(new.org.0).fetch_one(c).await?);
-    if let Some(existing) = by_source_in(tx, &new.source).await? {
-        return Ok(existing);
-    }
-    let number = last + 1;
-    let bump = "UPDATE receipt_sequences SET last_number = $1 WHERE organisation_id = $2";
-    on_tx!(tx, c => sqlx::query(bump).bind(number).bind(new.org.0).execute(c).await?.rows_affected());
+    Ok(on_tx!(tx, c => sqlx::query_scalar(lock).bind(org.0).fetch_one(c).await?))
+}
 
-    let seller = seller::settings_in(tx, new.org).await?;
-    let issuer_name = if seller.seller_name.is_empty() {
-        let sql = "SELECT name FROM organisations WHERE id = $1";
-        on_tx!(tx, c => sqlx::query_scalar::<_, String>(sql).bind(new.org.0).fetch_one(c).await?)
-    } else {
-        seller.seller_name.clone()
-    };
+async fn bump_sequence(tx: &mut Tx, org: OrgId, last: i64) -> Result<(), ReceiptError> {
+    let bump = "UPDATE receipt_sequences SET last_number = $1 WHERE organisation_id = $2";
+    on_tx!(tx, c => sqlx::query(bump).bind(last).bind(org.0).execute(c).await?.rows_affected());
+    Ok(())
+}
+
+/// Who issues an organisation's receipts, as each receipt keeps it.
+struct Issuer {
+    seller: seller::SellerSettings,
+    name: String,
+}
+
+impl Issuer {
+    async fn of(tx: &mut Tx, org: OrgId) -> Result<Issuer, ReceiptError> {
+        let seller = seller::settings_in(tx, org).await?;
+        let name = if seller.seller_name.is_empty() {
+            let sql = "SELECT name FROM organisations WHERE id = $1";
+            on_tx!(tx, c => sqlx::query_scalar::<_, String>(sql).bind(org.0).fetch_one(c).await?)
+        } else {
+            seller.seller_name.clone()
+        };
+        Ok(Issuer { seller, name })
+    }
+}
+
+/// Writes a receipt and its lines under `number`.
+async fn insert(tx: &mut Tx, new: &NewReceipt, number: i64, issuer: &Issuer) -> Result<Receipt, ReceiptError> {
+    let seller = &issuer.seller;
     let public_id = random_public_id();
     let insert = "INSERT INTO receipts (public_id, organisation_id, number, source_kind, source_ref, payer_name,
                       payer_email, currency, paid_at, issuer_name, registration_number, tax_rounding, price_basis,
                       issued_at)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id";
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                  RETURNING id, paid_at, issued_at";
     let registration = seller.registration_number.as_ref().map(InvoiceRegistrationNumber::as_str);
-    let id: i64 = on_tx!(tx, c => sqlx::query_scalar(insert).bind(&public_id).bind(new.org.0).bind(number)
-        .bind(&new.source.kind).bind(&new.source.reference).bind(&new.payer_name).bind(&new.payer_email)
-        .bind(new.currency.code()).bind(new.paid_at).bind(&issuer_name).bind(registration)
-        .bind(seller.tax_rounding.as_str()).bind(new.basis.as_str()).bind(Timestamp::now()).fetch_one(c).await?);
+    let (id, paid_at, issued_at): (i64, Timestamp, Timestamp) = on_tx!(tx, c => sqlx::query_as(insert)
+        .bind(&public_id).bind(new.org.0).bind(number).bind(&new.source.kind).bind(&new.source.reference)
+        .bind(&new.payer_name).bind(&new.payer_email).bind(new.currency.code()).bind(new.paid_at)
+        .bind(&issuer.name).bind(registration).bind(seller.tax_rounding.as_str()).bind(new.basis.as_str())
+        .bind(Timestamp::now()).fetch_one(c).await?);
     let line_sql = "INSERT INTO receipt_lines (receipt_id, position, kind, description_ja, description_en, amount,
                         tax_rate) VALUES ($1, $2, $3, $4, $5, $6, $7)";
     for (position, line) in new.lines.iter().enumerate() {
@@ -340,7 +401,26 @@ pub async fn issue(tx: &mut Tx, new: &NewReceipt) -> Result<Receipt, ReceiptErro
             .bind(&line.description_ja).bind(&line.description_en).bind(line.amount.amount()).bind(rate)
             .execute(c).await?.rows_affected());
     }
-    by_source_in(tx, &new.source).await?.ok_or_else(|| ReceiptError::Database(sqlx::Error::RowNotFound))
+    // Exactly the rows just written (their times as stored, read back with
+    // the id), without reading them again.
+    Ok(Receipt {
+        id,
+        public_id,
+        org: new.org,
+        number,
+        source_kind: new.source.kind.clone(),
+        source_ref: new.source.reference.clone(),
+        payer_name: new.payer_name.clone(),
+        payer_email: new.payer_email.clone(),
+        paid_at,
+        currency: new.currency,
+        issuer_name: issuer.name.clone(),
+        registration_number: registration.map(str::to_owned),
+        rounding: seller.tax_rounding,
+        basis: new.basis,
+        issued_at,
+        lines: new.lines.clone(),
+    })
 }
 
 // ---------------------------------------------------------------- reading
