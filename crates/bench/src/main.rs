@@ -15,10 +15,16 @@
 //! pledges against the fake Stripe (50 ms answers, 100 requests/s limit) at
 //! 90 charges/s and compares the wall time with 10,000/90 s.
 //!
+//! `cargo run --release -p kanpa-bench -- export` runs the real `kanpa
+//! export journal --format csv` over 1,000,000 postings on each backend
+//! against the database's own CSV dump of the same rows (psql `COPY … TO
+//! STDOUT`, `sqlite3 -csv`): wall time, rows/s and peak memory.
+//!
 //! `cargo run --release -p kanpa-bench -- page` serves the demo campaign
 //! page under `wrk -t2 -c64 -d20s` against nginx serving the same HTML as a
 //! static file.
 
+mod export;
 mod ledger;
 mod messaging;
 mod page;
@@ -47,6 +53,8 @@ enum Command {
     Messaging(messaging::Args),
     /// Settlement of 10,000 pledges against the fake Stripe (50 ms latency, 100 requests/s limit) at 90/s.
     Settle(settlement::Args),
+    /// `kanpa export journal --format csv` over 1,000,000 postings against the database's own CSV dump.
+    Export(export::Args),
     /// The campaign page under wrk against nginx serving the same rendered HTML.
     Page(page::Args),
 }
@@ -60,5 +68,6 @@ fn main() -> anyhow::Result<()> {
         Command::Messaging(args) => runtime.block_on(messaging::run(args)),
         Command::Settle(args) => runtime.block_on(settlement::run(args)),
         Command::Page(args) => runtime.block_on(page::run(args)),
+        Command::Export(args) => runtime.block_on(export::run(args)),
     }
 }
