@@ -42,8 +42,10 @@ const FLOOR_SELECT: &str = "SELECT o.slug, e.occurred_at, e.id, a.code, a.name, 
      JOIN ledger_accounts a ON a.id = p.account_id JOIN organisations o ON o.id = e.org_id \
      ORDER BY e.occurred_at, e.id, p.id";
 
-/// Fictional organisations and their funds (code suffix, name).
-const ORGANISATIONS: [(&str, &str, &[(&str, &str)]); 2] = [
+/// Fictional organisations. An organisation: slug, name, and its funds (code suffix, name).
+type Organisation = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+const ORGANISATIONS: [Organisation; 2] = [
     (
         "iryo",
         "地域医療支援ネットワーク",
@@ -112,7 +114,11 @@ struct SeedEntry {
 fn seed_entry(books: &[Books], i: usize, remaining: usize, start: i64) -> (SeedEntry, Vec<(i64, i64)>) {
     let b = &books[i % 7 % books.len()];
     let (fund, fund_name) = b.funds[(i / 7) % b.funds.len()];
-    let kind = if remaining == 2 || remaining == 4 { 7 + i % 3 } else { i % 10 };
+    let kind = match remaining {
+        3 => 0,
+        2 | 4 => 7 + i % 3,
+        _ => i % 10,
+    };
     let id = i as i64 + 1;
     // About ten seconds apart, so the million postings span a few months.
     let occurred_at =
@@ -454,4 +460,42 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeding_gives_exactly_the_postings_asked_for_in_balanced_entries() {
+        let a = |i| AccountId(i);
+        let books = vec![
+            Books {
+                org: OrgId(1),
+                stripe: a(1),
+                in_transit: a(2),
+                bank: a(3),
+                fees: a(4),
+                funds: vec![(a(5), "看護")],
+            },
+            Books {
+                org: OrgId(2),
+                stripe: a(6),
+                in_transit: a(7),
+                bank: a(8),
+                fees: a(9),
+                funds: vec![(a(10), "食材")],
+            },
+        ];
+        for n in (2..400).chain([1_000_000]) {
+            let (mut remaining, mut i) = (n, 0);
+            while remaining > 0 {
+                let (_, postings) = seed_entry(&books, i, remaining, 1_790_000_000);
+                assert_eq!(postings.iter().map(|p| p.1).sum::<i64>(), 0, "entry {i} balances");
+                assert!(postings.len() <= remaining, "n = {n}: entry {i} overshoots");
+                remaining -= postings.len();
+                i += 1;
+            }
+        }
+    }
 }
