@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use kanpa_ledger::export::{self, Format, Options, Period, Report, Scope, cells};
+use kanpa_ledger::export::{self, Charset, Format, Options, Period, Report, Scope, cells};
 use kanpa_ledger::store;
 use kanpa_ledger::{
     AccountId, AccountKind, Currency, Db, EntryHeader, IdempotencyKey, Money, NewAccount, NewEntry, NewPosting, OrgId,
@@ -294,6 +294,16 @@ async fn csv_from_the_api_neutralises_formulas_that_read_back_as_typed_and_only_
     for role in [Role::Owner, Role::Treasurer] {
         assert_eq!(get(role, "?format=beancount", "en").await.status(), 200);
     }
+    // Yayoi's import is Shift_JIS, and says so.
+    let res = get(Role::Treasurer, "?format=yayoi&bom=true", "ja").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=Shift_JIS");
+    let bytes = res.bytes().await.unwrap();
+    let (text, _, had_errors) = encoding_rs::SHIFT_JIS.decode(&bytes);
+    assert!(!had_errors && std::str::from_utf8(&bytes).is_err(), "Shift_JIS, not UTF-8");
+    let rows = cells::read_records(&text);
+    assert!(rows.iter().all(|r| r.len() == 25) && rows.len() >= 8, "{rows:?}");
+    assert!(rows.iter().any(|r| r[16].starts_with("Stripe fee; 決済手数料 [")), "{rows:?}");
     for role in [Role::Viewer, Role::Organiser] {
         assert_eq!(get(role, "", "en").await.status(), 403, "{role:?}");
     }
@@ -381,12 +391,31 @@ async fn japanese_accounting_imports_follow_their_layouts_with_the_mapped_accoun
         "orgs": { "iryo": { "accounts": { "fund:drive:nurses": { "account": "受取寄付金", "sub": "看護師" } } } },
     }))
     .unwrap();
-    let options = config.options(false);
+    // A supporter's message with a character Shift_JIS cannot hold.
+    let onigiri = NewEntry::transfer(
+        header(d.org, "stripe:ch_9:gross", "2026-11-21T12:00:00+09:00", "おにぎり🍙の差し入れ代"),
+        d.stripe,
+        d.nurses,
+        Money::yen(700),
+    )
+    .unwrap();
+    store::post_entry(&t.db, &onigiri).await.unwrap();
+    let options = config.options(true);
     let scope = Scope::organisation(d.org);
-    let render = async |format| {
+    let render = async |format: Format| {
         let mut out = Vec::new();
         export::export(&t.db, Report::Journal, format, &scope, &Period::default(), &options, &mut out).await.unwrap();
-        cells::read_records(&String::from_utf8(out).unwrap())
+        let text = match format.charset() {
+            Charset::Utf8 => String::from_utf8(out).unwrap(),
+            Charset::ShiftJis => {
+                assert!(std::str::from_utf8(&out).is_err(), "{format:?} is not UTF-8");
+                let (text, _, had_errors) = encoding_rs::SHIFT_JIS.decode(&out);
+                assert!(!had_errors, "{format:?} is valid Shift_JIS (CP932)");
+                assert!(!text.starts_with('\u{feff}'), "no byte-order mark in Shift_JIS");
+                text.into_owned()
+            }
+        };
+        cells::read_records(&text)
     };
 
     let freee = render(Format::Freee).await;
@@ -414,9 +443,17 @@ async fn japanese_accounting_imports_follow_their_layouts_with_the_mapped_accoun
     assert!(yayoi.iter().all(|r| r.len() == 25), "no header, 25 columns");
     let flags: Vec<&str> = yayoi.iter().map(|r| r[0].as_str()).collect();
     assert!(flags.windows(3).any(|w| w == ["2110", "2100", "2101"]), "{flags:?}");
-    assert_eq!(flags.iter().filter(|f| **f == "2000").count(), 9);
+    assert_eq!(flags.iter().filter(|f| **f == "2000").count(), 10);
     let blank_side = yayoi.iter().find(|r| r[0] == "2110").unwrap();
     assert_eq!((blank_side[10].as_str(), blank_side[14].as_str()), ("", "0"), "the empty side is 0");
+    assert!(yayoi.iter().all(|r| r[19] == if r[0] == "2000" { "0" } else { "3" }), "タイプ: 仕訳 0, 振替伝票 3");
+    // Read back from Shift_JIS: the mapped Japanese accounts, and the emoji as
+    // one 〓.
+    let pledge = yayoi.iter().find(|r| r[0] == "2000" && r[8] == "3000").unwrap();
+    assert_eq!((pledge[3].as_str(), pledge[4].as_str(), pledge[5].as_str()), ("2026/11/02", "預け金", "Stripe"));
+    assert_eq!((pledge[10].as_str(), pledge[11].as_str(), pledge[13].as_str()), ("受取寄付金", "看護師", "対象外"));
+    let onigiri = yayoi.iter().find(|r| r[8] == "700").unwrap();
+    assert!(onigiri[16].starts_with("おにぎり〓の差し入れ代 ["), "{onigiri:?}");
 }
 
 on_both_backends!(the_demo_books_export_in_all_six_formats_and_pass_the_checkers_and_its_pledges_and_patrons_as_csv);

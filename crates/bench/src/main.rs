@@ -20,11 +20,16 @@
 //! (against the fake), times until every one is posted with its receipt
 //! queued, against the same plain-INSERT floor, and reports the server's
 //! memory.
+//! `cargo run --release -p kanpa-bench -- export` runs the real `kanpa
+//! export journal --format csv` over 1,000,000 postings on each backend
+//! against the database's own CSV dump of the same rows (psql `COPY … TO
+//! STDOUT`, `sqlite3 -csv`): wall time, rows/s and peak memory.
 //!
 //! `cargo run --release -p kanpa-bench -- page` serves the demo campaign
 //! page under `wrk -t2 -c64 -d20s` against nginx serving the same HTML as a
 //! static file.
 
+mod export;
 mod ledger;
 mod messaging;
 mod page;
@@ -56,6 +61,8 @@ enum Command {
     Settle(settlement::Args),
     /// Month-end renewal: 100,000 invoice.paid events through a kanpa serve process until every one is posted.
     Renewal(renewal::Args),
+    /// `kanpa export journal --format csv` over 1,000,000 postings against the database's own CSV dump.
+    Export(export::Args),
     /// The campaign page under wrk against nginx serving the same rendered HTML.
     Page(page::Args),
 }
@@ -70,5 +77,6 @@ fn main() -> anyhow::Result<()> {
         Command::Settle(args) => runtime.block_on(settlement::run(args)),
         Command::Page(args) => runtime.block_on(page::run(args)),
         Command::Renewal(args) => runtime.block_on(renewal::run(args)),
+        Command::Export(args) => runtime.block_on(export::run(args)),
     }
 }

@@ -710,18 +710,31 @@ fn scope_filter(scope: &crate::export::Scope, params: &mut Vec<Param>, sql: &mut
     }
 }
 
-/// The postings of the entries in scope and period, with their entries, in
-/// date then entry order, streamed from the database row by row.
-pub fn journal_rows<'a>(
+/// The entries in scope and period with their postings, in date then entry
+/// order, streamed from the database one row per entry: the postings come
+/// aggregated in posting order into one text cell (see
+/// [`crate::export::JournalEntryRow`]), so the entry's own columns cross
+/// from the database once rather than once per posting.
+pub fn journal_entries<'a>(
     db: &'a Db,
     scope: &crate::export::Scope,
     period: &crate::export::Period,
-) -> futures::stream::BoxStream<'a, Result<crate::export::JournalRow, LedgerError>> {
+) -> futures::stream::BoxStream<'a, Result<crate::export::JournalEntryRow, LedgerError>> {
     use futures::StreamExt;
-    let mut sql = String::from(
+    // SQLite's group_concat and PostgreSQL's string_agg, both ordered.
+    let aggregate = match db.backend() {
+        crate::Backend::Sqlite => {
+            "group_concat(p.account_id || ' ' || p.amount || ' ' || p.currency, ',' ORDER BY p.id)"
+        }
+        crate::Backend::Postgres => {
+            "string_agg(p.account_id || ' ' || p.amount || ' ' || p.currency, ',' ORDER BY p.id)"
+        }
+    };
+    let mut sql = format!(
         "SELECT e.id AS entry_id, e.org_id, e.occurred_at, e.description, e.idempotency_key, e.source_kind,
-                e.source_ref, e.recorded_by, p.account_id, p.amount, p.currency
-         FROM ledger_entries e JOIN ledger_postings p ON p.entry_id = e.id WHERE 1 = 1",
+                e.source_ref, e.recorded_by,
+                (SELECT {aggregate} FROM ledger_postings p WHERE p.entry_id = e.id) AS postings
+         FROM ledger_entries e WHERE 1 = 1"
     );
     let mut params = Vec::new();
     scope_filter(scope, &mut params, &mut sql);
@@ -733,9 +746,9 @@ pub fn journal_rows<'a>(
         params.push(Param::Time(end));
         sql.push_str(&format!(" AND e.occurred_at < ${}", params.len()));
     }
-    sql.push_str(" ORDER BY e.occurred_at, e.id, p.id");
+    sql.push_str(" ORDER BY e.occurred_at, e.id");
     let stream = on_db!(db, p => {
-        let mut q = sqlx::query_as::<_, crate::export::JournalRow>(AssertSqlSafe(sql));
+        let mut q = sqlx::query_as::<_, crate::export::JournalEntryRow>(AssertSqlSafe(sql));
         for param in params {
             q = match param {
                 Param::Int(v) => q.bind(v),

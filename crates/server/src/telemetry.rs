@@ -24,9 +24,17 @@ pub fn init_logging(config: &LogConfig) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.format {
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_current_span(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact()).try_init(),
+        LogFormat::Pretty => {
+            registry.with(tracing_subscriber::fmt::layer().compact().with_writer(std::io::stderr)).try_init()
+        }
     };
     // Already installed: fine.
     drop(result);

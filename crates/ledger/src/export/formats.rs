@@ -1,9 +1,9 @@
 //! The six formats, each writing one entry at a time into a buffer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use super::cells::Line as CsvLine;
+use super::cells::{Line as CsvLine, push_text};
 use super::{Directory, Entry, Format, Options, Report, decimal, signed_decimal};
 use crate::AccountId;
 use crate::account::AccountKind;
@@ -17,6 +17,47 @@ pub(super) struct Writer<'a> {
     /// Trial balance: (debits, credits) per account; fund ledger: running
     /// balance per fund. One value per account, never per posting.
     totals: BTreeMap<AccountId, (i64, i64)>,
+    /// Journal CSV: each account's cells, quoted and neutralised once.
+    account_cells: HashMap<AccountId, AccountCells>,
+    /// Journal CSV: the current entry's cells after the amounts, written
+    /// once per entry and copied onto each of its rows.
+    entry_tail: String,
+}
+
+/// An account's cells in the journal CSV: `"org"`, `"code","name"` and the
+/// fund column when the account is a fund.
+struct AccountCells {
+    org: String,
+    code_name: String,
+    fund: Option<String>,
+}
+
+impl AccountCells {
+    fn new(account: &super::ExportAccount) -> AccountCells {
+        let quoted = |text: &str| {
+            let mut cell = String::new();
+            push_text(&mut cell, text);
+            cell
+        };
+        AccountCells {
+            org: quoted(&account.org_slug),
+            code_name: format!("{},{}", quoted(&account.code), quoted(&account.name)),
+            fund: (account.kind == AccountKind::Fund).then(|| quoted(&account.code)),
+        }
+    }
+}
+
+/// Appends `amount` in the currency's major unit without a sign, as
+/// [`decimal`] writes it, without allocating.
+fn push_decimal(out: &mut String, amount: i64, currency: Currency) {
+    let exponent = currency.exponent();
+    let magnitude = amount.unsigned_abs();
+    if exponent == 0 {
+        let _ = write!(out, "{magnitude}");
+    } else {
+        let divisor = 10u64.pow(exponent);
+        let _ = write!(out, "{}.{:0width$}", magnitude / divisor, magnitude % divisor, width = exponent as usize);
+    }
 }
 
 const JOURNAL_CSV_HEADER: [&str; 14] = [
@@ -144,12 +185,17 @@ impl<'a> Writer<'a> {
         options: &'a Options,
     ) -> Writer<'a> {
         let totals = opening.iter().map(|(a, b)| (*a, (*b, 0))).collect();
-        Writer { report, format, directory, options, totals }
+        let account_cells = if (report, format) == (Report::Journal, Format::Csv) {
+            directory.accounts().map(|a| (a.id, AccountCells::new(a))).collect()
+        } else {
+            HashMap::new()
+        };
+        Writer { report, format, directory, options, totals, account_cells, entry_tail: String::new() }
     }
 
     pub(super) fn begin(&mut self, out: &mut String) {
-        let csv = matches!(self.format, Format::Csv | Format::Freee | Format::Mf | Format::Yayoi);
-        if csv && self.options.bom {
+        let utf8_csv = matches!(self.format, Format::Csv | Format::Freee | Format::Mf);
+        if utf8_csv && self.options.bom {
             out.push('\u{feff}');
         }
         match (self.report, self.format) {
@@ -241,33 +287,48 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn journal_csv(&self, entry: &Entry, out: &mut String) {
-        let fund = entry.fund(self.directory);
+    /// One row per posting. The entry's cells are rendered once per entry
+    /// and the account's once per export; a row is copied together from
+    /// them with its amounts, straight into the output buffer.
+    fn journal_csv(&mut self, entry: &Entry, out: &mut String) {
+        let fund =
+            entry.fund(self.directory).and_then(|f| self.account_cells.get(&f.id)).and_then(|c| c.fund.as_deref());
+        let tail = &mut self.entry_tail;
+        tail.clear();
+        tail.push(',');
+        push_text(tail, &entry.description);
+        tail.push(',');
+        push_text(tail, entry.counterparty());
+        tail.push(',');
+        match &entry.source {
+            Some((kind, reference)) => push_text(tail, &format!("{kind}:{reference} {}", entry.key)),
+            None => push_text(tail, &entry.key),
+        }
+        tail.push(',');
+        push_text(tail, entry.recorded_by.as_deref().unwrap_or_default());
+        let _ = write!(tail, ",{}\r\n", entry.occurred_at);
+        let mut head = String::new();
+        let _ = write!(head, ",{},{},", iso_date(entry.date), entry.id.0);
         for line in &entry.lines {
-            let Some(account) = self.directory.get(line.account) else { continue };
+            let Some(cells) = self.account_cells.get(&line.account) else { continue };
             let c = line.amount.currency();
             let amount = line.amount.amount();
-            let (debit, credit) =
-                if amount > 0 { (decimal(amount, c), String::new()) } else { (String::new(), decimal(amount, c)) };
-            let fund_code = if account.kind == AccountKind::Fund { Some(account) } else { fund };
-            out.push_str(
-                &CsvLine::new()
-                    .text(&account.org_slug)
-                    .plain(&iso_date(entry.date))
-                    .plain(&entry.id.0.to_string())
-                    .text(&account.code)
-                    .text(&account.name)
-                    .text(fund_code.map(|f| f.code.as_str()).unwrap_or_default())
-                    .plain(&debit)
-                    .plain(&credit)
-                    .plain(c.code())
-                    .text(&entry.description)
-                    .text(entry.counterparty())
-                    .text(&entry.source_ids())
-                    .text(entry.recorded_by.as_deref().unwrap_or_default())
-                    .plain(&entry.occurred_at.to_string())
-                    .finish(),
-            );
+            out.push_str(&cells.org);
+            out.push_str(&head);
+            out.push_str(&cells.code_name);
+            out.push(',');
+            out.push_str(cells.fund.as_deref().or(fund).unwrap_or("\"\""));
+            out.push(',');
+            if amount > 0 {
+                push_decimal(out, amount, c);
+                out.push(',');
+            } else {
+                out.push(',');
+                push_decimal(out, amount, c);
+            }
+            out.push(',');
+            out.push_str(c.code());
+            out.push_str(tail);
         }
     }
 
@@ -286,6 +347,14 @@ impl<'a> Writer<'a> {
     /// is one row; any other entry is a compound journal, one row per
     /// posting with the other side left empty, tied together by the entry id
     /// (and for Yayoi by the 2110/2100/2101 flags).
+    ///
+    /// Yayoi's import layout (弥生インポート形式, 25 columns, no header):
+    /// 識別フラグ (2000 a journal row; 2110, 2100, 2101 the first, middle and
+    /// last rows of a transfer slip), 伝票No., 決算, 取引日付 (`2026/11/02`),
+    /// then for 借方 and for 貸方 勘定科目, 補助科目, 部門, 税区分, 金額 (an
+    /// integer, never negative, `0` for an empty side), 税金額; 摘要, 番号,
+    /// 期日, タイプ (0 仕訳データ, 3 振替伝票), 生成元, 仕訳メモ, 付箋1, 付箋2,
+    /// 調整 (`no`). The text is written in Shift_JIS by the caller.
     fn japanese(&self, entry: &Entry, out: &mut String, format: Format) {
         let lines = &entry.lines;
         let rows: Vec<(Side, Side)> =
@@ -343,7 +412,10 @@ impl<'a> Writer<'a> {
                         let amount = if side.amount.is_empty() { "0" } else { side.amount.as_str() };
                         line.text(&side.account).text(&side.sub).text("").text(&side.tax).plain(amount).plain("");
                     }
-                    line.text(&description).plain("").plain("").plain("0").text("kanpa").text(&entry.source_ids());
+                    // タイプ: 0 for a journal row (2000), 3 for the rows of a
+                    // transfer slip (振替伝票: 2110, 2100, 2101).
+                    let kind = if n == 1 { "0" } else { "3" };
+                    line.text(&description).plain("").plain("").plain(kind).text("kanpa").text(&entry.source_ids());
                     line.plain("0").plain("0").plain("no");
                 }
             }

@@ -9,9 +9,12 @@
 //! buffer of at most [`FLUSH_BYTES`] (plus one row per account for the trial
 //! balance), however many postings there are.
 //!
-//! Dates are calendar dates in Japan (UTC+9), the books' time zone.
+//! Dates are calendar dates in Japan (UTC+9), the books' time zone. Files
+//! are UTF-8, except Yayoi's, which are Shift_JIS (CP932) as Yayoi Kaikei
+//! reads them (see [`charset`]).
 
 pub mod cells;
+pub mod charset;
 mod formats;
 pub mod mapping;
 
@@ -21,6 +24,7 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+pub use self::charset::Charset;
 pub use self::mapping::{MappedAccount, Mapping};
 use crate::account::AccountKind;
 use crate::db::Db;
@@ -149,10 +153,20 @@ impl Format {
         }
     }
 
+    /// How the file's text is encoded: Shift_JIS (CP932) for Yayoi Kaikei,
+    /// whose journal import reads nothing else, UTF-8 for the others.
+    pub fn charset(self) -> Charset {
+        match self {
+            Format::Yayoi => Charset::ShiftJis,
+            _ => Charset::Utf8,
+        }
+    }
+
     /// The file name extension and the media type.
     pub fn file_type(self) -> (&'static str, &'static str) {
         match self {
-            Format::Csv | Format::Freee | Format::Mf | Format::Yayoi => ("csv", "text/csv; charset=utf-8"),
+            Format::Yayoi => ("csv", "text/csv; charset=Shift_JIS"),
+            Format::Csv | Format::Freee | Format::Mf => ("csv", "text/csv; charset=utf-8"),
             Format::Hledger => ("journal", "text/plain; charset=utf-8"),
             Format::Beancount => ("beancount", "text/plain; charset=utf-8"),
         }
@@ -168,8 +182,8 @@ impl Format {
 /// Settings beside the scope.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// Start CSV output with a UTF-8 byte-order mark, so Excel reads
-    /// Japanese text correctly.
+    /// Start UTF-8 CSV output with a byte-order mark, so Excel reads
+    /// Japanese text correctly (Yayoi's Shift_JIS files never have one).
     pub bom: bool,
     /// Accounts of the organisations' charts, for freee, Money Forward and
     /// Yayoi: these rules, or an organisation's own (by slug) if it has them.
@@ -213,6 +227,22 @@ pub struct JournalRow {
     pub account_id: i64,
     pub amount: i64,
     pub currency: String,
+}
+
+/// One entry with its postings, as the database streams it for an export:
+/// `postings` is "ACCOUNT AMOUNT CURRENCY" per posting, joined by commas,
+/// in posting order ("7 3000 JPY,2 -3000 JPY").
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct JournalEntryRow {
+    pub entry_id: i64,
+    pub org_id: i64,
+    pub occurred_at: Timestamp,
+    pub description: String,
+    pub idempotency_key: String,
+    pub source_kind: Option<String>,
+    pub source_ref: Option<String>,
+    pub recorded_by: Option<String>,
+    pub postings: Option<String>,
 }
 
 /// An account as exports show it.
@@ -377,6 +407,36 @@ impl Entry {
         })
     }
 
+    /// The entry of one aggregated row.
+    pub fn from_row(row: JournalEntryRow) -> Result<Entry, LedgerError> {
+        let corrupt = || LedgerError::Corrupt(format!("postings of entry {}: {:?}", row.entry_id, row.postings));
+        let text = row.postings.as_deref().unwrap_or_default();
+        let mut lines = Vec::with_capacity(text.bytes().filter(|b| *b == b',').count() + 1);
+        for posting in text.split(',').filter(|p| !p.is_empty()) {
+            let mut parts = posting.split(' ');
+            let (Some(account), Some(amount), Some(currency), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(corrupt());
+            };
+            let account = account.parse().map_err(|_| corrupt())?;
+            let amount = amount.parse().map_err(|_| corrupt())?;
+            let currency = Currency::from_code(currency).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            lines.push(Line { account: AccountId(account), amount: Money::new(amount, currency) });
+        }
+        Ok(Entry {
+            id: EntryId(row.entry_id),
+            org: OrgId(row.org_id),
+            occurred_at: row.occurred_at,
+            date: row.occurred_at.as_offset().to_offset(BOOKS_OFFSET).date(),
+            description: row.description,
+            key: row.idempotency_key,
+            source: row.source_kind.zip(row.source_ref),
+            recorded_by: row.recorded_by,
+            lines,
+        })
+    }
+
     fn push(&mut self, row: &JournalRow) -> Result<(), LedgerError> {
         let currency = Currency::from_code(&row.currency).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         self.lines.push(Line { account: AccountId(row.account_id), amount: Money::new(row.amount, currency) });
@@ -406,18 +466,17 @@ impl Entry {
 
     /// The fund this entry's money belongs to, when there is exactly one.
     pub fn fund<'d>(&self, directory: &'d Directory) -> Option<&'d ExportAccount> {
-        let mut funds = self
-            .lines
-            .iter()
-            .filter_map(|l| directory.get(l.account))
-            .filter(|a| a.kind == AccountKind::Fund)
-            .map(|a| a.id)
-            .collect::<BTreeSet<_>>()
-            .into_iter();
-        match (funds.next(), funds.next()) {
-            (Some(only), None) => directory.get(only),
-            _ => None,
+        let mut only: Option<&ExportAccount> = None;
+        for account in self.lines.iter().filter_map(|l| directory.get(l.account)) {
+            if account.kind != AccountKind::Fund {
+                continue;
+            }
+            match only {
+                Some(found) if found.id != account.id => return None,
+                _ => only = Some(account),
+            }
         }
+        only
     }
 
     /// Who is on the other side: Stripe for money moved through it.
@@ -469,14 +528,13 @@ pub async fn export<W: AsyncWrite + Unpin + Send>(
         (Report::Fund, Some(start)) => crate::store::balances_before(db, scope, start).await?,
         _ => BTreeMap::new(),
     };
-    let rows = crate::store::journal_rows(db, scope, period);
-    write(report, format, rows, &directory, &opening, options, out).await
+    let entries = crate::store::journal_entries(db, scope, period).map(|row| row.and_then(Entry::from_row));
+    write_entries(report, format, entries, &directory, &opening, options, out).await
 }
 
-/// The writing half of [`export`], over any stream of rows ordered by entry
-/// (and so testable without a database): each entry is formatted as soon as
-/// its last posting has arrived and the output handed on every
-/// [`FLUSH_BYTES`].
+/// [`write_entries`] over a stream of rows, one per posting, ordered by
+/// entry (as a test or another source may have them): each entry is handed
+/// on as soon as its last posting has arrived.
 pub async fn write<S, W>(
     report: Report,
     format: Format,
@@ -490,38 +548,93 @@ where
     S: Stream<Item = Result<JournalRow, LedgerError>>,
     W: AsyncWrite + Unpin + Send,
 {
+    let entries =
+        futures::stream::unfold((Box::pin(rows), None::<Entry>, false), |(mut rows, mut current, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match rows.next().await {
+                    None => return current.take().map(|e| (Ok(e), (rows, None, true))),
+                    Some(Err(e)) => return Some((Err(e), (rows, None, true))),
+                    Some(Ok(row)) => {
+                        let finished = match &current {
+                            Some(entry) if entry.id.0 != row.entry_id => current.take(),
+                            _ => None,
+                        };
+                        let entry = match &mut current {
+                            Some(entry) => entry,
+                            None => match Entry::start(&row) {
+                                Ok(entry) => current.insert(entry),
+                                Err(e) => return Some((Err(e), (rows, None, true))),
+                            },
+                        };
+                        if let Err(e) = entry.push(&row) {
+                            return Some((Err(e), (rows, None, true)));
+                        }
+                        if let Some(finished) = finished {
+                            return Some((Ok(finished), (rows, current, false)));
+                        }
+                    }
+                }
+            }
+        });
+    write_entries(report, format, entries, directory, opening, options, out).await
+}
+
+/// The writing half of [`export`], over any stream of entries (and so
+/// testable without a database): each entry is formatted as it arrives and
+/// the output handed on every [`FLUSH_BYTES`], in the format's character
+/// set.
+pub async fn write_entries<S, W>(
+    report: Report,
+    format: Format,
+    entries: S,
+    directory: &Directory,
+    opening: &BTreeMap<AccountId, i64>,
+    options: &Options,
+    out: &mut W,
+) -> Result<(), ExportError>
+where
+    S: Stream<Item = Result<Entry, LedgerError>>,
+    W: AsyncWrite + Unpin + Send,
+{
     if !format.supports(report) {
         return Err(ExportError::Unsupported { report, format });
     }
     let mut writer = formats::Writer::new(report, format, directory, opening, options);
     let mut buffer = String::with_capacity(FLUSH_BYTES + 4096);
+    let mut encoded = Vec::new();
     writer.begin(&mut buffer);
-    let mut rows = std::pin::pin!(rows);
-    let mut current: Option<Entry> = None;
-    while let Some(row) = rows.next().await {
-        let row = row?;
-        if current.as_ref().is_some_and(|e| e.id.0 != row.entry_id) {
-            if let Some(done) = current.take() {
-                writer.entry(&done.fold(directory), &mut buffer);
-            }
-            if buffer.len() >= FLUSH_BYTES {
-                out.write_all(buffer.as_bytes()).await?;
-                buffer.clear();
-            }
+    let mut entries = std::pin::pin!(entries);
+    while let Some(entry) = entries.next().await {
+        writer.entry(&entry?.fold(directory), &mut buffer);
+        if buffer.len() >= FLUSH_BYTES {
+            hand_on(out, &buffer, format.charset(), &mut encoded).await?;
+            buffer.clear();
         }
-        let entry = match &mut current {
-            Some(entry) => entry,
-            None => current.insert(Entry::start(&row)?),
-        };
-        entry.push(&row)?;
-    }
-    if let Some(done) = current.take() {
-        writer.entry(&done.fold(directory), &mut buffer);
     }
     writer.end(&mut buffer);
-    out.write_all(buffer.as_bytes()).await?;
+    hand_on(out, &buffer, format.charset(), &mut encoded).await?;
     out.flush().await?;
     Ok(())
+}
+
+/// Writes whole lines of text to `out` in `charset`.
+async fn hand_on<W: AsyncWrite + Unpin + Send>(
+    out: &mut W,
+    text: &str,
+    charset: Charset,
+    encoded: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    match charset {
+        Charset::Utf8 => out.write_all(text.as_bytes()).await,
+        Charset::ShiftJis => {
+            encoded.clear();
+            charset::encode_cp932(text, encoded);
+            out.write_all(encoded).await
+        }
+    }
 }
 
 /// CSV lines handed to a writer every [`FLUSH_BYTES`]: for exports of

@@ -168,3 +168,68 @@ fn plain_names_are_valid_for_hledger_and_beancount() {
     assert_eq!(plain_name("iryo", AccountKind::Fund, "fund:drive_2026:-x"), "Equity:Iryo:Fund:Drive-2026:X-x");
     assert_eq!(plain_name("a", AccountKind::Expense, "1100"), "Expenses:A:1100");
 }
+
+async fn render_bytes(format: Format, options: &Options, rows: Vec<JournalRow>) -> Vec<u8> {
+    let directory = Directory::new(accounts(), &Scope::everything());
+    let mut out = Vec::new();
+    let stream = futures::stream::iter(rows.into_iter().map(Ok));
+    write(Report::Journal, format, stream, &directory, &BTreeMap::new(), options, &mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn yayoi_files_are_shift_jis_and_a_character_it_cannot_hold_is_a_geta_mark() {
+    let rows = vec![
+        row(1, 1, 3000, "看護チームへのご支援①(髙橋さんより)🍙"),
+        row(1, 2, -3000, "看護チームへのご支援①(髙橋さんより)🍙"),
+        row(2, 4, 1000, "共通基金の配分"),
+        row(2, 2, -600, "共通基金の配分"),
+        row(2, 3, -400, "共通基金の配分"),
+    ];
+    // A byte-order mark is asked for, but has no place in Shift_JIS.
+    let options = Options { bom: true, ..Options::default() };
+    let bytes = render_bytes(Format::Yayoi, &options, rows).await;
+    let (text, _, had_errors) = encoding_rs::SHIFT_JIS.decode(&bytes);
+    assert!(!had_errors, "the file is valid CP932");
+    assert!(std::str::from_utf8(&bytes).is_err(), "the file is not UTF-8");
+    assert!(!text.starts_with('\u{feff}'));
+    assert!(!bytes.windows(2).any(|w| w == b"&#"), "no HTML character references");
+    let records = cells::read_records(&text);
+    assert_eq!(records.len(), 4);
+    assert!(records.iter().all(|r| r.len() == 25), "{records:?}");
+    // The emoji is one 〓; everything CP932 holds (① and 髙 included) is kept.
+    assert_eq!(records[0][16], "看護チームへのご支援①(髙橋さんより)〓 [1]");
+    assert_eq!((records[0][0].as_str(), records[0][3].as_str(), records[0][19].as_str()), ("2000", "2026/09/21", "0"));
+    let flags: Vec<(&str, &str)> = records.iter().map(|r| (r[0].as_str(), r[19].as_str())).collect();
+    assert_eq!(flags, [("2000", "0"), ("2110", "3"), ("2100", "3"), ("2101", "3")]);
+    assert_eq!(records[3][24], "no");
+    assert_eq!(Format::Yayoi.file_type(), ("csv", "text/csv; charset=Shift_JIS"));
+
+    // The other formats stay UTF-8, with the mark when asked for.
+    let csv = render_bytes(Format::Mf, &options, vec![row(1, 1, 3000, "🍙"), row(1, 2, -3000, "🍙")]).await;
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(csv.starts_with('\u{feff}') && csv.contains("🍙 [1]"), "{csv}");
+}
+
+#[test]
+fn an_aggregated_row_gives_the_entry_with_its_postings_in_order() {
+    let row = JournalEntryRow {
+        entry_id: 7,
+        org_id: 1,
+        occurred_at: Timestamp::from_unix_seconds(1_790_000_000).unwrap(),
+        description: "共通基金の配分".into(),
+        idempotency_key: "campaign:1:pool-split:1".into(),
+        source_kind: None,
+        source_ref: None,
+        recorded_by: None,
+        postings: Some("4 1000 JPY,2 -600 JPY,3 -400 JPY".into()),
+    };
+    let entry = Entry::from_row(row.clone()).unwrap();
+    let lines: Vec<(i64, i64)> = entry.lines.iter().map(|l| (l.account.0, l.amount.amount())).collect();
+    assert_eq!(lines, [(4, 1000), (2, -600), (3, -400)]);
+    assert_eq!((entry.id, entry.description.as_str()), (EntryId(7), "共通基金の配分"));
+    for corrupt in ["4 1000", "4 x JPY", "4 1000 JPY extra", "4 1000 XYZ"] {
+        let bad = JournalEntryRow { postings: Some(corrupt.into()), ..row.clone() };
+        assert!(matches!(Entry::from_row(bad), Err(LedgerError::Corrupt(_))), "{corrupt:?}");
+    }
+}
