@@ -201,20 +201,20 @@ async fn a_month_with_refunds_disputes_and_payouts_reconciles_to_zero_and_a_plan
     let second_amount = second["amount"].as_i64().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let statement = dir.path().join("statement.csv");
-    std::fs::write(
-        &statement,
-        format!(
-            "\"日付\",\"摘要\",\"お支払金額\",\"お預り金額\",\"差引残高\"\r\n\
+    // As Japanese banks download it: Shift_JIS.
+    let text = format!(
+        "\"日付\",\"摘要\",\"お支払金額\",\"お預り金額\",\"差引残高\"\r\n\
              \"{y}年{m}月{d}日\",\"振込 ストライプジヤパン(カ\",\"\",\"{amount}\",\"1,000,000\"\r\n\
              \"{y}/{m:02}/{d:02}\",\"振込 カンパ タロウ\",\"\",\"12,345\",\"1,012,345\"\r\n\
              \"{y}/{m:02}/{d:02}\",\"振替手数料\",\"330\",\"\",\"1,012,015\"\r\n",
-            y = today.year(),
-            m = u8::from(today.month()),
-            d = today.day(),
-            amount = group(second_amount),
-        ),
-    )
-    .unwrap();
+        y = today.year(),
+        m = u8::from(today.month()),
+        d = today.day(),
+        amount = group(second_amount),
+    );
+    let (sjis, _, unmappable) = encoding_rs::SHIFT_JIS.encode(&text);
+    assert!(!unmappable && std::str::from_utf8(&sjis).is_err());
+    std::fs::write(&statement, &sjis).unwrap();
     let file = statement.to_str().unwrap();
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "date,amount,description\n2026-11-20,lots,STRIPE\n").unwrap();

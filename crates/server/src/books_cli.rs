@@ -151,8 +151,8 @@ pub async fn import_bank(config: Config, org: String, layout: String, file: std:
     use kanpa_ledger::reconcile::bank::{self, Layout};
     let layout = Layout::parse(&layout).with_context(|| format!("--layout must be generic or jp, not {layout:?}"))?;
     let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let text = String::from_utf8(text)
-        .with_context(|| format!("{} is not UTF-8 (convert it first: iconv -f CP932 -t UTF-8)", file.display()))?;
+    let text =
+        bank::decode(&text).with_context(|| format!("{} is neither UTF-8 nor Shift_JIS text", file.display()))?;
     let lines = bank::parse(&text, layout).with_context(|| format!("{} was not imported", file.display()))?;
     let db = app::connect(&config).await?;
     let org = organisation(&db, &org).await?;

@@ -1,7 +1,8 @@
 //! Bank statements as CSV, and which deposit is which payout.
 //!
-//! Two layouts, both UTF-8 (convert a Shift_JIS download first, e.g.
-//! `iconv -f CP932 -t UTF-8`):
+//! A file is read as UTF-8 (a byte-order mark dropped) or, failing that, as
+//! Shift_JIS as Windows writes it (CP932), which is how Japanese banks
+//! download their statements ([`decode`]). Two layouts:
 //!
 //! - `generic`: a header row `date,amount,description`; dates `2026-11-20`
 //!   or `2026/11/20`; amounts signed whole units, commas allowed.
@@ -22,6 +23,15 @@ pub struct BankLine {
     pub date: time::Date,
     pub amount: i64,
     pub description: String,
+}
+
+/// A statement file's bytes as text: UTF-8 if they are, else CP932;
+/// `None` if they are neither (nothing is guessed or replaced).
+pub fn decode(bytes: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Some(text.into());
+    }
+    encoding_rs::SHIFT_JIS.decode_without_bom_handling_and_without_replacement(bytes)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +169,19 @@ pub fn match_deposits(lines: &[BankLine], pending: &[InTransit]) -> Vec<(usize, 
 mod tests {
     use super::*;
     use time::macros::date;
+
+    #[test]
+    fn a_statement_is_read_as_utf8_or_else_as_shift_jis_and_never_guessed() {
+        let text = "日付,摘要,お支払金額,お預り金額\r\n2026/11/20,振込 ストライプ,,16352\r\n";
+        assert_eq!(decode(text.as_bytes()).unwrap(), text);
+        let (sjis, _, unmappable) = encoding_rs::SHIFT_JIS.encode(text);
+        assert!(!unmappable && std::str::from_utf8(&sjis).is_err(), "a real Shift_JIS file");
+        let decoded = decode(&sjis).unwrap();
+        assert_eq!(decoded, text);
+        assert_eq!(parse(&decoded, Layout::Japanese).unwrap()[0].amount, 16_352);
+        // Bytes neither UTF-8 nor Shift_JIS are refused, not mangled.
+        assert!(decode(&[0x82, 0xa0, 0xff, 0xfe]).is_none());
+    }
 
     #[test]
     fn a_japanese_statement_reads_deposits_and_withdrawals() {

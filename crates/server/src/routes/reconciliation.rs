@@ -150,14 +150,14 @@ async fn import_statement(
             "layout must be generic or jp".to_owned(),
         ));
     };
-    let text = String::from_utf8(body.to_vec()).map_err(|_| {
+    let text = bank::decode(&body).ok_or_else(|| {
         refuse(
             &api,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "not_utf8",
+            "not_text",
             Some("body"),
-            "明細は UTF-8 の CSV で送ってください(Shift_JIS は変換してください)",
-            "The statement must be UTF-8 CSV (convert Shift_JIS first)".to_owned(),
+            "明細は UTF-8 か Shift_JIS の CSV で送ってください",
+            "The statement must be a UTF-8 or Shift_JIS CSV file".to_owned(),
         )
     })?;
     let lines = bank::parse(&text, layout).map_err(|e| {

@@ -318,10 +318,10 @@ pub async fn statement(
             let Some(content) = content else {
                 return refuse(tr.t("admin-recon-error-no-file")).await;
             };
-            let Ok(text) = std::str::from_utf8(content) else {
+            let Some(text) = bank::decode(content) else {
                 return refuse(tr.t("admin-recon-error-not-utf8")).await;
             };
-            let lines = match bank::parse(text, layout) {
+            let lines = match bank::parse(&text, layout) {
                 Ok(lines) => lines,
                 Err(e) => {
                     let problem = match (&e, tr.0) {
