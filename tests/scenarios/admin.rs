@@ -36,6 +36,7 @@ on_both_backends!(
     an_organiser_edits_teams_and_rewards_within_what_may_change_once_live_and_retires_a_reward_and_a_tier,
     an_organiser_closes_one_campaign_early_and_cancels_another_with_nobody_charged,
     an_invitation_email_says_who_invited_whom_to_what_with_a_one_time_link_in_the_chosen_language,
+    an_organiser_creates_a_salon_as_a_draft_and_bad_input_creates_nothing,
 );
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -2050,4 +2051,62 @@ async fn an_invitation_email_says_who_invited_whom_to_what_with_a_one_time_link_
     assert!(res.text().await.unwrap().contains(&team.name_ja));
     let again = d.app.client.get(d.app.url(&path)).send().await.unwrap();
     assert_ne!(again.status(), 303, "the link works once");
+}
+
+async fn an_organiser_creates_a_salon_as_a_draft_and_bad_input_creates_nothing(backend: TestBackend) {
+    let Some(console) = Console::spawn(backend).await else { return };
+    console.staff("organiser@example.jp", console.org, Role::Organiser, None).await;
+    let cookie = console.sign_in("organiser@example.jp").await;
+    let csrf = console.csrf(&cookie).await;
+    let (_, dashboard) = console.get_as(&format!("/admin/o/{DEMO_ORG}"), &cookie).await;
+    let path = format!("/admin/o/{DEMO_ORG}/salons/new");
+    assert!(dashboard.contains(&format!(r#"href="{path}""#)), "the dashboard offers it");
+    let (status, form) = console.get_as(&path, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(form.contains(r#"name="grace_days" id="grace_days" value="7""#) || form.contains(r#"name="grace_days""#));
+    let fields = |slug: &str, grace: &str, anchor: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("slug", slug.to_owned()),
+            ("name_ja", "<i>からだ</i>の勉強サロン".to_owned()),
+            ("description_ja", "月に一度の勉強会。".to_owned()),
+            ("billing_anchor", anchor.to_owned()),
+            ("tier_change", "next_cycle".to_owned()),
+            ("grace_days", grace.to_owned()),
+            ("contact_email", "salon@example.jp".to_owned()),
+        ]
+    };
+    let before = count(&console.db, "SELECT COUNT(*) FROM salons").await;
+    for (slug, grace, anchor, words) in [
+        ("Bad Slug!", "7", "start_date", "3〜64 文字"),
+        ("karada", "たくさん", "start_date", "0〜30"),
+        ("karada", "31", "start_date", "30"),
+        ("karada", "7", "every_full_moon", ""),
+    ] {
+        let form = fields(slug, grace, anchor);
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = console.post(&path, &form, Some(&cookie)).await;
+        assert_eq!(res.status(), 422, "{slug} {grace} {anchor}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains(r#"class="problem""#) && html.contains(words), "{html}");
+        let kept = html.split(r#"id="name_ja" value=""#).nth(1).unwrap_or_default();
+        assert!(!html.contains("<i>からだ</i>") && kept.contains("からだ") && !kept.starts_with("<i>"), "{kept}");
+    }
+    assert_eq!(count(&console.db, "SELECT COUNT(*) FROM salons").await, before, "nothing was created");
+    let form = fields("karada", "7", "first_of_month");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let res = console.post(&path, &form, Some(&cookie)).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()[LOCATION], format!("/admin/o/{DEMO_ORG}/salons/karada").as_str());
+    let salon = kanpa_patrons::store::salon_by_slug(&console.db, "karada").await.unwrap();
+    assert_eq!(salon.org_id, console.org.0);
+    assert_eq!(salon.status, kanpa_patrons::SalonStatus::Draft);
+    assert_eq!(salon.grace_days, 7);
+    let (status, html) = console.get_as(&format!("/admin/o/{DEMO_ORG}/salons/karada"), &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("の勉強サロン") && !html.contains("<i>からだ</i>"), "escaped: {html}");
+    // The same address again is refused.
+    let res = console.post(&path, &form, Some(&cookie)).await;
+    assert!([409, 422].contains(&res.status().as_u16()));
+    console.app.stop().await;
 }

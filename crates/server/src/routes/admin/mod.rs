@@ -66,6 +66,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/campaigns/{campaign}/rewards/{reward}/retire", post(setup::retire_reward))
         .route("/admin/o/{org}/campaigns/{campaign}/close", post(setup::close_campaign))
         .route("/admin/o/{org}/campaigns/{campaign}/cancel", post(setup::cancel_campaign))
+        .route("/admin/o/{org}/salons/new", get(setup::new_salon).post(setup::create_salon))
         .route("/admin/o/{org}/salons/{salon}/tiers/{tier}", post(setup::edit_tier))
         .route("/admin/o/{org}/salons/{salon}/tiers", post(setup::add_tier))
         .route("/admin/o/{org}/salons/{salon}/status", post(setup::salon_status))
@@ -102,6 +103,8 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/admin/o/{org}/entries/new", Need::Books),
     ("GET", "/admin/o/{org}/campaigns/new", Need::Organise),
     ("POST", "/admin/o/{org}/campaigns/new", Need::Organise),
+    ("GET", "/admin/o/{org}/salons/new", Need::Organise),
+    ("POST", "/admin/o/{org}/salons/new", Need::Organise),
     ("GET", "/admin/o/{org}/campaigns/{campaign}", Need::Read),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/edit", Need::Organise),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/teams", Need::Organise),

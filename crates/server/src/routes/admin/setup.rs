@@ -148,6 +148,112 @@ pub async fn create_campaign(
     )
 }
 
+#[derive(Debug, Default, Deserialize, Clone)]
+pub struct SalonForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    name_ja: String,
+    #[serde(default)]
+    name_en: String,
+    #[serde(default)]
+    description_ja: String,
+    #[serde(default)]
+    description_en: String,
+    #[serde(default)]
+    billing_anchor: String,
+    #[serde(default)]
+    tier_change: String,
+    #[serde(default)]
+    grace_days: String,
+    #[serde(default)]
+    contact_email: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin_new_salon.html")]
+struct NewSalonPage {
+    tr: Tr,
+    nav: Nav,
+    form: SalonForm,
+    error: Option<String>,
+}
+
+pub async fn new_salon(State(state): State<AppState>, lang: Lang, staff: Staff, Path(org): Path<String>) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            let defaults = kanpa_patrons::store::SalonInput::default();
+            let form = SalonForm {
+                billing_anchor: defaults.billing_anchor,
+                tier_change: defaults.tier_change,
+                grace_days: defaults.grace_days.to_string(),
+                ..SalonForm::default()
+            };
+            let page_ = NewSalonPage { tr, nav: Nav::new(&staff, &access, None), form, error: None };
+            Ok(page(StatusCode::OK, page_.render_html()))
+        }
+        .await,
+    )
+}
+
+/// Creates a salon (closed, until its tiers are set and it is opened), by
+/// the same rules as the API.
+pub async fn create_salon(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path(org): Path<String>,
+    Form(form): Form<SalonForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let access = access(&state, &staff, &org, Need::Organise).await?;
+            check_form(&state, &headers, &staff, &form.csrf)?;
+            let refused = match form.grace_days.trim().parse::<i64>() {
+                Err(_) => Some((StatusCode::UNPROCESSABLE_ENTITY, tr.t("admin-error-grace-days"))),
+                Ok(grace_days) => {
+                    let input = kanpa_patrons::store::SalonInput {
+                        slug: form.slug.trim().to_owned(),
+                        name_ja: form.name_ja.clone(),
+                        name_en: form.name_en.clone(),
+                        description_ja: form.description_ja.clone(),
+                        description_en: form.description_en.clone(),
+                        currency: "JPY".into(),
+                        billing_anchor: form.billing_anchor.clone(),
+                        tier_change: form.tier_change.clone(),
+                        grace_days,
+                        contact_email: form.contact_email.trim().to_owned(),
+                    };
+                    match kanpa_patrons::store::create_salon(&state.db, access.org_id(), &input).await {
+                        Ok(salon) => {
+                            return Ok(see_other(&format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug)));
+                        }
+                        Err(e) => {
+                            let (status, _) = crate::salon_errors::status_and_field(&e);
+                            if status.is_server_error() {
+                                return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
+                            }
+                            Some((status, crate::salon_errors::describe(&e, tr)))
+                        }
+                    }
+                }
+            };
+            let (status, message) = refused.unwrap_or((StatusCode::UNPROCESSABLE_ENTITY, String::new()));
+            let page_ = NewSalonPage { tr, nav: Nav::new(&staff, &access, None), form, error: Some(message) };
+            Ok(page(status, page_.render_html()))
+        }
+        .await,
+    )
+}
+
 /// The organisation's campaign by slug; another's is not found.
 async fn own_campaign(state: &AppState, access: &Access, slug: &str) -> Result<Campaign, Refused> {
     match store::campaign_by_slug(&state.db, slug).await {
