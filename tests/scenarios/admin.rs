@@ -2108,5 +2108,41 @@ async fn an_organiser_creates_a_salon_as_a_draft_and_bad_input_creates_nothing(b
     // The same address again is refused.
     let res = console.post(&path, &form, Some(&cookie)).await;
     assert!([409, 422].contains(&res.status().as_u16()));
+
+    // Edited: its words and grace days; a bad value changes nothing.
+    assert!(html.contains(&format!(r#"action="/admin/o/{DEMO_ORG}/salons/karada/edit""#)), "the edit form");
+    let edit = format!("/admin/o/{DEMO_ORG}/salons/karada/edit");
+    let changed = |grace: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("name_ja", "からだの勉強サロン".to_owned()),
+            ("name_en", "Body study salon".to_owned()),
+            ("description_ja", "毎月第2土曜に開催。".to_owned()),
+            ("grace_days", grace.to_owned()),
+            ("contact_email", "karada@example.jp".to_owned()),
+        ]
+    };
+    for (grace, words) in [("x", "0〜30"), ("99", "30")] {
+        let form = changed(grace);
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = console.post(&edit, &form, Some(&cookie)).await;
+        assert_eq!(res.status(), 422, "{grace}");
+        assert!(res.text().await.unwrap().contains(words));
+    }
+    assert_eq!(kanpa_patrons::store::salon_by_slug(&console.db, "karada").await.unwrap().name_en, "");
+    let form = changed("10");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(console.post(&edit, &form, Some(&cookie)).await.status(), 303);
+    let salon = kanpa_patrons::store::salon_by_slug(&console.db, "karada").await.unwrap();
+    assert_eq!((salon.name_en.as_str(), salon.grace_days), ("Body study salon", 10));
+    assert_eq!(salon.contact_email, "karada@example.jp");
+    assert_eq!(salon.billing_anchor.as_str(), "first_of_month", "the billing rule is not the form's to change");
+    console.staff("viewer@example.jp", console.org, Role::Viewer, None).await;
+    let viewer_cookie = console.sign_in("viewer@example.jp").await;
+    let viewer_csrf = console.csrf(&viewer_cookie).await;
+    let mut form = changed("3");
+    form[0].1 = viewer_csrf;
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(console.post(&edit, &form, Some(&viewer_cookie)).await.status(), 403);
     console.app.stop().await;
 }

@@ -67,6 +67,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/o/{org}/campaigns/{campaign}/close", post(setup::close_campaign))
         .route("/admin/o/{org}/campaigns/{campaign}/cancel", post(setup::cancel_campaign))
         .route("/admin/o/{org}/salons/new", get(setup::new_salon).post(setup::create_salon))
+        .route("/admin/o/{org}/salons/{salon}/edit", post(setup::edit_salon))
         .route("/admin/o/{org}/salons/{salon}/tiers/{tier}", post(setup::edit_tier))
         .route("/admin/o/{org}/salons/{salon}/tiers", post(setup::add_tier))
         .route("/admin/o/{org}/salons/{salon}/status", post(setup::salon_status))
@@ -105,6 +106,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/admin/o/{org}/campaigns/new", Need::Organise),
     ("GET", "/admin/o/{org}/salons/new", Need::Organise),
     ("POST", "/admin/o/{org}/salons/new", Need::Organise),
+    ("POST", "/admin/o/{org}/salons/{salon}/edit", Need::Organise),
     ("GET", "/admin/o/{org}/campaigns/{campaign}", Need::Read),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/edit", Need::Organise),
     ("POST", "/admin/o/{org}/campaigns/{campaign}/teams", Need::Organise),

@@ -79,6 +79,8 @@ struct SalonPage {
     patrons: Vec<PatronRow>,
     error: Option<String>,
     open: bool,
+    /// The salon's words and settings as its edit form shows them.
+    edit: super::setup::SalonForm,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +163,7 @@ pub async fn salon(
                         at: local_minute(p.created_at),
                     })
                     .collect(),
+                edit: super::setup::SalonForm::of(&salon),
                 name: salon.name(tr.0).to_owned(),
                 slug: salon.slug.clone(),
                 mrr: money(roster.mrr),

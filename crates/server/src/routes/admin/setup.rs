@@ -155,21 +155,72 @@ pub struct SalonForm {
     #[serde(default)]
     slug: String,
     #[serde(default)]
-    name_ja: String,
+    pub(super) name_ja: String,
     #[serde(default)]
-    name_en: String,
+    pub(super) name_en: String,
     #[serde(default)]
-    description_ja: String,
+    pub(super) description_ja: String,
     #[serde(default)]
-    description_en: String,
+    pub(super) description_en: String,
     #[serde(default)]
     billing_anchor: String,
     #[serde(default)]
     tier_change: String,
     #[serde(default)]
-    grace_days: String,
+    pub(super) grace_days: String,
     #[serde(default)]
-    contact_email: String,
+    pub(super) contact_email: String,
+}
+
+impl SalonForm {
+    /// A salon as its edit form shows it.
+    pub(super) fn of(salon: &Salon) -> SalonForm {
+        SalonForm {
+            slug: salon.slug.clone(),
+            name_ja: salon.name_ja.clone(),
+            name_en: salon.name_en.clone(),
+            description_ja: salon.description_ja.clone(),
+            description_en: salon.description_en.clone(),
+            billing_anchor: salon.billing_anchor.as_str().to_owned(),
+            tier_change: salon.tier_change.as_str().to_owned(),
+            grace_days: salon.grace_days.to_string(),
+            contact_email: salon.contact_email.clone(),
+            ..SalonForm::default()
+        }
+    }
+}
+
+/// Edits a salon's words, its grace days and its contact address (its
+/// billing rules stay as its patrons joined under them).
+pub async fn edit_salon(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: HeaderMap,
+    staff: Staff,
+    Path((org, slug)): Path<(String, String)>,
+    Form(form): Form<SalonForm>,
+) -> Answer {
+    let tr = lang.tr();
+    Answer(
+        tr,
+        async {
+            let (setup, salon) = salon_form(&state, tr, &headers, &staff, (&org, &slug), &form.csrf).await?;
+            let Ok(grace_days) = form.grace_days.trim().parse::<i64>() else {
+                return setup.refuse(tr.t("admin-error-grace-days"));
+            };
+            let changes = kanpa_patrons::store::SalonChanges {
+                name_ja: Some(form.name_ja.clone()),
+                name_en: Some(form.name_en.clone()),
+                description_ja: Some(form.description_ja.clone()),
+                description_en: Some(form.description_en.clone()),
+                grace_days: Some(grace_days),
+                contact_email: Some(form.contact_email.trim().to_owned()),
+                ..kanpa_patrons::store::SalonChanges::default()
+            };
+            setup.salon(kanpa_patrons::store::update_salon(&state.db, salon.id, &changes).await)
+        }
+        .await,
+    )
 }
 
 #[derive(Template)]
