@@ -21,16 +21,16 @@ fn output_within_30s(command: &mut Command) -> std::process::Output {
 }
 
 /// `kanpa serve` with nothing configured in `dir`, on a free loopback port,
-/// stdout captured when `capture_stdout`.
-fn serve_in(dir: &std::path::Path, env: &[(&str, &str)], capture_stdout: bool) -> (std::process::Child, u16) {
+/// its logs (standard error) captured when `capture_logs`.
+fn serve_in(dir: &std::path::Path, env: &[(&str, &str)], capture_logs: bool) -> (std::process::Child, u16) {
     let port = free_port();
     let child = Command::new(kanpa_bin())
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .current_dir(dir)
         .env_remove("KANPA_ENV")
         .envs(env.iter().copied())
-        .stdout(if capture_stdout { Stdio::piped() } else { Stdio::null() })
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(if capture_logs { Stdio::piped() } else { Stdio::null() })
         .spawn()
         .unwrap();
     (child, port)
@@ -142,9 +142,12 @@ fn every_request_is_logged_with_its_request_id() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     let mut logs = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
     assert!(child.wait().unwrap().success());
-    let line = logs.lines().find(|l| l.contains("finished processing request")).expect("an access-log line");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("finished processing request"))
+        .unwrap_or_else(|| panic!("an access-log line in: {logs}"));
     let json: serde_json::Value = serde_json::from_str(line).expect("JSON logs");
     assert_eq!(json["span"]["request_id"], "req-7f3a", "{line}");
     assert_eq!(json["status"], 200);
