@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::TryStreamExt;
-use kanpa_ledger::export::{ExportError, Period, Sink, books_date, cells, decimal};
+use kanpa_ledger::export::{ExportError, FilterParam, Period, RowFilter, Sink, books_date, cells, decimal};
 use kanpa_ledger::{AccountId, Currency, Db, LedgerError, OrgId, Timestamp, on_db};
 use sqlx::AssertSqlSafe;
 use tokio::io::AsyncWrite;
@@ -59,46 +59,23 @@ pub async fn pledges_csv<W: AsyncWrite + Unpin + Send>(
     bom: bool,
     out: &mut W,
 ) -> Result<(), ExportError> {
-    enum Param {
-        Int(i64),
-        Time(Timestamp),
-    }
-    let mut sql = String::from(
+    let (sql, params) = RowFilter::new(
         "SELECT c.org_id, c.slug AS campaign, p.public_id, p.created_at, p.status, t.slug AS team,
                 r.title_ja AS reward, p.amount, p.amount_refunded, p.currency, p.email, p.display_name,
                 p.anonymous, p.message, p.charge_id
          FROM pledges p JOIN campaigns c ON c.id = p.campaign_id
-         LEFT JOIN campaign_teams t ON t.id = p.team_id LEFT JOIN campaign_rewards r ON r.id = p.reward_id
-         WHERE 1 = 1",
-    );
-    let mut params = Vec::new();
-    if let Some(org) = org {
-        params.push(Param::Int(org.0));
-        sql.push_str(&format!(" AND c.org_id = ${}", params.len()));
-    }
-    if let Some(funds) = funds {
-        let mut list = vec!["NULL".to_owned()];
-        for fund in funds {
-            params.push(Param::Int(fund.0));
-            list.push(format!("${}", params.len()));
-        }
-        sql.push_str(&format!(" AND COALESCE(t.account_id, c.pool_account_id) IN ({})", list.join(", ")));
-    }
-    if let Some(start) = period.start() {
-        params.push(Param::Time(start));
-        sql.push_str(&format!(" AND p.created_at >= ${}", params.len()));
-    }
-    if let Some(end) = period.end() {
-        params.push(Param::Time(end));
-        sql.push_str(&format!(" AND p.created_at < ${}", params.len()));
-    }
-    sql.push_str(" ORDER BY p.id");
+         LEFT JOIN campaign_teams t ON t.id = p.team_id LEFT JOIN campaign_rewards r ON r.id = p.reward_id",
+    )
+    .org("c.org_id", org)
+    .funds("COALESCE(t.account_id, c.pool_account_id)", funds)
+    .period("p.created_at", period)
+    .order_by("p.id");
     let mut rows = on_db!(db, p => {
         let mut q = sqlx::query_as::<_, Row>(AssertSqlSafe(sql));
         for param in params {
             q = match param {
-                Param::Int(v) => q.bind(v),
-                Param::Time(v) => q.bind(v),
+                FilterParam::Int(v) => q.bind(v),
+                FilterParam::Time(v) => q.bind(v),
             };
         }
         q.fetch(p)

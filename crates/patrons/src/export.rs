@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::TryStreamExt;
-use kanpa_ledger::export::{ExportError, Period, Sink, books_date, cells, decimal};
+use kanpa_ledger::export::{ExportError, FilterParam, Period, RowFilter, Sink, books_date, cells, decimal};
 use kanpa_ledger::{AccountId, Currency, Db, LedgerError, OrgId, Timestamp, on_db};
 use sqlx::AssertSqlSafe;
 use tokio::io::AsyncWrite;
@@ -52,44 +52,21 @@ pub async fn patrons_csv<W: AsyncWrite + Unpin + Send>(
     bom: bool,
     out: &mut W,
 ) -> Result<(), ExportError> {
-    enum Param {
-        Int(i64),
-        Time(Timestamp),
-    }
-    let mut sql = String::from(
+    let (sql, params) = RowFilter::new(
         "SELECT s.org_id, s.slug AS salon, s.currency, m.public_id, m.email, t.slug AS tier, m.status, m.amount,
                 m.since, m.last_payment_at, m.lifetime_paid, m.ended_at
-         FROM memberships m JOIN salons s ON s.id = m.salon_id JOIN salon_tiers t ON t.id = m.tier_id
-         WHERE 1 = 1",
-    );
-    let mut params = Vec::new();
-    if let Some(org) = org {
-        params.push(Param::Int(org.0));
-        sql.push_str(&format!(" AND s.org_id = ${}", params.len()));
-    }
-    if let Some(funds) = funds {
-        let mut list = vec!["NULL".to_owned()];
-        for fund in funds {
-            params.push(Param::Int(fund.0));
-            list.push(format!("${}", params.len()));
-        }
-        sql.push_str(&format!(" AND s.fund_account_id IN ({})", list.join(", ")));
-    }
-    if let Some(start) = period.start() {
-        params.push(Param::Time(start));
-        sql.push_str(&format!(" AND m.created_at >= ${}", params.len()));
-    }
-    if let Some(end) = period.end() {
-        params.push(Param::Time(end));
-        sql.push_str(&format!(" AND m.created_at < ${}", params.len()));
-    }
-    sql.push_str(" ORDER BY m.id");
+         FROM memberships m JOIN salons s ON s.id = m.salon_id JOIN salon_tiers t ON t.id = m.tier_id",
+    )
+    .org("s.org_id", org)
+    .funds("s.fund_account_id", funds)
+    .period("m.created_at", period)
+    .order_by("m.id");
     let mut rows = on_db!(db, p => {
         let mut q = sqlx::query_as::<_, Row>(AssertSqlSafe(sql));
         for param in params {
             q = match param {
-                Param::Int(v) => q.bind(v),
-                Param::Time(v) => q.bind(v),
+                FilterParam::Int(v) => q.bind(v),
+                FilterParam::Time(v) => q.bind(v),
             };
         }
         q.fetch(p)

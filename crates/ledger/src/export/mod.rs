@@ -15,6 +15,7 @@
 
 pub mod cells;
 pub mod charset;
+mod filter;
 mod formats;
 pub mod mapping;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub use self::charset::Charset;
+pub use self::filter::{FilterParam, RowFilter};
 pub use self::mapping::{MappedAccount, Mapping};
 use crate::account::AccountKind;
 use crate::db::Db;
