@@ -70,6 +70,16 @@ fn in_japan(local: &str) -> String {
     }
 }
 
+/// A salon's refusal in the reader's words; a server error for what is ours
+/// to fix.
+fn salon_refusal(tr: Tr, e: PatronError) -> Result<(StatusCode, String), Refused> {
+    let (status, _) = crate::salon_errors::status_and_field(&e);
+    if status.is_server_error() {
+        return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
+    }
+    Ok((status, crate::salon_errors::describe(&e, tr)))
+}
+
 fn campaign_refusal(tr: Tr, e: CampaignError) -> Result<(StatusCode, String), Refused> {
     let refused = crate::forms::refusal(tr, e).map_err(Refused::Error)?;
     Ok((refused.status, refused.message))
@@ -252,7 +262,7 @@ pub async fn new_salon(State(state): State<AppState>, lang: Lang, staff: Staff, 
     )
 }
 
-/// Creates a salon (closed, until its tiers are set and it is opened), by
+/// Creates a salon (a draft, until its tiers are set and it is opened), by
 /// the same rules as the API.
 pub async fn create_salon(
     State(state): State<AppState>,
@@ -268,8 +278,8 @@ pub async fn create_salon(
         async {
             let access = access(&state, &staff, &org, Need::Organise).await?;
             check_form(&state, &headers, &staff, &form.csrf)?;
-            let refused = match form.grace_days.trim().parse::<i64>() {
-                Err(_) => Some((StatusCode::UNPROCESSABLE_ENTITY, tr.t("admin-error-grace-days"))),
+            let (status, message) = match form.grace_days.trim().parse::<i64>() {
+                Err(_) => (StatusCode::UNPROCESSABLE_ENTITY, tr.t("admin-error-grace-days")),
                 Ok(grace_days) => {
                     let input = kanpa_patrons::store::SalonInput {
                         slug: form.slug.trim().to_owned(),
@@ -287,17 +297,10 @@ pub async fn create_salon(
                         Ok(salon) => {
                             return Ok(see_other(&format!("/admin/o/{}/salons/{}", access.org.slug, salon.slug)));
                         }
-                        Err(e) => {
-                            let (status, _) = crate::salon_errors::status_and_field(&e);
-                            if status.is_server_error() {
-                                return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
-                            }
-                            Some((status, crate::salon_errors::describe(&e, tr)))
-                        }
+                        Err(e) => salon_refusal(tr, e)?,
                     }
                 }
             };
-            let (status, message) = refused.unwrap_or((StatusCode::UNPROCESSABLE_ENTITY, String::new()));
             let page_ = NewSalonPage { tr, nav: Nav::new(&staff, &access, None), form, error: Some(message) };
             Ok(page(status, page_.render_html()))
         }
@@ -397,11 +400,8 @@ impl Setup<'_> {
         match outcome {
             Ok(_) => Ok(see_other(&self.back)),
             Err(e) => {
-                let (status, _) = crate::salon_errors::status_and_field(&e);
-                if status.is_server_error() {
-                    return Err(Refused::Error(AppError::Internal(anyhow::anyhow!(e))));
-                }
-                self.refused(status, crate::salon_errors::describe(&e, self.tr))
+                let (status, message) = salon_refusal(self.tr, e)?;
+                self.refused(status, message)
             }
         }
     }
