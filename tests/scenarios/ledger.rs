@@ -68,6 +68,7 @@ on_both_backends!(
     a_reversal_restores_balances_and_happens_once,
     another_organisations_account_or_currency_is_refused_and_nothing_is_written,
     many_concurrent_posters_keep_the_books_true_and_ledger_check_says_so,
+    a_batch_posts_what_one_by_one_would_and_replays_the_keys_it_knows,
 );
 
 async fn posting_the_same_key_twice_writes_one_entry(backend: TestBackend) {
@@ -149,6 +150,72 @@ async fn a_reversal_restores_balances_and_happens_once(backend: TestBackend) {
     tx.rollback().await.unwrap();
     assert!(matches!(again, Err(LedgerError::AlreadyReversed(id)) if id == original), "{again:?}");
     assert_eq!(count(&t.db, "entries").await, 2);
+}
+
+/// `post_many` (one statement on PostgreSQL) gives each entry what `post`
+/// would: new ones created, a known key replayed, a known key with another
+/// movement refused, a foreign account refused before anything is written;
+/// the balances are the sum of the batch and the books check clean.
+async fn a_batch_posts_what_one_by_one_would_and_replays_the_keys_it_knows(backend: TestBackend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let books = open_books(&t.db, "batch", 2).await;
+    let theirs = open_books(&t.db, "theirs", 1).await;
+    let (stripe, fund_a, fund_b) = (books.accounts[0].id, books.accounts[2].id, books.accounts[3].id);
+    let known = NewEntry::transfer(header(books.org, "stripe:ch_0:gross"), stripe, fund_a, Money::yen(3000)).unwrap();
+    let first = store::post_entry(&t.db, &known).await.unwrap();
+
+    let mut batch = vec![known.clone()];
+    for i in 1..=40 {
+        let fund = if i % 2 == 0 { fund_a } else { fund_b };
+        batch.push(
+            NewEntry::transfer(header(books.org, &format!("stripe:ch_{i}:gross")), stripe, fund, Money::yen(3000))
+                .unwrap(),
+        );
+        let fee = vec![NewPosting::debit(fund, Money::yen(108)), NewPosting::credit(stripe, Money::yen(108)).unwrap()];
+        batch.push(NewEntry::new(header(books.org, &format!("stripe:ch_{i}:fee")), fee).unwrap());
+    }
+    let mut tx = t.db.begin().await.unwrap();
+    let posted = store::post_many(&mut tx, &batch).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(posted.len(), batch.len());
+    assert_eq!(posted[0], Posted::Replayed(first.entry_id()));
+    assert!(posted[1..].iter().all(|p| matches!(p, Posted::Created(_))), "{posted:?}");
+    let ids: HashSet<_> = posted.iter().map(|p| p.entry_id()).collect();
+    assert_eq!(ids.len(), batch.len(), "every entry has its own id");
+    let stored = store::entry(&t.db, posted[2].entry_id()).await.unwrap().unwrap();
+    assert_eq!(stored.key.as_str(), "stripe:ch_1:fee");
+    assert_eq!(stored.postings.len(), 2);
+    assert_eq!(count(&t.db, "entries").await, 81);
+    assert_eq!(count(&t.db, "postings").await, 162);
+    assert_eq!(store::balance(&t.db, stripe).await.unwrap(), Money::yen(3000 + 40 * (3000 - 108)));
+    assert_eq!(store::balance(&t.db, fund_a).await.unwrap(), Money::yen(-(3000 + 20 * (3000 - 108))));
+    assert_eq!(store::balance(&t.db, fund_b).await.unwrap(), Money::yen(-20 * (3000 - 108)));
+
+    // The whole batch again: every entry replayed, nothing written.
+    let mut tx = t.db.begin().await.unwrap();
+    let again = store::post_many(&mut tx, &batch).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(again, posted.iter().map(|p| Posted::Replayed(p.entry_id())).collect::<Vec<_>>());
+    assert_eq!(count(&t.db, "entries").await, 81);
+
+    // A known key with another amount, or a foreign account: refused, and
+    // the new entries of the same batch are not kept.
+    let new = NewEntry::transfer(header(books.org, "stripe:ch_99:gross"), stripe, fund_a, Money::yen(500)).unwrap();
+    let changed = NewEntry::transfer(header(books.org, "stripe:ch_1:gross"), stripe, fund_b, Money::yen(1)).unwrap();
+    let foreign =
+        NewEntry::transfer(header(books.org, "stripe:ch_98:gross"), stripe, theirs.accounts[2].id, Money::yen(1))
+            .unwrap();
+    for (bad, expected) in [(changed, "IdempotencyConflict"), (foreign, "ForeignAccount")] {
+        let mut tx = t.db.begin().await.unwrap();
+        let err = store::post_many(&mut tx, &[new.clone(), bad]).await.unwrap_err();
+        tx.rollback().await.unwrap();
+        assert!(format!("{err:?}").starts_with(expected), "{err:?}");
+    }
+    assert_eq!(count(&t.db, "entries").await, 81);
+    assert_eq!(store::balance(&t.db, stripe).await.unwrap(), Money::yen(3000 + 40 * (3000 - 108)));
+    assert!(store::check(&t.db).await.unwrap().is_clean());
 }
 
 async fn another_organisations_account_or_currency_is_refused_and_nothing_is_written(backend: TestBackend) {

@@ -15,6 +15,7 @@ pub mod entry;
 pub mod export;
 pub mod money;
 pub mod reconcile;
+pub mod rows;
 pub mod store;
 mod timestamp;
 

@@ -286,6 +286,122 @@ pub async fn post(tx: &mut Tx, entry: &NewEntry) -> Result<Posted, LedgerError> 
     Ok(Posted::Created(EntryId(entry_id)))
 }
 
+/// Posts several entries, each as [`post`] would: the result is [`post`]'s
+/// for each, in order. On PostgreSQL every new entry, its postings and the
+/// balance slots they move are written in one statement (a month-end batch
+/// of renewals posts hundreds of entries to the same two accounts: one
+/// balance upsert per account, not per entry); an entry whose key exists is
+/// then checked as a replay. Entries that reverse another, or repeat a key
+/// of the same batch, are posted one by one, as on SQLite.
+pub async fn post_many(tx: &mut Tx, entries: &[NewEntry]) -> Result<Vec<Posted>, LedgerError> {
+    let mut keys = std::collections::HashSet::new();
+    let together = tx.backend() == crate::Backend::Postgres
+        && entries.len() > 1
+        && entries.iter().all(|e| e.reverses().is_none() && keys.insert(e.header().key.as_str()));
+    if !together {
+        let mut posted = Vec::with_capacity(entries.len());
+        for entry in entries {
+            posted.push(post(tx, entry).await?);
+        }
+        return Ok(posted);
+    }
+    check_accounts(tx, entries).await?;
+    let created = post_together(tx, entries).await?;
+    let mut posted = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match created.get(entry.header().key.as_str()) {
+            Some(id) => posted.push(Posted::Created(EntryId(*id))),
+            None => posted.push(replay(tx, entry).await?),
+        }
+    }
+    tx.entries_posted += created.len() as u64;
+    Ok(posted)
+}
+
+/// Refuses, before anything is written, a posting to an account that does
+/// not exist, belongs to another organisation than its entry, or keeps
+/// another currency: what [`post`] checks of the balance rows it wrote.
+async fn check_accounts(tx: &mut Tx, entries: &[NewEntry]) -> Result<(), LedgerError> {
+    let mut ids: Vec<i64> = entries.iter().flat_map(|e| e.postings().iter().map(|p| p.account.0)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let crate::db::TxConn::Postgres(c) = &mut tx.conn else { unreachable!("called for PostgreSQL transactions only") };
+    let sql = "SELECT id, org_id, currency FROM ledger_accounts WHERE id = ANY($1)";
+    let accounts: Vec<(i64, i64, String)> = sqlx::query_as(sql).bind(&ids).fetch_all(&mut **c).await?;
+    for entry in entries {
+        for p in entry.postings() {
+            let (_, org, code) =
+                accounts.iter().find(|(id, _, _)| *id == p.account.0).ok_or(LedgerError::UnknownAccount(p.account))?;
+            if *org != entry.header().org.0 {
+                return Err(LedgerError::ForeignAccount(p.account));
+            }
+            if code != p.amount.currency().code() {
+                return Err(LedgerError::CurrencyMismatch { account: p.account, posted: p.amount.currency() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// PostgreSQL: the entries whose keys are new, their postings and, per
+/// account, one balance upsert of their net (in account order); the ids of
+/// the entries written, by key.
+async fn post_together(
+    tx: &mut Tx,
+    entries: &[NewEntry],
+) -> Result<std::collections::HashMap<String, i64>, LedgerError> {
+    let sql = "WITH input AS (
+            SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                                 $7::text[]) WITH ORDINALITY
+                AS e(org_id, idempotency_key, occurred_at, description, source_kind, source_ref, recorded_by, n)),
+        entry AS (
+            INSERT INTO ledger_entries
+                (org_id, idempotency_key, occurred_at, recorded_at, description, source_kind, source_ref, recorded_by)
+            SELECT org_id, idempotency_key, occurred_at, $8, description, source_kind, source_ref, recorded_by
+            FROM input ORDER BY n
+            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key),
+        posting AS (
+            SELECT entry.id AS entry_id, p.account_id, p.amount, p.currency, p.n
+            FROM UNNEST($9::text[], $10::bigint[], $11::bigint[], $12::text[]) WITH ORDINALITY
+                AS p(idempotency_key, account_id, amount, currency, n)
+            JOIN entry ON entry.idempotency_key = p.idempotency_key),
+        balances AS (
+            INSERT INTO ledger_balances (account_id, slot, org_id, currency, balance, n_postings)
+            SELECT a.id, $13, a.org_id, a.currency, SUM(posting.amount), COUNT(*)
+            FROM posting JOIN ledger_accounts a ON a.id = posting.account_id
+            GROUP BY a.id, a.org_id, a.currency
+            ORDER BY a.id
+            ON CONFLICT (account_id, slot) DO UPDATE
+            SET balance = ledger_balances.balance + excluded.balance,
+                n_postings = ledger_balances.n_postings + excluded.n_postings),
+        written AS (
+            INSERT INTO ledger_postings (entry_id, account_id, amount, currency)
+            SELECT entry_id, account_id, amount, currency FROM posting ORDER BY n)
+        SELECT idempotency_key, id FROM entry";
+    let headers: Vec<&EntryHeader> = entries.iter().map(NewEntry::header).collect();
+    let postings: Vec<(&str, &NewPosting)> =
+        entries.iter().flat_map(|e| e.postings().iter().map(|p| (e.header().key.as_str(), p))).collect();
+    let slot = tx.balance_slot;
+    let crate::db::TxConn::Postgres(c) = &mut tx.conn else { unreachable!("called for PostgreSQL transactions only") };
+    let rows: Vec<(String, i64)> = sqlx::query_as(sql)
+        .bind(headers.iter().map(|h| h.org.0).collect::<Vec<_>>())
+        .bind(headers.iter().map(|h| h.key.as_str()).collect::<Vec<_>>())
+        .bind(headers.iter().map(|h| h.occurred_at).collect::<Vec<_>>())
+        .bind(headers.iter().map(|h| h.description.as_str()).collect::<Vec<_>>())
+        .bind(headers.iter().map(|h| h.source.as_ref().map(|s| s.kind.as_str())).collect::<Vec<_>>())
+        .bind(headers.iter().map(|h| h.source.as_ref().map(|s| s.reference.as_str())).collect::<Vec<_>>())
+        .bind(headers.iter().map(|h| h.recorded_by.as_deref()).collect::<Vec<_>>())
+        .bind(Timestamp::now())
+        .bind(postings.iter().map(|(key, _)| *key).collect::<Vec<_>>())
+        .bind(postings.iter().map(|(_, p)| p.account.0).collect::<Vec<_>>())
+        .bind(postings.iter().map(|(_, p)| p.amount.amount()).collect::<Vec<_>>())
+        .bind(postings.iter().map(|(_, p)| p.amount.currency().code()).collect::<Vec<_>>())
+        .bind(slot)
+        .fetch_all(&mut **c)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// The new entry's id and, per balance row written, its account, the
 /// account's organisation and currency; `None` when the key exists.
 type Written = Option<(i64, Vec<(i64, i64, String)>)>;

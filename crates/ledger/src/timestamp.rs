@@ -95,6 +95,12 @@ impl Type<Postgres> for Timestamp {
     }
 }
 
+impl sqlx::postgres::PgHasArrayType for Timestamp {
+    fn array_type_info() -> PgTypeInfo {
+        <OffsetDateTime as sqlx::postgres::PgHasArrayType>::array_type_info()
+    }
+}
+
 impl Encode<'_, Postgres> for Timestamp {
     fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
         <OffsetDateTime as Encode<Postgres>>::encode(self.0, buf)

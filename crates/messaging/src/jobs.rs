@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use kanpa_ledger::rows::Rows;
 use kanpa_ledger::{Db, Timestamp, Tx, on_db, on_tx};
 use rand::Rng;
 use tokio::sync::{Notify, watch};
@@ -142,6 +143,25 @@ pub async fn enqueue(tx: &mut Tx, job: &NewJob) -> Result<i64, sqlx::Error> {
         .bind(job.kind).bind(&payload).bind(job.max_attempts).bind(job.run_at).bind(now)
         .fetch_one(c).await?);
     Ok(id)
+}
+
+/// Adds several jobs inside the caller's transaction, in one statement.
+pub async fn enqueue_many(tx: &mut Tx, jobs: &[NewJob]) -> Result<(), sqlx::Error> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let rows = Rows::new(jobs.len())
+        .text("kind", jobs.iter().map(|j| j.kind))
+        .text("payload", jobs.iter().map(|j| j.payload.to_string()))
+        .int("max_attempts", jobs.iter().map(|j| i64::from(j.max_attempts)))
+        .time("run_at", jobs.iter().map(|j| j.run_at));
+    let sql = format!(
+        "{} INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+            SELECT kind, payload, 'ready', 0, max_attempts, run_at, $1, $1 FROM j WHERE true ORDER BY n",
+        rows.with_clause("j", tx.backend(), 1)
+    );
+    rows.execute(tx, &sql, &[Timestamp::now().into()]).await?;
+    Ok(())
 }
 
 const CLAIM_READY_PG: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use kanpa_ledger::rows::Rows;
 use kanpa_ledger::{Db, Locale, Timestamp, Tx, on_db, on_tx};
 use lettre::message::Mailbox;
 
@@ -51,28 +52,64 @@ pub enum OutboxError {
 
 /// Queues an email in the caller's transaction.
 pub async fn enqueue(tx: &mut Tx, email: &NewEmail, message_domain: &str) -> Result<Queued, OutboxError> {
-    if let Some(name) = &email.to_name {
+    let queued = enqueue_many(tx, std::slice::from_ref(email), message_domain).await?;
+    Ok(queued.into_iter().next().unwrap_or(Queued::AlreadyQueued))
+}
+
+/// Queues several emails and their sending jobs in the caller's
+/// transaction: what [`enqueue`] does for each, in two statements however
+/// many there are. A key already queued, or given twice, queues once.
+pub async fn enqueue_many(tx: &mut Tx, emails: &[NewEmail], message_domain: &str) -> Result<Vec<Queued>, OutboxError> {
+    for name in emails.iter().filter_map(|e| e.to_name.as_deref()) {
         email::header_safe(name)?;
     }
-    let (template, data) = split_template(&email.template);
-    let message_id = email::message_id(&email.key, message_domain);
-    let sql = "INSERT INTO outbox_emails
-        (idempotency_key, to_address, to_name, locale, template, data, message_id, status, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8)
-        ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
-    let id: Option<i64> = on_tx!(tx, c => sqlx::query_scalar(sql)
-        .bind(&email.key).bind(email.to.as_str()).bind(email.to_name.as_deref()).bind(email.locale.as_str())
-        .bind(template).bind(&data).bind(&message_id).bind(Timestamp::now())
-        .fetch_optional(c).await?);
-    let Some(id) = id else { return Ok(Queued::AlreadyQueued) };
-    let job = NewJob {
-        kind: JOB_KIND,
-        payload: serde_json::json!({ "email_id": id }),
-        run_at: Timestamp::now(),
-        max_attempts: MAX_ATTEMPTS,
-    };
-    jobs::enqueue(tx, &job).await?;
-    Ok(Queued::New(id))
+    let mut keys = std::collections::HashSet::new();
+    let unique: Vec<&NewEmail> = emails.iter().filter(|e| keys.insert(e.key.as_str())).collect();
+    if unique.is_empty() {
+        return Ok(Vec::new());
+    }
+    let templates: Vec<(String, String)> = unique.iter().map(|e| split_template(&e.template)).collect();
+    let rows = Rows::new(unique.len())
+        .text("idempotency_key", unique.iter().map(|e| e.key.as_str()))
+        .text("to_address", unique.iter().map(|e| e.to.as_str()))
+        .opt_text("to_name", unique.iter().map(|e| e.to_name.as_deref()))
+        .text("locale", unique.iter().map(|e| e.locale.as_str()))
+        .text("template", templates.iter().map(|t| t.0.as_str()))
+        .text("data", templates.iter().map(|t| t.1.as_str()))
+        .text("message_id", unique.iter().map(|e| email::message_id(&e.key, message_domain)));
+    let sql = format!(
+        "{} INSERT INTO outbox_emails
+            (idempotency_key, to_address, to_name, locale, template, data, message_id, status, created_at)
+            SELECT idempotency_key, to_address, to_name, locale, template, data, message_id, 'pending', $1
+            FROM e WHERE true ORDER BY n
+            ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, id",
+        rows.with_clause("e", tx.backend(), 1)
+    );
+    let now = Timestamp::now();
+    let stored: std::collections::HashMap<String, i64> =
+        rows.fetch_all(tx, &sql, &[now.into()]).await?.into_iter().collect();
+    let mut answered = std::collections::HashSet::new();
+    let queued: Vec<Queued> = emails
+        .iter()
+        .map(|e| match stored.get(&e.key) {
+            Some(id) if answered.insert(*id) => Queued::New(*id),
+            _ => Queued::AlreadyQueued,
+        })
+        .collect();
+    let sends: Vec<NewJob> = queued
+        .iter()
+        .filter_map(|q| match q {
+            Queued::New(id) => Some(NewJob {
+                kind: JOB_KIND,
+                payload: serde_json::json!({ "email_id": id }),
+                run_at: now,
+                max_attempts: MAX_ATTEMPTS,
+            }),
+            Queued::AlreadyQueued => None,
+        })
+        .collect();
+    jobs::enqueue_many(tx, &sends).await?;
+    Ok(queued)
 }
 
 fn split_template(template: &EmailTemplate) -> (String, String) {

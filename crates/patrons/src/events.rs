@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kanpa_ledger::chart::Holding;
+use kanpa_ledger::rows::Rows;
 use kanpa_ledger::store as ledger;
 use kanpa_ledger::{
     Db, EntryHeader, IdempotencyKey, Locale, NewEntry, NewPosting, OrgId, SourceRef, Timestamp, Tx, on_tx,
@@ -141,22 +142,32 @@ pub(crate) async fn email_patron(
     key: &str,
     template: EmailTemplate,
 ) -> Result<(), PatronError> {
+    let Some(email) = patron_email(membership, key, template) else { return Ok(()) };
+    outbox::enqueue(tx, &email, &site.mail_domain).await.map_err(outbox_error)?;
+    Ok(())
+}
+
+/// The email to a patron, keyed by the membership; none (and a warning)
+/// when the address cannot be used.
+fn patron_email(membership: &Membership, key: &str, template: EmailTemplate) -> Option<NewEmail> {
     let Ok(to) = EmailAddress::parse(&membership.email) else {
         tracing::warn!(membership = %membership.public_id, "membership has an unusable email address; no email sent");
-        return Ok(());
+        return None;
     };
-    let email = NewEmail {
+    Some(NewEmail {
         key: format!("membership:{}:{key}", membership.public_id),
         to,
         to_name: None,
         locale: membership.locale,
         template,
-    };
-    outbox::enqueue(tx, &email, &site.mail_domain).await.map_err(|e| match e {
+    })
+}
+
+fn outbox_error(e: outbox::OutboxError) -> PatronError {
+    match e {
         outbox::OutboxError::Database(e) => PatronError::Database(e),
         outbox::OutboxError::Email(e) => db_error(e),
-    })?;
-    Ok(())
+    }
 }
 
 /// Moves a membership to `to`, keeping its tier's seat count right: an
@@ -449,19 +460,38 @@ async fn park(tx: &mut Tx, event: &StoredEvent, object: &Value) -> Result<(), Pa
 /// events of a charge (or PaymentIntent) that is now known to be this
 /// membership's, and forgets them.
 async fn apply_waiting(tx: &mut Tx, membership: &Membership, column: &str, id: &str) -> Result<(), PatronError> {
+    let kept = take_waiting(tx, column, &[id]).await?;
+    apply_kept(tx, membership, kept.into_iter().map(|(_, kept)| kept).collect()).await
+}
+
+/// An event kept for a payment not known yet: its type and payload.
+type Kept = (String, Value);
+
+/// Takes (deletes) the events kept for these charges or PaymentIntents, by
+/// the id they were kept for; one statement however many ids.
+async fn take_waiting(tx: &mut Tx, column: &str, ids: &[&str]) -> Result<Vec<(String, Kept)>, PatronError> {
     debug_assert!(matches!(column, "charge_id" | "payment_intent_id"));
-    let sql = format!("DELETE FROM membership_waiting_events WHERE {column} = $1 RETURNING event_type, payload");
-    let waiting: Vec<(String, String)> =
-        on_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(id).fetch_all(c).await?);
-    let mut waiting: Vec<(i64, String, Value)> = waiting
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted = Rows::new(ids.len()).text("id", ids.iter().copied());
+    let sql = format!(
+        "{} DELETE FROM membership_waiting_events WHERE {column} IN (SELECT id FROM wanted)
+            RETURNING {column}, event_type, payload",
+        wanted.with_clause("wanted", tx.backend(), 0)
+    );
+    let rows: Vec<(String, String, String)> = wanted.fetch_all(tx, &sql, &[]).await?;
+    Ok(rows
         .into_iter()
-        .filter_map(|(event_type, payload)| {
-            let payload: Value = serde_json::from_str(&payload).ok()?;
-            Some((payload["created"].as_i64().unwrap_or(0), event_type, payload))
-        })
-        .collect();
-    waiting.sort_by_key(|(created, _, _)| *created);
-    for (_, event_type, payload) in waiting {
+        .filter_map(|(id, event_type, payload)| Some((id, (event_type, serde_json::from_str(&payload).ok()?))))
+        .collect())
+}
+
+/// Applies kept events to the membership they turned out to be about, in
+/// the order they were created.
+async fn apply_kept(tx: &mut Tx, membership: &Membership, mut kept: Vec<Kept>) -> Result<(), PatronError> {
+    kept.sort_by_key(|(_, payload)| payload["created"].as_i64().unwrap_or(0));
+    for (event_type, payload) in kept {
         let object = &payload["data"]["object"];
         if event_type == "charge.refunded" {
             refunded(tx, membership, object).await?;
@@ -674,6 +704,19 @@ async fn email_receipt(
     collected: &Collected,
     receipt: &Receipt,
 ) -> Result<(), PatronError> {
+    let Some(email) = receipt_email(site, books, membership, collected, receipt) else { return Ok(()) };
+    outbox::enqueue(tx, &email, &site.mail_domain).await.map_err(outbox_error)?;
+    Ok(())
+}
+
+/// The email that sends the patron the receipt of a payment.
+fn receipt_email(
+    site: &Site,
+    books: &PaymentBooks,
+    membership: &Membership,
+    collected: &Collected,
+    receipt: &Receipt,
+) -> Option<NewEmail> {
     let (salon, tier) = (&books.salon, &books.tier);
     let locale = membership.locale;
     let template = EmailTemplate::MembershipReceipt {
@@ -685,8 +728,7 @@ async fn email_receipt(
         receipt_number: receipt.display_number(),
         receipt_link: site.receipt_link(&receipt.public_id),
     };
-    let charge = &collected.charge;
-    email_patron(tx, site, membership, &format!("receipt:{charge}"), template).await
+    patron_email(membership, &format!("receipt:{}", collected.charge), template)
 }
 
 /// Posts a paid invoice's money: gross into the Stripe balance and the
@@ -727,40 +769,72 @@ async fn post_money(
     invoice_id: &str,
     collected: &Collected,
 ) -> Result<bool, PatronError> {
-    let salon = &books.salon;
-    if collected.gross.currency() != salon.currency {
-        return Err(PatronError::Ledger(kanpa_ledger::LedgerError::CurrencyMismatch {
-            account: salon.fund_account,
-            posted: collected.gross.currency(),
-        }));
+    let first = post_money_many(tx, &[Payment { books, membership, invoice: invoice_id, collected }]).await?;
+    Ok(first.first().copied().unwrap_or(false))
+}
+
+/// A paid invoice to record.
+struct Payment<'a> {
+    books: &'a PaymentBooks,
+    membership: &'a Membership,
+    invoice: &'a str,
+    collected: &'a Collected,
+}
+
+/// The money of several payments, each as [`post_money`] posts one, in a
+/// handful of statements however many there are: the entries, the
+/// invoices, the memberships' totals, the events kept for the charges.
+/// True for each payment recorded for the first time.
+async fn post_money_many(tx: &mut Tx, payments: &[Payment<'_>]) -> Result<Vec<bool>, PatronError> {
+    let mut entries = Vec::with_capacity(payments.len() * 2);
+    for Payment { books, membership, collected, .. } in payments {
+        let salon = &books.salon;
+        if collected.gross.currency() != salon.currency {
+            return Err(PatronError::Ledger(kanpa_ledger::LedgerError::CurrencyMismatch {
+                account: salon.fund_account,
+                posted: collected.gross.currency(),
+            }));
+        }
+        let (fund, stripe, charge) = (salon.fund_account, books.stripe, &collected.charge);
+        let gross = header(salon, membership, format!("stripe:{charge}:gross"), "Membership paid", collected.created)?;
+        entries.push(NewEntry::transfer(gross, stripe, fund, collected.gross)?);
+        if collected.fee.amount() > 0 {
+            let fee = header(salon, membership, format!("stripe:{charge}:fee"), "Stripe fee", collected.created)?;
+            let postings = vec![NewPosting::debit(fund, collected.fee), NewPosting::credit(stripe, collected.fee)?];
+            entries.push(NewEntry::new(fee, postings)?);
+        }
     }
-    let fund = salon.fund_account;
-    let stripe = books.stripe;
-    let charge = &collected.charge;
-    let gross = header(salon, membership, format!("stripe:{charge}:gross"), "Membership paid", collected.created)?;
-    ledger::post(tx, &NewEntry::transfer(gross, stripe, fund, collected.gross)?).await?;
-    if collected.fee.amount() > 0 {
-        let fee = header(salon, membership, format!("stripe:{charge}:fee"), "Stripe fee", collected.created)?;
-        let postings = vec![NewPosting::debit(fund, collected.fee), NewPosting::credit(stripe, collected.fee)?];
-        ledger::post(tx, &NewEntry::new(fee, postings)?).await?;
+    ledger::post_many(tx, &entries).await?;
+    let paid = Rows::new(payments.len())
+        .text("invoice", payments.iter().map(|p| p.invoice))
+        .int("membership_id", payments.iter().map(|p| p.membership.id))
+        .text("charge", payments.iter().map(|p| p.collected.charge.as_str()))
+        .int("gross", payments.iter().map(|p| p.collected.gross.amount()))
+        .int("fee", payments.iter().map(|p| p.collected.fee.amount()))
+        .time("paid_at", payments.iter().map(|p| p.collected.created));
+    let sql = format!(
+        "{} UPDATE membership_invoices SET stripe_charge_id = p.charge, amount_paid = p.gross, fee = p.fee,
+                paid_at = p.paid_at, status = 'paid', updated_at = $1
+            FROM p
+            WHERE membership_invoices.stripe_invoice_id = p.invoice
+              AND membership_invoices.membership_id = p.membership_id
+              AND membership_invoices.stripe_charge_id IS NULL
+            RETURNING stripe_invoice_id",
+        paid.with_clause("p", tx.backend(), 1)
+    );
+    let first: std::collections::HashSet<String> =
+        paid.fetch_all::<(String,)>(tx, &sql, &[Timestamp::now().into()]).await?.into_iter().map(|r| r.0).collect();
+    let first: Vec<bool> = payments.iter().map(|p| first.contains(p.invoice)).collect();
+    let recorded: Vec<&Payment<'_>> = payments.iter().zip(&first).filter(|(_, f)| **f).map(|(p, _)| p).collect();
+    store::payments_recorded(tx, &recorded.iter().map(|p| (p.membership.id, p.collected.created)).collect::<Vec<_>>())
+        .await?;
+    let charges: Vec<&str> = recorded.iter().map(|p| p.collected.charge.as_str()).collect();
+    for (charge, kept) in take_waiting(tx, "charge_id", &charges).await? {
+        if let Some(p) = recorded.iter().find(|p| p.collected.charge == charge) {
+            apply_kept(tx, p.membership, vec![kept]).await?;
+        }
     }
-    let sql = "UPDATE membership_invoices SET stripe_charge_id = $1, amount_paid = $2, fee = $3, paid_at = $4,
-                   status = 'paid', updated_at = $5
-               WHERE stripe_invoice_id = $6 AND membership_id = $7 AND stripe_charge_id IS NULL";
-    let first = on_tx!(tx, c => sqlx::query(sql).bind(charge).bind(collected.gross.amount())
-        .bind(collected.fee.amount()).bind(collected.created).bind(Timestamp::now()).bind(invoice_id)
-        .bind(membership.id).execute(c).await?.rows_affected());
-    if first == 0 {
-        return Ok(false);
-    }
-    let sql = "UPDATE memberships SET
-                   last_payment_at = CASE WHEN last_payment_at IS NULL OR last_payment_at < $1 THEN $1
-                                          ELSE last_payment_at END
-               WHERE id = $2";
-    on_tx!(tx, c => sqlx::query(sql).bind(collected.created).bind(membership.id).execute(c).await?.rows_affected());
-    store::recompute_lifetime_paid(tx, membership.id).await?;
-    apply_waiting(tx, membership, "charge_id", charge).await?;
-    Ok(true)
+    Ok(first)
 }
 
 /// The receipt of a membership payment.
@@ -863,12 +937,19 @@ impl JobHandler for CollectInvoice {
         let mut payments = Vec::with_capacity(requests.len());
         // Read once per tier for the whole batch.
         let mut books: Vec<((i64, i64), PaymentBooks)> = Vec::new();
-        for (request, answer) in requests.iter().zip(answers) {
-            let collected = answer?;
-            let membership = store::membership_in(&mut tx, request.membership)
+        let public_ids: Vec<&str> = requests.iter().map(|r| r.membership).collect();
+        let mut memberships: std::collections::HashMap<String, Membership> =
+            store::memberships_in(&mut tx, &public_ids)
                 .await
                 .map_err(retry)?
-                .ok_or_else(|| JobFailure::Retry(format!("no membership {}", request.membership)))?;
+                .into_iter()
+                .map(|m| (m.public_id.clone(), m))
+                .collect();
+        for (request, answer) in requests.iter().zip(answers) {
+            let collected = answer?;
+            let membership = memberships
+                .remove(request.membership)
+                .ok_or_else(|| JobFailure::Retry(format!("no membership {} (or named twice)", request.membership)))?;
             let tier = (membership.salon_id, membership.tier_id);
             if !books.iter().any(|(key, _)| *key == tier) {
                 books.push((tier, PaymentBooks::of(&mut tx, &membership).await.map_err(retry)?));
@@ -883,18 +964,21 @@ impl JobHandler for CollectInvoice {
         // The money of every payment first; then, as late as possible, the
         // receipts (the organisation's numbering lock is held from there to
         // the commit) and their emails.
-        let mut first_time = Vec::with_capacity(payments.len());
+        let mut batch = Vec::with_capacity(payments.len());
         for (membership, invoice, collected) in &payments {
             let books = books_of(membership).ok_or_else(|| JobFailure::Retry("books not read".into()))?;
-            if post_money(&mut tx, books, membership, invoice, collected).await.map_err(retry)? {
-                first_time.push((books, membership, collected));
-            }
+            batch.push(Payment { books, membership, invoice, collected });
         }
-        let news: Vec<NewReceipt> = first_time.iter().map(|(b, m, c)| receipt_of(b, m, c)).collect();
+        let first = post_money_many(&mut tx, &batch).await.map_err(retry)?;
+        let first_time: Vec<&Payment<'_>> = batch.iter().zip(first).filter(|(_, f)| *f).map(|(p, _)| p).collect();
+        let news: Vec<NewReceipt> = first_time.iter().map(|p| receipt_of(p.books, p.membership, p.collected)).collect();
         let receipts = receipt::issue_many(&mut tx, &news).await.map_err(|e| retry(e.into()))?;
-        for ((books, membership, collected), receipt) in first_time.iter().zip(&receipts) {
-            email_receipt(&mut tx, &self.site, books, membership, collected, receipt).await.map_err(retry)?;
-        }
+        let emails: Vec<NewEmail> = first_time
+            .iter()
+            .zip(&receipts)
+            .filter_map(|(p, receipt)| receipt_email(&self.site, p.books, p.membership, p.collected, receipt))
+            .collect();
+        outbox::enqueue_many(&mut tx, &emails, &self.site.mail_domain).await.map_err(|e| retry(outbox_error(e)))?;
         Ok(tx)
     }
 }

@@ -4,6 +4,7 @@
 //! Each salon opens a fund account in the ledger in the same transaction
 //! that creates its row.
 
+use kanpa_ledger::rows::Rows;
 use kanpa_ledger::store as ledger;
 use kanpa_ledger::{AccountId, AccountKind, Currency, Db, Locale, NewAccount, OrgId, Timestamp, Tx, on_db, on_tx};
 use serde::{Deserialize, Deserializer};
@@ -675,6 +676,19 @@ pub(crate) async fn membership_in(tx: &mut Tx, public_id: &str) -> Result<Option
     row.map(Membership::try_from).transpose()
 }
 
+/// The memberships with these public ids, in no particular order; one
+/// statement however many.
+pub(crate) async fn memberships_in(tx: &mut Tx, public_ids: &[&str]) -> Result<Vec<Membership>, PatronError> {
+    let ids = Rows::new(public_ids.len()).text("public_id", public_ids.iter().copied());
+    let sql = format!(
+        "{} SELECT {MEMBERSHIP_COLUMNS} FROM memberships m JOIN salons s ON s.id = m.salon_id
+            WHERE m.public_id IN (SELECT public_id FROM wanted)",
+        ids.with_clause("wanted", tx.backend(), 0)
+    );
+    let rows: Vec<MembershipRow> = ids.fetch_all(tx, &sql, &[]).await?;
+    rows.into_iter().map(Membership::try_from).collect()
+}
+
 /// The membership holding a Stripe id (`column` is one of ours, never input).
 pub(crate) async fn membership_where(
     tx: &mut Tx,
@@ -809,13 +823,40 @@ pub(crate) async fn invoice_is_paid(tx: &mut Tx, stripe_invoice_id: &str) -> Res
 /// invoice's gross less what was refunded and what a lost dispute took back.
 /// Recomputed from the invoices, so events in any order give one total.
 pub(crate) async fn recompute_lifetime_paid(tx: &mut Tx, membership_id: i64) -> Result<(), PatronError> {
-    let sql = "UPDATE memberships SET lifetime_paid = (
-                   SELECT CAST(COALESCE(SUM(CASE WHEN amount_paid > amount_refunded + amount_disputed_lost
-                                                 THEN amount_paid - amount_refunded - amount_disputed_lost
-                                                 ELSE 0 END), 0) AS BIGINT)
-                   FROM membership_invoices WHERE membership_id = $1 AND stripe_charge_id IS NOT NULL)
-               WHERE id = $1";
-    on_tx!(tx, c => sqlx::query(sql).bind(membership_id).execute(c).await?.rows_affected());
+    let sql = format!("UPDATE memberships SET lifetime_paid = {LIFETIME_PAID} WHERE id = $1");
+    on_tx!(tx, c => sqlx::query(AssertSqlSafe(sql.clone())).bind(membership_id).execute(c).await?.rows_affected());
+    Ok(())
+}
+
+/// What a membership has paid and kept, from its invoices: paid, less
+/// refunded and disputes lost, per charge.
+const LIFETIME_PAID: &str = "(SELECT CAST(COALESCE(SUM(CASE WHEN amount_paid > amount_refunded + amount_disputed_lost
+                                                THEN amount_paid - amount_refunded - amount_disputed_lost
+                                                ELSE 0 END), 0) AS BIGINT)
+                FROM membership_invoices WHERE membership_id = memberships.id AND stripe_charge_id IS NOT NULL)";
+
+/// After payments were recorded: each membership's last payment moves
+/// forward to the newest of them, and its lifetime total is summed again.
+/// One statement for all of them.
+pub(crate) async fn payments_recorded(tx: &mut Tx, paid: &[(i64, Timestamp)]) -> Result<(), PatronError> {
+    let mut newest: std::collections::BTreeMap<i64, Timestamp> = std::collections::BTreeMap::new();
+    for (membership, at) in paid {
+        let slot = newest.entry(*membership).or_insert(*at);
+        *slot = (*slot).max(*at);
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let rows = Rows::new(newest.len()).int("id", newest.keys().copied()).time("paid_at", newest.values().copied());
+    let sql = format!(
+        "{} UPDATE memberships SET
+                last_payment_at = CASE WHEN last_payment_at IS NULL OR last_payment_at < p.paid_at THEN p.paid_at
+                                       ELSE last_payment_at END,
+                lifetime_paid = {LIFETIME_PAID}
+            FROM p WHERE memberships.id = p.id",
+        rows.with_clause("p", tx.backend(), 0)
+    );
+    rows.execute(tx, &sql, &[]).await?;
     Ok(())
 }
 

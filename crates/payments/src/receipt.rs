@@ -12,6 +12,7 @@
 //! Owns `receipts`, `receipt_lines` and `receipt_sequences`. Callers describe
 //! the lines; this module knows nothing of campaigns or salons.
 
+use kanpa_ledger::rows::{Rows, Scalar};
 use kanpa_ledger::{Currency, Db, Money, MoneyError, OrgId, Timestamp, Tx, on_db, on_tx};
 use rand::Rng;
 use serde::Serialize;
@@ -304,7 +305,8 @@ pub async fn issue(tx: &mut Tx, new: &NewReceipt) -> Result<Receipt, ReceiptErro
     let number = last + 1;
     bump_sequence(tx, new.org, number).await?;
     let issuer = Issuer::of(tx, new.org).await?;
-    insert(tx, new, number, &issuer).await
+    let mut issued = insert(tx, std::slice::from_ref(new), number, &issuer).await?;
+    issued.pop().ok_or(ReceiptError::Database(sqlx::Error::RowNotFound))
 }
 
 /// Issues the receipts of several payments recorded for the first time in
@@ -316,18 +318,14 @@ pub async fn issue(tx: &mut Tx, new: &NewReceipt) -> Result<Receipt, ReceiptErro
 /// caller falls back to [`issue`] one payment at a time.
 pub async fn issue_many(tx: &mut Tx, news: &[NewReceipt]) -> Result<Vec<Receipt>, ReceiptError> {
     let mut issued = Vec::with_capacity(news.len());
-    let mut rest = news;
-    while let Some(first) = rest.first() {
-        let together = rest.iter().take_while(|new| new.org == first.org).count();
-        let (group, tail) = rest.split_at(together);
-        rest = tail;
+    for group in news.chunk_by(|a, b| a.org == b.org) {
         group.iter().try_for_each(check_lines)?;
-        let last = lock_sequence(tx, first.org).await?;
-        bump_sequence(tx, first.org, last + group.len() as i64).await?;
-        let issuer = Issuer::of(tx, first.org).await?;
-        for (n, new) in (last + 1..).zip(group) {
-            issued.push(insert(tx, new, n, &issuer).await?);
-        }
+        let org = group[0].org;
+        let issuer = Issuer::of(tx, org).await?;
+        // From here to the commit the organisation's numbering is ours: two
+        // statements, whatever the number of receipts.
+        let last = take_numbers(tx, org, group.len() as i64).await?;
+        issued.extend(insert(tx, group, last - group.len() as i64 + 1, &issuer).await?);
     }
     Ok(issued)
 }
@@ -359,6 +357,16 @@ async fn bump_sequence(tx: &mut Tx, org: OrgId, last: i64) -> Result<(), Receipt
     Ok(())
 }
 
+/// Takes the organisation's next `n` numbers in one statement, locking its
+/// sequence row (made on first use) until the transaction ends; the last
+/// of them.
+async fn take_numbers(tx: &mut Tx, org: OrgId, n: i64) -> Result<i64, ReceiptError> {
+    let sql = "INSERT INTO receipt_sequences (organisation_id, last_number) VALUES ($1, $2)
+               ON CONFLICT (organisation_id) DO UPDATE SET last_number = receipt_sequences.last_number + $2
+               RETURNING last_number";
+    Ok(on_tx!(tx, c => sqlx::query_scalar(sql).bind(org.0).bind(n).fetch_one(c).await?))
+}
+
 /// Who issues an organisation's receipts, as each receipt keeps it.
 struct Issuer {
     seller: seller::SellerSettings,
@@ -378,49 +386,90 @@ impl Issuer {
     }
 }
 
-/// Writes a receipt and its lines under `number`.
-async fn insert(tx: &mut Tx, new: &NewReceipt, number: i64, issuer: &Issuer) -> Result<Receipt, ReceiptError> {
+/// Writes receipts and their lines, numbered from `first` in order: two
+/// statements however many there are.
+async fn insert(tx: &mut Tx, news: &[NewReceipt], first: i64, issuer: &Issuer) -> Result<Vec<Receipt>, ReceiptError> {
     let seller = &issuer.seller;
-    let public_id = random_public_id();
-    let insert = "INSERT INTO receipts (public_id, organisation_id, number, source_kind, source_ref, payer_name,
-                      payer_email, currency, paid_at, issuer_name, registration_number, tax_rounding, price_basis,
-                      issued_at)
-                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-                  RETURNING id, paid_at, issued_at";
     let registration = seller.registration_number.as_ref().map(InvoiceRegistrationNumber::as_str);
-    let (id, paid_at, issued_at): (i64, Timestamp, Timestamp) = on_tx!(tx, c => sqlx::query_as(insert)
-        .bind(&public_id).bind(new.org.0).bind(number).bind(&new.source.kind).bind(&new.source.reference)
-        .bind(&new.payer_name).bind(&new.payer_email).bind(new.currency.code()).bind(new.paid_at)
-        .bind(&issuer.name).bind(registration).bind(seller.tax_rounding.as_str()).bind(new.basis.as_str())
-        .bind(Timestamp::now()).fetch_one(c).await?);
-    let line_sql = "INSERT INTO receipt_lines (receipt_id, position, kind, description_ja, description_en, amount,
-                        tax_rate) VALUES ($1, $2, $3, $4, $5, $6, $7)";
-    for (position, line) in new.lines.iter().enumerate() {
-        let rate = line.tax_rate.map(|r| i32::from(r.percent()));
-        on_tx!(tx, c => sqlx::query(line_sql).bind(id).bind(position as i32).bind(line.kind.as_str())
-            .bind(&line.description_ja).bind(&line.description_en).bind(line.amount.amount()).bind(rate)
-            .execute(c).await?.rows_affected());
+    let numbers: Vec<i64> = (first..).take(news.len()).collect();
+    let public_ids: Vec<String> = news.iter().map(|_| random_public_id()).collect();
+    let rows = Rows::new(news.len())
+        .text("public_id", public_ids.iter().map(String::as_str))
+        .int("number", numbers.iter().copied())
+        .text("source_kind", news.iter().map(|r| r.source.kind.as_str()))
+        .text("source_ref", news.iter().map(|r| r.source.reference.as_str()))
+        .text("payer_name", news.iter().map(|r| r.payer_name.as_str()))
+        .text("payer_email", news.iter().map(|r| r.payer_email.as_str()))
+        .text("currency", news.iter().map(|r| r.currency.code()))
+        .time("paid_at", news.iter().map(|r| r.paid_at))
+        .text("price_basis", news.iter().map(|r| r.basis.as_str()));
+    let sql = format!(
+        "{} INSERT INTO receipts (public_id, organisation_id, number, source_kind, source_ref, payer_name, payer_email,
+                currency, paid_at, issuer_name, registration_number, tax_rounding, price_basis, issued_at)
+            SELECT public_id, $1, number, source_kind, source_ref, payer_name, payer_email, currency, paid_at, $2, $3,
+                   $4, price_basis, $5
+            FROM r WHERE true ORDER BY n
+            RETURNING number, id, paid_at, issued_at",
+        rows.with_clause("r", tx.backend(), 5)
+    );
+    let scalars: [Scalar; 5] = [
+        Scalar::Int(news[0].org.0),
+        Scalar::Text(issuer.name.clone()),
+        Scalar::OptText(registration.map(str::to_owned)),
+        Scalar::Text(seller.tax_rounding.as_str().to_owned()),
+        Scalar::Time(Timestamp::now()),
+    ];
+    let written: Vec<(i64, i64, Timestamp, Timestamp)> = rows.fetch_all(tx, &sql, &scalars).await?;
+    let written: std::collections::HashMap<i64, (i64, Timestamp, Timestamp)> =
+        written.into_iter().map(|(number, id, paid_at, issued_at)| (number, (id, paid_at, issued_at))).collect();
+    let stored = |number: i64| written.get(&number).copied().ok_or(sqlx::Error::RowNotFound);
+    let mut lines: Vec<(i64, i64, &ReceiptLine)> = Vec::new();
+    for (new, &number) in news.iter().zip(&numbers) {
+        let (id, _, _) = stored(number)?;
+        lines.extend(new.lines.iter().enumerate().map(|(position, line)| (id, position as i64, line)));
     }
+    let line_rows = Rows::new(lines.len())
+        .int("receipt_id", lines.iter().map(|l| l.0))
+        .int("position", lines.iter().map(|l| l.1))
+        .text("kind", lines.iter().map(|l| l.2.kind.as_str()))
+        .text("description_ja", lines.iter().map(|l| l.2.description_ja.as_str()))
+        .text("description_en", lines.iter().map(|l| l.2.description_en.as_str()))
+        .int("amount", lines.iter().map(|l| l.2.amount.amount()))
+        .opt_int("tax_rate", lines.iter().map(|l| l.2.tax_rate.map(|r| i64::from(r.percent()))));
+    let sql = format!(
+        "{} INSERT INTO receipt_lines (receipt_id, position, kind, description_ja, description_en, amount, tax_rate)
+            SELECT receipt_id, position, kind, description_ja, description_en, amount, tax_rate FROM l WHERE true
+            ORDER BY n",
+        line_rows.with_clause("l", tx.backend(), 0)
+    );
+    line_rows.execute(tx, &sql, &[]).await?;
     // Exactly the rows just written (their times as stored, read back with
     // the id), without reading them again.
-    Ok(Receipt {
-        id,
-        public_id,
-        org: new.org,
-        number,
-        source_kind: new.source.kind.clone(),
-        source_ref: new.source.reference.clone(),
-        payer_name: new.payer_name.clone(),
-        payer_email: new.payer_email.clone(),
-        paid_at,
-        currency: new.currency,
-        issuer_name: issuer.name.clone(),
-        registration_number: registration.map(str::to_owned),
-        rounding: seller.tax_rounding,
-        basis: new.basis,
-        issued_at,
-        lines: new.lines.clone(),
-    })
+    news.iter()
+        .zip(public_ids)
+        .zip(&numbers)
+        .map(|((new, public_id), &number)| {
+            let (id, paid_at, issued_at) = stored(number)?;
+            Ok(Receipt {
+                id,
+                public_id,
+                org: new.org,
+                number,
+                source_kind: new.source.kind.clone(),
+                source_ref: new.source.reference.clone(),
+                payer_name: new.payer_name.clone(),
+                payer_email: new.payer_email.clone(),
+                paid_at,
+                currency: new.currency,
+                issuer_name: issuer.name.clone(),
+                registration_number: registration.map(str::to_owned),
+                rounding: seller.tax_rounding,
+                basis: new.basis,
+                issued_at,
+                lines: new.lines.clone(),
+            })
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------- reading
