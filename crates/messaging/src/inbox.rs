@@ -11,7 +11,7 @@
 //!
 //! This module verifies nothing: signature checks happen at the HTTP edge.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -337,6 +337,19 @@ pub enum Handled {
 pub trait StripeEventHandler: Send + Sync {
     /// Writes the event's effects in `tx`. An error retries the event later.
     async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled>;
+
+    /// Writes the effects of several events of this handler's type, each
+    /// about a different object, in `tx`: what [`handle`](Self::handle)
+    /// would write for each in turn, answered in order. A handler may do it
+    /// in fewer statements (a month-end of `invoice.paid`); by default it
+    /// handles them one by one.
+    async fn handle_many(&self, tx: &mut Tx, events: &[&StoredEvent]) -> anyhow::Result<Vec<Handled>> {
+        let mut handled = Vec::with_capacity(events.len());
+        for event in events {
+            handled.push(self.handle(tx, event).await?);
+        }
+        Ok(handled)
+    }
 }
 
 /// Handlers by event type.
@@ -387,6 +400,27 @@ impl StripeEventHandler for FirstTaker {
             }
         }
         Ok(Handled::NotOurs)
+    }
+
+    async fn handle_many(&self, tx: &mut Tx, events: &[&StoredEvent]) -> anyhow::Result<Vec<Handled>> {
+        let mut answers = vec![Handled::NotOurs; events.len()];
+        let mut open: Vec<usize> = (0..events.len()).collect();
+        for handler in &self.handlers {
+            if open.is_empty() {
+                break;
+            }
+            let these: Vec<&StoredEvent> = open.iter().map(|i| events[*i]).collect();
+            let got = handler.handle_many(tx, &these).await?;
+            let mut still = Vec::new();
+            for (i, handled) in open.into_iter().zip(got) {
+                match handled {
+                    Handled::NotOurs => still.push(i),
+                    handled => answers[i] = handled,
+                }
+            }
+            open = still;
+        }
+        Ok(answers)
     }
 }
 
@@ -465,22 +499,37 @@ impl JobHandler for ProcessEvent {
         lock_objects(&mut tx, &objects).await?;
         let mut by_status: Vec<(Status, Vec<&str>)> = Vec::new();
         let mut applied: Vec<&StoredEvent> = Vec::new();
-        for (n, event) in events.iter().enumerate() {
-            let status = self.apply(&mut tx, event).await.map_err(|e| JobFailure::Retry(format!("{e:#}")))?;
-            if status == Status::Applied {
-                // A later event of the same object in this batch must see
-                // this one as applied before its handler runs.
-                let again = event.object_id.is_some() && events[n + 1..].iter().any(|e| e.object_id == event.object_id);
-                if again {
-                    record_applied(&mut tx, &[event]).await?;
-                } else {
-                    applied.push(event);
+        // Runs of events of one type about different objects go to their
+        // handler together.
+        let mut rest = events.as_slice();
+        while let Some(first) = rest.first() {
+            let mut objects = HashSet::new();
+            let together = rest
+                .iter()
+                .take_while(|e| e.event_type == first.event_type)
+                .take_while(|e| e.object_id.as_deref().is_none_or(|o| objects.insert(o)))
+                .count();
+            let (run, tail) = rest.split_at(together);
+            rest = tail;
+            let run: Vec<&StoredEvent> = run.iter().collect();
+            let statuses = self.apply_many(&mut tx, &run).await.map_err(|e| JobFailure::Retry(format!("{e:#}")))?;
+            let mut seen_again = Vec::new();
+            for (event, status) in run.into_iter().zip(statuses) {
+                if status == Status::Applied {
+                    // A later event of the same object in this batch must see
+                    // this one as applied before its handler runs.
+                    if event.object_id.is_some() && rest.iter().any(|e| e.object_id == event.object_id) {
+                        seen_again.push(event);
+                    } else {
+                        applied.push(event);
+                    }
+                }
+                match by_status.iter_mut().find(|(s, _)| *s == status) {
+                    Some((_, ids)) => ids.push(&event.id),
+                    None => by_status.push((status, vec![&event.id])),
                 }
             }
-            match by_status.iter_mut().find(|(s, _)| *s == status) {
-                Some((_, ids)) => ids.push(&event.id),
-                None => by_status.push((status, vec![&event.id])),
-            }
+            record_applied(&mut tx, &seen_again).await?;
         }
         record_applied(&mut tx, &applied).await?;
         for (status, ids) in &by_status {
@@ -513,17 +562,34 @@ impl Status {
 impl ProcessEvent {
     /// Hands one event to its handler inside `tx`.
     async fn apply(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Status> {
-        let Some(handler) = self.handlers.by_type.get(&event.event_type) else {
-            return Ok(Status::Ignored);
+        Ok(self.apply_many(tx, &[event]).await?.pop().unwrap_or(Status::Ignored))
+    }
+
+    /// Hands events of one type, about different objects, to their handler
+    /// together inside `tx`.
+    async fn apply_many(&self, tx: &mut Tx, events: &[&StoredEvent]) -> anyhow::Result<Vec<Status>> {
+        let Some(handler) = events.first().and_then(|e| self.handlers.by_type.get(&e.event_type)) else {
+            return Ok(vec![Status::Ignored; events.len()]);
         };
-        Ok(match handler.handle(tx, event).await? {
-            Handled::Applied => Status::Applied,
-            Handled::NotOurs => Status::Ignored,
-            Handled::Skipped(reason) => {
-                tracing::info!(event = %event.id, event_type = %event.event_type, reason = %reason, "event skipped");
-                Status::Stale
-            }
-        })
+        let handled = handler.handle_many(tx, events).await?;
+        anyhow::ensure!(
+            handled.len() == events.len(),
+            "a handler answered for {} of {} events",
+            handled.len(),
+            events.len()
+        );
+        Ok(events
+            .iter()
+            .zip(handled)
+            .map(|(event, handled)| match handled {
+                Handled::Applied => Status::Applied,
+                Handled::NotOurs => Status::Ignored,
+                Handled::Skipped(reason) => {
+                    tracing::info!(event = %event.id, event_type = %event.event_type, reason = %reason, "event skipped");
+                    Status::Stale
+                }
+            })
+            .collect())
     }
 }
 

@@ -51,6 +51,9 @@ pub const EVENT_TYPES: &[&str] = &[
 
 pub const COLLECT_JOB: &str = "membership.collect";
 
+/// Attempts of a collection job: with its retry policy, over ten hours.
+const COLLECT_ATTEMPTS: i32 = 20;
+
 /// Registers the membership handlers beside any others of the same types,
 /// and the job that records paid invoices.
 pub fn register(handlers: &mut EventHandlers, registry: &mut Registry, site: Site, gateway: Arc<dyn PaymentGateway>) {
@@ -304,22 +307,7 @@ impl MembershipEvents {
         payment_intent: Option<&str>,
     ) -> Result<String, PatronError> {
         let id = text(invoice, "id").ok_or_else(|| db_error("invoice without id"))?;
-        let period = &invoice["lines"]["data"][0]["period"];
-        let at = |v: &Value| v.as_i64().and_then(Timestamp::from_unix_seconds);
-        let now = Timestamp::now();
-        // A paid invoice stays paid, whatever arrives after.
-        let sql = "INSERT INTO membership_invoices (membership_id, stripe_invoice_id, status, amount_due,
-                       period_start, period_end, hosted_invoice_url, stripe_payment_intent_id, created_at, updated_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
-                   ON CONFLICT (stripe_invoice_id) DO UPDATE SET
-                       status = CASE WHEN membership_invoices.status = 'paid' THEN 'paid' ELSE excluded.status END,
-                       hosted_invoice_url = COALESCE(excluded.hosted_invoice_url, membership_invoices.hosted_invoice_url),
-                       stripe_payment_intent_id =
-                           COALESCE(excluded.stripe_payment_intent_id, membership_invoices.stripe_payment_intent_id),
-                       updated_at = excluded.updated_at";
-        on_tx!(tx, c => sqlx::query(sql).bind(membership.id).bind(&id).bind(status)
-            .bind(invoice["amount_due"].as_i64().unwrap_or(0).max(0)).bind(at(&period["start"])).bind(at(&period["end"]))
-            .bind(text(invoice, "hosted_invoice_url")).bind(payment_intent).bind(now).execute(c).await?.rows_affected());
+        record_invoices(tx, &[(membership, invoice, payment_intent)], status).await?;
         Ok(id)
     }
 
@@ -349,11 +337,47 @@ impl MembershipEvents {
             kind: COLLECT_JOB,
             payload: json!({ "membership": membership.public_id, "invoice": id, "payment_intent": intent }),
             run_at: Timestamp::now(),
-            max_attempts: 20,
+            max_attempts: COLLECT_ATTEMPTS,
         };
         jobs::enqueue(tx, &job).await?;
         Ok(Handled::Applied)
     }
+}
+
+/// Writes invoices as their events show them, all in one `status`, in one
+/// statement; a paid invoice stays paid, whatever arrives after. Every
+/// invoice must have an id.
+async fn record_invoices(
+    tx: &mut Tx,
+    invoices: &[(&Membership, &Value, Option<&str>)],
+    status: &str,
+) -> Result<(), PatronError> {
+    let at = |v: &Value| v.as_i64().and_then(Timestamp::from_unix_seconds);
+    let period = |invoice: &Value| invoice["lines"]["data"][0]["period"].clone();
+    let rows = Rows::new(invoices.len())
+        .int("membership_id", invoices.iter().map(|(m, _, _)| m.id))
+        .opt_text("stripe_invoice_id", invoices.iter().map(|(_, i, _)| text(i, "id")))
+        .int("amount_due", invoices.iter().map(|(_, i, _)| i["amount_due"].as_i64().unwrap_or(0).max(0)))
+        .opt_time("period_start", invoices.iter().map(|(_, i, _)| at(&period(i)["start"])))
+        .opt_time("period_end", invoices.iter().map(|(_, i, _)| at(&period(i)["end"])))
+        .opt_text("hosted_invoice_url", invoices.iter().map(|(_, i, _)| text(i, "hosted_invoice_url")))
+        .opt_text("payment_intent", invoices.iter().map(|(_, _, pi)| *pi));
+    let sql = format!(
+        "{} INSERT INTO membership_invoices (membership_id, stripe_invoice_id, status, amount_due, period_start,
+                period_end, hosted_invoice_url, stripe_payment_intent_id, created_at, updated_at)
+            SELECT membership_id, stripe_invoice_id, $1, amount_due, period_start, period_end, hosted_invoice_url,
+                   payment_intent, $2, $2
+            FROM i WHERE true ORDER BY n
+            ON CONFLICT (stripe_invoice_id) DO UPDATE SET
+                status = CASE WHEN membership_invoices.status = 'paid' THEN 'paid' ELSE excluded.status END,
+                hosted_invoice_url = COALESCE(excluded.hosted_invoice_url, membership_invoices.hosted_invoice_url),
+                stripe_payment_intent_id =
+                    COALESCE(excluded.stripe_payment_intent_id, membership_invoices.stripe_payment_intent_id),
+                updated_at = excluded.updated_at",
+        rows.with_clause("i", tx.backend(), 2)
+    );
+    rows.execute(tx, &sql, &[status.into(), Timestamp::now().into()]).await?;
+    Ok(())
 }
 
 /// Posts the part of a refund not posted yet (`amount_refunded` is
@@ -630,6 +654,96 @@ impl StripeEventHandler for MembershipEvents {
     async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
         Ok(self.apply(tx, event).await?)
     }
+
+    async fn handle_many(&self, tx: &mut Tx, events: &[&StoredEvent]) -> anyhow::Result<Vec<Handled>> {
+        if events.len() > 1 && events.iter().all(|e| e.event_type == "invoice.paid") {
+            return Ok(self.invoices_paid(tx, events).await?);
+        }
+        let mut handled = Vec::with_capacity(events.len());
+        for event in events {
+            handled.push(self.apply(tx, event).await?);
+        }
+        Ok(handled)
+    }
+}
+
+impl MembershipEvents {
+    /// `invoice.paid` of many invoices at once, each about a different
+    /// invoice (a month-end of renewals): the renewals of memberships in
+    /// good standing, each membership's only one in the run, are written
+    /// together — the memberships read in one statement, the invoices in
+    /// one, their collection jobs in one — and any other event is applied
+    /// on its own, as [`MembershipEvents::apply`] would. The two sets touch
+    /// different memberships, so the order between them does not matter.
+    async fn invoices_paid(&self, tx: &mut Tx, events: &[&StoredEvent]) -> Result<Vec<Handled>, PatronError> {
+        let payloads: Vec<Value> =
+            events.iter().map(|e| serde_json::from_str(&e.payload)).collect::<Result<_, _>>().map_err(db_error)?;
+        let invoices: Vec<&Value> = payloads.iter().map(|p| &p["data"]["object"]).collect();
+        // Whom each invoice is about, as `membership_of` finds it: our
+        // reference, else the subscription it bills.
+        let keys: Vec<Option<(bool, String)>> = invoices
+            .iter()
+            .map(|invoice| {
+                match kanpa_reference(invoice).or_else(|| kanpa_reference(&invoice["parent"]["subscription_details"])) {
+                    Some((kind, reference)) => (kind == "membership").then_some((true, reference)),
+                    None => invoice_subscription(invoice).map(|s| (false, s)),
+                }
+            })
+            .collect();
+        let wanted = |by_reference: bool| -> Vec<&str> {
+            keys.iter().flatten().filter(|(r, _)| *r == by_reference).map(|(_, k)| k.as_str()).collect()
+        };
+        let by_reference = store::memberships_in(tx, &wanted(true)).await?;
+        let by_subscription = store::memberships_where_in(tx, "stripe_subscription_id", &wanted(false)).await?;
+        let found: Vec<Option<&Membership>> = keys
+            .iter()
+            .map(|key| match key {
+                Some((true, reference)) => by_reference.iter().find(|m| m.public_id == *reference),
+                Some((false, subscription)) => {
+                    by_subscription.iter().find(|m| m.stripe_subscription_id.as_deref() == Some(subscription))
+                }
+                None => None,
+            })
+            .collect();
+        let renewal = |i: usize| -> Option<(&Membership, String)> {
+            let membership = found[i]?;
+            let once = found.iter().flatten().filter(|m| m.id == membership.id).count() == 1;
+            let in_good_standing =
+                !matches!(membership.status, MembershipStatus::Incomplete | MembershipStatus::PastDue);
+            let paid = invoices[i]["amount_paid"].as_i64().unwrap_or(0) > 0 && text(invoices[i], "id").is_some();
+            let intent = invoice_payment_intent(invoices[i])?;
+            (once && in_good_standing && paid).then_some((membership, intent))
+        };
+        let renewals: Vec<(usize, &Membership, String)> =
+            (0..events.len()).filter_map(|i| renewal(i).map(|(m, intent)| (i, m, intent))).collect();
+        let rows: Vec<(&Membership, &Value, Option<&str>)> =
+            renewals.iter().map(|(i, m, intent)| (*m, invoices[*i], Some(intent.as_str()))).collect();
+        record_invoices(tx, &rows, "paid").await?;
+        let intents: Vec<&str> = renewals.iter().map(|(_, _, intent)| intent.as_str()).collect();
+        for (intent, kept) in take_waiting(tx, "payment_intent_id", &intents).await? {
+            if let Some((_, membership, _)) = renewals.iter().find(|(_, _, i)| *i == intent) {
+                apply_kept(tx, membership, vec![kept]).await?;
+            }
+        }
+        let collections: Vec<NewJob> = renewals
+            .iter()
+            .map(|(i, membership, intent)| NewJob {
+                kind: COLLECT_JOB,
+                payload: json!({ "membership": membership.public_id, "invoice": text(invoices[*i], "id"),
+                                 "payment_intent": intent }),
+                run_at: Timestamp::now(),
+                max_attempts: COLLECT_ATTEMPTS,
+            })
+            .collect();
+        jobs::enqueue_many(tx, &collections).await?;
+        let mut handled = vec![Handled::Applied; events.len()];
+        for (i, event) in events.iter().enumerate() {
+            if !renewals.iter().any(|(r, _, _)| *r == i) {
+                handled[i] = self.apply(tx, event).await?;
+            }
+        }
+        Ok(handled)
+    }
 }
 
 fn header(
@@ -903,7 +1017,7 @@ fn retry(e: PatronError) -> JobFailure {
 #[async_trait]
 impl JobHandler for CollectInvoice {
     fn retry_policy(&self) -> RetryPolicy {
-        RetryPolicy { base: Duration::from_secs(5), cap: Duration::from_secs(3600), max_attempts: 20 }
+        RetryPolicy { base: Duration::from_secs(5), cap: Duration::from_secs(3600), max_attempts: COLLECT_ATTEMPTS }
     }
 
     async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure> {

@@ -679,13 +679,27 @@ pub(crate) async fn membership_in(tx: &mut Tx, public_id: &str) -> Result<Option
 /// The memberships with these public ids, in no particular order; one
 /// statement however many.
 pub(crate) async fn memberships_in(tx: &mut Tx, public_ids: &[&str]) -> Result<Vec<Membership>, PatronError> {
-    let ids = Rows::new(public_ids.len()).text("public_id", public_ids.iter().copied());
+    memberships_where_in(tx, "public_id", public_ids).await
+}
+
+/// The memberships whose `column` (one of ours, never input) is one of
+/// `values`, in no particular order; one statement however many.
+pub(crate) async fn memberships_where_in(
+    tx: &mut Tx,
+    column: &str,
+    values: &[&str],
+) -> Result<Vec<Membership>, PatronError> {
+    debug_assert!(matches!(column, "public_id" | "stripe_subscription_id"));
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wanted = Rows::new(values.len()).text("value", values.iter().copied());
     let sql = format!(
         "{} SELECT {MEMBERSHIP_COLUMNS} FROM memberships m JOIN salons s ON s.id = m.salon_id
-            WHERE m.public_id IN (SELECT public_id FROM wanted)",
-        ids.with_clause("wanted", tx.backend(), 0)
+            WHERE m.{column} IN (SELECT value FROM wanted)",
+        wanted.with_clause("wanted", tx.backend(), 0)
     );
-    let rows: Vec<MembershipRow> = ids.fetch_all(tx, &sql, &[]).await?;
+    let rows: Vec<MembershipRow> = wanted.fetch_all(tx, &sql, &[]).await?;
     rows.into_iter().map(Membership::try_from).collect()
 }
 
