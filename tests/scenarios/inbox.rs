@@ -29,6 +29,7 @@ on_both_backends!(
     smtp_down_for_the_first_attempts_then_up_delivers_every_message_once,
     a_permanent_refusal_fails_one_message_and_leaves_the_others,
     a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone,
+    a_message_deferred_in_a_batch_retries_alone_and_nothing_sent_is_sent_again,
 );
 
 /// Books a charge's amount per `charge.succeeded` event, unless a newer
@@ -300,6 +301,32 @@ async fn smtp_down_for_the_first_attempts_then_up_delivers_every_message_once(ba
         let copies = received.iter().filter(|m| m.data.contains(&format!("Message-ID: {}", row.message_id))).count();
         assert_eq!(copies, 1, "{}", row.message_id);
     }
+    app.stop().await;
+}
+
+/// Twelve emails queued together are sent as one batch; the mail server
+/// defers one (451). What was sent is recorded at once, so only the
+/// deferred message is tried again: each arrives exactly once.
+async fn a_message_deferred_in_a_batch_retries_alone_and_nothing_sent_is_sent_again(backend: TestBackend) {
+    let sink = SmtpSink::start().unwrap();
+    sink.refuse_next(1, 451);
+    let Some(app) = spawn_with_sink(backend, &sink).await else { return };
+    let emails: Vec<NewEmail> = (0..12).map(|i| email(i, &format!("patron{i}@example.jp"))).collect();
+    queue(&app.db, &emails).await;
+    eventually(60, "every email is sent", || async {
+        outbox::all(&app.db).await.unwrap().iter().all(|e| e.status == "sent")
+    })
+    .await;
+    let rows = outbox::all(&app.db).await.unwrap();
+    let received = sink.messages();
+    assert_eq!(received.len(), 12, "each delivered once");
+    for row in &rows {
+        let copies = received.iter().filter(|m| m.data.contains(&format!("Message-ID: {}", row.message_id))).count();
+        assert_eq!(copies, 1, "{}", row.message_id);
+    }
+    let mut attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
+    attempts.sort_unstable();
+    assert_eq!(attempts, [vec![1; 11], vec![2]].concat(), "only the deferred message was tried twice");
     app.stop().await;
 }
 

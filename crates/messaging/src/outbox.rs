@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use kanpa_ledger::rows::Rows;
 use kanpa_ledger::{Db, Locale, Timestamp, Tx, on_db, on_tx};
 use lettre::message::Mailbox;
@@ -166,30 +167,58 @@ impl JobHandler for SendEmail {
     }
 
     async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure> {
-        let id = job.payload["email_id"].as_i64().ok_or_else(|| JobFailure::GiveUp("job has no email_id".into()))?;
+        let id = email_id(job)?;
         let row = get(db, id).await?.ok_or_else(|| JobFailure::GiveUp(format!("email {id} is not in the outbox")))?;
         if row.status != "pending" {
             return Ok(db.begin().await?);
         }
-        let message = match self.build(&row) {
-            Ok(message) => message,
-            Err(e) => return self.finish(db, id, "failed", Some(&e.to_string())).await,
-        };
-        match self.mailer.send(&message).await {
-            Ok(()) => {
-                metrics::counter!("kanpa_emails_total", "outcome" => "sent").increment(1);
-                self.finish(db, id, "sent", None).await
-            }
-            Err(SendError::Permanent(reason)) => {
-                metrics::counter!("kanpa_emails_total", "outcome" => "failed").increment(1);
-                tracing::warn!(email = id, reason = %reason, "email refused permanently");
-                self.finish(db, id, "failed", Some(&reason)).await
-            }
-            Err(SendError::Transient(reason)) => {
-                metrics::counter!("kanpa_emails_total", "outcome" => "deferred").increment(1);
+        match self.send(&row).await {
+            Sent::Deferred(reason) => {
                 let mut tx = db.begin().await?;
-                let sql = "UPDATE outbox_emails SET attempts = attempts + 1, last_error = $1 WHERE id = $2";
-                on_tx!(&mut tx, c => sqlx::query(sql).bind(&reason).bind(id).execute(c).await?.rows_affected());
+                record(&mut tx, &[(id, Sent::Deferred(reason.clone()))]).await?;
+                tx.commit().await?;
+                Err(JobFailure::Retry(reason))
+            }
+            done => {
+                let mut tx = db.begin().await?;
+                record(&mut tx, &[(id, done)]).await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// Sends a run of emails (a month-end of receipts), a few at a time,
+    /// and records them all in one statement. If the mail server defers
+    /// any, every outcome is recorded and committed at once (so nothing sent
+    /// is sent again) and the batch fails: each job then runs alone, those
+    /// already sent or refused finishing at once and the deferred ones
+    /// trying again on their own.
+    async fn run_many(&self, db: &Db, jobs: &[ClaimedJob]) -> Result<Tx, JobFailure> {
+        let ids = jobs.iter().map(email_id).collect::<Result<Vec<_>, _>>()?;
+        let wanted = Rows::new(ids.len()).int("id", ids.iter().copied());
+        let mut tx = db.begin().await?;
+        let sql =
+            format!("{} {SELECT} WHERE id IN (SELECT id FROM wanted)", wanted.with_clause("wanted", tx.backend(), 0));
+        let rows: Vec<OutboxEmail> = wanted.fetch_all(&mut tx, &sql, &[]).await?;
+        let pending: Vec<&OutboxEmail> = rows.iter().filter(|row| row.status == "pending").collect();
+        let mut sends = Vec::with_capacity(pending.len());
+        for row in &pending {
+            sends.push(self.send(row));
+        }
+        let sent: Vec<Sent> = futures::stream::iter(sends).buffered(SENDING).collect().await;
+        let outcomes: Vec<(i64, Sent)> = pending.iter().map(|row| row.id).zip(sent).collect();
+        let deferred = outcomes.iter().find_map(|(_, sent)| match sent {
+            Sent::Deferred(reason) => Some(reason.clone()),
+            _ => None,
+        });
+        record(&mut tx, &outcomes).await?;
+        match deferred {
+            None => Ok(tx),
+            Some(reason) => {
                 tx.commit().await?;
                 Err(JobFailure::Retry(reason))
             }
@@ -219,12 +248,68 @@ impl SendEmail {
         email::build_message(&self.settings.from, &to, row.to_name.as_deref(), &row.message_id, &rendered)
     }
 
-    async fn finish(&self, db: &Db, id: i64, status: &str, error: Option<&str>) -> Result<Tx, JobFailure> {
-        let mut tx = db.begin().await?;
-        let sql = "UPDATE outbox_emails SET status = $1, attempts = attempts + 1, last_error = $2,
-                       sent_at = CASE WHEN $1 = 'sent' THEN $3 ELSE sent_at END
-                   WHERE id = $4";
-        on_tx!(&mut tx, c => sqlx::query(sql).bind(status).bind(error).bind(Timestamp::now()).bind(id).execute(c).await?.rows_affected());
-        Ok(tx)
+    /// Renders and sends one stored email.
+    async fn send(&self, row: &OutboxEmail) -> Sent {
+        let message = match self.build(row) {
+            Ok(message) => message,
+            Err(e) => return Sent::Refused(e.to_string()),
+        };
+        match self.mailer.send(&message).await {
+            Ok(()) => {
+                metrics::counter!("kanpa_emails_total", "outcome" => "sent").increment(1);
+                Sent::Sent
+            }
+            Err(SendError::Permanent(reason)) => {
+                metrics::counter!("kanpa_emails_total", "outcome" => "failed").increment(1);
+                tracing::warn!(email = row.id, reason = %reason, "email refused permanently");
+                Sent::Refused(reason)
+            }
+            Err(SendError::Transient(reason)) => {
+                metrics::counter!("kanpa_emails_total", "outcome" => "deferred").increment(1);
+                Sent::Deferred(reason)
+            }
+        }
     }
+}
+
+/// Emails a batch sends at once.
+const SENDING: usize = 4;
+
+/// What became of sending one email.
+enum Sent {
+    Sent,
+    /// It cannot be sent, now or later (it cannot be rendered, or the
+    /// server refused it for good).
+    Refused(String),
+    /// The server could not take it now.
+    Deferred(String),
+}
+
+fn email_id(job: &ClaimedJob) -> Result<i64, JobFailure> {
+    job.payload["email_id"].as_i64().ok_or_else(|| JobFailure::GiveUp("job has no email_id".into()))
+}
+
+/// Records what each send did, in one statement: sent, refused for good,
+/// or deferred (still pending; the attempt and its error are kept).
+async fn record(tx: &mut Tx, done: &[(i64, Sent)]) -> Result<(), sqlx::Error> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let status = |sent: &Sent| match sent {
+        Sent::Sent => ("sent", None),
+        Sent::Refused(reason) => ("failed", Some(reason.clone())),
+        Sent::Deferred(reason) => ("pending", Some(reason.clone())),
+    };
+    let rows = Rows::new(done.len())
+        .int("id", done.iter().map(|(id, _)| *id))
+        .text("status", done.iter().map(|(_, sent)| status(sent).0))
+        .opt_text("error", done.iter().map(|(_, sent)| status(sent).1));
+    let sql = format!(
+        "{} UPDATE outbox_emails SET status = s.status, attempts = attempts + 1, last_error = s.error,
+                sent_at = CASE WHEN s.status = 'sent' THEN $1 ELSE sent_at END
+            FROM s WHERE outbox_emails.id = s.id",
+        rows.with_clause("s", tx.backend(), 1)
+    );
+    rows.execute(tx, &sql, &[Timestamp::now().into()]).await?;
+    Ok(())
 }
