@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     workers: usize,
     /// Jobs a worker loop claims, and applies together, at once (jobs.batch).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     batch: i64,
     /// Salons (each its own organisation) the memberships are spread over.
     #[arg(long, default_value_t = 1)]

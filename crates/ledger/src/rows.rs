@@ -18,7 +18,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, AssertSqlSafe, FromRow};
 
 use crate::Timestamp;
-use crate::db::{Backend, Tx, TxConn};
+use crate::db::{Backend, Db, Tx, TxConn};
 
 /// One column's values, one per row.
 #[derive(Clone, Debug)]
@@ -227,6 +227,21 @@ impl Rows {
             }
             TxConn::Sqlite(c) => {
                 sqlx::query_with(sql, self.sqlite_arguments(scalars)?).execute(&mut **c).await?.rows_affected()
+            }
+        })
+    }
+
+    /// Runs a query outside any transaction (on SQLite, on a reader) and
+    /// returns its rows.
+    pub async fn read_all<O>(&self, db: &Db, sql: &str, scalars: &[Scalar]) -> Result<Vec<O>, sqlx::Error>
+    where
+        O: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
+    {
+        let sql = AssertSqlSafe(sql.to_owned());
+        Ok(match db {
+            Db::Postgres(pool) => sqlx::query_as_with(sql, self.pg_arguments(scalars)?).fetch_all(pool).await?,
+            Db::Sqlite { read, .. } => {
+                sqlx::query_as_with(sql, self.sqlite_arguments(scalars)?).fetch_all(read).await?
             }
         })
     }

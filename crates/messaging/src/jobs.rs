@@ -197,6 +197,7 @@ pub async fn claim_batch(db: &Db, worker: &str, lease: Duration, limit: i64) -> 
     let until = now.saturating_add(time::Duration::try_from(lease).unwrap_or(time::Duration::MINUTE));
     let token = uuid::Uuid::new_v4().to_string();
     let mut tx = db.begin().await?;
+    lease_without_waiting_for_disk(&mut tx).await?;
     let (ready, expired) = match db.backend() {
         kanpa_ledger::Backend::Sqlite => (CLAIM_READY_SQLITE, CLAIM_EXPIRED_SQLITE),
         kanpa_ledger::Backend::Postgres => (CLAIM_READY_PG, CLAIM_EXPIRED_PG),
@@ -225,6 +226,18 @@ pub async fn claim_batch(db: &Db, worker: &str, lease: Duration, limit: i64) -> 
         .collect())
 }
 
+/// A lease need not wait for the disk (PostgreSQL: asynchronous commit for
+/// this transaction only). Should a crash lose it, the job is merely
+/// unclaimed again, which nothing relies on; and any later commit that does
+/// wait, such as the one holding the job's effects, writes it out first,
+/// since the log is written in order.
+async fn lease_without_waiting_for_disk(tx: &mut Tx) -> Result<(), sqlx::Error> {
+    if let kanpa_ledger::db::TxConn::Postgres(c) = &mut tx.conn {
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut **c).await?;
+    }
+    Ok(())
+}
+
 /// Hands claimed jobs back unrun (a worker that claimed more than it can
 /// finish within its lease); the attempt they were charged is returned.
 pub async fn release(db: &Db, claimed: &[ClaimedJob]) -> Result<(), sqlx::Error> {
@@ -234,6 +247,7 @@ pub async fn release(db: &Db, claimed: &[ClaimedJob]) -> Result<(), sqlx::Error>
     let sql = "UPDATE jobs SET state = 'ready', attempts = attempts - 1, lease_until = NULL, lease_token = NULL,
                    locked_by = NULL WHERE id = $1 AND lease_token = $2";
     let mut tx = db.begin().await?;
+    lease_without_waiting_for_disk(&mut tx).await?;
     for job in claimed {
         on_tx!(&mut tx, c => sqlx::query(sql).bind(job.id).bind(&job.token).execute(c).await?.rows_affected());
     }

@@ -199,11 +199,12 @@ impl JobHandler for SendEmail {
     /// trying again on their own.
     async fn run_many(&self, db: &Db, jobs: &[ClaimedJob]) -> Result<Tx, JobFailure> {
         let ids = jobs.iter().map(email_id).collect::<Result<Vec<_>, _>>()?;
+        // Read outside any transaction: sending takes a while and holds no
+        // row of ours.
         let wanted = Rows::new(ids.len()).int("id", ids.iter().copied());
-        let mut tx = db.begin().await?;
         let sql =
-            format!("{} {SELECT} WHERE id IN (SELECT id FROM wanted)", wanted.with_clause("wanted", tx.backend(), 0));
-        let rows: Vec<OutboxEmail> = wanted.fetch_all(&mut tx, &sql, &[]).await?;
+            format!("{} {SELECT} WHERE id IN (SELECT id FROM wanted)", wanted.with_clause("wanted", db.backend(), 0));
+        let rows: Vec<OutboxEmail> = wanted.read_all(db, &sql, &[]).await?;
         let pending: Vec<&OutboxEmail> = rows.iter().filter(|row| row.status == "pending").collect();
         let mut sends = Vec::with_capacity(pending.len());
         for row in &pending {
@@ -215,6 +216,7 @@ impl JobHandler for SendEmail {
             Sent::Deferred(reason) => Some(reason.clone()),
             _ => None,
         });
+        let mut tx = db.begin().await?;
         record(&mut tx, &outcomes).await?;
         match deferred {
             None => Ok(tx),
