@@ -143,8 +143,30 @@ async fn a_batch_of_renewals_is_collected_in_one_go_and_a_payment_not_through_ye
         }
         renewals.push(("invoice.paid", invoice));
     }
+    // The invoice events are applied as one run: the renewals together, and
+    // beside them, as each alone would be, the recovery of a patron whose
+    // card had failed (past due, active again) and an invoice of a
+    // subscription kanpa does not know (ignored).
+    let recovering = &subscriptions[3];
+    let sql = "UPDATE memberships SET status = 'past_due' WHERE stripe_subscription_id = $1";
+    let mut tx = t.db.begin().await.unwrap();
+    kanpa_ledger::on_tx!(&mut tx, c => sqlx::query(sql).bind(recovering).execute(c).await.unwrap().rows_affected());
+    tx.commit().await.unwrap();
+    let mut stranger = renewals[0].1.clone();
+    stranger["id"] = "in_stranger".into();
+    stranger["metadata"] = serde_json::json!({});
+    stranger["parent"]["subscription_details"]["metadata"] = serde_json::json!({});
+    stranger["parent"]["subscription_details"]["subscription"] = "sub_stranger".into();
+    renewals.push(("invoice.paid", stranger));
     receive(&t.db, &stripe, renewals).await;
-    assert_eq!(workers.run_batch("test").await.unwrap(), 4, "the invoice events");
+    assert_eq!(workers.run_batch("test").await.unwrap(), 5, "the invoice events");
+    let status = "SELECT status FROM memberships WHERE stripe_subscription_id = $1";
+    let now: String = on_db!(&t.db, p => sqlx::query_scalar(status).bind(recovering).fetch_one(p).await.unwrap());
+    assert_eq!(now, "active", "a paid invoice brings a past-due membership back");
+    let statuses = "SELECT COUNT(*) FROM stripe_events WHERE event_type = 'invoice.paid' AND status = 'applied'";
+    assert_eq!(count(&t.db, statuses).await, 8);
+    let ignored = "SELECT COUNT(*) FROM stripe_events WHERE event_type = 'invoice.paid' AND status = 'ignored'";
+    assert_eq!(count(&t.db, ignored).await, 1, "the stranger's invoice is not ours");
     let before = payment_intent_lookups(&stripe);
     assert_eq!(workers.run_batch("test").await.unwrap(), 4, "the collections");
     // The batch asked about all four, found one not through and was
