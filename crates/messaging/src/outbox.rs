@@ -173,9 +173,9 @@ impl JobHandler for SendEmail {
             return Ok(db.begin().await?);
         }
         match self.send(&row).await {
-            Sent::Deferred(reason) => {
+            Delivery::Deferred(reason) => {
                 let mut tx = db.begin().await?;
-                record(&mut tx, &[(id, Sent::Deferred(reason.clone()))]).await?;
+                record(&mut tx, &[(id, Delivery::Deferred(reason.clone()))]).await?;
                 tx.commit().await?;
                 Err(JobFailure::Retry(reason))
             }
@@ -210,10 +210,10 @@ impl JobHandler for SendEmail {
         for row in &pending {
             sends.push(self.send(row));
         }
-        let sent: Vec<Sent> = futures::stream::iter(sends).buffered(SENDING).collect().await;
-        let outcomes: Vec<(i64, Sent)> = pending.iter().map(|row| row.id).zip(sent).collect();
+        let sent: Vec<Delivery> = futures::stream::iter(sends).buffered(SENDING).collect().await;
+        let outcomes: Vec<(i64, Delivery)> = pending.iter().map(|row| row.id).zip(sent).collect();
         let deferred = outcomes.iter().find_map(|(_, sent)| match sent {
-            Sent::Deferred(reason) => Some(reason.clone()),
+            Delivery::Deferred(reason) => Some(reason.clone()),
             _ => None,
         });
         let mut tx = db.begin().await?;
@@ -251,24 +251,24 @@ impl SendEmail {
     }
 
     /// Renders and sends one stored email.
-    async fn send(&self, row: &OutboxEmail) -> Sent {
+    async fn send(&self, row: &OutboxEmail) -> Delivery {
         let message = match self.build(row) {
             Ok(message) => message,
-            Err(e) => return Sent::Refused(e.to_string()),
+            Err(e) => return Delivery::Refused(e.to_string()),
         };
         match self.mailer.send(&message).await {
             Ok(()) => {
                 metrics::counter!("kanpa_emails_total", "outcome" => "sent").increment(1);
-                Sent::Sent
+                Delivery::Sent
             }
             Err(SendError::Permanent(reason)) => {
                 metrics::counter!("kanpa_emails_total", "outcome" => "failed").increment(1);
                 tracing::warn!(email = row.id, reason = %reason, "email refused permanently");
-                Sent::Refused(reason)
+                Delivery::Refused(reason)
             }
             Err(SendError::Transient(reason)) => {
                 metrics::counter!("kanpa_emails_total", "outcome" => "deferred").increment(1);
-                Sent::Deferred(reason)
+                Delivery::Deferred(reason)
             }
         }
     }
@@ -278,7 +278,7 @@ impl SendEmail {
 const SENDING: usize = 4;
 
 /// What became of sending one email.
-enum Sent {
+enum Delivery {
     Sent,
     /// It cannot be sent, now or later (it cannot be rendered, or the
     /// server refused it for good).
@@ -293,14 +293,14 @@ fn email_id(job: &ClaimedJob) -> Result<i64, JobFailure> {
 
 /// Records what each send did, in one statement: sent, refused for good,
 /// or deferred (still pending; the attempt and its error are kept).
-async fn record(tx: &mut Tx, done: &[(i64, Sent)]) -> Result<(), sqlx::Error> {
+async fn record(tx: &mut Tx, done: &[(i64, Delivery)]) -> Result<(), sqlx::Error> {
     if done.is_empty() {
         return Ok(());
     }
-    let status = |sent: &Sent| match sent {
-        Sent::Sent => ("sent", None),
-        Sent::Refused(reason) => ("failed", Some(reason.clone())),
-        Sent::Deferred(reason) => ("pending", Some(reason.clone())),
+    let status = |sent: &Delivery| match sent {
+        Delivery::Sent => ("sent", None),
+        Delivery::Refused(reason) => ("failed", Some(reason.clone())),
+        Delivery::Deferred(reason) => ("pending", Some(reason.clone())),
     };
     let rows = Rows::new(done.len())
         .int("id", done.iter().map(|(id, _)| *id))
