@@ -4,6 +4,7 @@
 //! Each salon opens a fund account in the ledger in the same transaction
 //! that creates its row.
 
+use kanpa_ledger::db::TxConn;
 use kanpa_ledger::rows::Rows;
 use kanpa_ledger::store as ledger;
 use kanpa_ledger::{AccountId, AccountKind, Currency, Db, Locale, NewAccount, OrgId, Timestamp, Tx, on_db, on_tx};
@@ -837,9 +838,7 @@ pub(crate) async fn invoice_is_paid(tx: &mut Tx, stripe_invoice_id: &str) -> Res
 /// invoice's gross less what was refunded and what a lost dispute took back.
 /// Recomputed from the invoices, so events in any order give one total.
 pub(crate) async fn recompute_lifetime_paid(tx: &mut Tx, membership_id: i64) -> Result<(), PatronError> {
-    let sql = format!("UPDATE memberships SET lifetime_paid = {LIFETIME_PAID} WHERE id = $1");
-    on_tx!(tx, c => sqlx::query(AssertSqlSafe(sql.clone())).bind(membership_id).execute(c).await?.rows_affected());
-    Ok(())
+    lifetime_paid_again(tx, &[membership_id]).await
 }
 
 /// What a membership has paid and kept, from its invoices: paid, less
@@ -849,9 +848,31 @@ const LIFETIME_PAID: &str = "(SELECT CAST(COALESCE(SUM(CASE WHEN amount_paid > a
                                                 ELSE 0 END), 0) AS BIGINT)
                 FROM membership_invoices WHERE membership_id = memberships.id AND stripe_charge_id IS NOT NULL)";
 
+/// Sums the memberships' lifetime totals again from their invoices. The
+/// rows are locked first, by a statement of their own: on PostgreSQL a
+/// statement that waits for a row lock still reads every other table as it
+/// was when the statement began, so a sum taken while waiting would miss
+/// the invoice of the transaction it waited for (two renewals, or a renewal
+/// and a refund, of one membership committing at once). The sum is taken by
+/// a statement that begins once the rows are ours. (SQLite runs one writer
+/// at a time.)
+async fn lifetime_paid_again(tx: &mut Tx, ids: &[i64]) -> Result<(), PatronError> {
+    let rows = Rows::new(ids.len()).int("id", ids.iter().copied());
+    if let TxConn::Postgres(c) = &mut tx.conn {
+        let lock = "SELECT id FROM memberships WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+        sqlx::query(lock).bind(ids).execute(&mut **c).await?;
+    }
+    let sql = format!(
+        "{} UPDATE memberships SET lifetime_paid = {LIFETIME_PAID} WHERE id IN (SELECT id FROM m)",
+        rows.with_clause("m", tx.backend(), 0)
+    );
+    rows.execute(tx, &sql, &[]).await?;
+    Ok(())
+}
+
 /// After payments were recorded: each membership's last payment moves
-/// forward to the newest of them, and its lifetime total is summed again.
-/// One statement for all of them.
+/// forward to the newest of them (one statement for all of them), and its
+/// lifetime total is summed again.
 pub(crate) async fn payments_recorded(tx: &mut Tx, paid: &[(i64, Timestamp)]) -> Result<(), PatronError> {
     let mut newest: std::collections::BTreeMap<i64, Timestamp> = std::collections::BTreeMap::new();
     for (membership, at) in paid {
@@ -865,13 +886,12 @@ pub(crate) async fn payments_recorded(tx: &mut Tx, paid: &[(i64, Timestamp)]) ->
     let sql = format!(
         "{} UPDATE memberships SET
                 last_payment_at = CASE WHEN last_payment_at IS NULL OR last_payment_at < p.paid_at THEN p.paid_at
-                                       ELSE last_payment_at END,
-                lifetime_paid = {LIFETIME_PAID}
+                                       ELSE last_payment_at END
             FROM p WHERE memberships.id = p.id",
         rows.with_clause("p", tx.backend(), 0)
     );
     rows.execute(tx, &sql, &[]).await?;
-    Ok(())
+    lifetime_paid_again(tx, &newest.keys().copied().collect::<Vec<_>>()).await
 }
 
 /// The tier of a salon a Stripe price belongs to, and that price's amount.
