@@ -393,13 +393,7 @@ struct FirstTaker {
 #[async_trait]
 impl StripeEventHandler for FirstTaker {
     async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
-        for handler in &self.handlers {
-            match handler.handle(tx, event).await? {
-                Handled::NotOurs => continue,
-                handled => return Ok(handled),
-            }
-        }
-        Ok(Handled::NotOurs)
+        Ok(self.handle_many(tx, &[event]).await?.pop().unwrap_or(Handled::NotOurs))
     }
 
     async fn handle_many(&self, tx: &mut Tx, events: &[&StoredEvent]) -> anyhow::Result<Vec<Handled>> {

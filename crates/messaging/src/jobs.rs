@@ -133,22 +133,16 @@ pub trait JobHandler: Send + Sync {
     }
 }
 
-/// Adds a job inside the caller's transaction.
+/// Adds a job inside the caller's transaction; its id.
 pub async fn enqueue(tx: &mut Tx, job: &NewJob) -> Result<i64, sqlx::Error> {
-    let sql = "INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
-               VALUES ($1, $2, 'ready', 0, $3, $4, $5, $5) RETURNING id";
-    let now = Timestamp::now();
-    let payload = job.payload.to_string();
-    let id = on_tx!(tx, c => sqlx::query_scalar(sql)
-        .bind(job.kind).bind(&payload).bind(job.max_attempts).bind(job.run_at).bind(now)
-        .fetch_one(c).await?);
-    Ok(id)
+    enqueue_many(tx, std::slice::from_ref(job)).await?.pop().ok_or(sqlx::Error::RowNotFound)
 }
 
-/// Adds several jobs inside the caller's transaction, in one statement.
-pub async fn enqueue_many(tx: &mut Tx, jobs: &[NewJob]) -> Result<(), sqlx::Error> {
+/// Adds several jobs inside the caller's transaction, in one statement;
+/// their ids, in ascending order.
+pub async fn enqueue_many(tx: &mut Tx, jobs: &[NewJob]) -> Result<Vec<i64>, sqlx::Error> {
     if jobs.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let rows = Rows::new(jobs.len())
         .text("kind", jobs.iter().map(|j| j.kind))
@@ -157,11 +151,14 @@ pub async fn enqueue_many(tx: &mut Tx, jobs: &[NewJob]) -> Result<(), sqlx::Erro
         .time("run_at", jobs.iter().map(|j| j.run_at));
     let sql = format!(
         "{} INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
-            SELECT kind, payload, 'ready', 0, max_attempts, run_at, $1, $1 FROM j WHERE true ORDER BY n",
+            SELECT kind, payload, 'ready', 0, max_attempts, run_at, $1, $1 FROM j WHERE true ORDER BY n
+            RETURNING id",
         rows.with_clause("j", tx.backend(), 1)
     );
-    rows.execute(tx, &sql, &[Timestamp::now().into()]).await?;
-    Ok(())
+    let mut ids: Vec<i64> =
+        rows.fetch_all::<(i64,)>(tx, &sql, &[Timestamp::now().into()]).await?.into_iter().map(|(id,)| id).collect();
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 const CLAIM_READY_PG: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,

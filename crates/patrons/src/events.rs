@@ -352,14 +352,15 @@ async fn record_invoices(
     invoices: &[(&Membership, &Value, Option<&str>)],
     status: &str,
 ) -> Result<(), PatronError> {
-    let at = |v: &Value| v.as_i64().and_then(Timestamp::from_unix_seconds);
-    let period = |invoice: &Value| invoice["lines"]["data"][0]["period"].clone();
+    let at = |invoice: &Value, end: &str| {
+        invoice["lines"]["data"][0]["period"][end].as_i64().and_then(Timestamp::from_unix_seconds)
+    };
     let rows = Rows::new(invoices.len())
         .int("membership_id", invoices.iter().map(|(m, _, _)| m.id))
         .opt_text("stripe_invoice_id", invoices.iter().map(|(_, i, _)| text(i, "id")))
         .int("amount_due", invoices.iter().map(|(_, i, _)| i["amount_due"].as_i64().unwrap_or(0).max(0)))
-        .opt_time("period_start", invoices.iter().map(|(_, i, _)| at(&period(i)["start"])))
-        .opt_time("period_end", invoices.iter().map(|(_, i, _)| at(&period(i)["end"])))
+        .opt_time("period_start", invoices.iter().map(|(_, i, _)| at(i, "start")))
+        .opt_time("period_end", invoices.iter().map(|(_, i, _)| at(i, "end")))
         .opt_text("hosted_invoice_url", invoices.iter().map(|(_, i, _)| text(i, "hosted_invoice_url")))
         .opt_text("payment_intent", invoices.iter().map(|(_, _, pi)| *pi));
     let sql = format!(
@@ -509,6 +510,26 @@ async fn take_waiting(tx: &mut Tx, column: &str, ids: &[&str]) -> Result<Vec<(St
         .into_iter()
         .filter_map(|(id, event_type, payload)| Some((id, (event_type, serde_json::from_str(&payload).ok()?))))
         .collect())
+}
+
+/// Applies events taken by [`take_waiting`], those kept for each id
+/// together and in the order they were created, to the membership `owner`
+/// names for that id.
+async fn apply_kept_to<'m>(
+    tx: &mut Tx,
+    kept: Vec<(String, Kept)>,
+    owner: impl Fn(&str) -> Option<&'m Membership>,
+) -> Result<(), PatronError> {
+    let mut by_id: std::collections::BTreeMap<String, Vec<Kept>> = std::collections::BTreeMap::new();
+    for (id, event) in kept {
+        by_id.entry(id).or_default().push(event);
+    }
+    for (id, events) in by_id {
+        if let Some(membership) = owner(&id) {
+            apply_kept(tx, membership, events).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Applies kept events to the membership they turned out to be about, in
@@ -720,11 +741,8 @@ impl MembershipEvents {
             renewals.iter().map(|(i, m, intent)| (*m, invoices[*i], Some(intent.as_str()))).collect();
         record_invoices(tx, &rows, "paid").await?;
         let intents: Vec<&str> = renewals.iter().map(|(_, _, intent)| intent.as_str()).collect();
-        for (intent, kept) in take_waiting(tx, "payment_intent_id", &intents).await? {
-            if let Some((_, membership, _)) = renewals.iter().find(|(_, _, i)| *i == intent) {
-                apply_kept(tx, membership, vec![kept]).await?;
-            }
-        }
+        let kept = take_waiting(tx, "payment_intent_id", &intents).await?;
+        apply_kept_to(tx, kept, |intent| renewals.iter().find(|(_, _, i)| i == intent).map(|(_, m, _)| *m)).await?;
         let collections: Vec<NewJob> = renewals
             .iter()
             .map(|(i, membership, intent)| NewJob {
@@ -943,11 +961,9 @@ async fn post_money_many(tx: &mut Tx, payments: &[Payment<'_>]) -> Result<Vec<bo
     store::payments_recorded(tx, &recorded.iter().map(|p| (p.membership.id, p.collected.created)).collect::<Vec<_>>())
         .await?;
     let charges: Vec<&str> = recorded.iter().map(|p| p.collected.charge.as_str()).collect();
-    for (charge, kept) in take_waiting(tx, "charge_id", &charges).await? {
-        if let Some(p) = recorded.iter().find(|p| p.collected.charge == charge) {
-            apply_kept(tx, p.membership, vec![kept]).await?;
-        }
-    }
+    let kept = take_waiting(tx, "charge_id", &charges).await?;
+    apply_kept_to(tx, kept, |charge| recorded.iter().find(|p| p.collected.charge == charge).map(|p| p.membership))
+        .await?;
     Ok(first)
 }
 
