@@ -231,6 +231,27 @@ pub struct RefundForm {
     amount: String,
 }
 
+/// A refund amount the form cannot take, as the form shows it beside
+/// `field` (a message key).
+pub(super) fn amount_refusal(tr: Tr, field: &str, e: ParseMoneyError) -> (String, StatusCode) {
+    let words = amount_problem(tr, e);
+    let field = tr.t(field);
+    (tr.t_with("field-problem", &[("field", &field), ("problem", &words)]), StatusCode::UNPROCESSABLE_ENTITY)
+}
+
+/// What the console says of a refund of `payment`: nothing once the
+/// processor has it (the page then moves on), else why not and the status.
+pub(super) fn refund_refusal(tr: Tr, outcome: RefundOutcome, payment: &str) -> Option<(String, StatusCode)> {
+    match outcome {
+        RefundOutcome::Requested(_) | RefundOutcome::AlreadyRequested => None,
+        RefundOutcome::Refused(problem) => Some((problem_words(tr, problem), StatusCode::UNPROCESSABLE_ENTITY)),
+        RefundOutcome::ProviderFailed(e) => {
+            tracing::warn!(error = %e, payment = %payment, "the payment provider refused a refund");
+            Some((tr.t("admin-error-refund-provider"), StatusCode::BAD_GATEWAY))
+        }
+    }
+}
+
 pub(super) fn amount_problem(tr: Tr, e: ParseMoneyError) -> String {
     match e {
         ParseMoneyError::Empty => tr.t("campaign-error-required"),
@@ -270,11 +291,7 @@ pub async fn refund(
                 return Err(AppError::BadRequest("missing_form_key").into());
             }
             let refusal = match Money::parse(&form.amount, pledge.currency) {
-                Err(e) => {
-                    let words = amount_problem(tr, e);
-                    let field = tr.t("field-amount");
-                    Some((tr.t_with("field-problem", &[("field", &field), ("problem", &words)]), StatusCode::UNPROCESSABLE_ENTITY))
-                }
+                Err(e) => Some(amount_refusal(tr, "field-amount", e)),
                 Ok(amount) => {
                     let request_key = format!("pledge:{}:{key}", pledge.public_id);
                     let outcome = refund::refund_pledge(
@@ -287,16 +304,7 @@ pub async fn refund(
                         &staff.email,
                     )
                     .await?;
-                    match outcome {
-                        RefundOutcome::Requested(_) | RefundOutcome::AlreadyRequested => None,
-                        RefundOutcome::Refused(problem) => {
-                            Some((problem_words(tr, problem), StatusCode::UNPROCESSABLE_ENTITY))
-                        }
-                        RefundOutcome::ProviderFailed(e) => {
-                            tracing::warn!(error = %e, pledge = %pledge.public_id, "the payment provider refused a refund");
-                            Some((tr.t("admin-error-refund-provider"), StatusCode::BAD_GATEWAY))
-                        }
-                    }
+                    refund_refusal(tr, outcome, &pledge.public_id)
                 }
             };
             match refusal {

@@ -20,7 +20,7 @@ use crate::error::AppError;
 use crate::i18n::{Lang, Tr};
 use crate::pages::RenderHtml;
 use crate::staff::Access;
-use crate::staff::refund::{self, RefundOutcome, Refundable};
+use crate::staff::refund::{self, Refundable};
 
 pub const MONTHS: usize = 12;
 const QUERY_MAX: usize = 100;
@@ -377,14 +377,7 @@ pub async fn refund_invoice(
                 Err(e) => return Err(failure(e)),
             };
             let refusal = match Money::parse(&form.amount, salon.currency) {
-                Err(e) => {
-                    let words = super::pledges::amount_problem(tr, e);
-                    let field = tr.t("admin-field-refund-amount");
-                    Some((
-                        tr.t_with("field-problem", &[("field", &field), ("problem", &words)]),
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                    ))
-                }
+                Err(e) => Some(super::pledges::amount_refusal(tr, "admin-field-refund-amount", e)),
                 Ok(amount) => {
                     let request_key = format!("console:{}:{}:{key}", membership.public_id, found.stripe_invoice_id);
                     let what = Refundable::invoice(&found, salon.currency);
@@ -398,16 +391,7 @@ pub async fn refund_invoice(
                         &staff.email,
                     )
                     .await?;
-                    match outcome {
-                        RefundOutcome::Requested(_) | RefundOutcome::AlreadyRequested => None,
-                        RefundOutcome::Refused(problem) => {
-                            Some((super::pledges::problem_words(tr, problem), StatusCode::UNPROCESSABLE_ENTITY))
-                        }
-                        RefundOutcome::ProviderFailed(e) => {
-                            tracing::warn!(error = %e, invoice = %found.stripe_invoice_id, "the payment provider refused a refund");
-                            Some((tr.t("admin-error-refund-provider"), StatusCode::BAD_GATEWAY))
-                        }
-                    }
+                    super::pledges::refund_refusal(tr, outcome, &found.stripe_invoice_id)
                 }
             };
             match refusal {
