@@ -1,6 +1,7 @@
-//! Month-end renewals: paid invoices collected from Stripe in batches, each
-//! posted once with one receipt, and a payment that is not through yet
-//! retried alone while the others go ahead.
+//! Month-end renewals: a batch of paid invoices asks Stripe about every
+//! payment at once, before its transaction, and posts each once with one
+//! receipt together with its event; a payment that is not through yet is
+//! left to a collection job, which retries alone while the others go ahead.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use serde_json::Value;
 use crate::harness::{TestBackend, TestDb, test_config};
 use crate::on_both_backends;
 
-on_both_backends!(a_batch_of_renewals_is_collected_in_one_go_and_a_payment_not_through_yet_retries_alone);
+on_both_backends!(a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through_yet_retries_alone);
 
 const MONTHLY: i64 = 1000;
 /// Stripe's Japanese card fee as the fake charges it.
@@ -69,6 +70,8 @@ async fn posted(db: &Db) -> (i64, (i64, i64, i64)) {
     (gross, receipts)
 }
 
+const COLLECTIONS: &str = "SELECT COUNT(*) FROM jobs WHERE kind = 'membership.collect'";
+
 fn payment_intent_lookups(stripe: &FakeStripe) -> usize {
     stripe.requests().iter().filter(|r| r.method == "GET" && r.path.starts_with("/v1/payment_intents/")).count()
 }
@@ -77,7 +80,9 @@ async fn run_until_idle(workers: &Workers) {
     while workers.run_batch("test").await.unwrap() > 0 {}
 }
 
-async fn a_batch_of_renewals_is_collected_in_one_go_and_a_payment_not_through_yet_retries_alone(backend: TestBackend) {
+async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through_yet_retries_alone(
+    backend: TestBackend,
+) {
     let Some(t) = TestDb::new(backend).await else { return };
     kanpa_server::install_crypto_provider();
     let stripe = FakeStripe::start().await.unwrap();
@@ -113,19 +118,20 @@ async fn a_batch_of_renewals_is_collected_in_one_go_and_a_payment_not_through_ye
         ]);
     }
     receive(&t.db, &stripe, events).await;
-    assert_eq!(workers.run_batch("test").await.unwrap(), 12, "the events, applied together");
 
-    // The four collections are one claim: the gateway is asked about all of
-    // them at once (four answers 400 ms late take well under 4 × 400 ms),
-    // and one transaction posts them.
+    // The events are one claim: before its transaction, the gateway is asked
+    // about the four payments at once (four answers 400 ms late take well
+    // under 4 × 400 ms), and the transaction that applies the events posts
+    // the payments too. No collection job is needed.
     stripe.set_latency(Duration::from_millis(400));
     let started = Instant::now();
-    assert_eq!(workers.run_batch("test").await.unwrap(), 4);
+    assert_eq!(workers.run_batch("test").await.unwrap(), 12, "the events, applied together");
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1200), "four lookups one after another: {took:?}");
     stripe.set_latency(Duration::ZERO);
     assert_eq!(payment_intent_lookups(&stripe), 4, "one lookup per payment");
     assert_eq!(posted(&t.db).await, (4, (4, 4, 4)));
+    assert_eq!(count(&t.db, COLLECTIONS).await, 0);
     run_until_idle(&workers).await;
 
     // A month later all four renew, but one payment is not through yet.
@@ -159,7 +165,15 @@ async fn a_batch_of_renewals_is_collected_in_one_go_and_a_payment_not_through_ye
     stranger["parent"]["subscription_details"]["subscription"] = "sub_stranger".into();
     renewals.push(("invoice.paid", stranger));
     receive(&t.db, &stripe, renewals).await;
+    let before = payment_intent_lookups(&stripe);
     assert_eq!(workers.run_batch("test").await.unwrap(), 5, "the invoice events");
+    // Every payment named was asked about once (the stranger's invoice,
+    // copied from the first renewal, names the same one), the two renewals
+    // and the recovery were posted with their events, and the payment not
+    // through yet waits for a collection job.
+    assert_eq!(payment_intent_lookups(&stripe) - before, 4);
+    assert_eq!(posted(&t.db).await, (7, (7, 7, 7)));
+    assert_eq!(count(&t.db, COLLECTIONS).await, 1);
     let status = "SELECT status FROM memberships WHERE stripe_subscription_id = $1";
     let now: String = on_db!(&t.db, p => sqlx::query_scalar(status).bind(recovering).fetch_one(p).await.unwrap());
     assert_eq!(now, "active", "a paid invoice brings a past-due membership back");
@@ -167,12 +181,12 @@ async fn a_batch_of_renewals_is_collected_in_one_go_and_a_payment_not_through_ye
     assert_eq!(count(&t.db, statuses).await, 8);
     let ignored = "SELECT COUNT(*) FROM stripe_events WHERE event_type = 'invoice.paid' AND status = 'ignored'";
     assert_eq!(count(&t.db, ignored).await, 1, "the stranger's invoice is not ours");
+    // Alongside the three receipts' emails, the collection asks again, finds
+    // the payment still processing, and waits for its retry.
     let before = payment_intent_lookups(&stripe);
-    assert_eq!(workers.run_batch("test").await.unwrap(), 4, "the collections");
-    // The batch asked about all four, found one not through and was
-    // discarded; each was then run alone: three posted, one waits.
-    assert_eq!(payment_intent_lookups(&stripe) - before, 4 + 4);
-    assert_eq!(posted(&t.db).await, (7, (7, 7, 7)), "numbers given back by the discarded batch are reused");
+    assert_eq!(workers.run_batch("test").await.unwrap(), 4, "the collection and three emails");
+    assert_eq!(payment_intent_lookups(&stripe) - before, 1);
+    assert_eq!(posted(&t.db).await, (7, (7, 7, 7)));
     let sql = "SELECT COUNT(*) FROM jobs WHERE kind = 'membership.collect' AND state = 'ready'
                    AND attempts = 1 AND last_error LIKE '%has not succeeded yet%'";
     assert_eq!(count(&t.db, sql).await, 1, "the one not through waits for its retry");

@@ -77,6 +77,11 @@ impl PgCluster {
         if durability == Durability::Scratch {
             settings.push("-c fsync=off -c synchronous_commit=off -c full_page_writes=off".to_owned());
         }
+        // Extra server settings for profiling a run, e.g.
+        // `-c shared_preload_libraries=pg_stat_statements`.
+        if let Ok(extra) = std::env::var("KANPA_PG_SETTINGS") {
+            settings.push(extra);
+        }
         // A port may be taken between choosing and binding it: try a few.
         let mut last_error = None;
         for _ in 0..5 {

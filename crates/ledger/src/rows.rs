@@ -8,10 +8,18 @@
 //! `WITH` clause ([`Rows::with_clause`]) and reads it like any other.
 //!
 //! On PostgreSQL each column goes as one array parameter, unnested, so the
-//! statement's text (and its prepared plan) is the same whatever the number
-//! of rows. SQLite has no arrays: there the rows are a `VALUES` list of
-//! scalar parameters. A statement's own scalar parameters come first
-//! (`$1`…`$k`); the table's follow.
+//! statement's text is the same whatever the number of rows. SQLite has no
+//! arrays: there the rows are a `VALUES` list of scalar parameters. A
+//! statement's own scalar parameters come first (`$1`…`$k`); the table's
+//! follow.
+//!
+//! A batch statement is planned for each batch (an unnamed statement, not
+//! a prepared one). A pooled connection would otherwise settle, after five
+//! runs, on a generic plan made for the tables as they were then: made on a
+//! young database, a lookup of the batch's ids stays a scan of the whole
+//! table long after the table has grown. Planning costs little beside the
+//! batch it plans. The other statements that take a batch as one array
+//! (`id = ANY($1)`) are planned the same way, and say so.
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
@@ -222,9 +230,11 @@ impl Rows {
     pub async fn execute(&self, tx: &mut Tx, sql: &str, scalars: &[Scalar]) -> Result<u64, sqlx::Error> {
         let sql = AssertSqlSafe(sql.to_owned());
         Ok(match &mut tx.conn {
-            TxConn::Postgres(c) => {
-                sqlx::query_with(sql, self.pg_arguments(scalars)?).execute(&mut **c).await?.rows_affected()
-            }
+            TxConn::Postgres(c) => sqlx::query_with(sql, self.pg_arguments(scalars)?)
+                .persistent(false)
+                .execute(&mut **c)
+                .await?
+                .rows_affected(),
             TxConn::Sqlite(c) => {
                 sqlx::query_with(sql, self.sqlite_arguments(scalars)?).execute(&mut **c).await?.rows_affected()
             }
@@ -239,7 +249,9 @@ impl Rows {
     {
         let sql = AssertSqlSafe(sql.to_owned());
         Ok(match db {
-            Db::Postgres(pool) => sqlx::query_as_with(sql, self.pg_arguments(scalars)?).fetch_all(pool).await?,
+            Db::Postgres(pool) => {
+                sqlx::query_as_with(sql, self.pg_arguments(scalars)?).persistent(false).fetch_all(pool).await?
+            }
             Db::Sqlite { read, .. } => {
                 sqlx::query_as_with(sql, self.sqlite_arguments(scalars)?).fetch_all(read).await?
             }
@@ -253,7 +265,9 @@ impl Rows {
     {
         let sql = AssertSqlSafe(sql.to_owned());
         Ok(match &mut tx.conn {
-            TxConn::Postgres(c) => sqlx::query_as_with(sql, self.pg_arguments(scalars)?).fetch_all(&mut **c).await?,
+            TxConn::Postgres(c) => {
+                sqlx::query_as_with(sql, self.pg_arguments(scalars)?).persistent(false).fetch_all(&mut **c).await?
+            }
             TxConn::Sqlite(c) => sqlx::query_as_with(sql, self.sqlite_arguments(scalars)?).fetch_all(&mut **c).await?,
         })
     }

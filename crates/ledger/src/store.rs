@@ -327,7 +327,8 @@ async fn check_accounts(tx: &mut Tx, entries: &[NewEntry]) -> Result<(), LedgerE
     ids.dedup();
     let crate::db::TxConn::Postgres(c) = &mut tx.conn else { unreachable!("called for PostgreSQL transactions only") };
     let sql = "SELECT id, org_id, currency FROM ledger_accounts WHERE id = ANY($1)";
-    let accounts: Vec<(i64, i64, String)> = sqlx::query_as(sql).bind(&ids).fetch_all(&mut **c).await?;
+    let accounts: Vec<(i64, i64, String)> =
+        sqlx::query_as(sql).bind(&ids).persistent(false).fetch_all(&mut **c).await?;
     for entry in entries {
         for p in entry.postings() {
             let (_, org, code) =

@@ -332,18 +332,61 @@ pub enum Handled {
     NotOurs,
 }
 
+/// What handlers read, outside any transaction, before a batch of events is
+/// applied (see [`StripeEventHandler::prepare`]): one value per type of
+/// thing read, which only the handler that put it there knows how to use.
+#[derive(Default)]
+pub struct Prepared {
+    by_type: HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Prepared {
+    /// What `value` holds, and nothing else.
+    pub fn of<T: std::any::Any + Send + Sync>(value: T) -> Prepared {
+        let mut prepared = Prepared::default();
+        prepared.by_type.insert(std::any::TypeId::of::<T>(), Box::new(value));
+        prepared
+    }
+
+    /// The value of type `T`, if a handler prepared one.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.by_type.get(&std::any::TypeId::of::<T>()).and_then(|value| value.downcast_ref())
+    }
+
+    /// Adds what `other` holds (its values win over ones of the same type).
+    fn extend(&mut self, other: Prepared) {
+        self.by_type.extend(other.by_type);
+    }
+}
+
 /// Applies one type of Stripe event.
 #[async_trait]
 pub trait StripeEventHandler: Send + Sync {
+    /// Reads what applying these events will need from outside the
+    /// database, such as what the payment provider says a payment took,
+    /// before their transaction begins: no transaction then waits on the
+    /// network. What it finds reaches [`handle_many`](Self::handle_many);
+    /// anything it could not find, the handler must do without (typically
+    /// by queueing a job that asks again). By default nothing is read.
+    async fn prepare(&self, _events: &[&StoredEvent]) -> Prepared {
+        Prepared::default()
+    }
+
     /// Writes the event's effects in `tx`. An error retries the event later.
     async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled>;
 
     /// Writes the effects of several events of this handler's type, each
     /// about a different object, in `tx`: what [`handle`](Self::handle)
     /// would write for each in turn, answered in order. A handler may do it
-    /// in fewer statements (a month-end of `invoice.paid`); by default it
-    /// handles them one by one.
-    async fn handle_many(&self, tx: &mut Tx, events: &[&StoredEvent]) -> anyhow::Result<Vec<Handled>> {
+    /// in fewer statements (a month-end of `invoice.paid`), and may use
+    /// what it [prepared](Self::prepare); by default it handles them one by
+    /// one.
+    async fn handle_many(
+        &self,
+        tx: &mut Tx,
+        events: &[&StoredEvent],
+        _prepared: &Prepared,
+    ) -> anyhow::Result<Vec<Handled>> {
         let mut handled = Vec::with_capacity(events.len());
         for event in events {
             handled.push(self.handle(tx, event).await?);
@@ -392,11 +435,24 @@ struct FirstTaker {
 
 #[async_trait]
 impl StripeEventHandler for FirstTaker {
-    async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
-        Ok(self.handle_many(tx, &[event]).await?.pop().unwrap_or(Handled::NotOurs))
+    async fn prepare(&self, events: &[&StoredEvent]) -> Prepared {
+        let mut prepared = Prepared::default();
+        for handler in &self.handlers {
+            prepared.extend(handler.prepare(events).await);
+        }
+        prepared
     }
 
-    async fn handle_many(&self, tx: &mut Tx, events: &[&StoredEvent]) -> anyhow::Result<Vec<Handled>> {
+    async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
+        Ok(self.handle_many(tx, &[event], &Prepared::default()).await?.pop().unwrap_or(Handled::NotOurs))
+    }
+
+    async fn handle_many(
+        &self,
+        tx: &mut Tx,
+        events: &[&StoredEvent],
+        prepared: &Prepared,
+    ) -> anyhow::Result<Vec<Handled>> {
         let mut answers = vec![Handled::NotOurs; events.len()];
         let mut open: Vec<usize> = (0..events.len()).collect();
         for handler in &self.handlers {
@@ -404,7 +460,7 @@ impl StripeEventHandler for FirstTaker {
                 break;
             }
             let these: Vec<&StoredEvent> = open.iter().map(|i| events[*i]).collect();
-            let got = handler.handle_many(tx, &these).await?;
+            let got = handler.handle_many(tx, &these, prepared).await?;
             let mut still = Vec::new();
             for (i, handled) in open.into_iter().zip(got) {
                 match handled {
@@ -432,19 +488,20 @@ impl JobHandler for ProcessEvent {
     async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure> {
         let event_id =
             job.payload["event_id"].as_str().ok_or_else(|| JobFailure::GiveUp("job has no event_id".into()))?;
-        let mut tx = db.begin().await?;
-        let Some(event) = load(&mut tx, &[event_id]).await?.pop() else {
+        let Some(event) = load(db, &[event_id]).await?.pop() else {
             return Err(JobFailure::GiveUp(format!("event {event_id} is not in the inbox")));
         };
         if event.status != "pending" {
-            return Ok(tx);
+            return Ok(db.begin().await?);
         }
+        let prepared = self.prepare(&[&event]).await;
+        let mut tx = db.begin().await?;
         let handler = self.handlers.by_type.get(&event.event_type);
         if let (Some(_), Some(object)) = (handler, &event.object_id) {
             lock_objects(&mut tx, &[object.as_str()]).await?;
         }
-        let status = match self.apply(&mut tx, &event).await {
-            Ok(status) => status,
+        let status = match self.apply_many(&mut tx, &[&event], &prepared).await {
+            Ok(status) => status.first().copied().unwrap_or(Status::Ignored),
             Err(e) => {
                 drop(tx);
                 let message = format!("{e:#}");
@@ -464,8 +521,9 @@ impl JobHandler for ProcessEvent {
         true
     }
 
-    /// Applies several events in one transaction: one statement loads them,
-    /// one locks their objects (in object order, so two batches never wait
+    /// Applies several events in one transaction. One statement loads them
+    /// and their handlers [prepare](StripeEventHandler::prepare) before it
+    /// begins; in it, one statement locks their objects (in object order, so two batches never wait
     /// on each other in a cycle), each handler writes its effects, and one
     /// statement per outcome marks them and one records the objects' newest
     /// applied events. Any error discards the whole batch; the worker then
@@ -475,14 +533,16 @@ impl JobHandler for ProcessEvent {
         if ids.len() != jobs.len() {
             return Err(JobFailure::Retry("a job has no event_id".into()));
         }
-        let mut tx = db.begin().await?;
-        let mut events = load(&mut tx, &ids).await?;
+        let mut events = load(db, &ids).await?;
         if events.len() != ids.len() {
             return Err(JobFailure::Retry("an event is not in the inbox".into()));
         }
         // Jobs were claimed in id order, which is arrival order; apply in it.
         events.sort_by_key(|event| ids.iter().position(|id| *id == event.id));
         events.retain(|event| event.status == "pending");
+        let all: Vec<&StoredEvent> = events.iter().collect();
+        let prepared = self.prepare(&all).await;
+        let mut tx = db.begin().await?;
         let mut objects: Vec<&str> = events
             .iter()
             .filter(|event| self.handlers.by_type.contains_key(&event.event_type))
@@ -506,7 +566,8 @@ impl JobHandler for ProcessEvent {
             let (run, tail) = rest.split_at(together);
             rest = tail;
             let run: Vec<&StoredEvent> = run.iter().collect();
-            let statuses = self.apply_many(&mut tx, &run).await.map_err(|e| JobFailure::Retry(format!("{e:#}")))?;
+            let statuses =
+                self.apply_many(&mut tx, &run, &prepared).await.map_err(|e| JobFailure::Retry(format!("{e:#}")))?;
             let mut seen_again = Vec::new();
             for (event, status) in run.into_iter().zip(statuses) {
                 if status == Status::Applied {
@@ -554,18 +615,38 @@ impl Status {
 }
 
 impl ProcessEvent {
-    /// Hands one event to its handler inside `tx`.
-    async fn apply(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Status> {
-        Ok(self.apply_many(tx, &[event]).await?.pop().unwrap_or(Status::Ignored))
+    /// What the handlers of these events read before their transaction:
+    /// each handler is asked about its own events, all at once.
+    async fn prepare(&self, events: &[&StoredEvent]) -> Prepared {
+        let mut by_type: Vec<(&str, Vec<&StoredEvent>)> = Vec::new();
+        for event in events {
+            match by_type.iter_mut().find(|(t, _)| *t == event.event_type) {
+                Some((_, of_type)) => of_type.push(event),
+                None => by_type.push((&event.event_type, vec![event])),
+            }
+        }
+        let asked = by_type.iter().filter_map(|(event_type, of_type)| {
+            self.handlers.by_type.get(*event_type).map(|handler| handler.prepare(of_type))
+        });
+        let mut prepared = Prepared::default();
+        for answer in futures::future::join_all(asked).await {
+            prepared.extend(answer);
+        }
+        prepared
     }
 
     /// Hands events of one type, about different objects, to their handler
     /// together inside `tx`.
-    async fn apply_many(&self, tx: &mut Tx, events: &[&StoredEvent]) -> anyhow::Result<Vec<Status>> {
+    async fn apply_many(
+        &self,
+        tx: &mut Tx,
+        events: &[&StoredEvent],
+        prepared: &Prepared,
+    ) -> anyhow::Result<Vec<Status>> {
         let Some(handler) = events.first().and_then(|e| self.handlers.by_type.get(&e.event_type)) else {
             return Ok(vec![Status::Ignored; events.len()]);
         };
-        let handled = handler.handle_many(tx, events).await?;
+        let handled = handler.handle_many(tx, events, prepared).await?;
         anyhow::ensure!(
             handled.len() == events.len(),
             "a handler answered for {} of {} events",
@@ -593,16 +674,16 @@ fn placeholders(first: usize, n: usize) -> String {
 }
 
 /// The stored events with these ids (in no particular order). On
-/// PostgreSQL the ids go as one array, so the statement's text, and its
-/// prepared plan, is the same whatever the batch size.
-async fn load(tx: &mut Tx, ids: &[&str]) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    Ok(match &mut tx.conn {
-        TxConn::Postgres(c) => {
+/// PostgreSQL the ids go as one array, planned for each batch (see
+/// `kanpa_ledger::rows`).
+async fn load(db: &Db, ids: &[&str]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    Ok(match db {
+        Db::Postgres(pool) => {
             let sql = "SELECT id, event_type, object_id, created, livemode, payload, status
                        FROM stripe_events WHERE id = ANY($1)";
-            sqlx::query_as(sql).bind(ids).fetch_all(&mut **c).await?
+            sqlx::query_as(sql).bind(ids).persistent(false).fetch_all(pool).await?
         }
-        TxConn::Sqlite(c) => {
+        Db::Sqlite { read, .. } => {
             let sql = format!(
                 "SELECT id, event_type, object_id, created, livemode, payload, status
                  FROM stripe_events WHERE id IN ({})",
@@ -612,7 +693,7 @@ async fn load(tx: &mut Tx, ids: &[&str]) -> Result<Vec<StoredEvent>, sqlx::Error
             for id in ids {
                 q = q.bind(*id);
             }
-            q.fetch_all(&mut **c).await?
+            q.fetch_all(read).await?
         }
     })
 }
@@ -626,7 +707,7 @@ async fn mark(tx: &mut Tx, status: Status, ids: &[&str]) -> Result<(), sqlx::Err
     match &mut tx.conn {
         TxConn::Postgres(c) => {
             let sql = "UPDATE stripe_events SET status = $1, processed_at = $2, last_error = NULL WHERE id = ANY($3)";
-            sqlx::query(sql).bind(status.as_str()).bind(now).bind(ids).execute(&mut **c).await?;
+            sqlx::query(sql).bind(status.as_str()).bind(now).bind(ids).persistent(false).execute(&mut **c).await?;
         }
         TxConn::Sqlite(c) => {
             let sql = format!(

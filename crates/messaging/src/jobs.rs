@@ -272,7 +272,8 @@ pub async fn complete_many(tx: &mut Tx, jobs: &[ClaimedJob]) -> Result<(), JobEr
     let affected = match &mut tx.conn {
         kanpa_ledger::db::TxConn::Postgres(c) => {
             let sql = "DELETE FROM jobs WHERE lease_token = $1 AND id = ANY($2)";
-            sqlx::query(sql).bind(&first.token).bind(&ids).execute(&mut **c).await?.rows_affected()
+            // Planned for this batch: see `kanpa_ledger::rows`.
+            sqlx::query(sql).bind(&first.token).bind(&ids).persistent(false).execute(&mut **c).await?.rows_affected()
         }
         kanpa_ledger::db::TxConn::Sqlite(c) => {
             let list = (2..ids.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");

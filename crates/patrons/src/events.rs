@@ -1,5 +1,6 @@
 //! Stripe Billing events that move memberships along, and the job that
-//! records a paid invoice in the ledger.
+//! records a paid invoice in the ledger when the gateway could not say what
+//! it took before the event was applied.
 //!
 //! Every handler runs inside the inbox's transaction and is idempotent. An
 //! event about something that is not a membership answers `NotOurs`, so a
@@ -7,6 +8,7 @@
 //! never go back in time: one older than the newest applied for the same
 //! subscription is skipped (`StoredEvent::is_superseded`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use kanpa_ledger::{
     Db, EntryHeader, IdempotencyKey, Locale, NewEntry, NewPosting, OrgId, SourceRef, Timestamp, Tx, on_tx,
 };
 use kanpa_messaging::email::{EmailAddress, EmailTemplate};
-use kanpa_messaging::inbox::{self, EventHandlers, Handled, StoredEvent, StripeEventHandler};
+use kanpa_messaging::inbox::{self, EventHandlers, Handled, Prepared, StoredEvent, StripeEventHandler};
 use kanpa_messaging::jobs::{self, ClaimedJob, JobFailure, JobHandler, NewJob, Registry, RetryPolicy};
 use kanpa_messaging::outbox::{self, NewEmail};
 use kanpa_payments::receipt::{self, LineKind, NewReceipt, PriceBasis, Receipt, ReceiptLine, ReceiptSource, TaxRate};
@@ -57,7 +59,7 @@ const COLLECT_ATTEMPTS: i32 = 20;
 /// Registers the membership handlers beside any others of the same types,
 /// and the job that records paid invoices.
 pub fn register(handlers: &mut EventHandlers, registry: &mut Registry, site: Site, gateway: Arc<dyn PaymentGateway>) {
-    let handler = Arc::new(MembershipEvents { site: site.clone() });
+    let handler = Arc::new(MembershipEvents { site: site.clone(), gateway: gateway.clone() });
     for event_type in EVENT_TYPES {
         handlers.add(*event_type, handler.clone());
     }
@@ -66,6 +68,33 @@ pub fn register(handlers: &mut EventHandlers, registry: &mut Registry, site: Sit
 
 pub struct MembershipEvents {
     site: Site,
+    gateway: Arc<dyn PaymentGateway>,
+}
+
+/// What a batch's `invoice.paid` events are, read before its transaction:
+/// each event's JSON, by event id, and by PaymentIntent what the gateway
+/// says each payment took (only those that have gone through).
+struct PaidInvoices {
+    payloads: HashMap<String, Value>,
+    collected: HashMap<String, Collected>,
+}
+
+impl PaidInvoices {
+    fn collected<'p>(prepared: Option<&'p PaidInvoices>, payment_intent: &str) -> Option<&'p Collected> {
+        prepared.and_then(|p| p.collected.get(payment_intent))
+    }
+}
+
+/// An event's JSON: as prepared, or read now.
+fn payload_of<'p>(
+    event: &StoredEvent,
+    prepared: Option<&'p PaidInvoices>,
+    read: &'p mut Option<Value>,
+) -> Result<&'p Value, PatronError> {
+    if let Some(payload) = prepared.and_then(|p| p.payloads.get(&event.id)) {
+        return Ok(payload);
+    }
+    Ok(read.insert(serde_json::from_str(&event.payload).map_err(db_error)?))
 }
 
 fn text(object: &Value, key: &str) -> Option<String> {
@@ -74,6 +103,11 @@ fn text(object: &Value, key: &str) -> Option<String> {
         Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
         _ => None,
     }
+}
+
+/// A string field of a JSON object, borrowed.
+fn text_ref<'v>(object: &'v Value, key: &str) -> Option<&'v str> {
+    object[key].as_str().filter(|s| !s.is_empty())
 }
 
 fn db_error(e: impl std::fmt::Display) -> PatronError {
@@ -197,9 +231,14 @@ async fn set_status(tx: &mut Tx, membership: &Membership, to: MembershipStatus) 
 }
 
 impl MembershipEvents {
-    async fn apply(&self, tx: &mut Tx, event: &StoredEvent) -> Result<Handled, PatronError> {
-        let payload: Value = serde_json::from_str(&event.payload).map_err(db_error)?;
-        let object = &payload["data"]["object"];
+    async fn apply(
+        &self,
+        tx: &mut Tx,
+        event: &StoredEvent,
+        prepared: Option<&PaidInvoices>,
+    ) -> Result<Handled, PatronError> {
+        let mut read = None;
+        let object = &payload_of(event, prepared, &mut read)?["data"]["object"];
         let Some(membership) = membership_of(tx, object).await? else {
             // A charge carrying another domain's reference (a pledge's) is not
             // waited for; one without any may be a membership's invoice payment.
@@ -227,7 +266,7 @@ impl MembershipEvents {
                 }
                 self.subscription_changed(tx, &membership, object).await
             }
-            "invoice.paid" => self.invoice_paid(tx, &membership, object, event).await,
+            "invoice.paid" => self.invoice_paid(tx, &membership, object, event, prepared).await,
             "invoice.payment_failed" => self.invoice_failed(tx, &membership, object, event).await,
             "invoice.payment_action_required" => self.action_required(tx, &membership, object).await,
             "charge.refunded" => {
@@ -311,12 +350,15 @@ impl MembershipEvents {
         Ok(id)
     }
 
+    /// Records the invoice, and its payment: at once when the gateway has
+    /// said what it took, else by a `membership.collect` job that asks.
     async fn invoice_paid(
         &self,
         tx: &mut Tx,
         membership: &Membership,
         invoice: &Value,
         event: &StoredEvent,
+        prepared: Option<&PaidInvoices>,
     ) -> Result<Handled, PatronError> {
         let paid_something = invoice["amount_paid"].as_i64().unwrap_or(0) > 0;
         let intent = if paid_something { invoice_payment_intent(invoice) } else { None };
@@ -333,6 +375,10 @@ impl MembershipEvents {
             return Ok(Handled::Skipped("a paid invoice without a PaymentIntent".into()));
         };
         apply_waiting(tx, membership, "payment_intent_id", &intent).await?;
+        if let Some(collected) = PaidInvoices::collected(prepared, &intent) {
+            record_payment(tx, &self.site, membership, &id, collected).await?;
+            return Ok(Handled::Applied);
+        }
         let job = NewJob {
             kind: COLLECT_JOB,
             payload: json!({ "membership": membership.public_id, "invoice": id, "payment_intent": intent }),
@@ -672,17 +718,58 @@ fn amount_text(invoice: &Value, salon: &Salon, membership: &Membership, locale: 
 
 #[async_trait]
 impl StripeEventHandler for MembershipEvents {
-    async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
-        Ok(self.apply(tx, event).await?)
+    /// For `invoice.paid`, asks the gateway what each payment took, all at
+    /// once: the payments that have gone through are then recorded with
+    /// their events, in one transaction, instead of by a job of their own.
+    /// A payment the gateway cannot answer for is left to that job.
+    async fn prepare(&self, events: &[&StoredEvent]) -> Prepared {
+        let payloads: HashMap<String, Value> = events
+            .iter()
+            .filter(|e| e.event_type == "invoice.paid")
+            .filter_map(|e| Some((e.id.clone(), serde_json::from_str(&e.payload).ok()?)))
+            .collect();
+        if payloads.is_empty() {
+            return Prepared::default();
+        }
+        let mut intents: Vec<String> = payloads
+            .values()
+            .map(|payload| &payload["data"]["object"])
+            .filter(|invoice| invoice["amount_paid"].as_i64().unwrap_or(0) > 0)
+            .filter_map(invoice_payment_intent)
+            .collect();
+        intents.sort_unstable();
+        intents.dedup();
+        let answers = futures::future::join_all(intents.iter().map(|intent| self.gateway.collected(intent))).await;
+        let mut collected = HashMap::new();
+        for (intent, answer) in intents.into_iter().zip(answers) {
+            match answer {
+                Ok(Some(answer)) => {
+                    collected.insert(intent, answer);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::info!(payment_intent = %intent, error = %e, "left to a collection job"),
+            }
+        }
+        Prepared::of(PaidInvoices { payloads, collected })
     }
 
-    async fn handle_many(&self, tx: &mut Tx, events: &[&StoredEvent]) -> anyhow::Result<Vec<Handled>> {
+    async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
+        Ok(self.apply(tx, event, None).await?)
+    }
+
+    async fn handle_many(
+        &self,
+        tx: &mut Tx,
+        events: &[&StoredEvent],
+        prepared: &Prepared,
+    ) -> anyhow::Result<Vec<Handled>> {
+        let prepared = prepared.get::<PaidInvoices>();
         if events.len() > 1 && events.iter().all(|e| e.event_type == "invoice.paid") {
-            return Ok(self.invoices_paid(tx, events).await?);
+            return Ok(self.invoices_paid(tx, events, prepared).await?);
         }
         let mut handled = Vec::with_capacity(events.len());
         for event in events {
-            handled.push(self.apply(tx, event).await?);
+            handled.push(self.apply(tx, event, prepared).await?);
         }
         Ok(handled)
     }
@@ -693,12 +780,22 @@ impl MembershipEvents {
     /// invoice (a month-end of renewals): the renewals of memberships in
     /// good standing, each membership's only one in the run, are written
     /// together — the memberships read in one statement, the invoices in
-    /// one, their collection jobs in one — and any other event is applied
-    /// on its own, as [`MembershipEvents::apply`] would. The two sets touch
-    /// different memberships, so the order between them does not matter.
-    async fn invoices_paid(&self, tx: &mut Tx, events: &[&StoredEvent]) -> Result<Vec<Handled>, PatronError> {
-        let payloads: Vec<Value> =
-            events.iter().map(|e| serde_json::from_str(&e.payload)).collect::<Result<_, _>>().map_err(db_error)?;
+    /// one, the payments the gateway has answered for in a handful
+    /// ([`record_payments`]), collection jobs for the others in one — and
+    /// any other event is applied on its own, as [`MembershipEvents::apply`]
+    /// would. The two sets touch different memberships, so the order between
+    /// them does not matter.
+    async fn invoices_paid(
+        &self,
+        tx: &mut Tx,
+        events: &[&StoredEvent],
+        prepared: Option<&PaidInvoices>,
+    ) -> Result<Vec<Handled>, PatronError> {
+        let mut read: Vec<Option<Value>> = vec![None; events.len()];
+        let mut payloads = Vec::with_capacity(events.len());
+        for (event, read) in events.iter().zip(read.iter_mut()) {
+            payloads.push(payload_of(event, prepared, read)?);
+        }
         let invoices: Vec<&Value> = payloads.iter().map(|p| &p["data"]["object"]).collect();
         // Whom each invoice is about, as `membership_of` finds it: our
         // reference, else the subscription it bills.
@@ -743,7 +840,27 @@ impl MembershipEvents {
         let intents: Vec<&str> = renewals.iter().map(|(_, _, intent)| intent.as_str()).collect();
         let kept = take_waiting(tx, "payment_intent_id", &intents).await?;
         apply_kept_to(tx, kept, |intent| renewals.iter().find(|(_, _, i)| i == intent).map(|(_, m, _)| *m)).await?;
-        let collections: Vec<NewJob> = renewals
+        let (answered, unanswered): (Vec<_>, Vec<_>) =
+            renewals.iter().partition(|(_, _, intent)| PaidInvoices::collected(prepared, intent).is_some());
+        let mut books: Vec<PaymentBooks> = Vec::new();
+        for (_, membership, _) in &answered {
+            if !books.iter().any(|b| b.keeps(membership)) {
+                books.push(PaymentBooks::of(tx, membership).await?);
+            }
+        }
+        let payments: Vec<Payment<'_>> = answered
+            .iter()
+            .filter_map(|(i, membership, intent)| {
+                Some(Payment {
+                    books: books.iter().find(|b| b.keeps(membership))?,
+                    membership,
+                    invoice: text_ref(invoices[*i], "id")?,
+                    collected: PaidInvoices::collected(prepared, intent)?,
+                })
+            })
+            .collect();
+        record_payments(tx, &self.site, &payments).await?;
+        let collections: Vec<NewJob> = unanswered
             .iter()
             .map(|(i, membership, intent)| NewJob {
                 kind: COLLECT_JOB,
@@ -757,7 +874,7 @@ impl MembershipEvents {
         let mut handled = vec![Handled::Applied; events.len()];
         for (i, event) in events.iter().enumerate() {
             if !renewals.iter().any(|(r, _, _)| *r == i) {
-                handled[i] = self.apply(tx, event).await?;
+                handled[i] = self.apply(tx, event, prepared).await?;
             }
         }
         Ok(handled)
@@ -791,6 +908,11 @@ pub(crate) struct PaymentBooks {
 }
 
 impl PaymentBooks {
+    /// True when these are the books of `membership`'s payments.
+    fn keeps(&self, membership: &Membership) -> bool {
+        (self.salon.id, self.tier.id) == (membership.salon_id, membership.tier_id)
+    }
+
     pub(crate) async fn of(tx: &mut Tx, membership: &Membership) -> Result<PaymentBooks, PatronError> {
         let salon = store::salon_in(tx, membership.salon_id).await?;
         let stripe = Holding::StripeBalance.account(tx, OrgId(salon.org_id), salon.currency).await?;
@@ -801,44 +923,15 @@ impl PaymentBooks {
 
 /// Records a paid invoice's money and sends the receipt, once: see
 /// [`post_payment`].
-pub async fn record_payment(
+async fn record_payment(
     tx: &mut Tx,
     site: &Site,
     membership: &Membership,
-    invoice_id: &str,
+    invoice: &str,
     collected: &Collected,
-) -> Result<bool, PatronError> {
-    let books = PaymentBooks::of(tx, membership).await?;
-    record_payment_in(tx, site, &books, membership, invoice_id, collected).await
-}
-
-async fn record_payment_in(
-    tx: &mut Tx,
-    site: &Site,
-    books: &PaymentBooks,
-    membership: &Membership,
-    invoice_id: &str,
-    collected: &Collected,
-) -> Result<bool, PatronError> {
-    let Some(receipt) = post_payment_with_receipt(tx, books, membership, invoice_id, collected).await? else {
-        return Ok(false);
-    };
-    email_receipt(tx, site, books, membership, collected, &receipt).await?;
-    Ok(true)
-}
-
-/// Queues the email that sends the patron the receipt of a payment.
-async fn email_receipt(
-    tx: &mut Tx,
-    site: &Site,
-    books: &PaymentBooks,
-    membership: &Membership,
-    collected: &Collected,
-    receipt: &Receipt,
 ) -> Result<(), PatronError> {
-    let Some(email) = receipt_email(site, books, membership, collected, receipt) else { return Ok(()) };
-    outbox::enqueue(tx, &email, &site.mail_domain).await.map_err(outbox_error)?;
-    Ok(())
+    let books = PaymentBooks::of(tx, membership).await?;
+    record_payments(tx, site, &[Payment { books: &books, membership, invoice, collected }]).await
 }
 
 /// The email that sends the patron the receipt of a payment.
@@ -906,6 +999,7 @@ async fn post_money(
 }
 
 /// A paid invoice to record.
+#[derive(Clone, Copy)]
 struct Payment<'a> {
     books: &'a PaymentBooks,
     membership: &'a Membership,
@@ -1065,50 +1159,60 @@ impl JobHandler for CollectInvoice {
             futures::future::join_all(requests.iter().map(|request| self.collected(request.payment_intent))).await;
         let mut tx = db.begin().await?;
         let mut payments = Vec::with_capacity(requests.len());
-        // Read once per tier for the whole batch.
-        let mut books: Vec<((i64, i64), PaymentBooks)> = Vec::new();
         let public_ids: Vec<&str> = requests.iter().map(|r| r.membership).collect();
-        let mut memberships: std::collections::HashMap<String, Membership> =
-            store::memberships_in(&mut tx, &public_ids)
-                .await
-                .map_err(retry)?
-                .into_iter()
-                .map(|m| (m.public_id.clone(), m))
-                .collect();
+        let mut memberships: HashMap<String, Membership> = store::memberships_in(&mut tx, &public_ids)
+            .await
+            .map_err(retry)?
+            .into_iter()
+            .map(|m| (m.public_id.clone(), m))
+            .collect();
         for (request, answer) in requests.iter().zip(answers) {
             let collected = answer?;
             let membership = memberships
                 .remove(request.membership)
                 .ok_or_else(|| JobFailure::Retry(format!("no membership {} (or named twice)", request.membership)))?;
-            let tier = (membership.salon_id, membership.tier_id);
-            if !books.iter().any(|(key, _)| *key == tier) {
-                books.push((tier, PaymentBooks::of(&mut tx, &membership).await.map_err(retry)?));
-            }
             payments.push((membership, request.invoice, collected));
         }
-        let books_of = |m: &Membership| books.iter().find(|(key, _)| *key == (m.salon_id, m.tier_id)).map(|(_, b)| b);
-        // In organisation and membership order: every batch then takes the
-        // organisations' receipt sequences, balance rows and memberships in
-        // one order, so two batches never wait on each other in a cycle.
-        payments.sort_by_key(|(m, _, _)| (books_of(m).map_or(0, |b| b.salon.org_id), m.id));
-        // The money of every payment first; then, as late as possible, the
-        // receipts (the organisation's numbering lock is held from there to
-        // the commit) and their emails.
+        // Read once per tier for the whole batch.
+        let mut books: Vec<PaymentBooks> = Vec::new();
+        for (membership, _, _) in &payments {
+            if !books.iter().any(|b| b.keeps(membership)) {
+                books.push(PaymentBooks::of(&mut tx, membership).await.map_err(retry)?);
+            }
+        }
         let mut batch = Vec::with_capacity(payments.len());
         for (membership, invoice, collected) in &payments {
-            let books = books_of(membership).ok_or_else(|| JobFailure::Retry("books not read".into()))?;
+            let books = books.iter().find(|b| b.keeps(membership)).ok_or_else(|| retry(db_error("books not read")))?;
             batch.push(Payment { books, membership, invoice, collected });
         }
-        let first = post_money_many(&mut tx, &batch).await.map_err(retry)?;
-        let first_time: Vec<&Payment<'_>> = batch.iter().zip(first).filter(|(_, f)| *f).map(|(p, _)| p).collect();
-        let news: Vec<NewReceipt> = first_time.iter().map(|p| receipt_of(p.books, p.membership, p.collected)).collect();
-        let receipts = receipt::issue_many(&mut tx, &news).await.map_err(|e| retry(e.into()))?;
-        let emails: Vec<NewEmail> = first_time
-            .iter()
-            .zip(&receipts)
-            .filter_map(|(p, receipt)| receipt_email(&self.site, p.books, p.membership, p.collected, receipt))
-            .collect();
-        outbox::enqueue_many(&mut tx, &emails, &self.site.mail_domain).await.map_err(|e| retry(outbox_error(e)))?;
+        record_payments(&mut tx, &self.site, &batch).await.map_err(retry)?;
         Ok(tx)
     }
+}
+
+/// Records payments the gateway has said went through, each as
+/// [`record_payment`] records one, in a handful of statements however many
+/// there are: the money of every payment first, then, as late as possible,
+/// the receipts (the organisation's numbering lock is held from there to
+/// the commit) and their emails. A payment recorded before is skipped.
+async fn record_payments(tx: &mut Tx, site: &Site, payments: &[Payment<'_>]) -> Result<(), PatronError> {
+    if payments.is_empty() {
+        return Ok(());
+    }
+    // In organisation and membership order: every transaction then takes
+    // the organisations' receipt sequences, balance rows and memberships in
+    // one order, so two never wait on each other in a cycle.
+    let mut batch = payments.to_vec();
+    batch.sort_by_key(|p| (p.books.salon.org_id, p.membership.id));
+    let first = post_money_many(tx, &batch).await?;
+    let first_time: Vec<&Payment<'_>> = batch.iter().zip(first).filter(|(_, f)| *f).map(|(p, _)| p).collect();
+    let news: Vec<NewReceipt> = first_time.iter().map(|p| receipt_of(p.books, p.membership, p.collected)).collect();
+    let receipts = receipt::issue_many(tx, &news).await?;
+    let emails: Vec<NewEmail> = first_time
+        .iter()
+        .zip(&receipts)
+        .filter_map(|(p, receipt)| receipt_email(site, p.books, p.membership, p.collected, receipt))
+        .collect();
+    outbox::enqueue_many(tx, &emails, &site.mail_domain).await.map_err(outbox_error)?;
+    Ok(())
 }

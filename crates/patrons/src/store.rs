@@ -857,22 +857,41 @@ const LIFETIME_PAID: &str = "(SELECT CAST(COALESCE(SUM(CASE WHEN amount_paid > a
 /// a statement that begins once the rows are ours. (SQLite runs one writer
 /// at a time.)
 async fn lifetime_paid_again(tx: &mut Tx, ids: &[i64]) -> Result<(), PatronError> {
-    let rows = Rows::new(ids.len()).int("id", ids.iter().copied());
+    let rows = Rows::new(ids.len()).int("id", ids.iter().copied()).opt_time("paid_at", ids.iter().map(|_| None));
+    lock_memberships(tx, ids).await?;
+    update_totals(tx, &rows).await
+}
+
+/// Takes the row locks of memberships, in id order (see
+/// [`lifetime_paid_again`]).
+async fn lock_memberships(tx: &mut Tx, ids: &[i64]) -> Result<(), PatronError> {
     if let TxConn::Postgres(c) = &mut tx.conn {
         let lock = "SELECT id FROM memberships WHERE id = ANY($1) ORDER BY id FOR UPDATE";
-        sqlx::query(lock).bind(ids).execute(&mut **c).await?;
+        sqlx::query(lock).bind(ids).persistent(false).execute(&mut **c).await?;
     }
+    Ok(())
+}
+
+/// Sums the lifetime totals of the memberships in `rows` (columns `id`,
+/// `paid_at`) again, and moves each one's last payment forward to its
+/// `paid_at` when that is newer: one statement, one new row version each.
+async fn update_totals(tx: &mut Tx, rows: &Rows) -> Result<(), PatronError> {
     let sql = format!(
-        "{} UPDATE memberships SET lifetime_paid = {LIFETIME_PAID} WHERE id IN (SELECT id FROM m)",
-        rows.with_clause("m", tx.backend(), 0)
+        "{} UPDATE memberships SET
+                last_payment_at = CASE WHEN p.paid_at IS NOT NULL
+                                        AND (last_payment_at IS NULL OR last_payment_at < p.paid_at)
+                                       THEN p.paid_at ELSE last_payment_at END,
+                lifetime_paid = {LIFETIME_PAID}
+            FROM p WHERE memberships.id = p.id",
+        rows.with_clause("p", tx.backend(), 0)
     );
     rows.execute(tx, &sql, &[]).await?;
     Ok(())
 }
 
 /// After payments were recorded: each membership's last payment moves
-/// forward to the newest of them (one statement for all of them), and its
-/// lifetime total is summed again.
+/// forward to the newest of them, and its lifetime total is summed again,
+/// in one statement for all of them once their rows are locked.
 pub(crate) async fn payments_recorded(tx: &mut Tx, paid: &[(i64, Timestamp)]) -> Result<(), PatronError> {
     let mut newest: std::collections::BTreeMap<i64, Timestamp> = std::collections::BTreeMap::new();
     for (membership, at) in paid {
@@ -882,16 +901,11 @@ pub(crate) async fn payments_recorded(tx: &mut Tx, paid: &[(i64, Timestamp)]) ->
     if newest.is_empty() {
         return Ok(());
     }
-    let rows = Rows::new(newest.len()).int("id", newest.keys().copied()).time("paid_at", newest.values().copied());
-    let sql = format!(
-        "{} UPDATE memberships SET
-                last_payment_at = CASE WHEN last_payment_at IS NULL OR last_payment_at < p.paid_at THEN p.paid_at
-                                       ELSE last_payment_at END
-            FROM p WHERE memberships.id = p.id",
-        rows.with_clause("p", tx.backend(), 0)
-    );
-    rows.execute(tx, &sql, &[]).await?;
-    lifetime_paid_again(tx, &newest.keys().copied().collect::<Vec<_>>()).await
+    lock_memberships(tx, &newest.keys().copied().collect::<Vec<_>>()).await?;
+    let rows = Rows::new(newest.len())
+        .int("id", newest.keys().copied())
+        .opt_time("paid_at", newest.values().map(|t| Some(*t)));
+    update_totals(tx, &rows).await
 }
 
 /// The tier of a salon a Stripe price belongs to, and that price's amount.
