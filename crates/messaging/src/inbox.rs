@@ -176,14 +176,14 @@ pub async fn receive_many(db: &Db, events: &[(&IncomingEvent, Via)]) -> Result<V
                     SELECT $9, json_build_object('event_id', stored.id)::text, 'ready', 0, $10, $8, $8, $8
                     FROM stored)
                 SELECT id FROM stored";
-            let column = |f: fn(&IncomingEvent) -> String| unique.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
+            let column = |f: fn(&IncomingEvent) -> &str| unique.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
             let ids: Vec<String> = sqlx::query_scalar(sql)
-                .bind(column(|e| e.id.clone()))
-                .bind(column(|e| e.event_type.clone()))
-                .bind(unique.iter().map(|(e, _)| e.object_id.clone()).collect::<Vec<_>>())
+                .bind(column(|e| &e.id))
+                .bind(column(|e| &e.event_type))
+                .bind(unique.iter().map(|(e, _)| e.object_id.as_deref()).collect::<Vec<_>>())
                 .bind(unique.iter().map(|(e, _)| e.created.unix_micros()).collect::<Vec<_>>())
                 .bind(unique.iter().map(|(e, _)| e.livemode).collect::<Vec<_>>())
-                .bind(column(|e| e.payload.clone()))
+                .bind(column(|e| &e.payload))
                 .bind(unique.iter().map(|(_, via)| via.as_str()).collect::<Vec<_>>())
                 .bind(Timestamp::now())
                 .bind(JOB_KIND)
@@ -538,7 +538,8 @@ impl JobHandler for ProcessEvent {
             return Err(JobFailure::Retry("an event is not in the inbox".into()));
         }
         // Jobs were claimed in id order, which is arrival order; apply in it.
-        events.sort_by_key(|event| ids.iter().position(|id| *id == event.id));
+        let order: HashMap<&str, usize> = ids.iter().enumerate().map(|(n, id)| (*id, n)).collect();
+        events.sort_by_key(|event| order.get(event.id.as_str()).copied());
         events.retain(|event| event.status == "pending");
         let all: Vec<&StoredEvent> = events.iter().collect();
         let prepared = self.prepare(&all).await;

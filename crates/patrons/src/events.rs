@@ -811,21 +811,26 @@ impl MembershipEvents {
         let wanted = |by_reference: bool| -> Vec<&str> {
             keys.iter().flatten().filter(|(r, _)| *r == by_reference).map(|(_, k)| k.as_str()).collect()
         };
-        let by_reference = store::memberships_in(tx, &wanted(true)).await?;
-        let by_subscription = store::memberships_where_in(tx, "stripe_subscription_id", &wanted(false)).await?;
+        let referenced = store::memberships_in(tx, &wanted(true)).await?;
+        let subscribed = store::memberships_where_in(tx, "stripe_subscription_id", &wanted(false)).await?;
+        let by_reference: HashMap<&str, &Membership> = referenced.iter().map(|m| (m.public_id.as_str(), m)).collect();
+        let by_subscription: HashMap<&str, &Membership> =
+            subscribed.iter().filter_map(|m| Some((m.stripe_subscription_id.as_deref()?, m))).collect();
         let found: Vec<Option<&Membership>> = keys
             .iter()
             .map(|key| match key {
-                Some((true, reference)) => by_reference.iter().find(|m| m.public_id == *reference),
-                Some((false, subscription)) => {
-                    by_subscription.iter().find(|m| m.stripe_subscription_id.as_deref() == Some(subscription))
-                }
+                Some((true, reference)) => by_reference.get(reference.as_str()).copied(),
+                Some((false, subscription)) => by_subscription.get(subscription.as_str()).copied(),
                 None => None,
             })
             .collect();
+        let mut times_found: HashMap<i64, usize> = HashMap::new();
+        for membership in found.iter().flatten() {
+            *times_found.entry(membership.id).or_default() += 1;
+        }
         let renewal = |i: usize| -> Option<(&Membership, String)> {
             let membership = found[i]?;
-            let once = found.iter().flatten().filter(|m| m.id == membership.id).count() == 1;
+            let once = times_found.get(&membership.id) == Some(&1);
             let in_good_standing =
                 !matches!(membership.status, MembershipStatus::Incomplete | MembershipStatus::PastDue);
             let paid = invoices[i]["amount_paid"].as_i64().unwrap_or(0) > 0 && text(invoices[i], "id").is_some();
@@ -839,7 +844,9 @@ impl MembershipEvents {
         record_invoices(tx, &rows, "paid").await?;
         let intents: Vec<&str> = renewals.iter().map(|(_, _, intent)| intent.as_str()).collect();
         let kept = take_waiting(tx, "payment_intent_id", &intents).await?;
-        apply_kept_to(tx, kept, |intent| renewals.iter().find(|(_, _, i)| i == intent).map(|(_, m, _)| *m)).await?;
+        let renewing: HashMap<&str, &Membership> =
+            renewals.iter().map(|(_, m, intent)| (intent.as_str(), *m)).collect();
+        apply_kept_to(tx, kept, |intent| renewing.get(intent).copied()).await?;
         let (answered, unanswered): (Vec<_>, Vec<_>) =
             renewals.iter().partition(|(_, _, intent)| PaidInvoices::collected(prepared, intent).is_some());
         let mut books: Vec<PaymentBooks> = Vec::new();
@@ -871,9 +878,10 @@ impl MembershipEvents {
             })
             .collect();
         jobs::enqueue_many(tx, &collections).await?;
+        let renewed: std::collections::HashSet<usize> = renewals.iter().map(|(i, _, _)| *i).collect();
         let mut handled = vec![Handled::Applied; events.len()];
         for (i, event) in events.iter().enumerate() {
-            if !renewals.iter().any(|(r, _, _)| *r == i) {
+            if !renewed.contains(&i) {
                 handled[i] = self.apply(tx, event, prepared).await?;
             }
         }
