@@ -97,17 +97,19 @@ fn payload_of<'p>(
     Ok(read.insert(serde_json::from_str(&event.payload).map_err(db_error)?))
 }
 
+/// A field naming a Stripe object: its id, or the id of the object it was
+/// expanded to.
 fn text(object: &Value, key: &str) -> Option<String> {
-    match &object[key] {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
-        _ => None,
-    }
+    text_ref(object, key).map(str::to_owned)
 }
 
-/// A string field of a JSON object, borrowed.
+/// [`text`], borrowed.
 fn text_ref<'v>(object: &'v Value, key: &str) -> Option<&'v str> {
-    object[key].as_str().filter(|s| !s.is_empty())
+    match &object[key] {
+        Value::String(s) if !s.is_empty() => Some(s),
+        Value::Object(o) => o.get("id").and_then(Value::as_str),
+        _ => None,
+    }
 }
 
 fn db_error(e: impl std::fmt::Display) -> PatronError {
@@ -855,9 +857,10 @@ impl MembershipEvents {
                 books.push(PaymentBooks::of(tx, membership).await?);
             }
         }
+        // Every renewal has an invoice id, and its books were just read.
         let payments: Vec<Payment<'_>> = answered
             .iter()
-            .filter_map(|(i, membership, intent)| {
+            .map(|(i, membership, intent)| {
                 Some(Payment {
                     books: books.iter().find(|b| b.keeps(membership))?,
                     membership,
@@ -865,7 +868,8 @@ impl MembershipEvents {
                     collected: PaidInvoices::collected(prepared, intent)?,
                 })
             })
-            .collect();
+            .collect::<Option<_>>()
+            .ok_or_else(|| db_error("a renewal without its invoice id or books"))?;
         record_payments(tx, &self.site, &payments).await?;
         let collections: Vec<NewJob> = unanswered
             .iter()
