@@ -851,18 +851,13 @@ impl MembershipEvents {
         apply_kept_to(tx, kept, |intent| renewing.get(intent).copied()).await?;
         let (answered, unanswered): (Vec<_>, Vec<_>) =
             renewals.iter().partition(|(_, _, intent)| PaidInvoices::collected(prepared, intent).is_some());
-        let mut books: Vec<PaymentBooks> = Vec::new();
-        for (_, membership, _) in &answered {
-            if !books.iter().any(|b| b.keeps(membership)) {
-                books.push(PaymentBooks::of(tx, membership).await?);
-            }
-        }
+        let books = PaymentBooks::of_each(tx, answered.iter().map(|(_, m, _)| *m)).await?;
         // Every renewal has an invoice id, and its books were just read.
         let payments: Vec<Payment<'_>> = answered
             .iter()
             .map(|(i, membership, intent)| {
                 Some(Payment {
-                    books: books.iter().find(|b| b.keeps(membership))?,
+                    books: PaymentBooks::kept_for(&books, membership)?,
                     membership,
                     invoice: text_ref(invoices[*i], "id")?,
                     collected: PaidInvoices::collected(prepared, intent)?,
@@ -923,6 +918,25 @@ impl PaymentBooks {
     /// True when these are the books of `membership`'s payments.
     fn keeps(&self, membership: &Membership) -> bool {
         (self.salon.id, self.tier.id) == (membership.salon_id, membership.tier_id)
+    }
+
+    /// The books of every one of these memberships, read once per tier.
+    async fn of_each<'m>(
+        tx: &mut Tx,
+        memberships: impl Iterator<Item = &'m Membership> + Send,
+    ) -> Result<Vec<PaymentBooks>, PatronError> {
+        let mut books: Vec<PaymentBooks> = Vec::new();
+        for membership in memberships {
+            if Self::kept_for(&books, membership).is_none() {
+                books.push(PaymentBooks::of(tx, membership).await?);
+            }
+        }
+        Ok(books)
+    }
+
+    /// Among books read, those of `membership`'s payments.
+    fn kept_for<'b>(books: &'b [PaymentBooks], membership: &Membership) -> Option<&'b PaymentBooks> {
+        books.iter().find(|b| b.keeps(membership))
     }
 
     pub(crate) async fn of(tx: &mut Tx, membership: &Membership) -> Result<PaymentBooks, PatronError> {
@@ -1185,16 +1199,10 @@ impl JobHandler for CollectInvoice {
                 .ok_or_else(|| JobFailure::Retry(format!("no membership {} (or named twice)", request.membership)))?;
             payments.push((membership, request.invoice, collected));
         }
-        // Read once per tier for the whole batch.
-        let mut books: Vec<PaymentBooks> = Vec::new();
-        for (membership, _, _) in &payments {
-            if !books.iter().any(|b| b.keeps(membership)) {
-                books.push(PaymentBooks::of(&mut tx, membership).await.map_err(retry)?);
-            }
-        }
+        let books = PaymentBooks::of_each(&mut tx, payments.iter().map(|(m, _, _)| m)).await.map_err(retry)?;
         let mut batch = Vec::with_capacity(payments.len());
         for (membership, invoice, collected) in &payments {
-            let books = books.iter().find(|b| b.keeps(membership)).ok_or_else(|| retry(db_error("books not read")))?;
+            let books = PaymentBooks::kept_for(&books, membership).ok_or_else(|| retry(db_error("books not read")))?;
             batch.push(Payment { books, membership, invoice, collected });
         }
         record_payments(&mut tx, &self.site, &batch).await.map_err(retry)?;

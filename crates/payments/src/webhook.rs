@@ -6,8 +6,8 @@
 //! seconds of now. The body itself is read afterwards, once, by the inbox
 //! (`IncomingEvent::from_json`), which needs only its envelope.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac;
+use kanpa_messaging::hooks;
 
 /// Stripe's tolerance for the signature's timestamp.
 const TOLERANCE_SECS: i64 = 300;
@@ -55,10 +55,7 @@ fn verify_at(payload: &str, signature: Option<&str>, secrets: &[String], now: i6
     let (signed_at, candidates) = parse_header(header).ok_or(Rejection::BadSignature)?;
     let candidates: Vec<Vec<u8>> = candidates.iter().filter_map(|c| hex::decode(c).ok()).collect();
     let signs = |secret: &String| {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return false };
-        mac.update(signed_at.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(payload.as_bytes());
+        let mac = hooks::signature_mac(secret, signed_at, payload);
         // verify_slice compares in constant time.
         candidates.iter().any(|candidate| mac.clone().verify_slice(candidate).is_ok())
     };
