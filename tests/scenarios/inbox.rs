@@ -428,21 +428,29 @@ async fn a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone(b
     };
     let applied = || async { count(&t.db, "SELECT COUNT(*) FROM stripe_events WHERE status = 'applied'").await };
 
-    // Six events, one claim: each handled once, all applied together.
+    // Six events stored together: one job, each event handled once, all
+    // applied together.
     receive(1000..1006).await;
-    assert_eq!(workers.run_batch("w").await.unwrap(), 6);
+    assert_eq!(kanpa_messaging::jobs::counts(&t.db).await.unwrap(), (1, 0, 0));
+    assert_eq!(workers.run_batch("w").await.unwrap(), 1);
     assert_eq!(handler.calls.load(Ordering::SeqCst), 6, "one pass over the batch");
     assert_eq!(applied().await, 6);
     assert_eq!(store::check(&t.db).await.unwrap().entries, 6);
 
-    // Six more, one failing twice: the batch is discarded, the others apply
-    // one by one, the failing one waits for its retry with its error noted
-    // and none of its effects kept.
-    handler.refusals.store(2, Ordering::SeqCst);
+    // Six more, one failing three times. Their job fails at the fourth
+    // event, is discarded and split into one job per event.
+    handler.refusals.store(3, Ordering::SeqCst);
     handler.calls.store(0, Ordering::SeqCst);
     receive(1000..1006).await;
+    assert_eq!(workers.run_batch("w").await.unwrap(), 1);
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 4, "the six together, up to the failing event");
+    assert_eq!(applied().await, 6);
+    assert_eq!(kanpa_messaging::jobs::counts(&t.db).await.unwrap(), (6, 0, 0), "one job per event");
+    // Those six jobs are one claim: the batch is discarded again, the
+    // others apply one by one, the failing one waits for its retry with its
+    // error noted and none of its effects kept.
     assert_eq!(workers.run_batch("w").await.unwrap(), 6);
-    assert_eq!(handler.calls.load(Ordering::SeqCst), 4 + 6, "the batch up to the failing event, then each alone");
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 4 + 4 + 6, "the batch up to the failing event, then each alone");
     assert_eq!(applied().await, 11);
     assert_eq!(store::check(&t.db).await.unwrap().entries, 11);
     let sql = "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending' AND last_error LIKE '%refusing%'";

@@ -125,7 +125,7 @@ async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through
     // the payments too. No collection job is needed.
     stripe.set_latency(Duration::from_millis(400));
     let started = Instant::now();
-    assert_eq!(workers.run_batch("test").await.unwrap(), 12, "the events, applied together");
+    assert_eq!(workers.run_batch("test").await.unwrap(), 1, "the twelve events, stored together: one job");
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1200), "four lookups one after another: {took:?}");
     stripe.set_latency(Duration::ZERO);
@@ -166,7 +166,7 @@ async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through
     renewals.push(("invoice.paid", stranger));
     receive(&t.db, &stripe, renewals).await;
     let before = payment_intent_lookups(&stripe);
-    assert_eq!(workers.run_batch("test").await.unwrap(), 5, "the invoice events");
+    assert_eq!(workers.run_batch("test").await.unwrap(), 1, "the five invoice events: one job");
     // Every payment named was asked about once (the stranger's invoice,
     // copied from the first renewal, names the same one), the two renewals
     // and the recovery were posted with their events, and the payment not
@@ -181,10 +181,13 @@ async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through
     assert_eq!(count(&t.db, statuses).await, 8);
     let ignored = "SELECT COUNT(*) FROM stripe_events WHERE event_type = 'invoice.paid' AND status = 'ignored'";
     assert_eq!(count(&t.db, ignored).await, 1, "the stranger's invoice is not ours");
-    // Alongside the three receipts' emails, the collection asks again, finds
-    // the payment still processing, and waits for its retry.
+    // Alongside the three receipts' emails (two jobs: the renewals' emails
+    // queued together, the recovery's on its own), the collection asks
+    // again, finds the payment still processing, and waits for its retry.
     let before = payment_intent_lookups(&stripe);
-    assert_eq!(workers.run_batch("test").await.unwrap(), 4, "the collection and three emails");
+    assert_eq!(workers.run_batch("test").await.unwrap(), 3, "the collection and two email jobs");
+    let sent = "SELECT COUNT(*) FROM outbox_emails WHERE status = 'sent' AND idempotency_key LIKE '%receipt:%'";
+    assert_eq!(count(&t.db, sent).await, 7, "every receipt so far sent");
     assert_eq!(payment_intent_lookups(&stripe) - before, 1);
     assert_eq!(posted(&t.db).await, (7, (7, 7, 7)));
     let sql = "SELECT COUNT(*) FROM jobs WHERE kind = 'membership.collect' AND state = 'ready'

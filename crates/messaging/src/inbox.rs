@@ -113,6 +113,15 @@ pub enum Intake {
 
 /// Stores the event and its processing job in the caller's transaction.
 pub async fn store(tx: &mut Tx, event: &IncomingEvent, via: Via) -> Result<Intake, sqlx::Error> {
+    let intake = store_event(tx, event, via).await?;
+    if intake == Intake::Stored {
+        enqueue_events(tx, &[event.id.as_str()], 1).await?;
+    }
+    Ok(intake)
+}
+
+/// Stores the event alone (a second delivery stores nothing).
+async fn store_event(tx: &mut Tx, event: &IncomingEvent, via: Via) -> Result<Intake, sqlx::Error> {
     let sql = "INSERT INTO stripe_events
         (id, event_type, object_id, created, livemode, payload, received_at, received_via, status)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')
@@ -121,17 +130,29 @@ pub async fn store(tx: &mut Tx, event: &IncomingEvent, via: Via) -> Result<Intak
         .bind(&event.id).bind(&event.event_type).bind(event.object_id.as_deref()).bind(event.created)
         .bind(event.livemode).bind(&event.payload).bind(Timestamp::now()).bind(via.as_str())
         .fetch_optional(c).await?);
-    if inserted.is_none() {
-        return Ok(Intake::Duplicate);
-    }
-    let job = NewJob {
-        kind: JOB_KIND,
-        payload: serde_json::json!({ "event_id": event.id }),
-        run_at: Timestamp::now(),
-        max_attempts: MAX_ATTEMPTS,
-    };
-    jobs::enqueue(tx, &job).await?;
-    Ok(Intake::Stored)
+    Ok(if inserted.is_some() { Intake::Stored } else { Intake::Duplicate })
+}
+
+/// Events one processing job carries at most. Events stored together share
+/// a job, so a burst of deliveries writes, claims and deletes one job row
+/// per few dozen events rather than one per event.
+pub const EVENTS_PER_JOB: usize = 32;
+
+/// Queues the jobs that process these stored events, in arrival order,
+/// `per_job` events to a job.
+async fn enqueue_events(tx: &mut Tx, ids: &[&str], per_job: usize) -> Result<(), sqlx::Error> {
+    let now = Timestamp::now();
+    let jobs: Vec<NewJob> = ids
+        .chunks(per_job.max(1))
+        .map(|ids| NewJob {
+            kind: JOB_KIND,
+            payload: serde_json::json!({ "event_ids": ids }),
+            run_at: now,
+            max_attempts: MAX_ATTEMPTS,
+        })
+        .collect();
+    jobs::enqueue_many(tx, &jobs).await?;
+    Ok(())
 }
 
 /// Stores the event and its job atomically, in a transaction of its own.
@@ -140,41 +161,47 @@ pub async fn receive(db: &Db, event: &IncomingEvent, via: Via) -> Result<Intake,
     Ok(intake.into_iter().next().unwrap_or(Intake::Duplicate))
 }
 
-/// Stores several events, each with its job, in one transaction: one commit
-/// for all of them, and on PostgreSQL one statement. Returns what became of
-/// each, in order; an id given twice is stored once, its later copies
-/// answered as duplicates.
+/// Stores several events and their jobs (one per [`EVENTS_PER_JOB`]) in
+/// one transaction: one commit for all of them, and on PostgreSQL one
+/// statement. Returns what became of each, in order; an id given twice is
+/// stored once, its later copies answered as duplicates.
 pub async fn receive_many(db: &Db, events: &[(&IncomingEvent, Via)]) -> Result<Vec<Intake>, sqlx::Error> {
     let mut seen = std::collections::HashSet::new();
     let unique: Vec<(&IncomingEvent, Via)> = events.iter().copied().filter(|(e, _)| seen.insert(&e.id)).collect();
     let stored: std::collections::HashSet<String> = match db {
         Db::Sqlite { .. } => {
             let mut tx = db.begin().await?;
-            let mut stored = std::collections::HashSet::new();
+            let mut stored = Vec::new();
             for (event, via) in &unique {
-                if store(&mut tx, event, *via).await? == Intake::Stored {
-                    stored.insert(event.id.clone());
+                if store_event(&mut tx, event, *via).await? == Intake::Stored {
+                    stored.push(event.id.as_str());
                 }
             }
+            enqueue_events(&mut tx, &stored, EVENTS_PER_JOB).await?;
             tx.commit().await?;
-            stored
+            stored.into_iter().map(str::to_owned).collect()
         }
         Db::Postgres(pool) => {
             let sql = "WITH input AS (
                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bool[], $6::text[],
-                                         $7::text[])
-                        AS t(id, event_type, object_id, created_us, livemode, payload, received_via)),
+                                         $7::text[]) WITH ORDINALITY
+                        AS t(id, event_type, object_id, created_us, livemode, payload, received_via, n)),
                 stored AS (
                     INSERT INTO stripe_events
                         (id, event_type, object_id, created, livemode, payload, received_at, received_via, status)
                     SELECT id, event_type, object_id, TIMESTAMPTZ 'epoch' + created_us * INTERVAL '1 microsecond',
                            livemode, payload, $8, received_via, 'pending'
-                    FROM input
+                    FROM input ORDER BY n
                     ON CONFLICT (id) DO NOTHING RETURNING id),
+                numbered AS (
+                    SELECT stored.id, input.n,
+                           (row_number() OVER (ORDER BY input.n) - 1) / $11 AS job
+                    FROM stored JOIN input ON input.id = stored.id),
                 queued AS (
                     INSERT INTO jobs (kind, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
-                    SELECT $9, json_build_object('event_id', stored.id)::text, 'ready', 0, $10, $8, $8, $8
-                    FROM stored)
+                    SELECT $9, json_build_object('event_ids', json_agg(id ORDER BY n))::text, 'ready', 0, $10,
+                           $8, $8, $8
+                    FROM numbered GROUP BY job ORDER BY job)
                 SELECT id FROM stored";
             let column = |f: fn(&IncomingEvent) -> &str| unique.iter().map(|(e, _)| f(e)).collect::<Vec<_>>();
             let ids: Vec<String> = sqlx::query_scalar(sql)
@@ -188,6 +215,7 @@ pub async fn receive_many(db: &Db, events: &[(&IncomingEvent, Via)]) -> Result<V
                 .bind(Timestamp::now())
                 .bind(JOB_KIND)
                 .bind(MAX_ATTEMPTS)
+                .bind(EVENTS_PER_JOB as i64)
                 .fetch_all(pool)
                 .await?;
             ids.into_iter().collect()
@@ -485,9 +513,23 @@ impl JobHandler for ProcessEvent {
         RetryPolicy { base: Duration::from_secs(2), cap: Duration::from_secs(30 * 60), max_attempts: MAX_ATTEMPTS }
     }
 
+    /// Applies the job's events: together, as [`run_many`](Self::run_many)
+    /// does; if that fails, the job is split into one job per event, so a
+    /// failing event retries alone (with its error noted) and the others
+    /// apply. A job of one event applies it in a transaction of its own.
     async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure> {
-        let event_id =
-            job.payload["event_id"].as_str().ok_or_else(|| JobFailure::GiveUp("job has no event_id".into()))?;
+        let ids = event_ids(job)?;
+        let [event_id] = ids.as_slice() else {
+            return match self.run_many(db, std::slice::from_ref(job)).await {
+                Ok(tx) => Ok(tx),
+                Err(JobFailure::Retry(reason) | JobFailure::GiveUp(reason)) => {
+                    tracing::info!(job = job.id, events = ids.len(), reason = %reason, "events not applied together; one job each");
+                    let mut tx = db.begin().await?;
+                    enqueue_events(&mut tx, &ids, 1).await?;
+                    Ok(tx)
+                }
+            };
+        };
         let Some(event) = load(db, &[event_id]).await?.pop() else {
             return Err(JobFailure::GiveUp(format!("event {event_id} is not in the inbox")));
         };
@@ -521,6 +563,10 @@ impl JobHandler for ProcessEvent {
         true
     }
 
+    fn size(&self, job: &ClaimedJob) -> usize {
+        event_ids(job).map_or(1, |ids| ids.len().max(1))
+    }
+
     /// Applies several events in one transaction. One statement loads them
     /// and their handlers [prepare](StripeEventHandler::prepare) before it
     /// begins; in it, one statement locks their objects (in object order, so two batches never wait
@@ -529,9 +575,9 @@ impl JobHandler for ProcessEvent {
     /// applied events. Any error discards the whole batch; the worker then
     /// applies each event on its own, so a failing event retries alone.
     async fn run_many(&self, db: &Db, jobs: &[ClaimedJob]) -> Result<Tx, JobFailure> {
-        let ids: Vec<&str> = jobs.iter().filter_map(|job| job.payload["event_id"].as_str()).collect();
-        if ids.len() != jobs.len() {
-            return Err(JobFailure::Retry("a job has no event_id".into()));
+        let mut ids: Vec<&str> = Vec::new();
+        for job in jobs {
+            ids.extend(event_ids(job)?);
         }
         let mut events = load(db, &ids).await?;
         if events.len() != ids.len() {
@@ -667,6 +713,17 @@ impl ProcessEvent {
             })
             .collect())
     }
+}
+
+/// The events a job applies: `event_ids`, or the `event_id` of a job
+/// queued one event at a time (before events shared jobs).
+fn event_ids(job: &ClaimedJob) -> Result<Vec<&str>, JobFailure> {
+    let ids = match (&job.payload["event_ids"], job.payload["event_id"].as_str()) {
+        (serde_json::Value::Array(ids), _) => ids.iter().map(serde_json::Value::as_str).collect(),
+        (_, Some(id)) => Some(vec![id]),
+        _ => None,
+    };
+    ids.filter(|ids| !ids.is_empty()).ok_or_else(|| JobFailure::GiveUp("job names no event".into()))
 }
 
 /// `$first, $first+1, …` for `n` values.

@@ -117,6 +117,13 @@ pub trait JobHandler: Send + Sync {
         false
     }
 
+    /// How many units of work (events, emails) the job carries: a run of
+    /// jobs handed to [`JobHandler::run_many`] together carries at most a
+    /// worker's batch of units, however many jobs that is.
+    fn size(&self, _job: &ClaimedJob) -> usize {
+        1
+    }
+
     /// Performs several jobs in one transaction, all or nothing, and returns
     /// it holding the effects of every one; the worker completes them all in
     /// it and commits once. On an error nothing is kept and the worker runs
@@ -446,7 +453,8 @@ impl Workers {
 
     /// Claims up to a batch of due jobs and runs them: runs of jobs of one
     /// kind whose handler [batches](JobHandler::batches) share one
-    /// transaction, the others run one after the other; jobs not started
+    /// transaction (up to a batch of [units](JobHandler::size)), the others
+    /// run one after the other; jobs not started
     /// before half the lease has passed are handed back. Returns how many ran.
     pub async fn run_batch(&self, worker: &str) -> Result<usize, sqlx::Error> {
         let claimed = claim_batch(&self.db, worker, self.options.lease, self.options.batch).await?;
@@ -460,7 +468,14 @@ impl Workers {
             }
             let handler = self.registry.handlers.get(job.kind.as_str()).filter(|h| h.batches()).cloned();
             let together = match &handler {
-                Some(_) => rest.iter().take_while(|j| j.kind == job.kind).count(),
+                Some(handler) => {
+                    let mut units = 0;
+                    let fits = |j: &&ClaimedJob| {
+                        units += handler.size(j);
+                        units <= self.options.batch.max(1) as usize
+                    };
+                    rest.iter().take_while(|j| j.kind == job.kind).take_while(fits).count().max(1)
+                }
                 None => 1,
             };
             let (group, tail) = rest.split_at(together);

@@ -59,7 +59,8 @@ pub async fn enqueue(tx: &mut Tx, email: &NewEmail, message_domain: &str) -> Res
 
 /// Queues several emails and their sending jobs in the caller's
 /// transaction: what [`enqueue`] does for each, in two statements however
-/// many there are. A key already queued, or given twice, queues once.
+/// many there are, with one job per [`EMAILS_PER_JOB`] emails. A key
+/// already queued, or given twice, queues once.
 pub async fn enqueue_many(tx: &mut Tx, emails: &[NewEmail], message_domain: &str) -> Result<Vec<Queued>, OutboxError> {
     for name in emails.iter().filter_map(|e| e.to_name.as_deref()) {
         email::header_safe(name)?;
@@ -97,21 +98,30 @@ pub async fn enqueue_many(tx: &mut Tx, emails: &[NewEmail], message_domain: &str
             _ => Queued::AlreadyQueued,
         })
         .collect();
-    let sends: Vec<NewJob> = queued
+    let new: Vec<i64> = queued
         .iter()
         .filter_map(|q| match q {
-            Queued::New(id) => Some(NewJob {
-                kind: JOB_KIND,
-                payload: serde_json::json!({ "email_id": id }),
-                run_at: now,
-                max_attempts: MAX_ATTEMPTS,
-            }),
+            Queued::New(id) => Some(*id),
             Queued::AlreadyQueued => None,
+        })
+        .collect();
+    let sends: Vec<NewJob> = new
+        .chunks(EMAILS_PER_JOB)
+        .map(|ids| NewJob {
+            kind: JOB_KIND,
+            payload: serde_json::json!({ "email_ids": ids }),
+            run_at: now,
+            max_attempts: MAX_ATTEMPTS,
         })
         .collect();
     jobs::enqueue_many(tx, &sends).await?;
     Ok(queued)
 }
+
+/// Emails one sending job carries at most. Emails queued together (a batch
+/// of receipts) share a job, so a month-end writes, claims and deletes one
+/// job row per few dozen emails rather than one per email.
+const EMAILS_PER_JOB: usize = 64;
 
 fn split_template(template: &EmailTemplate) -> (String, String) {
     let value = serde_json::to_value(template).unwrap_or_default();
@@ -154,7 +164,7 @@ pub struct SenderSettings {
     pub site_name: String,
 }
 
-/// The job that renders and sends one outbox row.
+/// The job that renders and sends the outbox rows it names.
 pub struct SendEmail {
     pub mailer: Arc<dyn Mailer>,
     pub settings: SenderSettings,
@@ -166,25 +176,14 @@ impl JobHandler for SendEmail {
         RetryPolicy { base: Duration::from_secs(5), cap: Duration::from_secs(10 * 60), max_attempts: MAX_ATTEMPTS }
     }
 
+    /// Sends the job's emails still pending (a retry skips those already
+    /// sent or refused); see [`SendEmail::run_many`].
     async fn run(&self, db: &Db, job: &ClaimedJob) -> Result<Tx, JobFailure> {
-        let id = email_id(job)?;
-        let row = get(db, id).await?.ok_or_else(|| JobFailure::GiveUp(format!("email {id} is not in the outbox")))?;
-        if row.status != "pending" {
-            return Ok(db.begin().await?);
-        }
-        match self.send(&row).await {
-            Delivery::Deferred(reason) => {
-                let mut tx = db.begin().await?;
-                record(&mut tx, &[(id, Delivery::Deferred(reason.clone()))]).await?;
-                tx.commit().await?;
-                Err(JobFailure::Retry(reason))
-            }
-            done => {
-                let mut tx = db.begin().await?;
-                record(&mut tx, &[(id, done)]).await?;
-                Ok(tx)
-            }
-        }
+        self.run_many(db, std::slice::from_ref(job)).await
+    }
+
+    fn size(&self, job: &ClaimedJob) -> usize {
+        email_ids(job).map_or(1, |ids| ids.len().max(1))
     }
 
     fn batches(&self) -> bool {
@@ -194,11 +193,14 @@ impl JobHandler for SendEmail {
     /// Sends a run of emails (a month-end of receipts), a few at a time,
     /// and records them all in one statement. If the mail server defers
     /// any, every outcome is recorded and committed at once (so nothing sent
-    /// is sent again) and the batch fails: each job then runs alone, those
-    /// already sent or refused finishing at once and the deferred ones
-    /// trying again on their own.
+    /// is sent again) and the batch fails: each job then runs alone, its
+    /// emails already sent or refused skipped, and a job still holding a
+    /// deferred email tries again with its backoff.
     async fn run_many(&self, db: &Db, jobs: &[ClaimedJob]) -> Result<Tx, JobFailure> {
-        let ids = jobs.iter().map(email_id).collect::<Result<Vec<_>, _>>()?;
+        let mut ids = Vec::new();
+        for job in jobs {
+            ids.extend(email_ids(job)?);
+        }
         // Read outside any transaction: sending takes a while and holds no
         // row of ours.
         let wanted = Rows::new(ids.len()).int("id", ids.iter().copied());
@@ -228,9 +230,8 @@ impl JobHandler for SendEmail {
     }
 
     async fn on_dead(&self, tx: &mut Tx, job: &ClaimedJob, error: &str) -> Result<(), sqlx::Error> {
-        if let Some(id) = job.payload["email_id"].as_i64() {
-            let sql =
-                "UPDATE outbox_emails SET status = 'failed', last_error = $1 WHERE id = $2 AND status = 'pending'";
+        let sql = "UPDATE outbox_emails SET status = 'failed', last_error = $1 WHERE id = $2 AND status = 'pending'";
+        for id in email_ids(job).unwrap_or_default() {
             on_tx!(tx, c => sqlx::query(sql).bind(error).bind(id).execute(c).await?.rows_affected());
         }
         Ok(())
@@ -287,8 +288,15 @@ enum Delivery {
     Deferred(String),
 }
 
-fn email_id(job: &ClaimedJob) -> Result<i64, JobFailure> {
-    job.payload["email_id"].as_i64().ok_or_else(|| JobFailure::GiveUp("job has no email_id".into()))
+/// The outbox rows a job sends: `email_ids`, or the `email_id` of a job
+/// queued one email at a time (before emails shared jobs).
+fn email_ids(job: &ClaimedJob) -> Result<Vec<i64>, JobFailure> {
+    let ids = match (&job.payload["email_ids"], job.payload["email_id"].as_i64()) {
+        (serde_json::Value::Array(ids), _) => ids.iter().map(serde_json::Value::as_i64).collect(),
+        (_, Some(id)) => Some(vec![id]),
+        _ => None,
+    };
+    ids.ok_or_else(|| JobFailure::GiveUp("job names no email".into()))
 }
 
 /// Records what each send did, in one statement: sent, refused for good,

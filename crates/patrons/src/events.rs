@@ -8,6 +8,7 @@
 //! never go back in time: one older than the newest applied for the same
 //! subscription is skipped (`StoredEvent::is_superseded`).
 
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,11 @@ pub const COLLECT_JOB: &str = "membership.collect";
 
 /// Attempts of a collection job: with its retry policy, over ten hours.
 const COLLECT_ATTEMPTS: i32 = 20;
+
+/// Payments a batch of `invoice.paid` events asks the gateway about at once:
+/// enough to hide the network's latency, few enough that the connections
+/// stay reused and Stripe's rate limit is not hit in one burst.
+const LOOKUPS_AT_ONCE: usize = 16;
 
 /// Registers the membership handlers beside any others of the same types,
 /// and the job that records paid invoices.
@@ -741,7 +747,8 @@ impl StripeEventHandler for MembershipEvents {
             .collect();
         intents.sort_unstable();
         intents.dedup();
-        let answers = futures::future::join_all(intents.iter().map(|intent| self.gateway.collected(intent))).await;
+        let lookups: Vec<_> = intents.iter().map(|intent| self.gateway.collected(intent)).collect();
+        let answers: Vec<_> = futures::stream::iter(lookups).buffered(LOOKUPS_AT_ONCE).collect().await;
         let mut collected = HashMap::new();
         for (intent, answer) in intents.into_iter().zip(answers) {
             match answer {

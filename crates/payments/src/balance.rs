@@ -49,7 +49,7 @@ pub trait BalanceSource: Send + Sync {
 
 /// Stripe's balance, through its API.
 pub struct StripeBalance {
-    pub client: stripe::Client,
+    pub client: crate::stripe_api::Client,
 }
 
 #[async_trait]

@@ -1,18 +1,133 @@
 //! The Stripe API client and the calls kanpa makes with it.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
 use kanpa_ledger::Timestamp;
-use stripe::{Client, ClientBuilder, CustomizedStripeRequest, StripeError, StripeRequest};
+use stripe::{CustomizedStripeRequest, StripeError, StripeRequest};
+use stripe_client_core::{RequestStrategy, StripeMethod};
 use stripe_core::event::ListEvent;
 use stripe_types::{RangeBoundsTs, RangeQueryTs};
 
-/// A client for `api_base` (Stripe's, or a fake's in tests; trailing slash
-/// required by async-stripe).
+/// How long one request may take, as Stripe's own libraries allow.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(80);
+
+/// How long an unused connection is kept for the next request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Unused connections kept at most.
+const MAX_IDLE: usize = 64;
+
+/// A Stripe API client whose connections are reused.
+///
+/// It sends what async-stripe's own client sends (the same headers and API
+/// version, requests built by async-stripe's typed calls), but keeps idle
+/// connections: async-stripe's hyper client keeps none
+/// (`pool_max_idle_per_host(0)`), so every request opened a new TCP
+/// connection and TLS session. One attempt per request; retries with the
+/// same idempotency key are the caller's (see `StripeGateway`).
+#[derive(Clone)]
+pub struct Client {
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// With its trailing slash.
+    api_base: String,
+    secret: HeaderValue,
+    user_agent: HeaderValue,
+    version: HeaderValue,
+}
+
+/// A client for `api_base` (Stripe's, or a fake's in tests).
 pub fn client(secret_key: &str, api_base: &str) -> Result<Client, StripeError> {
-    let base = if api_base.ends_with('/') { api_base.to_owned() } else { format!("{api_base}/") };
-    ClientBuilder::new(secret_key).url(base).build()
+    let api_base = if api_base.ends_with('/') { api_base.to_owned() } else { format!("{api_base}/") };
+    api_base.parse::<hyper::Uri>().map_err(|e| StripeError::ConfigError(format!("the Stripe API base: {e}")))?;
+    let mut secret = HeaderValue::try_from(format!("Bearer {secret_key}"))
+        .map_err(|_| StripeError::ConfigError("the Stripe secret key is not a valid header".into()))?;
+    secret.set_sensitive(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let http = HyperClient::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(MAX_IDLE)
+        .build(connector);
+    Ok(Client {
+        http,
+        api_base,
+        secret,
+        user_agent: HeaderValue::from_static(concat!("kanpa/", env!("CARGO_PKG_VERSION"))),
+        version: HeaderValue::from_static(stripe_shared::version::VERSION.as_str()),
+    })
+}
+
+impl Client {
+    fn request(&self, request: CustomizedStripeRequest) -> Result<hyper::Request<Full<Bytes>>, StripeError> {
+        let (request, config) = request.into_pieces();
+        let mut uri = format!("{}v1{}", self.api_base, request.path);
+        if let Some(query) = &request.query {
+            uri.push('?');
+            uri.push_str(query);
+        }
+        let method = match request.method {
+            StripeMethod::Get => hyper::Method::GET,
+            StripeMethod::Post => hyper::Method::POST,
+            StripeMethod::Delete => hyper::Method::DELETE,
+        };
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(AUTHORIZATION, self.secret.clone())
+            .header(USER_AGENT, self.user_agent.clone())
+            .header(HeaderName::from_static("stripe-version"), self.version.clone());
+        if let Some(account) = &config.account_id {
+            builder = builder.header(HeaderName::from_static("stripe-account"), account.as_str());
+        }
+        if let Some(key) = config.request_strategy.unwrap_or(RequestStrategy::Once).get_key() {
+            builder = builder.header(HeaderName::from_static("idempotency-key"), key.as_str());
+        }
+        let body = match request.body {
+            Some(body) => {
+                builder = builder.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Bytes::from(body)
+            }
+            None => Bytes::new(),
+        };
+        builder.body(Full::new(body)).map_err(|e| StripeError::ClientError(e.to_string()))
+    }
+}
+
+impl stripe_client_core::StripeClient for Client {
+    type Err = StripeError;
+
+    async fn execute(&self, request: CustomizedStripeRequest) -> Result<Bytes, StripeError> {
+        let request = self.request(request)?;
+        let attempt = async {
+            let response = self.http.request(request).await.map_err(|e| StripeError::ClientError(e.to_string()))?;
+            let status = response.status();
+            let body = response.into_body().collect().await.map_err(|e| StripeError::ClientError(e.to_string()))?;
+            Ok::<_, StripeError>((status, body.to_bytes()))
+        };
+        let (status, body) =
+            tokio::time::timeout(REQUEST_TIMEOUT, attempt).await.map_err(|_| StripeError::Timeout)??;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let error = std::str::from_utf8(&body)
+            .ok()
+            .and_then(|text| miniserde::json::from_str::<stripe_shared::Error>(text).ok());
+        Err(match error {
+            Some(error) => StripeError::Stripe(error.error, status.as_u16()),
+            None => StripeError::JSONDeserialize(format!("Stripe answered {status} without an error object")),
+        })
+    }
 }
 
 /// Delegates to the real client and keeps the raw response body, so callers

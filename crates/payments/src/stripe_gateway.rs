@@ -1,7 +1,7 @@
 //! The Stripe adapter of the [`PaymentGateway`] port, through async-stripe.
 //!
 //! Requests are form-encoded by async-stripe's own request builder and sent
-//! by its client; every response is parsed by async-stripe's types (a reply
+//! by kanpa's pooled client ([`Client`]); every response is parsed by async-stripe's types (a reply
 //! that does not parse is an error) and read from the raw JSON Stripe sent.
 //! Rate limits, 5xx answers and dropped connections are retried here with
 //! the same idempotency key, so a retry can never charge twice.
@@ -12,14 +12,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kanpa_ledger::{Currency, Locale, Money, Timestamp};
 use serde_json::{Value, json};
-use stripe::{Client, IdempotencyKey, RequestStrategy, StripeError};
+use stripe::{IdempotencyKey, RequestStrategy, StripeError};
 use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use crate::gateway::{
     ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, NewPrice, OffSessionCharge,
     PaymentGateway, PriceIds, RefundRequest, Refunded, SavedCard, SessionState, SubscriptionAction,
 };
-use crate::stripe_api::KeepRaw;
+use crate::stripe_api::{Client, KeepRaw};
 
 /// How often a transient failure is retried before it is reported.
 const ATTEMPTS: u32 = 6;
