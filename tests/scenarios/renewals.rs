@@ -206,4 +206,22 @@ async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through
     let receipts = "SELECT COUNT(DISTINCT idempotency_key) FROM outbox_emails WHERE template = 'membership_receipt'";
     assert_eq!(count(&t.db, receipts).await, 8);
     assert_eq!(kanpa_messaging::jobs::counts(&t.db).await.unwrap(), (0, 0, 0));
+
+    // Every request went over a connection kept open: the joins, one after
+    // the other, on one; the workers' ten lookups, at most four at a time,
+    // on four.
+    let requests = stripe.requests();
+    let connections = |lookups: bool| {
+        let mut used: Vec<u64> = requests
+            .iter()
+            .filter(|r| r.path.starts_with("/v1/payment_intents/") == lookups)
+            .map(|r| r.connection)
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        used.len()
+    };
+    assert_eq!(payment_intent_lookups(&stripe), 10);
+    assert_eq!(connections(false), 1, "the joins");
+    assert_eq!(connections(true), 4, "the lookups");
 }

@@ -125,6 +125,9 @@ pub struct RecordedRequest {
     /// The form body (POST) or query (GET, DELETE), decoded, in order:
     /// `("metadata[pledge_id]", "7")`.
     pub params: Vec<(String, String)>,
+    /// Which TCP connection it came on: connections are numbered from 1 in
+    /// the order the fake accepted them.
+    pub connection: u64,
 }
 
 pub(crate) struct Shared {

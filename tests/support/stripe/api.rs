@@ -33,10 +33,13 @@ use super::{API_VERSION, Fault, RecordedRequest, Shared};
 
 pub(crate) fn serve(listener: TcpListener, shared: Arc<Shared>, stopped: oneshot::Receiver<()>) {
     let app = Router::new().fallback(handle).with_state(shared);
-    let server = axum::serve(CuttableListener(listener), app.into_make_service_with_connect_info::<ConnectionCutter>())
-        .with_graceful_shutdown(async {
-            let _ = stopped.await;
-        });
+    let server = axum::serve(
+        CuttableListener { listener, accepted: 0 },
+        app.into_make_service_with_connect_info::<ConnectionCutter>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = stopped.await;
+    });
     tokio::spawn(async move {
         if let Err(error) = server.await {
             eprintln!("fake Stripe server stopped: {error}");
@@ -46,8 +49,12 @@ pub(crate) fn serve(listener: TcpListener, shared: Arc<Shared>, stopped: oneshot
 
 // ----- connections that can be cut ------------------------------------------
 
-/// Accepts TCP connections wrapped so that a handler can cut its own.
-struct CuttableListener(TcpListener);
+/// Accepts TCP connections wrapped so that a handler can cut its own, and
+/// numbers them from 1 in the order accepted.
+struct CuttableListener {
+    listener: TcpListener,
+    accepted: u64,
+}
 
 impl Listener for CuttableListener {
     type Io = CuttableStream;
@@ -55,9 +62,10 @@ impl Listener for CuttableListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            match self.0.accept().await {
+            match self.listener.accept().await {
                 Ok((stream, address)) => {
-                    let cutter = ConnectionCutter(Arc::new(AtomicBool::new(false)));
+                    self.accepted += 1;
+                    let cutter = ConnectionCutter { cut: Arc::new(AtomicBool::new(false)), number: self.accepted };
                     return (CuttableStream { stream, cutter }, address);
                 }
                 // Out of file descriptors and the like: wait, as axum does.
@@ -67,7 +75,7 @@ impl Listener for CuttableListener {
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.listener.local_addr()
     }
 }
 
@@ -76,15 +84,19 @@ impl Listener for CuttableListener {
 /// closes the socket. The client sees the connection closed before any
 /// answer, as when a proxy or the network loses it.
 #[derive(Clone)]
-pub(crate) struct ConnectionCutter(Arc<AtomicBool>);
+pub(crate) struct ConnectionCutter {
+    cut: Arc<AtomicBool>,
+    /// The connection's number, from 1.
+    number: u64,
+}
 
 impl ConnectionCutter {
     fn cut(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.cut.store(true, Ordering::SeqCst);
     }
 
     fn is_cut(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.cut.load(Ordering::SeqCst)
     }
 }
 
@@ -178,6 +190,7 @@ async fn handle(
             path: path.clone(),
             idempotency_key: idempotency_key.clone(),
             params: form.as_ref().map(|form| form.pairs.clone()).unwrap_or_default(),
+            connection: cutter.number,
         });
         let second = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
