@@ -29,6 +29,7 @@ on_both_backends!(
     smtp_down_for_the_first_attempts_then_up_delivers_every_message_once,
     a_permanent_refusal_fails_one_message_and_leaves_the_others,
     a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone,
+    two_workers_apply_events_of_one_object_one_after_the_other,
     a_message_deferred_in_a_batch_retries_alone_and_nothing_sent_is_sent_again,
 );
 
@@ -462,4 +463,79 @@ async fn a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone(b
     let report = store::check(&t.db).await.unwrap();
     assert!(report.is_clean() && report.entries == 12, "{report:?}");
     assert_eq!(kanpa_messaging::jobs::counts(&t.db).await.unwrap(), (0, 0, 0));
+}
+
+/// Applies `charge.succeeded` unless a newer event of the charge has been
+/// applied, taking its time about it.
+struct Slow {
+    applied: AtomicUsize,
+}
+
+#[async_trait]
+impl StripeEventHandler for Slow {
+    async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
+        if event.is_superseded(tx).await? {
+            return Ok(Handled::Skipped("a newer event of the charge was applied".into()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        self.applied.fetch_add(1, Ordering::SeqCst);
+        Ok(Handled::Applied)
+    }
+}
+
+/// Two workers, each holding an event of the same charge: the one that
+/// comes second waits for the first to commit, then sees the newer event
+/// applied and leaves its older one stale. Without the object's lock both
+/// would apply, the older last.
+async fn two_workers_apply_events_of_one_object_one_after_the_other(backend: TestBackend) {
+    use kanpa_messaging::inbox::{self, IncomingEvent, ProcessEvent, Via};
+    use kanpa_messaging::jobs::{Ran, Registry, WorkerOptions, Workers};
+
+    let Some(t) = TestDb::new(backend).await else { return };
+    kanpa_server::install_crypto_provider();
+    let stripe = FakeStripe::start().await.unwrap();
+    let handler = Arc::new(Slow { applied: AtomicUsize::new(0) });
+    let mut handlers = EventHandlers::default();
+    handlers.register("charge.succeeded", handler.clone());
+    let mut registry = Registry::default();
+    registry.register(inbox::JOB_KIND, Arc::new(ProcessEvent { handlers }));
+    let options = WorkerOptions {
+        name: "test".into(),
+        concurrency: 2,
+        lease: std::time::Duration::from_secs(30),
+        poll_interval: std::time::Duration::from_millis(20),
+        backoff_scale: 0.0,
+        batch: 1,
+    };
+    let workers = Workers::new(t.db.clone(), registry, options);
+    let charge = stripe.charge(1200, "jpy", 0, &[]).unwrap();
+    let mut newer = stripe.event("charge.succeeded", charge.clone());
+    let mut older = stripe.event("charge.succeeded", charge);
+    newer["created"] = 1_800_000_100.into();
+    older["created"] = 1_800_000_000.into();
+    // The newer arrives first; each is delivered alone, so each has a job.
+    for event in [&newer, &older] {
+        let event = IncomingEvent::from_json(&event.to_string()).unwrap();
+        assert_eq!(inbox::receive(&t.db, &event, Via::Webhook).await.unwrap(), inbox::Intake::Stored);
+    }
+    let first = workers.run_one("first");
+    let second = async {
+        // Once the first worker holds the newer event's job and its lock.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        workers.run_one("second").await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert_eq!(first.unwrap(), Some(Ran::Completed));
+    assert_eq!(second.unwrap(), Some(Ran::Completed));
+    assert_eq!(handler.applied.load(Ordering::SeqCst), 1, "only the newer event applied");
+    let status = |id: Value| {
+        let db = t.db.clone();
+        async move {
+            let sql = "SELECT status FROM stripe_events WHERE id = $1";
+            let id = id.as_str().unwrap().to_owned();
+            on_db!(&db, p => sqlx::query_scalar::<_, String>(sql).bind(id).fetch_one(p).await.unwrap())
+        }
+    };
+    assert_eq!(status(newer["id"].clone()).await, "applied");
+    assert_eq!(status(older["id"].clone()).await, "stale");
 }

@@ -268,37 +268,21 @@ pub async fn newest_object(tx: &mut Tx, object_id: &str) -> Result<Option<String
     }))
 }
 
-/// Takes the row locks on objects' version rows (creating them empty if
-/// needed) for the rest of the transaction, so two workers never apply
-/// events of the same object at once: the second waits, then sees what the
-/// first applied. `objects` must be sorted, so that transactions locking
-/// several take them in one order. (SQLite serialises write transactions
-/// anyway.)
+/// Locks these objects for the rest of the transaction, so two workers
+/// never apply events of the same object at once: the second waits, then
+/// sees what the first applied. On PostgreSQL a transaction-scoped advisory
+/// lock per object (keyed by a 64-bit hash of its id; two ids sharing a
+/// hash only wait for each other), taken in key order so that transactions
+/// locking several never wait on each other in a cycle; nothing is written.
+/// SQLite serialises write transactions anyway.
 async fn lock_objects(tx: &mut Tx, objects: &[&str]) -> Result<(), sqlx::Error> {
     if objects.is_empty() {
         return Ok(());
     }
-    let epoch = Timestamp::from_unix_seconds(0).expect("the epoch is a valid time");
-    match &mut tx.conn {
-        TxConn::Postgres(c) => {
-            let sql = "INSERT INTO stripe_object_versions (object_id, last_created, last_event_id)
-                       SELECT object_id, $1, '' FROM UNNEST($2::text[]) WITH ORDINALITY AS o(object_id, n) ORDER BY n
-                       ON CONFLICT (object_id) DO UPDATE SET last_created = stripe_object_versions.last_created";
-            sqlx::query(sql).bind(epoch).bind(objects).execute(&mut **c).await?;
-        }
-        TxConn::Sqlite(c) => {
-            let values: Vec<String> = (0..objects.len()).map(|i| format!("(${}, $1, '')", i + 2)).collect();
-            let sql = format!(
-                "INSERT INTO stripe_object_versions (object_id, last_created, last_event_id) VALUES {}
-                 ON CONFLICT (object_id) DO UPDATE SET last_created = stripe_object_versions.last_created",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(epoch);
-            for object in objects {
-                q = q.bind(*object);
-            }
-            q.execute(&mut **c).await?;
-        }
+    if let TxConn::Postgres(c) = &mut tx.conn {
+        let sql = "SELECT pg_advisory_xact_lock(k) FROM (
+                       SELECT DISTINCT hashtextextended(o, 0) AS k FROM UNNEST($1::text[]) AS o ORDER BY k) keys";
+        sqlx::query(sql).bind(objects).persistent(false).execute(&mut **c).await?;
     }
     Ok(())
 }
@@ -569,10 +553,10 @@ impl JobHandler for ProcessEvent {
 
     /// Applies several events in one transaction. One statement loads them
     /// and their handlers [prepare](StripeEventHandler::prepare) before it
-    /// begins; in it, one statement locks their objects (in object order, so two batches never wait
-    /// on each other in a cycle), each handler writes its effects, and one
-    /// statement per outcome marks them and one records the objects' newest
-    /// applied events. Any error discards the whole batch; the worker then
+    /// begins; in it, one statement locks their objects (see
+    /// `lock_objects`), each handler writes its effects, and one statement
+    /// per outcome marks them and one records the objects' newest applied
+    /// events. Any error discards the whole batch; the worker then
     /// applies each event on its own, so a failing event retries alone.
     async fn run_many(&self, db: &Db, jobs: &[ClaimedJob]) -> Result<Tx, JobFailure> {
         let mut ids: Vec<&str> = Vec::new();
