@@ -117,6 +117,13 @@ impl PgCluster {
         self.port
     }
 
+    /// The server's main process (from `postmaster.pid`), for measuring
+    /// what the cluster's processes use.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        pid_file.lines().next()?.trim().parse().ok()
+    }
+
     /// A connection URL for database `name` as the superuser.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)

@@ -321,6 +321,65 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU seconds (user and system) a process has used, from
+/// `/proc/PID/stat`; with `reaped`, also those of its children that have
+/// exited and been waited for.
+fn cpu_seconds(pid: u32, reaped: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state, ppid, …; utime and
+    // stime are the 14th and 15th fields, cutime and cstime the next two.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+    let ticks = |n: usize| fields.get(n - 3)?.parse::<f64>().ok();
+    let own = ticks(14)? + ticks(15)?;
+    let children = if reaped { ticks(16)? + ticks(17)? } else { 0.0 };
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((own + children) / per_second)
+}
+
+/// CPU seconds used by a PostgreSQL server: its main process and the
+/// backends it has reaped, plus every process still running under it.
+fn cluster_cpu_seconds(postmaster: u32) -> Option<f64> {
+    let mut total = cpu_seconds(postmaster, true)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let parent = stat.get(stat.rfind(')').unwrap_or(0) + 2..).and_then(|rest| rest.split_whitespace().nth(1));
+        if parent.and_then(|p| p.parse::<u32>().ok()) == Some(postmaster) {
+            total += cpu_seconds(pid, false).unwrap_or(0.0);
+        }
+    }
+    Some(total)
+}
+
+/// CPU seconds used so far by the server, the database server (none for
+/// SQLite, which runs inside the server) and this process (the clients and
+/// the fake Stripe).
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    server: f64,
+    database: f64,
+    bench: f64,
+}
+
+impl CpuUse {
+    fn now(server: u32, postmaster: Option<u32>) -> CpuUse {
+        CpuUse {
+            server: cpu_seconds(server, false).unwrap_or(0.0),
+            database: postmaster.and_then(cluster_cpu_seconds).unwrap_or(0.0),
+            bench: cpu_seconds(std::process::id(), false).unwrap_or(0.0),
+        }
+    }
+
+    fn since(self, start: CpuUse) -> CpuUse {
+        CpuUse {
+            server: self.server - start.server,
+            database: self.database - start.database,
+            bench: self.bench - start.bench,
+        }
+    }
+}
+
 async fn scalar(db: &Db, sql: &'static str) -> anyhow::Result<i64> {
     Ok(on_db!(db, p => sqlx::query_scalar(sql).fetch_one(p).await?))
 }
@@ -340,9 +399,16 @@ struct Run {
     applied: Duration,
     peak_rss: u64,
     end_rss: u64,
+    /// From the first request until every invoice was applied.
+    cpu: CpuUse,
 }
 
-async fn renewal(target: &Target, kanpa: &PathBuf, args: &Args) -> anyhow::Result<(Run, String)> {
+async fn renewal(
+    target: &Target,
+    cluster: Option<&PgCluster>,
+    kanpa: &PathBuf,
+    args: &Args,
+) -> anyhow::Result<(Run, String)> {
     let n = args.invoices;
     let seeding = Instant::now();
     let stripe = FakeStripe::start().await?;
@@ -375,6 +441,8 @@ async fn renewal(target: &Target, kanpa: &PathBuf, args: &Args) -> anyhow::Resul
     let templates = Arc::new(templates);
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
     let refused = Arc::new(AtomicU64::new(0));
+    let postmaster = cluster.and_then(PgCluster::postmaster_pid);
+    let cpu_at_start = CpuUse::now(pid, postmaster);
     let started = Instant::now();
     let mut senders = JoinSet::new();
     for sender in 0..args.clients.max(1) {
@@ -431,6 +499,7 @@ async fn renewal(target: &Target, kanpa: &PathBuf, args: &Args) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let applied = started.elapsed();
+    let cpu = CpuUse::now(pid, postmaster).since(cpu_at_start);
     let end_rss = rss_kib(pid).unwrap_or(0);
     let _ = stop_sampling.send(true);
     sampler.await?;
@@ -445,6 +514,7 @@ async fn renewal(target: &Target, kanpa: &PathBuf, args: &Args) -> anyhow::Resul
         applied,
         peak_rss: peak.load(Ordering::Relaxed),
         end_rss,
+        cpu,
     };
     println!("{check}");
     Ok((run, payload))
@@ -516,7 +586,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let cluster: Option<&'static PgCluster> = cluster_for(backend)?;
         println!("\n== {backend}");
         let target = fresh(backend, cluster).await?;
-        let (run, payload) = renewal(&target, &kanpa, &args).await?;
+        let (run, payload) = renewal(&target, cluster, &kanpa, &args).await?;
         drop(target);
         let floor =
             floor_rate(&fresh(backend, cluster).await?, payload, args.clients, Duration::from_secs(args.floor_seconds))
@@ -535,6 +605,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{:<40} {:>12.2}", "intake / floor", intake_rate / floor);
         println!("{:<40} {:>12.0} MiB", "server RSS, peak", run.peak_rss as f64 / 1024.0);
         println!("{:<40} {:>12.0} MiB", "server RSS, at the end", run.end_rss as f64 / 1024.0);
+        // Where the machine's time went, from the first request until every
+        // invoice was applied: steadier from run to run than the rates,
+        // which move with whatever else the cores were doing.
+        let per_invoice = |seconds: f64| seconds * 1e6 / args.invoices.max(1) as f64;
+        let cpu = run.cpu;
+        for (what, seconds) in [("server", cpu.server), ("database server", cpu.database), ("bench", cpu.bench)] {
+            println!("{:<40} {:>12.0} µs", format!("CPU per invoice, {what}"), per_invoice(seconds));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let busy = (cpu.server + cpu.database + cpu.bench) / (run.applied.as_secs_f64() * cores);
+        println!("{:<40} {:>12.0} %", format!("of {cores} cores busy with these"), busy * 100.0);
     }
     Ok(())
 }

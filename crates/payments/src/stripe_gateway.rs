@@ -14,6 +14,7 @@ use kanpa_ledger::{Currency, Locale, Money, Timestamp};
 use serde_json::{Value, json};
 use stripe::{IdempotencyKey, RequestStrategy, StripeError};
 use stripe_client_core::{RequestBuilder, StripeMethod};
+use stripe_shared::PaymentIntentStatus;
 
 use crate::gateway::{
     ChargeOutcome, CheckoutMode, CheckoutRequest, CheckoutSession, Collected, GatewayError, NewPrice, OffSessionCharge,
@@ -33,13 +34,16 @@ impl StripeGateway {
         StripeGateway { client }
     }
 
-    async fn send<T: miniserde::Deserialize>(
+    /// Sends a request, retrying what is transient with the same key, and
+    /// returns Stripe's reply as async-stripe's type `T` (a reply that does
+    /// not parse is an error) together with its raw JSON.
+    async fn exchange<T: miniserde::Deserialize>(
         &self,
         method: StripeMethod,
         path: &str,
         form: Option<&Value>,
         key: Option<&str>,
-    ) -> Result<Value, StripeError> {
+    ) -> Result<(T, bytes::Bytes), StripeError> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
         loop {
@@ -58,10 +62,7 @@ impl StripeGateway {
             }
             let raw = KeepRaw::new(&self.client);
             match request.send(&raw).await {
-                Ok(_) => {
-                    let body = raw.take();
-                    return serde_json::from_slice(&body).map_err(|e| StripeError::JSONDeserialize(e.to_string()));
-                }
+                Ok(typed) => return Ok((typed, raw.take())),
                 Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
                     metrics::counter!("kanpa_stripe_retries_total").increment(1);
                     tracing::warn!(path, attempt, error = %e, "Stripe request failed, retrying with the same key");
@@ -71,6 +72,18 @@ impl StripeGateway {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// [`exchange`](Self::exchange), read as the JSON Stripe sent.
+    async fn send<T: miniserde::Deserialize>(
+        &self,
+        method: StripeMethod,
+        path: &str,
+        form: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<Value, StripeError> {
+        let (_, body) = self.exchange::<T>(method, path, form, key).await?;
+        serde_json::from_slice(&body).map_err(|e| StripeError::JSONDeserialize(e.to_string()))
     }
 }
 
@@ -302,7 +315,7 @@ impl PaymentGateway for StripeGateway {
             "expand": [EXPAND_FEE],
         });
         let sent = self
-            .send::<stripe_shared::PaymentIntent>(
+            .exchange::<stripe_shared::PaymentIntent>(
                 StripeMethod::Post,
                 "/payment_intents",
                 Some(&form),
@@ -310,19 +323,19 @@ impl PaymentGateway for StripeGateway {
             )
             .await;
         match sent {
-            Ok(intent) => {
-                let id = text(&intent, "id").unwrap_or_default();
+            Ok((intent, _)) => {
+                let id = intent.id.to_string();
                 let collected = match expanded_collection(&intent)? {
                     Some(collected) => Some(collected),
                     None => self.collected(&id).await?,
                 };
                 match collected {
                     Some(collected) => Ok(ChargeOutcome::Succeeded(collected)),
-                    None if intent["status"] == "requires_action" => {
+                    None if intent.status == PaymentIntentStatus::RequiresAction => {
                         Ok(ChargeOutcome::AuthenticationRequired { payment_intent: Some(id) })
                     }
                     None => Ok(ChargeOutcome::Declined {
-                        code: text(&intent, "status").unwrap_or_default(),
+                        code: intent.status.as_str().to_owned(),
                         payment_intent: Some(id),
                     }),
                 }
@@ -361,11 +374,11 @@ impl PaymentGateway for StripeGateway {
     async fn collected(&self, payment_intent: &str) -> Result<Option<Collected>, GatewayError> {
         let path = format!("/payment_intents/{payment_intent}");
         let expand = json!({ "expand": [EXPAND_FEE] });
-        let intent = self
-            .send::<stripe_shared::PaymentIntent>(StripeMethod::Get, &path, Some(&expand), None)
+        let (intent, _) = self
+            .exchange::<stripe_shared::PaymentIntent>(StripeMethod::Get, &path, Some(&expand), None)
             .await
             .map_err(gateway_error)?;
-        if intent["status"] != "succeeded" {
+        if intent.status != PaymentIntentStatus::Succeeded {
             return Ok(None);
         }
         if let Some(collected) = expanded_collection(&intent)? {
@@ -373,7 +386,10 @@ impl PaymentGateway for StripeGateway {
         }
         // Not expanded (an older API or proxy): read the charge and its
         // balance transaction one by one.
-        let charge_id = id_in(&intent, "latest_charge")
+        let charge_id = intent
+            .latest_charge
+            .as_ref()
+            .map(|charge| charge.id().to_string())
             .ok_or_else(|| GatewayError::Rejected(format!("{payment_intent} succeeded without a charge")))?;
         let charge = self
             .send::<stripe_shared::Charge>(StripeMethod::Get, &format!("/charges/{charge_id}"), None, None)
@@ -409,25 +425,28 @@ impl PaymentGateway for StripeGateway {
 const EXPAND_FEE: &str = "latest_charge.balance_transaction";
 
 /// What a succeeded PaymentIntent collected, when its charge and balance
-/// transaction came embedded.
-fn expanded_collection(intent: &Value) -> Result<Option<Collected>, GatewayError> {
-    if intent["status"] != "succeeded" {
+/// transaction came embedded: read from async-stripe's typed reply, which
+/// the request parsed anyway.
+fn expanded_collection(intent: &stripe_shared::PaymentIntent) -> Result<Option<Collected>, GatewayError> {
+    if intent.status != PaymentIntentStatus::Succeeded {
         return Ok(None);
     }
-    let charge = &intent["latest_charge"];
-    let bt = &charge["balance_transaction"];
-    if !charge.is_object() || !bt.is_object() {
+    let Some(charge) = intent.latest_charge.as_ref().and_then(|charge| charge.as_object()) else {
         return Ok(None);
-    }
-    let gross = money(charge, "amount")?;
-    let created = charge["created"].as_i64().and_then(Timestamp::from_unix_seconds).unwrap_or_else(Timestamp::now);
+    };
+    let Some(bt) = charge.balance_transaction.as_ref().and_then(|bt| bt.as_object()) else {
+        return Ok(None);
+    };
+    let currency = |code: &stripe_types::Currency| {
+        Currency::from_code(&code.to_string().to_ascii_uppercase()).map_err(|e| GatewayError::Rejected(e.to_string()))
+    };
     Ok(Some(Collected {
-        payment_intent: text(intent, "id").unwrap_or_default(),
-        charge: text(charge, "id").unwrap_or_default(),
-        balance_transaction: text(bt, "id"),
-        gross,
-        fee: money(bt, "fee")?,
-        created,
+        payment_intent: intent.id.to_string(),
+        charge: charge.id.to_string(),
+        balance_transaction: Some(bt.id.to_string()),
+        gross: Money::new(charge.amount, currency(&charge.currency)?),
+        fee: Money::new(bt.fee, currency(&bt.currency)?),
+        created: Timestamp::from_unix_seconds(charge.created).unwrap_or_else(Timestamp::now),
     }))
 }
 
