@@ -5,3 +5,9 @@
 -- written before this keep their packed pages.
 ALTER TABLE stripe_events SET (fillfactor = 80);
 ALTER TABLE outbox_emails SET (fillfactor = 80);
+
+-- At most one entry may reverse a given entry, and most entries reverse
+-- none. A unique index of only the entries that reverse one keeps that rule
+-- without an index entry for every other entry.
+ALTER TABLE ledger_entries DROP CONSTRAINT ledger_entries_reverses_entry_id_key;
+CREATE UNIQUE INDEX ledger_entries_reverses ON ledger_entries (reverses_entry_id) WHERE reverses_entry_id IS NOT NULL;
