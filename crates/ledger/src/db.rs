@@ -212,11 +212,22 @@ impl Db {
     }
 }
 
+/// The balance slot of a new PostgreSQL transaction: the process's
+/// transactions take the slots in turn (from a random one, so that processes
+/// started together do not move in step), so transactions under way at the
+/// same time in one process, fewer than [`crate::store::BALANCE_SLOTS`],
+/// never draw the same slot and never wait on each other's balance rows.
+fn next_balance_slot() -> i64 {
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU64> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| std::sync::atomic::AtomicU64::new(rand::random()));
+    (next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % crate::store::BALANCE_SLOTS) as i64
+}
+
 impl Tx {
     fn new(conn: TxConn) -> Tx {
         let balance_slot = match conn {
             TxConn::Sqlite(_) => 0,
-            TxConn::Postgres(_) => rand::random_range(0..crate::store::BALANCE_SLOTS as i64),
+            TxConn::Postgres(_) => next_balance_slot(),
         };
         Tx { conn, entries_posted: 0, balance_slot }
     }

@@ -218,9 +218,9 @@ pub async fn balance(db: &Db, account: AccountId) -> Result<Money, LedgerError> 
 }
 
 /// Slots per account balance on PostgreSQL. Concurrent transactions posting
-/// to the same account draw different slots (one per transaction, at
-/// random), so they rarely wait on one row lock; SQLite has a single writer
-/// and uses one slot.
+/// to the same account use different slots (one per transaction, taken in
+/// turn within a process), so they rarely wait on one row lock; SQLite has a
+/// single writer and uses one slot.
 pub const BALANCE_SLOTS: u64 = 16;
 
 /// Every account of an organisation with its balance, ordered by code.
