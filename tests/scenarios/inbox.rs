@@ -385,8 +385,7 @@ impl StripeEventHandler for RefuseOne {
 }
 
 async fn a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone(backend: TestBackend) {
-    use kanpa_messaging::inbox::{self, IncomingEvent, ProcessEvent, Via};
-    use kanpa_messaging::jobs::{Registry, WorkerOptions, Workers};
+    use kanpa_messaging::inbox::{self, IncomingEvent, Via};
 
     let Some(t) = TestDb::new(backend).await else { return };
     kanpa_server::install_crypto_provider();
@@ -397,19 +396,7 @@ async fn a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone(b
         refusals: AtomicUsize::new(0),
         calls: AtomicUsize::new(0),
     });
-    let mut handlers = EventHandlers::default();
-    handlers.register("charge.succeeded", handler.clone());
-    let mut registry = Registry::default();
-    registry.register(inbox::JOB_KIND, Arc::new(ProcessEvent { handlers }));
-    let options = WorkerOptions {
-        name: "test".into(),
-        concurrency: 1,
-        lease: std::time::Duration::from_secs(30),
-        poll_interval: std::time::Duration::from_millis(20),
-        backoff_scale: 0.0,
-        batch: 8,
-    };
-    let workers = Workers::new(t.db.clone(), registry, options);
+    let workers = charge_workers(&t.db, handler.clone(), 8);
     let receive = |amounts: std::ops::Range<i64>| {
         let events: Vec<IncomingEvent> = amounts
             .map(|amount| {
@@ -465,6 +452,27 @@ async fn a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone(b
     assert_eq!(kanpa_messaging::jobs::counts(&t.db).await.unwrap(), (0, 0, 0));
 }
 
+/// Workers run by hand, applying `charge.succeeded` with `handler` and
+/// claiming `batch` jobs at once, retrying at once.
+fn charge_workers(db: &Db, handler: Arc<dyn StripeEventHandler>, batch: i64) -> kanpa_messaging::jobs::Workers {
+    use kanpa_messaging::inbox::{self, ProcessEvent};
+    use kanpa_messaging::jobs::{Registry, WorkerOptions, Workers};
+
+    let mut handlers = EventHandlers::default();
+    handlers.register("charge.succeeded", handler);
+    let mut registry = Registry::default();
+    registry.register(inbox::JOB_KIND, Arc::new(ProcessEvent { handlers }));
+    let options = WorkerOptions {
+        name: "test".into(),
+        concurrency: 1,
+        lease: std::time::Duration::from_secs(30),
+        poll_interval: std::time::Duration::from_millis(20),
+        backoff_scale: 0.0,
+        batch,
+    };
+    Workers::new(db.clone(), registry, options)
+}
+
 /// Applies `charge.succeeded` unless a newer event of the charge has been
 /// applied, taking its time about it.
 struct Slow {
@@ -488,26 +496,14 @@ impl StripeEventHandler for Slow {
 /// applied and leaves its older one stale. Without the object's lock both
 /// would apply, the older last.
 async fn two_workers_apply_events_of_one_object_one_after_the_other(backend: TestBackend) {
-    use kanpa_messaging::inbox::{self, IncomingEvent, ProcessEvent, Via};
-    use kanpa_messaging::jobs::{Ran, Registry, WorkerOptions, Workers};
+    use kanpa_messaging::inbox::{self, IncomingEvent, Via};
+    use kanpa_messaging::jobs::Ran;
 
     let Some(t) = TestDb::new(backend).await else { return };
     kanpa_server::install_crypto_provider();
     let stripe = FakeStripe::start().await.unwrap();
     let handler = Arc::new(Slow { applied: AtomicUsize::new(0) });
-    let mut handlers = EventHandlers::default();
-    handlers.register("charge.succeeded", handler.clone());
-    let mut registry = Registry::default();
-    registry.register(inbox::JOB_KIND, Arc::new(ProcessEvent { handlers }));
-    let options = WorkerOptions {
-        name: "test".into(),
-        concurrency: 2,
-        lease: std::time::Duration::from_secs(30),
-        poll_interval: std::time::Duration::from_millis(20),
-        backoff_scale: 0.0,
-        batch: 1,
-    };
-    let workers = Workers::new(t.db.clone(), registry, options);
+    let workers = charge_workers(&t.db, handler.clone(), 1);
     let charge = stripe.charge(1200, "jpy", 0, &[]).unwrap();
     let mut newer = stripe.event("charge.succeeded", charge.clone());
     let mut older = stripe.event("charge.succeeded", charge);

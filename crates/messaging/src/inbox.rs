@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use kanpa_ledger::db::TxConn;
 use kanpa_ledger::{Db, Timestamp, Tx, on_tx};
 
-use crate::jobs::{self, ClaimedJob, JobFailure, JobHandler, NewJob, RetryPolicy};
+use crate::jobs::{self, ClaimedJob, JobFailure, JobHandler, RetryPolicy};
 
 pub const JOB_KIND: &str = "stripe.event";
 
@@ -141,17 +141,7 @@ pub const EVENTS_PER_JOB: usize = 32;
 /// Queues the jobs that process these stored events, in arrival order,
 /// `per_job` events to a job.
 async fn enqueue_events(tx: &mut Tx, ids: &[&str], per_job: usize) -> Result<(), sqlx::Error> {
-    let now = Timestamp::now();
-    let jobs: Vec<NewJob> = ids
-        .chunks(per_job.max(1))
-        .map(|ids| NewJob {
-            kind: JOB_KIND,
-            payload: serde_json::json!({ "event_ids": ids }),
-            run_at: now,
-            max_attempts: MAX_ATTEMPTS,
-        })
-        .collect();
-    jobs::enqueue_many(tx, &jobs).await?;
+    jobs::enqueue_in_chunks(tx, JOB_KIND, "event_ids", ids, per_job, MAX_ATTEMPTS).await?;
     Ok(())
 }
 

@@ -168,6 +168,25 @@ pub async fn enqueue_many(tx: &mut Tx, jobs: &[NewJob]) -> Result<Vec<i64>, sqlx
     Ok(ids)
 }
 
+/// Adds jobs of `kind` that carry `items` (ids of events, emails, …) in
+/// order, `per_job` to a job, each job's payload `{ field: [its items] }`;
+/// their ids.
+pub async fn enqueue_in_chunks<T: serde::Serialize>(
+    tx: &mut Tx,
+    kind: &'static str,
+    field: &str,
+    items: &[T],
+    per_job: usize,
+    max_attempts: i32,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let now = Timestamp::now();
+    let jobs: Vec<NewJob> = items
+        .chunks(per_job.max(1))
+        .map(|chunk| NewJob { kind, payload: serde_json::json!({ field: chunk }), run_at: now, max_attempts })
+        .collect();
+    enqueue_many(tx, &jobs).await
+}
+
 const CLAIM_READY_PG: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1,
         lease_token = $2, locked_by = $3, updated_at = $4
     WHERE id IN (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= $4

@@ -17,7 +17,7 @@ use kanpa_ledger::{Db, Locale, Timestamp, Tx, on_db, on_tx};
 use lettre::message::Mailbox;
 
 use crate::email::{self, EmailAddress, EmailError, EmailTemplate};
-use crate::jobs::{self, ClaimedJob, JobFailure, JobHandler, NewJob, RetryPolicy};
+use crate::jobs::{self, ClaimedJob, JobFailure, JobHandler, RetryPolicy};
 use crate::mailer::{Mailer, SendError};
 
 pub const JOB_KIND: &str = "email.send";
@@ -105,16 +105,7 @@ pub async fn enqueue_many(tx: &mut Tx, emails: &[NewEmail], message_domain: &str
             Queued::AlreadyQueued => None,
         })
         .collect();
-    let sends: Vec<NewJob> = new
-        .chunks(EMAILS_PER_JOB)
-        .map(|ids| NewJob {
-            kind: JOB_KIND,
-            payload: serde_json::json!({ "email_ids": ids }),
-            run_at: now,
-            max_attempts: MAX_ATTEMPTS,
-        })
-        .collect();
-    jobs::enqueue_many(tx, &sends).await?;
+    jobs::enqueue_in_chunks(tx, JOB_KIND, "email_ids", &new, EMAILS_PER_JOB, MAX_ATTEMPTS).await?;
     Ok(queued)
 }
 
