@@ -692,12 +692,10 @@ impl ProcessEvent {
 /// The events a job applies: `event_ids`, or the `event_id` of a job
 /// queued one event at a time (before events shared jobs).
 fn event_ids(job: &ClaimedJob) -> Result<Vec<&str>, JobFailure> {
-    let ids = match (&job.payload["event_ids"], job.payload["event_id"].as_str()) {
-        (serde_json::Value::Array(ids), _) => ids.iter().map(serde_json::Value::as_str).collect(),
-        (_, Some(id)) => Some(vec![id]),
-        _ => None,
-    };
-    ids.filter(|ids| !ids.is_empty()).ok_or_else(|| JobFailure::GiveUp("job names no event".into()))
+    job.items("event_ids", "event_id")
+        .and_then(|ids| ids.into_iter().map(serde_json::Value::as_str).collect::<Option<Vec<_>>>())
+        .filter(|ids| !ids.is_empty())
+        .ok_or_else(|| JobFailure::GiveUp("job names no event".into()))
 }
 
 /// `$first, $first+1, …` for `n` values.

@@ -76,6 +76,16 @@ impl ClaimedJob {
     pub fn is_last_attempt(&self) -> bool {
         self.attempt >= self.max_attempts
     }
+
+    /// The items the job carries, as [`enqueue_in_chunks`] wrote them
+    /// (`{ field: [items] }`), or the one item of a job written before items
+    /// shared jobs (`{ single: item }`); `None` when it names neither.
+    pub fn items(&self, field: &str, single: &str) -> Option<Vec<&serde_json::Value>> {
+        match &self.payload[field] {
+            serde_json::Value::Array(items) => Some(items.iter().collect()),
+            _ => self.payload.get(single).map(|item| vec![item]),
+        }
+    }
 }
 
 /// Why a handler did not finish a job.

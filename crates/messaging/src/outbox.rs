@@ -282,12 +282,9 @@ enum Delivery {
 /// The outbox rows a job sends: `email_ids`, or the `email_id` of a job
 /// queued one email at a time (before emails shared jobs).
 fn email_ids(job: &ClaimedJob) -> Result<Vec<i64>, JobFailure> {
-    let ids = match (&job.payload["email_ids"], job.payload["email_id"].as_i64()) {
-        (serde_json::Value::Array(ids), _) => ids.iter().map(serde_json::Value::as_i64).collect(),
-        (_, Some(id)) => Some(vec![id]),
-        _ => None,
-    };
-    ids.ok_or_else(|| JobFailure::GiveUp("job names no email".into()))
+    job.items("email_ids", "email_id")
+        .and_then(|ids| ids.into_iter().map(serde_json::Value::as_i64).collect())
+        .ok_or_else(|| JobFailure::GiveUp("job names no email".into()))
 }
 
 /// Records what each send did, in one statement: sent, refused for good,
