@@ -387,14 +387,19 @@ impl MembershipEvents {
             record_payment(tx, &self.site, membership, &id, collected).await?;
             return Ok(Handled::Applied);
         }
-        let job = NewJob {
-            kind: COLLECT_JOB,
-            payload: json!({ "membership": membership.public_id, "invoice": id, "payment_intent": intent }),
-            run_at: Timestamp::now(),
-            max_attempts: COLLECT_ATTEMPTS,
-        };
-        jobs::enqueue(tx, &job).await?;
+        jobs::enqueue(tx, &collect_job(membership, Some(&id), &intent)).await?;
         Ok(Handled::Applied)
+    }
+}
+
+/// The `membership.collect` job that asks the gateway what an invoice's
+/// payment took and records it (read back by `CollectRequest::of`).
+fn collect_job(membership: &Membership, invoice: Option<&str>, payment_intent: &str) -> NewJob {
+    NewJob {
+        kind: COLLECT_JOB,
+        payload: json!({ "membership": membership.public_id, "invoice": invoice, "payment_intent": payment_intent }),
+        run_at: Timestamp::now(),
+        max_attempts: COLLECT_ATTEMPTS,
     }
 }
 
@@ -875,13 +880,7 @@ impl MembershipEvents {
         record_payments(tx, &self.site, &payments).await?;
         let collections: Vec<NewJob> = unanswered
             .iter()
-            .map(|(i, membership, intent)| NewJob {
-                kind: COLLECT_JOB,
-                payload: json!({ "membership": membership.public_id, "invoice": text(invoices[*i], "id"),
-                                 "payment_intent": intent }),
-                run_at: Timestamp::now(),
-                max_attempts: COLLECT_ATTEMPTS,
-            })
+            .map(|(i, membership, intent)| collect_job(membership, text_ref(invoices[*i], "id"), intent))
             .collect();
         jobs::enqueue_many(tx, &collections).await?;
         let renewed: std::collections::HashSet<usize> = renewals.iter().map(|(i, _, _)| *i).collect();
