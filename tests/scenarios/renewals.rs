@@ -158,12 +158,26 @@ async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through
     let mut tx = t.db.begin().await.unwrap();
     kanpa_ledger::on_tx!(&mut tx, c => sqlx::query(sql).bind(recovering).execute(c).await.unwrap().rows_affected());
     tx.commit().await.unwrap();
+    // One of them first needed the patron to authenticate: its invoice is
+    // known, unpaid, before the batch pays it.
+    receive(&t.db, &stripe, vec![("invoice.payment_action_required", renewals[1].1.clone())]).await;
+    run_until_idle(&workers).await;
+    let authenticated = renewals[1].1["id"].as_str().unwrap().to_owned();
+    let invoice_sql = "SELECT status, stripe_charge_id FROM membership_invoices WHERE stripe_invoice_id = $1";
+    let invoice_row = |id: String| {
+        let db = t.db.clone();
+        async move {
+            on_db!(&db, p => sqlx::query_as::<_, (String, Option<String>)>(invoice_sql).bind(&id).fetch_one(p).await.unwrap())
+        }
+    };
+    assert_eq!(invoice_row(authenticated.clone()).await, ("action_required".to_owned(), None));
     let mut stranger = renewals[0].1.clone();
     stranger["id"] = "in_stranger".into();
     stranger["metadata"] = serde_json::json!({});
     stranger["parent"]["subscription_details"]["metadata"] = serde_json::json!({});
     stranger["parent"]["subscription_details"]["subscription"] = "sub_stranger".into();
     renewals.push(("invoice.paid", stranger));
+    let renewals_paid: Vec<Value> = renewals.iter().map(|(_, invoice)| invoice.clone()).collect();
     receive(&t.db, &stripe, renewals).await;
     let before = payment_intent_lookups(&stripe);
     assert_eq!(workers.run_batch("test").await.unwrap(), 1, "the five invoice events: one job");
@@ -177,6 +191,9 @@ async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through
     let status = "SELECT status FROM memberships WHERE stripe_subscription_id = $1";
     let now: String = on_db!(&t.db, p => sqlx::query_scalar(status).bind(recovering).fetch_one(p).await.unwrap());
     assert_eq!(now, "active", "a paid invoice brings a past-due membership back");
+    let (status, charge) = invoice_row(authenticated.clone()).await;
+    assert_eq!(status, "paid", "the invoice written before is paid by the batch");
+    assert!(charge.is_some_and(|c| c.starts_with("ch_")));
     let statuses = "SELECT COUNT(*) FROM stripe_events WHERE event_type = 'invoice.paid' AND status = 'applied'";
     assert_eq!(count(&t.db, statuses).await, 8);
     let ignored = "SELECT COUNT(*) FROM stripe_events WHERE event_type = 'invoice.paid' AND status = 'ignored'";
@@ -224,4 +241,24 @@ async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through
     assert_eq!(payment_intent_lookups(&stripe), 10);
     assert_eq!(connections(false), 1, "the joins");
     assert_eq!(connections(true), 4, "the lookups");
+
+    // The paid invoices delivered again, under new event ids (as a replay of
+    // the whole history would): the batch finds them paid and changes
+    // nothing — no entry, receipt, email or lifetime total twice.
+    let lifetime = "SELECT CAST(SUM(lifetime_paid) AS BIGINT) FROM memberships";
+    let paid_before = count(&t.db, lifetime).await;
+    let replayed: Vec<(&str, Value)> = [0, 1].iter().map(|n| ("invoice.paid", renewals_paid[*n].clone())).collect();
+    receive(&t.db, &stripe, replayed).await;
+    let before = payment_intent_lookups(&stripe);
+    assert_eq!(workers.run_batch("test").await.unwrap(), 1, "the two events, stored together: one job");
+    assert_eq!(payment_intent_lookups(&stripe) - before, 2, "each payment asked about once");
+    run_until_idle(&workers).await;
+    assert_eq!(posted(&t.db).await, (8, (8, 8, 8)));
+    assert_eq!(count(&t.db, lifetime).await, paid_before);
+    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM receipts").await, 8);
+    let receipts = "SELECT COUNT(*) FROM outbox_emails WHERE template = 'membership_receipt'";
+    assert_eq!(count(&t.db, receipts).await, 8);
+    let replays = "SELECT COUNT(*) FROM stripe_events WHERE event_type = 'invoice.paid' AND status = 'applied'";
+    assert_eq!(count(&t.db, replays).await, 10);
+    assert!(ledger::check(&t.db).await.unwrap().is_clean());
 }

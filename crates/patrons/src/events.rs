@@ -9,7 +9,7 @@
 //! subscription is skipped (`StoredEvent::is_superseded`).
 
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,10 +78,11 @@ pub struct MembershipEvents {
 }
 
 /// What a batch's `invoice.paid` events are, read before its transaction:
-/// each event's JSON, by event id, and by PaymentIntent what the gateway
-/// says each payment took (only those that have gone through).
+/// each event's invoice as a renewal reads it ([`renewal_view`]), by event
+/// id, and by PaymentIntent what the gateway says each payment took (only
+/// those that have gone through).
 struct PaidInvoices {
-    payloads: HashMap<String, Value>,
+    invoices: HashMap<String, Value>,
     collected: HashMap<String, Collected>,
 }
 
@@ -91,16 +92,74 @@ impl PaidInvoices {
     }
 }
 
-/// An event's JSON: as prepared, or read now.
-fn payload_of<'p>(
-    event: &StoredEvent,
-    prepared: Option<&'p PaidInvoices>,
-    read: &'p mut Option<Value>,
-) -> Result<&'p Value, PatronError> {
-    if let Some(payload) = prepared.and_then(|p| p.payloads.get(&event.id)) {
-        return Ok(payload);
+/// The fields of an `invoice.paid` event's invoice that a renewal reads —
+/// id, amounts, hosted page, period, metadata, subscription and payments —
+/// as JSON of the invoice's shape. The rest (its lines' prices, addresses,
+/// tax details) is skipped while parsing rather than built into a tree: a
+/// month-end reads a hundred thousand of them. An event applied on its own
+/// reads its whole payload.
+fn renewal_view(payload: &str) -> Result<Value, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        data: Data,
     }
-    Ok(read.insert(serde_json::from_str(&event.payload).map_err(db_error)?))
+    #[derive(serde::Deserialize)]
+    struct Data {
+        object: Invoice,
+    }
+    #[derive(serde::Deserialize, serde::Serialize, Default)]
+    #[serde(default)]
+    struct Invoice {
+        id: Value,
+        amount_paid: Value,
+        amount_due: Value,
+        hosted_invoice_url: Value,
+        metadata: Value,
+        subscription: Value,
+        payment_intent: Value,
+        parent: Option<Parent>,
+        payments: Option<List<InvoicePayment>>,
+        lines: Option<List<Line>>,
+    }
+    #[derive(serde::Deserialize, serde::Serialize, Default)]
+    #[serde(default)]
+    struct Parent {
+        subscription_details: Option<SubscriptionDetails>,
+    }
+    #[derive(serde::Deserialize, serde::Serialize, Default)]
+    #[serde(default)]
+    struct SubscriptionDetails {
+        metadata: Value,
+        subscription: Value,
+    }
+    #[derive(serde::Deserialize, serde::Serialize)]
+    #[serde(default)]
+    struct List<T> {
+        data: Vec<T>,
+    }
+    impl<T> Default for List<T> {
+        fn default() -> Self {
+            List { data: Vec::new() }
+        }
+    }
+    #[derive(serde::Deserialize, serde::Serialize, Default)]
+    #[serde(default)]
+    struct InvoicePayment {
+        status: Value,
+        payment: Option<Payment>,
+    }
+    #[derive(serde::Deserialize, serde::Serialize, Default)]
+    #[serde(default)]
+    struct Payment {
+        payment_intent: Value,
+    }
+    #[derive(serde::Deserialize, serde::Serialize, Default)]
+    #[serde(default)]
+    struct Line {
+        period: Value,
+    }
+    let event: Event = serde_json::from_str(payload)?;
+    serde_json::to_value(event.data.object)
 }
 
 /// A field naming a Stripe object: its id, or the id of the object it was
@@ -245,8 +304,8 @@ impl MembershipEvents {
         event: &StoredEvent,
         prepared: Option<&PaidInvoices>,
     ) -> Result<Handled, PatronError> {
-        let mut read = None;
-        let object = &payload_of(event, prepared, &mut read)?["data"]["object"];
+        let payload: Value = serde_json::from_str(&event.payload).map_err(db_error)?;
+        let object = &payload["data"]["object"];
         let Some(membership) = membership_of(tx, object).await? else {
             // A charge carrying another domain's reference (a pledge's) is not
             // waited for; one without any may be a membership's invoice payment.
@@ -411,17 +470,7 @@ async fn record_invoices(
     invoices: &[(&Membership, &Value, Option<&str>)],
     status: &str,
 ) -> Result<(), PatronError> {
-    let at = |invoice: &Value, end: &str| {
-        invoice["lines"]["data"][0]["period"][end].as_i64().and_then(Timestamp::from_unix_seconds)
-    };
-    let rows = Rows::new(invoices.len())
-        .int("membership_id", invoices.iter().map(|(m, _, _)| m.id))
-        .opt_text("stripe_invoice_id", invoices.iter().map(|(_, i, _)| text(i, "id")))
-        .int("amount_due", invoices.iter().map(|(_, i, _)| i["amount_due"].as_i64().unwrap_or(0).max(0)))
-        .opt_time("period_start", invoices.iter().map(|(_, i, _)| at(i, "start")))
-        .opt_time("period_end", invoices.iter().map(|(_, i, _)| at(i, "end")))
-        .opt_text("hosted_invoice_url", invoices.iter().map(|(_, i, _)| text(i, "hosted_invoice_url")))
-        .opt_text("payment_intent", invoices.iter().map(|(_, _, pi)| *pi));
+    let rows = invoice_rows(invoices);
     let sql = format!(
         "{} INSERT INTO membership_invoices (membership_id, stripe_invoice_id, status, amount_due, period_start,
                 period_end, hosted_invoice_url, stripe_payment_intent_id, created_at, updated_at)
@@ -438,6 +487,22 @@ async fn record_invoices(
     );
     rows.execute(tx, &sql, &[status.into(), Timestamp::now().into()]).await?;
     Ok(())
+}
+
+/// The columns of invoice rows as their events show them: membership,
+/// Stripe invoice, amount due, period, hosted page and PaymentIntent.
+fn invoice_rows(invoices: &[(&Membership, &Value, Option<&str>)]) -> Rows {
+    let at = |invoice: &Value, end: &str| {
+        invoice["lines"]["data"][0]["period"][end].as_i64().and_then(Timestamp::from_unix_seconds)
+    };
+    Rows::new(invoices.len())
+        .int("membership_id", invoices.iter().map(|(m, _, _)| m.id))
+        .opt_text("stripe_invoice_id", invoices.iter().map(|(_, i, _)| text(i, "id")))
+        .int("amount_due", invoices.iter().map(|(_, i, _)| i["amount_due"].as_i64().unwrap_or(0).max(0)))
+        .opt_time("period_start", invoices.iter().map(|(_, i, _)| at(i, "start")))
+        .opt_time("period_end", invoices.iter().map(|(_, i, _)| at(i, "end")))
+        .opt_text("hosted_invoice_url", invoices.iter().map(|(_, i, _)| text(i, "hosted_invoice_url")))
+        .opt_text("payment_intent", invoices.iter().map(|(_, _, pi)| *pi))
 }
 
 /// Posts the part of a refund not posted yet (`amount_refunded` is
@@ -736,17 +801,16 @@ impl StripeEventHandler for MembershipEvents {
     /// their events, in one transaction, instead of by a job of their own.
     /// A payment the gateway cannot answer for is left to that job.
     async fn prepare(&self, events: &[&StoredEvent]) -> Prepared {
-        let payloads: HashMap<String, Value> = events
+        let invoices: HashMap<String, Value> = events
             .iter()
             .filter(|e| e.event_type == "invoice.paid")
-            .filter_map(|e| Some((e.id.clone(), serde_json::from_str(&e.payload).ok()?)))
+            .filter_map(|e| Some((e.id.clone(), renewal_view(&e.payload).ok()?)))
             .collect();
-        if payloads.is_empty() {
+        if invoices.is_empty() {
             return Prepared::default();
         }
-        let mut intents: Vec<String> = payloads
+        let mut intents: Vec<String> = invoices
             .values()
-            .map(|payload| &payload["data"]["object"])
             .filter(|invoice| invoice["amount_paid"].as_i64().unwrap_or(0) > 0)
             .filter_map(invoice_payment_intent)
             .collect();
@@ -764,7 +828,7 @@ impl StripeEventHandler for MembershipEvents {
                 Err(e) => tracing::info!(payment_intent = %intent, error = %e, "left to a collection job"),
             }
         }
-        Prepared::of(PaidInvoices { payloads, collected })
+        Prepared::of(PaidInvoices { invoices, collected })
     }
 
     async fn handle(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<Handled> {
@@ -805,12 +869,21 @@ impl MembershipEvents {
         events: &[&StoredEvent],
         prepared: Option<&PaidInvoices>,
     ) -> Result<Vec<Handled>, PatronError> {
-        let mut read: Vec<Option<Value>> = vec![None; events.len()];
-        let mut payloads = Vec::with_capacity(events.len());
-        for (event, read) in events.iter().zip(read.iter_mut()) {
-            payloads.push(payload_of(event, prepared, read)?);
-        }
-        let invoices: Vec<&Value> = payloads.iter().map(|p| &p["data"]["object"]).collect();
+        let prepared_invoice = |event: &StoredEvent| prepared.and_then(|p| p.invoices.get(&event.id));
+        // An invoice that cannot be read so is left to `apply`, which reads
+        // the whole event and says what is wrong with it.
+        let read: Vec<Option<Value>> = events
+            .iter()
+            .map(|event| match prepared_invoice(event) {
+                Some(_) => None,
+                None => Some(renewal_view(&event.payload).unwrap_or(Value::Null)),
+            })
+            .collect();
+        let invoices: Vec<&Value> = events
+            .iter()
+            .zip(&read)
+            .map(|(event, read)| read.as_ref().or_else(|| prepared_invoice(event)).unwrap_or(&Value::Null))
+            .collect();
         // Whom each invoice is about, as `membership_of` finds it: our
         // reference, else the subscription it bills.
         let keys: Vec<Option<(bool, String)>> = invoices
@@ -853,16 +926,11 @@ impl MembershipEvents {
         };
         let renewals: Vec<(usize, &Membership, String)> =
             (0..events.len()).filter_map(|i| renewal(i).map(|(m, intent)| (i, m, intent))).collect();
-        let rows: Vec<(&Membership, &Value, Option<&str>)> =
-            renewals.iter().map(|(i, m, intent)| (*m, invoices[*i], Some(intent.as_str()))).collect();
-        record_invoices(tx, &rows, "paid").await?;
-        let intents: Vec<&str> = renewals.iter().map(|(_, _, intent)| intent.as_str()).collect();
-        let kept = take_waiting(tx, "payment_intent_id", &intents).await?;
-        let renewing: HashMap<&str, &Membership> =
-            renewals.iter().map(|(_, m, intent)| (intent.as_str(), *m)).collect();
-        apply_kept_to(tx, kept, |intent| renewing.get(intent).copied()).await?;
         let (answered, unanswered): (Vec<_>, Vec<_>) =
             renewals.iter().partition(|(_, _, intent)| PaidInvoices::collected(prepared, intent).is_some());
+        let waiting: Vec<(&Membership, &Value, Option<&str>)> =
+            unanswered.iter().map(|(i, m, intent)| (*m, invoices[*i], Some(intent.as_str()))).collect();
+        record_invoices(tx, &waiting, "paid").await?;
         let books = PaymentBooks::of_each(tx, answered.iter().map(|(_, m, _)| *m)).await?;
         // Every renewal has an invoice id, and its books were just read.
         let payments: Vec<Payment<'_>> = answered
@@ -873,17 +941,25 @@ impl MembershipEvents {
                     membership,
                     invoice: text_ref(invoices[*i], "id")?,
                     collected: PaidInvoices::collected(prepared, intent)?,
+                    unwritten: Some((invoices[*i], intent.as_str())),
                 })
             })
             .collect::<Option<_>>()
             .ok_or_else(|| db_error("a renewal without its invoice id or books"))?;
         record_payments(tx, &self.site, &payments).await?;
+        // Refunds and disputes kept for these payments apply once every
+        // invoice is written (those answered for, already paid).
+        let intents: Vec<&str> = renewals.iter().map(|(_, _, intent)| intent.as_str()).collect();
+        let kept = take_waiting(tx, "payment_intent_id", &intents).await?;
+        let renewing: HashMap<&str, &Membership> =
+            renewals.iter().map(|(_, m, intent)| (intent.as_str(), *m)).collect();
+        apply_kept_to(tx, kept, |intent| renewing.get(intent).copied()).await?;
         let collections: Vec<NewJob> = unanswered
             .iter()
             .map(|(i, membership, intent)| collect_job(membership, text_ref(invoices[*i], "id"), intent))
             .collect();
         jobs::enqueue_many(tx, &collections).await?;
-        let renewed: std::collections::HashSet<usize> = renewals.iter().map(|(i, _, _)| *i).collect();
+        let renewed: HashSet<usize> = renewals.iter().map(|(i, _, _)| *i).collect();
         let mut handled = vec![Handled::Applied; events.len()];
         for (i, event) in events.iter().enumerate() {
             if !renewed.contains(&i) {
@@ -963,7 +1039,7 @@ async fn record_payment(
     collected: &Collected,
 ) -> Result<(), PatronError> {
     let books = PaymentBooks::of(tx, membership).await?;
-    record_payments(tx, site, &[Payment { books: &books, membership, invoice, collected }]).await
+    record_payments(tx, site, &[Payment { books: &books, membership, invoice, collected, unwritten: None }]).await
 }
 
 /// The email that sends the patron the receipt of a payment.
@@ -1026,7 +1102,8 @@ async fn post_money(
     invoice_id: &str,
     collected: &Collected,
 ) -> Result<bool, PatronError> {
-    let first = post_money_many(tx, &[Payment { books, membership, invoice: invoice_id, collected }]).await?;
+    let payment = Payment { books, membership, invoice: invoice_id, collected, unwritten: None };
+    let first = post_money_many(tx, &[payment]).await?;
     Ok(first.first().copied().unwrap_or(false))
 }
 
@@ -1037,6 +1114,9 @@ struct Payment<'a> {
     membership: &'a Membership,
     invoice: &'a str,
     collected: &'a Collected,
+    /// The invoice as its event shows it, with its PaymentIntent, when its
+    /// row is not written yet: it is then written once, already paid.
+    unwritten: Option<(&'a Value, &'a str)>,
 }
 
 /// The money of several payments, each as [`post_money`] posts one, in a
@@ -1063,25 +1143,7 @@ async fn post_money_many(tx: &mut Tx, payments: &[Payment<'_>]) -> Result<Vec<bo
         }
     }
     ledger::post_many(tx, &entries).await?;
-    let paid = Rows::new(payments.len())
-        .text("invoice", payments.iter().map(|p| p.invoice))
-        .int("membership_id", payments.iter().map(|p| p.membership.id))
-        .text("charge", payments.iter().map(|p| p.collected.charge.as_str()))
-        .int("gross", payments.iter().map(|p| p.collected.gross.amount()))
-        .int("fee", payments.iter().map(|p| p.collected.fee.amount()))
-        .time("paid_at", payments.iter().map(|p| p.collected.created));
-    let sql = format!(
-        "{} UPDATE membership_invoices SET stripe_charge_id = p.charge, amount_paid = p.gross, fee = p.fee,
-                paid_at = p.paid_at, status = 'paid', updated_at = $1
-            FROM p
-            WHERE membership_invoices.stripe_invoice_id = p.invoice
-              AND membership_invoices.membership_id = p.membership_id
-              AND membership_invoices.stripe_charge_id IS NULL
-            RETURNING stripe_invoice_id",
-        paid.with_clause("p", tx.backend(), 1)
-    );
-    let first: std::collections::HashSet<String> =
-        paid.fetch_all::<(String,)>(tx, &sql, &[Timestamp::now().into()]).await?.into_iter().map(|r| r.0).collect();
+    let first = mark_invoices_paid(tx, payments).await?;
     let first: Vec<bool> = payments.iter().map(|p| first.contains(p.invoice)).collect();
     let recorded: Vec<&Payment<'_>> = payments.iter().zip(&first).filter(|(_, f)| **f).map(|(p, _)| p).collect();
     store::payments_recorded(tx, &recorded.iter().map(|p| (p.membership.id, p.collected.created)).collect::<Vec<_>>())
@@ -1090,6 +1152,69 @@ async fn post_money_many(tx: &mut Tx, payments: &[Payment<'_>]) -> Result<Vec<bo
     let kept = take_waiting(tx, "charge_id", &charges).await?;
     apply_kept_to(tx, kept, |charge| recorded.iter().find(|p| p.collected.charge == charge).map(|p| p.membership))
         .await?;
+    Ok(first)
+}
+
+/// Records on each payment's invoice what it collected, in a statement or
+/// two: an invoice already written is marked paid, one not written yet
+/// (`unwritten`) is written paid. The invoices paid for the first time: a
+/// replay, or a payment another transaction recorded first, finds its
+/// invoice's charge already set and changes nothing.
+async fn mark_invoices_paid(tx: &mut Tx, payments: &[Payment<'_>]) -> Result<HashSet<String>, PatronError> {
+    let paid = |rows: Rows, payments: &[&Payment<'_>]| {
+        rows.text("charge", payments.iter().map(|p| p.collected.charge.as_str()))
+            .int("gross", payments.iter().map(|p| p.collected.gross.amount()))
+            .int("fee", payments.iter().map(|p| p.collected.fee.amount()))
+            .time("paid_at", payments.iter().map(|p| p.collected.created))
+    };
+    let (unwritten, written): (Vec<&Payment<'_>>, Vec<&Payment<'_>>) =
+        payments.iter().partition(|p| p.unwritten.is_some());
+    let mut first = HashSet::new();
+    if !written.is_empty() {
+        let rows = Rows::new(written.len())
+            .text("invoice", written.iter().map(|p| p.invoice))
+            .int("membership_id", written.iter().map(|p| p.membership.id));
+        let rows = paid(rows, &written);
+        let sql = format!(
+            "{} UPDATE membership_invoices SET stripe_charge_id = p.charge, amount_paid = p.gross, fee = p.fee,
+                    paid_at = p.paid_at, status = 'paid', updated_at = $1
+                FROM p
+                WHERE membership_invoices.stripe_invoice_id = p.invoice
+                  AND membership_invoices.membership_id = p.membership_id
+                  AND membership_invoices.stripe_charge_id IS NULL
+                RETURNING stripe_invoice_id",
+            rows.with_clause("p", tx.backend(), 1)
+        );
+        first.extend(rows.fetch_all::<(String,)>(tx, &sql, &[Timestamp::now().into()]).await?.into_iter().map(|r| r.0));
+    }
+    if !unwritten.is_empty() {
+        let shown: Vec<(&Membership, &Value, Option<&str>)> = unwritten
+            .iter()
+            .filter_map(|p| p.unwritten.map(|(invoice, intent)| (p.membership, invoice, Some(intent))))
+            .collect();
+        let rows = paid(invoice_rows(&shown), &unwritten);
+        // An invoice another event wrote first is paid here unless its
+        // charge is set already, as the UPDATE above would.
+        let sql = format!(
+            "{} INSERT INTO membership_invoices (membership_id, stripe_invoice_id, status, amount_due, period_start,
+                    period_end, hosted_invoice_url, stripe_payment_intent_id, stripe_charge_id, amount_paid, fee,
+                    paid_at, created_at, updated_at)
+                SELECT membership_id, stripe_invoice_id, 'paid', amount_due, period_start, period_end,
+                       hosted_invoice_url, payment_intent, charge, gross, fee, paid_at, $1, $1
+                FROM i WHERE true ORDER BY n
+                ON CONFLICT (stripe_invoice_id) DO UPDATE SET status = 'paid',
+                    hosted_invoice_url = COALESCE(excluded.hosted_invoice_url, membership_invoices.hosted_invoice_url),
+                    stripe_payment_intent_id =
+                        COALESCE(excluded.stripe_payment_intent_id, membership_invoices.stripe_payment_intent_id),
+                    stripe_charge_id = excluded.stripe_charge_id, amount_paid = excluded.amount_paid,
+                    fee = excluded.fee, paid_at = excluded.paid_at, updated_at = excluded.updated_at
+                WHERE membership_invoices.stripe_charge_id IS NULL
+                  AND membership_invoices.membership_id = excluded.membership_id
+                RETURNING stripe_invoice_id",
+            rows.with_clause("i", tx.backend(), 1)
+        );
+        first.extend(rows.fetch_all::<(String,)>(tx, &sql, &[Timestamp::now().into()]).await?.into_iter().map(|r| r.0));
+    }
     Ok(first)
 }
 
@@ -1209,7 +1334,7 @@ impl JobHandler for CollectInvoice {
         let mut batch = Vec::with_capacity(payments.len());
         for (membership, invoice, collected) in &payments {
             let books = PaymentBooks::kept_for(&books, membership).ok_or_else(|| retry(db_error("books not read")))?;
-            batch.push(Payment { books, membership, invoice, collected });
+            batch.push(Payment { books, membership, invoice, collected, unwritten: None });
         }
         record_payments(&mut tx, &self.site, &batch).await.map_err(retry)?;
         Ok(tx)
@@ -1241,4 +1366,55 @@ async fn record_payments(tx: &mut Tx, site: &Site, payments: &[Payment<'_>]) -> 
         .collect();
     outbox::enqueue_many(tx, &emails, &site.mail_domain).await.map_err(outbox_error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a renewal reads of an invoice, by the same helpers.
+    fn read(invoice: &Value) -> Vec<Value> {
+        let period = |end: &str| invoice["lines"]["data"][0]["period"][end].clone();
+        vec![
+            json!(text(invoice, "id")),
+            invoice["amount_paid"].clone(),
+            invoice["amount_due"].clone(),
+            json!(text(invoice, "hosted_invoice_url")),
+            period("start"),
+            period("end"),
+            json!(kanpa_reference(invoice)),
+            json!(kanpa_reference(&invoice["parent"]["subscription_details"])),
+            json!(invoice_subscription(invoice)),
+            json!(invoice_payment_intent(invoice)),
+        ]
+    }
+
+    fn event_of(invoice: Value) -> String {
+        json!({ "id": "evt_1", "object": "event", "type": "invoice.paid", "data": { "object": invoice } }).to_string()
+    }
+
+    #[test]
+    fn a_renewal_reads_of_its_view_what_it_reads_of_the_whole_invoice() {
+        let fixtures: Value =
+            serde_json::from_str(include_str!("../../../tests/support/stripe_fixtures.json")).unwrap();
+        let stripes_own = fixtures["resources"]["invoice"].clone();
+        let mut ours = stripes_own.clone();
+        ours["id"] = json!("in_renewal");
+        ours["amount_paid"] = json!(3000);
+        ours["parent"]["subscription_details"] =
+            json!({ "subscription": "sub_1", "metadata": { "kanpa_kind": "membership", "kanpa_ref": "mb_1" } });
+        ours["payments"] = json!({ "object": "list", "data": [
+            { "status": "canceled", "payment": { "type": "payment_intent", "payment_intent": "pi_failed" } },
+            { "status": "paid", "payment": { "type": "payment_intent", "payment_intent": { "id": "pi_paid" } } },
+        ] });
+        let mut bare = stripes_own.clone();
+        bare["parent"] = Value::Null;
+        for invoice in [stripes_own, ours, bare] {
+            let view = renewal_view(&event_of(invoice.clone())).unwrap();
+            assert_eq!(read(&view), read(&invoice), "{view}");
+        }
+        let view = renewal_view(&event_of(json!({ "id": "in_2", "parent": null, "payments": null }))).unwrap();
+        assert_eq!(invoice_payment_intent(&view), None);
+        assert!(renewal_view(&event_of(json!({ "lines": "not a list" }))).is_err());
+    }
 }
