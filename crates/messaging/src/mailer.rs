@@ -16,9 +16,23 @@ pub enum SendError {
     Permanent(String),
 }
 
+/// Messages a mailer's default [`Mailer::send_many`] has in flight at once.
+const IN_FLIGHT: usize = 4;
+
 #[async_trait]
 pub trait Mailer: Send + Sync {
     async fn send(&self, message: &Message) -> Result<(), SendError>;
+
+    /// Sends several messages, each as [`Mailer::send`] would; what became
+    /// of each, in order. By default a few are in flight at once.
+    async fn send_many(&self, messages: &[Message]) -> Vec<Result<(), SendError>> {
+        use futures::StreamExt;
+        let mut sends = Vec::with_capacity(messages.len());
+        for message in messages {
+            sends.push(self.send(message));
+        }
+        futures::stream::iter(sends).buffered(IN_FLIGHT).collect().await
+    }
 
     /// A name for logs and `kanpa mail test`.
     fn describe(&self) -> String;
@@ -36,26 +50,47 @@ impl FileMailer {
     }
 }
 
+/// The file name of a message: its Message-ID, kept to safe characters.
+fn file_stem(message: &Message) -> String {
+    message
+        .headers()
+        .get_raw("Message-ID")
+        .unwrap_or("<unnamed>")
+        .trim_matches(|c| c == '<' || c == '>')
+        .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'), "_")
+}
+
+/// Writes a message beside its final name, then renames it there, so a
+/// reader never sees half a message.
+fn write_file(dir: &std::path::Path, stem: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{stem}.eml.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(format!("{stem}.eml")))
+}
+
 #[async_trait]
 impl Mailer for FileMailer {
     async fn send(&self, message: &Message) -> Result<(), SendError> {
-        let id = message
-            .headers()
-            .get_raw("Message-ID")
-            .unwrap_or("<unnamed>")
-            .trim_matches(|c| c == '<' || c == '>')
-            .replace(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'), "_");
-        let bytes = message.formatted();
+        self.send_many(std::slice::from_ref(message)).await.pop().unwrap_or(Ok(()))
+    }
+
+    /// Writes the whole batch in one blocking task: a hand-off to the
+    /// blocking pool per batch, not per message.
+    async fn send_many(&self, messages: &[Message]) -> Vec<Result<(), SendError>> {
+        let files: Vec<(String, Vec<u8>)> = messages.iter().map(|m| (file_stem(m), m.formatted())).collect();
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!(".{id}.eml.tmp"));
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, dir.join(format!("{id}.eml")))
+        let written = tokio::task::spawn_blocking(move || match std::fs::create_dir_all(&dir) {
+            Ok(()) => files.iter().map(|(stem, bytes)| write_file(&dir, stem, bytes)).collect(),
+            Err(e) => files.iter().map(|_| Err(std::io::Error::new(e.kind(), e.to_string()))).collect::<Vec<_>>(),
         })
-        .await
-        .map_err(|e| SendError::Transient(e.to_string()))?
-        .map_err(|e| SendError::Transient(format!("writing to {}: {e}", self.dir.display())))
+        .await;
+        match written {
+            Ok(written) => written
+                .into_iter()
+                .map(|w| w.map_err(|e| SendError::Transient(format!("writing to {}: {e}", self.dir.display()))))
+                .collect(),
+            Err(e) => messages.iter().map(|_| Err(SendError::Transient(e.to_string()))).collect(),
+        }
     }
 
     fn describe(&self) -> String {

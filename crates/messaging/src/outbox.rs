@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use kanpa_ledger::rows::Rows;
 use kanpa_ledger::{Db, Locale, Timestamp, Tx, on_db, on_tx};
 use lettre::message::Mailbox;
@@ -199,11 +198,7 @@ impl JobHandler for SendEmail {
             format!("{} {SELECT} WHERE id IN (SELECT id FROM wanted)", wanted.with_clause("wanted", db.backend(), 0));
         let rows: Vec<OutboxEmail> = wanted.read_all(db, &sql, &[]).await?;
         let pending: Vec<&OutboxEmail> = rows.iter().filter(|row| row.status == "pending").collect();
-        let mut sends = Vec::with_capacity(pending.len());
-        for row in &pending {
-            sends.push(self.send(row));
-        }
-        let sent: Vec<Delivery> = futures::stream::iter(sends).buffered(SENDING).collect().await;
+        let sent = self.send_all(&pending).await;
         let outcomes: Vec<(i64, Delivery)> = pending.iter().map(|row| row.id).zip(sent).collect();
         let deferred = outcomes.iter().find_map(|(_, sent)| match sent {
             Delivery::Deferred(reason) => Some(reason.clone()),
@@ -242,32 +237,49 @@ impl SendEmail {
         email::build_message(&self.settings.from, &to, row.to_name.as_deref(), &row.message_id, &rendered)
     }
 
-    /// Renders and sends one stored email.
-    async fn send(&self, row: &OutboxEmail) -> Delivery {
-        let message = match self.build(row) {
-            Ok(message) => message,
-            Err(e) => return Delivery::Refused(e.to_string()),
-        };
-        match self.mailer.send(&message).await {
-            Ok(()) => {
-                metrics::counter!("kanpa_emails_total", "outcome" => "sent").increment(1);
-                Delivery::Sent
-            }
-            Err(SendError::Permanent(reason)) => {
-                metrics::counter!("kanpa_emails_total", "outcome" => "failed").increment(1);
-                tracing::warn!(email = row.id, reason = %reason, "email refused permanently");
-                Delivery::Refused(reason)
-            }
-            Err(SendError::Transient(reason)) => {
-                metrics::counter!("kanpa_emails_total", "outcome" => "deferred").increment(1);
-                Delivery::Deferred(reason)
+    /// Renders the stored emails and hands those that render to the mailer
+    /// together; what became of each, in order.
+    async fn send_all(&self, rows: &[&OutboxEmail]) -> Vec<Delivery> {
+        let mut messages = Vec::with_capacity(rows.len());
+        let mut unrenderable = Vec::with_capacity(rows.len());
+        for row in rows {
+            match self.build(row) {
+                Ok(message) => {
+                    messages.push(message);
+                    unrenderable.push(None);
+                }
+                Err(e) => unrenderable.push(Some(e.to_string())),
             }
         }
+        let mut sent = self.mailer.send_many(&messages).await.into_iter();
+        rows.iter()
+            .zip(unrenderable)
+            .map(|(row, unrenderable)| match unrenderable {
+                Some(reason) => Delivery::Refused(reason),
+                None => delivery(row, sent.next().unwrap_or_else(|| Err(SendError::Transient("not sent".into())))),
+            })
+            .collect()
     }
 }
 
-/// Emails a batch sends at once.
-const SENDING: usize = 4;
+/// What a mailer's answer means for a stored email, counted.
+fn delivery(row: &OutboxEmail, sent: Result<(), SendError>) -> Delivery {
+    match sent {
+        Ok(()) => {
+            metrics::counter!("kanpa_emails_total", "outcome" => "sent").increment(1);
+            Delivery::Sent
+        }
+        Err(SendError::Permanent(reason)) => {
+            metrics::counter!("kanpa_emails_total", "outcome" => "failed").increment(1);
+            tracing::warn!(email = row.id, reason = %reason, "email refused permanently");
+            Delivery::Refused(reason)
+        }
+        Err(SendError::Transient(reason)) => {
+            metrics::counter!("kanpa_emails_total", "outcome" => "deferred").increment(1);
+            Delivery::Deferred(reason)
+        }
+    }
+}
 
 /// What became of sending one email.
 enum Delivery {
