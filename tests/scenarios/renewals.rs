@@ -252,6 +252,8 @@ async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through
     let before = payment_intent_lookups(&stripe);
     assert_eq!(workers.run_batch("test").await.unwrap(), 1, "the two events, stored together: one job");
     assert_eq!(payment_intent_lookups(&stripe) - before, 2, "each payment asked about once");
+    let left = kanpa_messaging::jobs::counts(&t.db).await.unwrap();
+    assert_eq!(left, (0, 0, 0), "applied together: no job split for its events to retry alone, no email");
     run_until_idle(&workers).await;
     assert_eq!(posted(&t.db).await, (8, (8, 8, 8)));
     assert_eq!(count(&t.db, lifetime).await, paid_before);

@@ -470,6 +470,9 @@ async fn record_invoices(
     invoices: &[(&Membership, &Value, Option<&str>)],
     status: &str,
 ) -> Result<(), PatronError> {
+    if invoices.is_empty() {
+        return Ok(());
+    }
     let rows = invoice_rows(invoices);
     let sql = format!(
         "{} INSERT INTO membership_invoices (membership_id, stripe_invoice_id, status, amount_due, period_start,
