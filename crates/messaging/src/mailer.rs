@@ -131,3 +131,45 @@ impl Mailer for SmtpMailer {
         format!("SMTP at {}", self.host)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> Message {
+        Message::builder()
+            .from("kanpa <noreply@kanpa.invalid>".parse().unwrap())
+            .to("hanako@example.jp".parse().unwrap())
+            .subject("領収書")
+            .message_id(Some(format!("<{id}@kanpa.example>")))
+            .body(String::from("本文"))
+            .unwrap()
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn the_file_mailer_writes_a_batch_one_file_each_and_says_when_it_cannot() {
+        let dir = std::env::temp_dir().join(format!("kanpa-mailer-{}", uuid::Uuid::new_v4()));
+        let mailer = FileMailer::new(&dir);
+        assert_eq!(mailer.send_many(&[message("a1"), message("b2")]).await, vec![Ok(()), Ok(())]);
+        assert_eq!(names(&dir), ["a1_kanpa.example.eml", "b2_kanpa.example.eml"], "no temporary file left");
+        let written = std::fs::read_to_string(dir.join("a1_kanpa.example.eml")).unwrap();
+        assert!(written.contains("Message-ID: <a1@kanpa.example>"));
+        // Sent again, the same message replaces its file.
+        assert_eq!(mailer.send(&message("a1")).await, Ok(()));
+        assert_eq!(names(&dir).len(), 2);
+        // A file where the directory should be: every message of the batch
+        // is reported as worth retrying, none as sent.
+        let blocked = FileMailer::new(dir.join("a1_kanpa.example.eml"));
+        let sent = blocked.send_many(&[message("c3"), message("d4")]).await;
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|s| matches!(s, Err(SendError::Transient(_)))), "{sent:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
