@@ -9,6 +9,7 @@
 //! subscription is skipped (`StoredEvent::is_superseded`).
 
 use futures::StreamExt;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -872,21 +873,16 @@ impl MembershipEvents {
         events: &[&StoredEvent],
         prepared: Option<&PaidInvoices>,
     ) -> Result<Vec<Handled>, PatronError> {
-        let prepared_invoice = |event: &StoredEvent| prepared.and_then(|p| p.invoices.get(&event.id));
-        // An invoice that cannot be read so is left to `apply`, which reads
-        // the whole event and says what is wrong with it.
-        let read: Vec<Option<Value>> = events
+        // As prepared, or read now. An invoice that cannot be read so is left
+        // to `apply`, which reads the whole event and says what is wrong.
+        let read: Vec<Cow<'_, Value>> = events
             .iter()
-            .map(|event| match prepared_invoice(event) {
-                Some(_) => None,
-                None => Some(renewal_view(&event.payload).unwrap_or(Value::Null)),
+            .map(|event| match prepared.and_then(|p| p.invoices.get(&event.id)) {
+                Some(invoice) => Cow::Borrowed(invoice),
+                None => Cow::Owned(renewal_view(&event.payload).unwrap_or(Value::Null)),
             })
             .collect();
-        let invoices: Vec<&Value> = events
-            .iter()
-            .zip(&read)
-            .map(|(event, read)| read.as_ref().or_else(|| prepared_invoice(event)).unwrap_or(&Value::Null))
-            .collect();
+        let invoices: Vec<&Value> = read.iter().map(|invoice| invoice.as_ref()).collect();
         // Whom each invoice is about, as `membership_of` finds it: our
         // reference, else the subscription it bills.
         let keys: Vec<Option<(bool, String)>> = invoices
@@ -944,7 +940,7 @@ impl MembershipEvents {
                     membership,
                     invoice: text_ref(invoices[*i], "id")?,
                     collected: PaidInvoices::collected(prepared, intent)?,
-                    unwritten: Some((invoices[*i], intent.as_str())),
+                    unwritten: Some(invoices[*i]),
                 })
             })
             .collect::<Option<_>>()
@@ -1117,9 +1113,9 @@ struct Payment<'a> {
     membership: &'a Membership,
     invoice: &'a str,
     collected: &'a Collected,
-    /// The invoice as its event shows it, with its PaymentIntent, when its
-    /// row is not written yet: it is then written once, already paid.
-    unwritten: Option<(&'a Value, &'a str)>,
+    /// The invoice as its event shows it, when its row is not written yet:
+    /// it is then written once, already paid.
+    unwritten: Option<&'a Value>,
 }
 
 /// The money of several payments, each as [`post_money`] posts one, in a
@@ -1193,7 +1189,9 @@ async fn mark_invoices_paid(tx: &mut Tx, payments: &[Payment<'_>]) -> Result<Has
     if !unwritten.is_empty() {
         let shown: Vec<(&Membership, &Value, Option<&str>)> = unwritten
             .iter()
-            .filter_map(|p| p.unwritten.map(|(invoice, intent)| (p.membership, invoice, Some(intent))))
+            .filter_map(|p| {
+                p.unwritten.map(|invoice| (p.membership, invoice, Some(p.collected.payment_intent.as_str())))
+            })
             .collect();
         let rows = paid(invoice_rows(&shown), &unwritten);
         // An invoice another event wrote first is paid here unless its
