@@ -19,6 +19,8 @@ use axum::extract::{ConnectInfo, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::serve::{IncomingStream, Listener};
+use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -159,8 +161,10 @@ struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, body: &Value) -> Reply {
-        Reply { status, body: body.to_string(), replayed: false }
+    fn json(status: u16, body: &impl Serialize) -> Reply {
+        // Objects with string keys always serialise.
+        let body = serde_json::to_string(body).unwrap_or_default();
+        Reply { status, body, replayed: false }
     }
 
     fn error(error: &ApiError) -> Reply {
@@ -311,34 +315,49 @@ fn process(
 
 fn run(state: &mut State, method: &Method, path: &str, form: &Form) -> Reply {
     match dispatch(state, method, path, form) {
-        Ok(object) => Reply::json(200, &expand(state, object, &form.strings("expand"))),
+        Ok(object) => {
+            let expand = form.strings("expand");
+            let paths: Vec<Vec<&str>> = expand.iter().map(|path| path.split('.').collect()).collect();
+            let paths: Vec<&[&str]> = paths.iter().map(Vec::as_slice).collect();
+            Reply::json(200, &Expanded { state, value: &object, paths })
+        }
         Err(error) => Reply::error(&error),
     }
 }
 
-/// Replaces ids by the objects they name for the `expand[]` paths given
+/// An object as Stripe answers it with the `expand[]` paths given
 /// ("latest_charge", "latest_charge.balance_transaction",
-/// "balance_transaction"), as Stripe does.
-fn expand(state: &State, mut object: Value, paths: &[String]) -> Value {
-    for path in paths {
-        let mut parts = path.split('.');
-        let Some(first) = parts.next() else { continue };
-        let rest: Vec<&str> = parts.collect();
-        expand_path(state, &mut object, first, &rest);
-    }
-    object
+/// "balance_transaction"): each id on a path replaced by the object it
+/// names, written out from the store without copying either.
+struct Expanded<'a> {
+    state: &'a State,
+    value: &'a Value,
+    /// What is left of each path below `value`.
+    paths: Vec<&'a [&'a str]>,
 }
 
-fn expand_path(state: &State, object: &mut Value, key: &str, rest: &[&str]) {
-    if let Some(id) = object[key].as_str().map(str::to_owned)
-        && let Some(found) = state.get(&id)
-    {
-        object[key] = found.clone();
-    }
-    if let (Some((next, tail)), Some(inner)) = (rest.split_first(), object.get_mut(key))
-        && inner.is_object()
-    {
-        expand_path(state, inner, next, tail);
+impl Serialize for Expanded<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Value::Object(fields) = self.value else { return self.value.serialize(serializer) };
+        if self.paths.is_empty() {
+            return self.value.serialize(serializer);
+        }
+        let mut out = serializer.serialize_map(Some(fields.len()))?;
+        for (key, value) in fields {
+            let below: Vec<&[&str]> = self
+                .paths
+                .iter()
+                .filter_map(|path| path.split_first().filter(|(first, _)| *first == key).map(|(_, rest)| rest))
+                .collect();
+            if below.is_empty() {
+                out.serialize_entry(key, value)?;
+                continue;
+            }
+            let value = value.as_str().and_then(|id| self.state.get(id)).unwrap_or(value);
+            let paths = below.into_iter().filter(|rest| !rest.is_empty()).collect();
+            out.serialize_entry(key, &Expanded { state: self.state, value, paths })?;
+        }
+        out.end()
     }
 }
 
