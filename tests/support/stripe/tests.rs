@@ -360,21 +360,18 @@ async fn off_session_payments_succeed_or_are_declined_like_stripe() {
     assert!(succeeded.latest_charge.is_some());
     // Expansion replaces the ids on each path by their objects, and only
     // those: one level, then two.
-    let one = RetrievePaymentIntent::new(succeeded.id.clone())
-        .expand(["latest_charge".to_owned()])
-        .send(&client)
-        .await
-        .expect("retrieve, charge expanded");
-    let first = one.latest_charge.as_ref().and_then(|c| c.as_object()).expect("the charge, expanded");
+    let api = &client;
+    let expanded = |path: &str| {
+        let request = RetrievePaymentIntent::new(succeeded.id.clone()).expand([path.to_owned()]);
+        async move { request.send(api).await.expect("retrieve, expanded").latest_charge }
+    };
+    let one = expanded("latest_charge").await;
+    let first = one.as_ref().and_then(|c| c.as_object()).expect("the charge, expanded");
     assert_eq!(first.amount, 3000);
     let fee_id = first.balance_transaction.as_ref().expect("a balance transaction");
     assert!(fee_id.as_object().is_none(), "not asked for, so left an id");
-    let two = RetrievePaymentIntent::new(succeeded.id.clone())
-        .expand(["latest_charge.balance_transaction".to_owned()])
-        .send(&client)
-        .await
-        .expect("retrieve, charge and balance transaction expanded");
-    let second = two.latest_charge.as_ref().and_then(|c| c.as_object()).expect("the charge, expanded");
+    let two = expanded("latest_charge.balance_transaction").await;
+    let second = two.as_ref().and_then(|c| c.as_object()).expect("the charge, expanded");
     assert_eq!(second.id, first.id);
     let balance = second.balance_transaction.as_ref().and_then(|b| b.as_object()).expect("its balance transaction");
     assert_eq!((balance.id.as_str(), balance.amount), (fee_id.id().as_str(), 3000));
