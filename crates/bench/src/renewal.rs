@@ -389,14 +389,18 @@ async fn scalar(db: &Db, sql: &'static str) -> anyhow::Result<i64> {
 /// this counts invoices applied without scanning the outbox while the server
 /// works; the books check afterwards counts the emails themselves.
 const RECEIPTS_QUEUED: &str = "SELECT CAST(COALESCE(SUM(last_number), 0) AS BIGINT) FROM receipt_sequences";
-/// Jobs still to apply Stripe events (the inbox's `stripe.event` kind, not
-/// given up on): none left means every event stored was applied, as each
-/// job is deleted in the transaction applying its events. Counting pending
-/// events instead scans the whole inbox (270 MB at 100,000 invoices), which
-/// every half second took CPU from the server just as it worked through the
-/// last of the backlog.
-const EVENT_JOBS_LEFT: &str = "SELECT COUNT(*) FROM jobs WHERE kind = 'stripe.event' AND state <> 'dead'";
 const EVENTS_PENDING: &str = "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'";
+
+/// Jobs still to apply Stripe events (the inbox's kind, not given up on):
+/// none left means every event stored was applied, as each job is deleted
+/// in the transaction applying its events. Counting pending events instead
+/// scans the whole inbox (270 MB at 100,000 invoices), which every half
+/// second took CPU from the server just as it worked through the last of
+/// the backlog.
+async fn event_jobs_left(db: &Db) -> anyhow::Result<i64> {
+    let sql = "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND state <> 'dead'";
+    Ok(on_db!(db, p => sqlx::query_scalar(sql).bind(kanpa_messaging::inbox::JOB_KIND).fetch_one(p).await?))
+}
 
 struct Run {
     seeded: Duration,
@@ -485,7 +489,7 @@ async fn renewal(
     let mut reported = Instant::now();
     let mut events_applied = None;
     loop {
-        if events_applied.is_none() && scalar(&target.db, EVENT_JOBS_LEFT).await? == 0 {
+        if events_applied.is_none() && event_jobs_left(&target.db).await? == 0 {
             events_applied = Some(started.elapsed());
         }
         let queued = scalar(&target.db, RECEIPTS_QUEUED).await?;
