@@ -71,7 +71,8 @@ fn write_file(dir: &std::path::Path, stem: &str, bytes: &[u8]) -> std::io::Resul
 #[async_trait]
 impl Mailer for FileMailer {
     async fn send(&self, message: &Message) -> Result<(), SendError> {
-        self.send_many(std::slice::from_ref(message)).await.pop().unwrap_or(Ok(()))
+        let written = self.send_many(std::slice::from_ref(message)).await.pop();
+        written.unwrap_or_else(|| Err(SendError::Transient("not written".into())))
     }
 
     /// Writes the whole batch in one blocking task: a hand-off to the
