@@ -338,10 +338,10 @@ struct Expanded<'a> {
 
 impl Serialize for Expanded<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let Value::Object(fields) = self.value else { return self.value.serialize(serializer) };
-        if self.paths.is_empty() {
-            return self.value.serialize(serializer);
-        }
+        let fields = match self.value {
+            Value::Object(fields) if !self.paths.is_empty() => fields,
+            plain => return plain.serialize(serializer),
+        };
         let mut out = serializer.serialize_map(Some(fields.len()))?;
         for (key, value) in fields {
             let below: Vec<&[&str]> = self
