@@ -65,6 +65,7 @@ async fn count(db: &Db, table: &str) -> i64 {
 on_both_backends!(
     posting_the_same_key_twice_writes_one_entry,
     postings_and_entries_cannot_be_changed_even_with_raw_sql,
+    the_ledgers_references_hold_even_with_raw_sql,
     a_reversal_restores_balances_and_happens_once,
     another_organisations_account_or_currency_is_refused_and_nothing_is_written,
     many_concurrent_posters_keep_the_books_true_and_ledger_check_says_so,
@@ -120,6 +121,80 @@ async fn postings_and_entries_cannot_be_changed_even_with_raw_sql(backend: TestB
     }
     assert_eq!(count(&t.db, "postings").await, 2);
     assert!(store::check(&t.db).await.unwrap().is_clean());
+}
+
+/// What a posting or an entry refers to must exist, and what the ledger
+/// refers to cannot be removed or renumbered: foreign keys on SQLite,
+/// statement-level checks on PostgreSQL (migration 0021), the same errors.
+async fn the_ledgers_references_hold_even_with_raw_sql(backend: TestBackend) {
+    let Some(t) = TestDb::new(backend).await else {
+        return;
+    };
+    let books = open_books(&t.db, "chapter", 1).await;
+    let (stripe, fund) = (books.accounts[0].id.0, books.accounts[2].id.0);
+    let entry =
+        NewEntry::transfer(header(books.org, "k1"), books.accounts[0].id, books.accounts[2].id, Money::yen(700))
+            .unwrap();
+    let entry_id = store::post_entry(&t.db, &entry).await.unwrap().entry_id().0;
+    let org = books.org.0;
+    // An organisation with an entry but no accounts of its own, which
+    // nothing but the entry refers to.
+    exec_raw(&t.db, &format!("INSERT INTO organisations (slug, name, created_at) SELECT 'bare', 'Bare', created_at FROM organisations WHERE id = {org}"))
+        .await
+        .unwrap();
+    exec_raw(
+        &t.db,
+        &format!(
+            "INSERT INTO ledger_entries (org_id, idempotency_key, occurred_at, recorded_at, description)
+         SELECT o.id, 'bare-1', e.occurred_at, e.recorded_at, e.description
+         FROM organisations o, ledger_entries e WHERE o.slug = 'bare' AND e.id = {entry_id}"
+        ),
+    )
+    .await
+    .unwrap();
+    let fund_before = store::balance(&t.db, books.accounts[2].id).await.unwrap();
+
+    let refused = [
+        // A posting's account, in a statement whose other row is sound.
+        format!(
+            "INSERT INTO ledger_postings (entry_id, account_id, amount, currency)
+             VALUES ({entry_id}, {stripe}, 5, 'JPY'), ({entry_id}, 999999, -5, 'JPY')"
+        ),
+        format!(
+            "INSERT INTO ledger_postings (entry_id, account_id, amount, currency) VALUES (999999, {fund}, 5, 'JPY')"
+        ),
+        format!(
+            "INSERT INTO ledger_entries (org_id, idempotency_key, occurred_at, recorded_at, description)
+             SELECT 999999, 'orphan', occurred_at, recorded_at, description FROM ledger_entries WHERE id = {entry_id}"
+        ),
+        format!("DELETE FROM ledger_accounts WHERE id = {fund}"),
+        format!("UPDATE ledger_accounts SET id = 999999 WHERE id = {stripe}"),
+        format!("DELETE FROM organisations WHERE id = {org}"),
+        format!("UPDATE organisations SET id = 999999 WHERE id = {org}"),
+        "DELETE FROM organisations WHERE slug = 'bare'".to_owned(),
+        "UPDATE organisations SET id = 999999 WHERE slug = 'bare'".to_owned(),
+    ];
+    for sql in &refused {
+        match exec_raw(&t.db, sql).await {
+            Err(sqlx::Error::Database(e)) => {
+                assert_eq!(e.kind(), sqlx::error::ErrorKind::ForeignKeyViolation, "{sql}: {e}");
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    // What does not renumber a row is not refused.
+    let renamed = exec_raw(&t.db, &format!("UPDATE ledger_accounts SET name = 'Renamed fund' WHERE id = {fund}")).await;
+    assert_eq!(renamed.unwrap(), 1);
+
+    assert_eq!(count(&t.db, "entries").await, 2);
+    assert_eq!(count(&t.db, "postings").await, 2);
+    assert_eq!(store::balance(&t.db, books.accounts[2].id).await.unwrap(), fund_before);
+    // The bare organisation's entry has no postings, and the check says so;
+    // nothing else is amiss.
+    let report = store::check(&t.db).await.unwrap();
+    assert_eq!(report.short_entries.len(), 1, "{report:?}");
+    assert!(report.unbalanced_entries.is_empty() && report.balance_mismatches.is_empty(), "{report:?}");
+    assert!(report.missing_balances.is_empty() && report.misplaced_postings.is_empty(), "{report:?}");
 }
 
 async fn a_reversal_restores_balances_and_happens_once(backend: TestBackend) {
