@@ -230,6 +230,17 @@ impl FakeStripe {
         self.shared.lock().card_declines.insert(payment_method.to_owned(), code.to_owned());
     }
 
+    /// Answers the `GET` requests `answer` knows (given the path, such as
+    /// `/v1/payment_intents/pi_…`, and the `expand[]` values) with the text
+    /// it returns, instead of rendering them from the stored objects. For a
+    /// load generator whose objects are copies of one template: it keeps
+    /// the template's answer, checked against the fake's own, and fills in
+    /// the ids. Keys, faults, rate limits and the request log apply as to
+    /// any request.
+    pub fn answer_reads_with(&self, answer: impl Fn(&str, &[String]) -> Option<String> + Send + Sync + 'static) {
+        self.shared.lock().reads = Some(Arc::new(answer));
+    }
+
     /// Answers 429 `rate_limit` to requests beyond `per_second` in any one
     /// second, as Stripe's rate limiter does.
     pub fn set_rate_limit(&self, per_second: u32) {

@@ -2,6 +2,7 @@
 //! showing them on the objects, and the knobs tests turn.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -44,7 +45,14 @@ pub(crate) struct State {
     /// `FakeStripe::emit_events`), and those not yet delivered, oldest first.
     pub emit_events: bool,
     pub pending_events: Vec<Value>,
+    /// Reads answered from a copy the caller keeps (see
+    /// `FakeStripe::answer_reads_with`).
+    pub reads: Option<Arc<ReadAnswer>>,
 }
+
+/// The text of a `GET` answer, given its path and `expand[]` values, or
+/// `None` to render it from the stored objects.
+pub type ReadAnswer = dyn Fn(&str, &[String]) -> Option<String> + Send + Sync;
 
 /// An object and when it was first stored: lists order by `created`, then
 /// by this, so objects created in the same second keep their order.
@@ -85,6 +93,7 @@ impl State {
             checkout_plans: HashMap::new(),
             emit_events: false,
             pending_events: Vec::new(),
+            reads: None,
         }
     }
 

@@ -222,6 +222,52 @@ async fn customers_are_created_and_retrieved() {
     assert_eq!(recorded[1].method, "GET");
 }
 
+/// A load generator's reads answered from its own copy: only the `GET`s
+/// the answer knows, after the key check, logged like any other request.
+#[tokio::test]
+async fn reads_can_be_answered_from_a_kept_copy() {
+    let (fake, client) = fake_and_client().await;
+    let stored = customer_id(&client).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = {
+        let seen = Arc::clone(&seen);
+        move |path: &str, expand: &[String]| {
+            seen.lock().unwrap().push((path.to_owned(), expand.to_vec()));
+            let id = path.strip_prefix("/v1/customers/cus_kept_")?;
+            Some(format!(
+                r#"{{"id":"cus_kept_{id}","object":"customer","email":"kept-{id}@example.com","created":1,"livemode":false}}"#
+            ))
+        }
+    };
+    fake.answer_reads_with(kept);
+
+    let api = &client;
+    let retrieve = |id: &str| {
+        let request = RetrieveCustomer::new(id.to_owned()).expand(["invoice_settings".to_owned()]);
+        async move { request.send(api).await }
+    };
+    let email = |returned: RetrieveCustomerReturned| match returned {
+        RetrieveCustomerReturned::Customer(customer) => customer.email,
+        RetrieveCustomerReturned::DeletedCustomer(_) => panic!("not deleted"),
+    };
+    assert_eq!(email(retrieve("cus_kept_7").await.expect("the kept copy")).as_deref(), Some("kept-7@example.com"));
+    // Not known to the answer: rendered from the store.
+    assert_eq!(email(retrieve(&stored).await.expect("the stored customer")).as_deref(), Some("patron@example.com"));
+    let (_, status) = stripe_error(retrieve("cus_nosuchthing").await.expect_err("neither kept nor stored"));
+    assert_eq!(status, 404);
+    // Writes are never answered from the copy.
+    CreateCustomer::new().email("second@example.com").send(&client).await.expect("create");
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "asked for the three reads only: {seen:?}");
+    assert_eq!(seen[0], ("/v1/customers/cus_kept_7".to_owned(), vec!["invoice_settings".to_owned()]));
+    let http = reqwest::Client::new();
+    let unkeyed = http.get(format!("{}v1/customers/cus_kept_7", fake.api_base())).send().await.expect("request");
+    assert_eq!(unkeyed.status(), 401, "the key is checked first");
+    let logged = fake.requests();
+    assert_eq!(logged.iter().filter(|r| r.path == "/v1/customers/cus_kept_7").count(), 2);
+}
+
 #[tokio::test]
 async fn unknown_ids_are_resource_missing_and_a_missing_key_is_refused() {
     let (fake, client) = fake_and_client().await;
