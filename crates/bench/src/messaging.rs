@@ -22,7 +22,7 @@ use kanpa_testkit::smtp::SmtpSink;
 use kanpa_testkit::stripe::FakeStripe;
 use tokio::task::JoinSet;
 
-use crate::target::{Target, fresh};
+use crate::target::{Target, event_jobs_left, events_pending, fresh};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -82,11 +82,6 @@ fn config(url: &str, webhook_secret: &str, workers: usize, batch: i64) -> anyhow
     config.jobs.batch = batch;
     config.log.filter = "error".into();
     Ok(config)
-}
-
-async fn pending(db: &Db) -> anyhow::Result<i64> {
-    let sql = "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'";
-    Ok(on_db!(db, p => sqlx::query_scalar(sql).fetch_one(p).await?))
 }
 
 struct Intake {
@@ -174,10 +169,14 @@ async fn intake(target: &Target, args: &Args) -> anyhow::Result<Intake> {
         latencies.extend(done?);
     }
     let elapsed = started.elapsed();
-    while pending(&target.db).await? > 0 {
+    while event_jobs_left(&target.db).await? > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let drained_after = started.elapsed();
+    // The clock has stopped: the inbox itself must agree that no event is
+    // left, or the jobs counted above did not stand for the events.
+    let pending = events_pending(&target.db).await?;
+    anyhow::ensure!(pending == 0, "no job is left, yet {pending} events are still pending");
     let report = store::check(&target.db).await?;
     anyhow::ensure!(report.is_clean(), "ledger check failed after intake: {report:?}");
     let _ = stop.send(());

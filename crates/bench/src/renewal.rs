@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::messaging::floor_rate;
-use crate::target::{Target, cluster_for, fresh};
+use crate::target::{Target, cluster_for, event_jobs_left, events_pending, fresh};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -425,18 +425,6 @@ async fn scalar(db: &Db, sql: &'static str) -> anyhow::Result<i64> {
 /// this counts invoices applied without scanning the outbox while the server
 /// works; the books check afterwards counts the emails themselves.
 const RECEIPTS_QUEUED: &str = "SELECT CAST(COALESCE(SUM(last_number), 0) AS BIGINT) FROM receipt_sequences";
-const EVENTS_PENDING: &str = "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'";
-
-/// Jobs still to apply Stripe events (the inbox's kind, not given up on):
-/// none left means every event stored was applied, as each job is deleted
-/// in the transaction applying its events. Counting pending events instead
-/// scans the whole inbox (270 MB at 100,000 invoices), which every half
-/// second took CPU from the server just as it worked through the last of
-/// the backlog.
-async fn event_jobs_left(db: &Db) -> anyhow::Result<i64> {
-    let sql = "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND state <> 'dead'";
-    Ok(on_db!(db, p => sqlx::query_scalar(sql).bind(kanpa_messaging::inbox::JOB_KIND).fetch_one(p).await?))
-}
 
 struct Run {
     seeded: Duration,
@@ -544,7 +532,7 @@ async fn renewal(
     let cpu = CpuUse::now(pid, postmaster).since(cpu_at_start);
     // The clock has stopped: the inbox itself must agree that no event is
     // left, or the jobs counted above did not stand for the events.
-    let pending = scalar(&target.db, EVENTS_PENDING).await?;
+    let pending = events_pending(&target.db).await?;
     anyhow::ensure!(pending == 0, "every receipt is queued, yet {pending} events are still pending");
     let end_rss = rss_kib(pid).unwrap_or(0);
     let _ = stop_sampling.send(true);

@@ -1,6 +1,6 @@
 //! Fresh, migrated databases to measure against.
 
-use kanpa_ledger::{Db, DbOptions};
+use kanpa_ledger::{Db, DbOptions, on_db};
 use kanpa_testkit::postgres::PgCluster;
 
 pub struct Target {
@@ -43,4 +43,22 @@ pub async fn fresh(backend: &str, cluster: Option<&'static PgCluster>) -> anyhow
     let db = Db::connect(&url, &options).await?;
     db.migrate().await?;
     Ok(Target { db, url, _guard: guard })
+}
+
+/// Jobs still to apply Stripe events (the inbox's kind, not given up on):
+/// none left means every event stored was applied, as each job is deleted
+/// in the transaction applying its events. Benches poll this while the
+/// server works: counting pending events instead scans the whole inbox
+/// (hundreds of MB after a run), which took CPU from the server just as it
+/// worked through the last of the backlog.
+pub async fn event_jobs_left(db: &Db) -> anyhow::Result<i64> {
+    let sql = "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND state <> 'dead'";
+    Ok(on_db!(db, p => sqlx::query_scalar(sql).bind(kanpa_messaging::inbox::JOB_KIND).fetch_one(p).await?))
+}
+
+/// Events the inbox has stored but not applied: a scan of the whole inbox,
+/// for checking once the clock has stopped that no job was missed.
+pub async fn events_pending(db: &Db) -> anyhow::Result<i64> {
+    let sql = "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'";
+    Ok(on_db!(db, p => sqlx::query_scalar(sql).fetch_one(p).await?))
 }
