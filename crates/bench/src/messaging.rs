@@ -22,7 +22,7 @@ use kanpa_testkit::smtp::SmtpSink;
 use kanpa_testkit::stripe::FakeStripe;
 use tokio::task::JoinSet;
 
-use crate::target::{Target, event_jobs_left, events_pending, fresh};
+use crate::target::{Target, event_jobs_left, events_pending, fresh, settle};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -131,6 +131,7 @@ async fn intake(target: &Target, args: &Args) -> anyhow::Result<Intake> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
     let accepted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    settle(&target.db).await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let mut senders = JoinSet::new();
@@ -300,7 +301,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("\n== {backend}");
         let target = fresh(backend, cluster).await?;
         let measured = intake(&target, &args).await?;
-        let floor_rate = floor(&fresh(backend, cluster).await?, &args).await?;
+        let floor_target = fresh(backend, cluster).await?;
+        settle(&floor_target.db).await?;
+        let floor_rate = floor(&floor_target, &args).await?;
         let rate = measured.accepted as f64 / measured.elapsed.as_secs_f64();
         println!("{:<40} {:>12.0} /s", "webhook intake (accepted events)", rate);
         println!("{:<40} {:>12}", "  refused", measured.refused);

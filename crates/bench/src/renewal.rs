@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::messaging::floor_rate;
-use crate::target::{Target, cluster_for, event_jobs_left, events_pending, fresh};
+use crate::target::{Target, cluster_for, event_jobs_left, events_pending, fresh, settle};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -492,6 +492,7 @@ async fn renewal(
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
     let refused = Arc::new(AtomicU64::new(0));
     let postmaster = cluster.and_then(PgCluster::postmaster_pid);
+    settle(&target.db).await?;
     let cpu_at_start = CpuUse::now(pid, postmaster);
     let started = Instant::now();
     let mut senders = JoinSet::new();
@@ -636,9 +637,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let target = fresh(backend, cluster).await?;
         let (run, payload) = renewal(&target, cluster, &kanpa, &args).await?;
         drop(target);
-        let floor =
-            floor_rate(&fresh(backend, cluster).await?, payload, args.clients, Duration::from_secs(args.floor_seconds))
-                .await?;
+        let floor_target = fresh(backend, cluster).await?;
+        settle(&floor_target.db).await?;
+        let floor = floor_rate(&floor_target, payload, args.clients, Duration::from_secs(args.floor_seconds)).await?;
         let n = args.invoices as f64;
         let intake_rate = n / run.intake.as_secs_f64();
         let applied_rate = n / run.applied.as_secs_f64();
