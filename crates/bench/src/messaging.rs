@@ -22,7 +22,7 @@ use kanpa_testkit::smtp::SmtpSink;
 use kanpa_testkit::stripe::FakeStripe;
 use tokio::task::JoinSet;
 
-use crate::target::{Target, event_jobs_left, events_pending, fresh, settle};
+use crate::target::{Target, event_jobs_left, events_pending, fresh, mail_dir, settle};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -317,7 +317,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             measured.drained_after.as_secs_f64(),
             measured.drained_after.as_secs_f64() / measured.elapsed.as_secs_f64()
         );
-        let file_dir = tempfile::tempdir()?;
+        let file_dir = mail_dir(None)?;
         let file_rate = emails(
             &fresh(backend, cluster).await?,
             args.emails,

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::messaging::floor_rate;
-use crate::target::{Target, cluster_for, event_jobs_left, events_pending, fresh, settle};
+use crate::target::{Target, cluster_for, event_jobs_left, events_pending, fresh, mail_dir, settle};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,10 +53,8 @@ pub struct Args {
     kanpa: Option<PathBuf>,
     /// Where the server's file transport writes the receipt emails, one
     /// file each, in a new directory removed afterwards (default: /dev/shm
-    /// where it exists, else the system's temporary directory). On a disk
-    /// whose ext4 has no journal, creating a file scans past every inode
-    /// deleted in the last minutes, such as the previous run's 100,000
-    /// emails: a third of the server's CPU, varying with what ran before.
+    /// where it exists, else the system's temporary directory; see
+    /// `target::mail_dir` for why).
     #[arg(long)]
     mail_dir: Option<PathBuf>,
 }
@@ -305,13 +303,7 @@ struct ServerProcess {
 
 impl ServerProcess {
     async fn start(kanpa: &PathBuf, target: &Target, stripe: &FakeStripe, args: &Args) -> anyhow::Result<Self> {
-        let shm = std::path::Path::new("/dev/shm");
-        let parent = match &args.mail_dir {
-            Some(parent) => parent.clone(),
-            None if shm.is_dir() => shm.to_path_buf(),
-            None => std::env::temp_dir(),
-        };
-        let dir = tempfile::Builder::new().prefix("kanpa-renewal-").tempdir_in(&parent)?;
+        let dir = mail_dir(args.mail_dir.as_deref())?;
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
         let child = Command::new(kanpa)
