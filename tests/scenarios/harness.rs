@@ -62,6 +62,18 @@ impl TestDb {
         db.migrate().await.expect("migrate the test database");
         Some(TestDb { db, url, _fresh: fresh })
     }
+
+    /// An empty database migrated up to `version` only, as an older release
+    /// left it.
+    pub async fn at_migration(backend: TestBackend, version: i64) -> Option<TestDb> {
+        let fresh = FreshDatabase::new(backend)?;
+        let url = fresh.url();
+        let db = Db::connect(&url, &kanpa_ledger::DbOptions { max_connections: 8, ..Default::default() })
+            .await
+            .expect("connect to the test database");
+        db.migrate_to(version).await.expect("migrate the test database");
+        Some(TestDb { db, url, _fresh: fresh })
+    }
 }
 
 pub fn test_config(database_url: &str) -> Config {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use kanpa_ledger::{Db, Locale, Money, NewEntry, Tx, on_db, store};
+use kanpa_ledger::{Db, Locale, Money, NewEntry, Tx, on_db, on_tx, store};
 use kanpa_messaging::email::{EmailAddress, EmailTemplate};
 use kanpa_messaging::inbox::{EventHandlers, Handled, StoredEvent, StripeEventHandler};
 use kanpa_messaging::mailer::SmtpMailer;
@@ -31,6 +31,7 @@ on_both_backends!(
     a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone,
     two_workers_apply_events_of_one_object_one_after_the_other,
     a_message_deferred_in_a_batch_retries_alone_and_nothing_sent_is_sent_again,
+    migration_0022_moves_each_outcome_to_a_row_of_its_own,
 );
 
 /// Books a charge's amount per `charge.succeeded` event, unless a newer
@@ -104,7 +105,7 @@ async fn count(db: &Db, sql: &'static str) -> i64 {
 }
 
 async fn all_processed(db: &Db) -> bool {
-    count(db, "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'").await == 0
+    count(db, "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'pending'").await == 0
 }
 
 async fn duplicated_and_shuffled_deliveries_of_1000_events_store_each_once_and_apply_each_once(backend: TestBackend) {
@@ -129,8 +130,8 @@ async fn duplicated_and_shuffled_deliveries_of_1000_events_store_each_once_and_a
 
     eventually(120, "every event is processed", || all_processed(&s.app.db)).await;
     assert_eq!(count(&s.app.db, "SELECT COUNT(*) FROM stripe_events").await, 1000, "each event stored once");
-    let applied = count(&s.app.db, "SELECT COUNT(*) FROM stripe_events WHERE status = 'applied'").await;
-    let stale = count(&s.app.db, "SELECT COUNT(*) FROM stripe_events WHERE status = 'stale'").await;
+    let applied = count(&s.app.db, "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'applied'").await;
+    let stale = count(&s.app.db, "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'stale'").await;
     assert_eq!(applied + stale, 1000);
     assert!(applied >= 250, "at least the newest event of every charge applies");
     // Each applied event booked exactly one entry; nothing else did.
@@ -207,7 +208,7 @@ async fn a_failing_handler_is_retried_until_its_event_applies(backend: TestBacke
     let event = s.stripe.event("charge.succeeded", s.stripe.charge(4200, "jpy", 0, &[]).unwrap());
     assert_eq!(s.stripe.deliver(&event).await.unwrap(), 200);
     eventually(30, "the event applies after two failures", || async {
-        count(&s.app.db, "SELECT COUNT(*) FROM stripe_events WHERE status = 'applied'").await == 1
+        count(&s.app.db, "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'applied'").await == 1
     })
     .await;
     assert_eq!(s.handler.calls.load(Ordering::SeqCst), 3);
@@ -414,7 +415,7 @@ async fn a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone(b
             assert!(again.iter().all(|i| *i == inbox::Intake::Duplicate));
         }
     };
-    let applied = || async { count(&t.db, "SELECT COUNT(*) FROM stripe_events WHERE status = 'applied'").await };
+    let applied = || async { count(&t.db, "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'applied'").await };
 
     // Six events stored together: one job, each event handled once, all
     // applied together.
@@ -441,7 +442,7 @@ async fn a_batch_of_events_applies_in_one_go_and_a_failing_event_retries_alone(b
     assert_eq!(handler.calls.load(Ordering::SeqCst), 4 + 4 + 6, "the batch up to the failing event, then each alone");
     assert_eq!(applied().await, 11);
     assert_eq!(store::check(&t.db).await.unwrap().entries, 11);
-    let sql = "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending' AND last_error LIKE '%refusing%'";
+    let sql = "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'pending' AND last_error LIKE '%refusing%'";
     assert_eq!(count(&t.db, sql).await, 1);
     assert_eq!(kanpa_messaging::jobs::counts(&t.db).await.unwrap(), (1, 0, 0), "its job waits to retry");
 
@@ -527,11 +528,91 @@ async fn two_workers_apply_events_of_one_object_one_after_the_other(backend: Tes
     let status = |id: Value| {
         let db = t.db.clone();
         async move {
-            let sql = "SELECT status FROM stripe_events WHERE id = $1";
+            let sql = "SELECT status FROM stripe_event_states WHERE id = $1";
             let id = id.as_str().unwrap().to_owned();
             on_db!(&db, p => sqlx::query_scalar::<_, String>(sql).bind(id).fetch_one(p).await.unwrap())
         }
     };
     assert_eq!(status(newer["id"].clone()).await, "applied");
     assert_eq!(status(older["id"].clone()).await, "stale");
+}
+
+/// Events and emails stored before migration 0022 carried their outcome in
+/// their own row; after it, each outcome is a row of its own, and what the
+/// inbox, the outbox and the state views read is what was there before.
+async fn migration_0022_moves_each_outcome_to_a_row_of_its_own(backend: TestBackend) {
+    let Some(t) = TestDb::at_migration(backend, 21).await else { return };
+    let received = kanpa_ledger::Timestamp::from_unix_seconds(1_700_000_000).unwrap();
+    let processed = kanpa_ledger::Timestamp::from_unix_seconds(1_700_000_060).unwrap();
+    let events = [
+        ("evt_pending", "pending", None, Some("refusing for now")),
+        ("evt_applied", "applied", Some(processed), None),
+        ("evt_stale", "stale", None, None),
+    ];
+    let mut tx = t.db.begin().await.unwrap();
+    for (id, status, processed_at, last_error) in events {
+        let sql = "INSERT INTO stripe_events (id, event_type, object_id, created, livemode, payload, received_at,
+                       received_via, status, processed_at, last_error)
+                   VALUES ($1, 'charge.succeeded', 'ch_1', $2, false, '{}', $2, 'webhook', $3, $4, $5)";
+        on_tx!(&mut tx, c => sqlx::query(sql).bind(id).bind(received).bind(status).bind(processed_at).bind(last_error)
+            .execute(c).await.map(|r| r.rows_affected()).unwrap());
+    }
+    let emails = [
+        (1_i64, "pending", 2, Some("421 try later"), None),
+        (2, "sent", 1, None, Some(processed)),
+        (3, "failed", 3, Some("550 no such user"), None),
+    ];
+    for (id, status, attempts, last_error, sent_at) in emails {
+        let sql = "INSERT INTO outbox_emails (id, idempotency_key, to_address, locale, template, data, message_id,
+                       status, attempts, last_error, created_at, sent_at)
+                   VALUES ($1, 'key:' || $1, 'patron@example.jp', 'ja', 'test_message', '{}', 'm' || $1 || '@kanpa',
+                       $2, $3, $4, $5, $6)";
+        on_tx!(&mut tx, c => sqlx::query(sql).bind(id).bind(status).bind(attempts).bind(last_error).bind(received)
+            .bind(sent_at).execute(c).await.map(|r| r.rows_affected()).unwrap());
+    }
+    tx.commit().await.unwrap();
+
+    t.db.migrate().await.unwrap();
+
+    let sql = "SELECT id, status, processed_at, last_error FROM stripe_event_states ORDER BY id";
+    type EventState = (String, String, Option<kanpa_ledger::Timestamp>, Option<String>);
+    let states: Vec<EventState> = on_db!(&t.db, p => sqlx::query_as(sql).fetch_all(p).await.unwrap());
+    assert_eq!(
+        states,
+        vec![
+            ("evt_applied".into(), "applied".into(), Some(processed), None),
+            ("evt_pending".into(), "pending".into(), None, Some("refusing for now".into())),
+            // An outcome recorded without its time takes the time received.
+            ("evt_stale".into(), "stale".into(), Some(received), None),
+        ]
+    );
+    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM stripe_event_outcomes").await, 2);
+    let got: Vec<(i64, String, i32, Option<String>)> =
+        outbox::all(&t.db).await.unwrap().into_iter().map(|e| (e.id, e.status, e.attempts, e.last_error)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "pending".into(), 2, Some("421 try later".into())),
+            (2, "sent".into(), 1, None),
+            (3, "failed".into(), 3, Some("550 no such user".into())),
+        ]
+    );
+    let sql = "SELECT sent_at FROM outbox_email_states WHERE id = 2";
+    let sent_at: Option<kanpa_ledger::Timestamp> =
+        on_db!(&t.db, p => sqlx::query_scalar(sql).fetch_one(p).await.unwrap());
+    assert_eq!(sent_at, Some(processed));
+
+    // An event has one outcome: a second is refused, whoever records it.
+    // And an outcome is of an event the inbox holds.
+    let sql = "INSERT INTO stripe_event_outcomes (event_id, status, processed_at) VALUES ($1, 'applied', $2)";
+    for event in ["evt_applied", "evt_unknown"] {
+        let mut tx = t.db.begin().await.unwrap();
+        let inserted = on_tx!(&mut tx, c => sqlx::query(sql).bind(event).bind(processed).execute(c).await.map(|r| r.rows_affected()));
+        assert!(inserted.is_err(), "an outcome for {event} was accepted");
+    }
+    let mut tx = t.db.begin().await.unwrap();
+    on_tx!(&mut tx, c => sqlx::query(sql).bind("evt_pending").bind(processed).execute(c).await.map(|r| r.rows_affected()))
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'pending'").await, 0);
 }

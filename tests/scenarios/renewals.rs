@@ -194,16 +194,16 @@ async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through
     let (status, charge) = invoice_row(authenticated.clone()).await;
     assert_eq!(status, "paid", "the invoice written before is paid by the batch");
     assert!(charge.is_some_and(|c| c.starts_with("ch_")));
-    let statuses = "SELECT COUNT(*) FROM stripe_events WHERE event_type = 'invoice.paid' AND status = 'applied'";
+    let statuses = "SELECT COUNT(*) FROM stripe_event_states WHERE event_type = 'invoice.paid' AND status = 'applied'";
     assert_eq!(count(&t.db, statuses).await, 8);
-    let ignored = "SELECT COUNT(*) FROM stripe_events WHERE event_type = 'invoice.paid' AND status = 'ignored'";
+    let ignored = "SELECT COUNT(*) FROM stripe_event_states WHERE event_type = 'invoice.paid' AND status = 'ignored'";
     assert_eq!(count(&t.db, ignored).await, 1, "the stranger's invoice is not ours");
     // Alongside the three receipts' emails (two jobs: the renewals' emails
     // queued together, the recovery's on its own), the collection asks
     // again, finds the payment still processing, and waits for its retry.
     let before = payment_intent_lookups(&stripe);
     assert_eq!(workers.run_batch("test").await.unwrap(), 3, "the collection and two email jobs");
-    let sent = "SELECT COUNT(*) FROM outbox_emails WHERE status = 'sent' AND idempotency_key LIKE '%receipt:%'";
+    let sent = "SELECT COUNT(*) FROM outbox_email_states WHERE status = 'sent' AND idempotency_key LIKE '%receipt:%'";
     assert_eq!(count(&t.db, sent).await, 7, "every receipt so far sent");
     assert_eq!(payment_intent_lookups(&stripe) - before, 1);
     assert_eq!(posted(&t.db).await, (7, (7, 7, 7)));
@@ -260,7 +260,7 @@ async fn a_batch_of_renewals_is_posted_with_its_events_and_a_payment_not_through
     assert_eq!(count(&t.db, "SELECT COUNT(*) FROM receipts").await, 8);
     let receipts = "SELECT COUNT(*) FROM outbox_emails WHERE template = 'membership_receipt'";
     assert_eq!(count(&t.db, receipts).await, 8);
-    let replays = "SELECT COUNT(*) FROM stripe_events WHERE event_type = 'invoice.paid' AND status = 'applied'";
+    let replays = "SELECT COUNT(*) FROM stripe_event_states WHERE event_type = 'invoice.paid' AND status = 'applied'";
     assert_eq!(count(&t.db, replays).await, 10);
     assert!(ledger::check(&t.db).await.unwrap().is_clean());
 }

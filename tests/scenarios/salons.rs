@@ -734,7 +734,7 @@ async fn an_older_subscription_update_cannot_undo_a_newer_cancellation(backend: 
     b.wait(&id, "the membership is canceling", |m| m.status == kanpa_patrons::MembershipStatus::Canceling).await;
     assert_eq!(b.stripe.deliver(&older).await.unwrap(), 200);
     eventually(30, "the older event is processed", || async {
-        count(b.db(), "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'").await == 0
+        count(b.db(), "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'pending'").await == 0
     })
     .await;
     let m = b.membership(&id).await;
@@ -749,7 +749,7 @@ async fn an_older_subscription_update_cannot_undo_a_newer_cancellation(backend: 
     let late = b.stripe.event_at("customer.subscription.updated", subscription, now + 15);
     assert_eq!(b.stripe.deliver(&late).await.unwrap(), 200);
     eventually(30, "the late event is processed", || async {
-        count(b.db(), "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'").await == 0
+        count(b.db(), "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'pending'").await == 0
     })
     .await;
     assert_eq!(b.membership(&id).await.status, kanpa_patrons::MembershipStatus::Ended);
@@ -1228,7 +1228,7 @@ async fn the_demo_salon_is_seeded_once_with_a_fund_that_matches_its_invoices_and
     let sandbox = Sandbox::new(app.db.clone(), app.url(""));
     let patron = patrons.iter().find(|m| m.status == M::Active).unwrap();
     eventually(30, "the demo subscriptions are applied", || async {
-        count(&app.db, "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'").await == 0
+        count(&app.db, "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'pending'").await == 0
     })
     .await;
     selfservice::cancel_at_period_end(&app.db, &sandbox, &patron.email, &patron.public_id).await.unwrap();
@@ -1351,7 +1351,8 @@ async fn a_disputed_membership_payment_posts_each_balance_transaction_to_the_sal
     eventually(30, "the reinstatement is posted once", || async { b.fund(&salon).await == net - 1500 }).await;
     let sql = "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE 'stripe:txn_salon_dispute_%'";
     assert_eq!(count(b.db(), sql).await, 3);
-    let sql = "SELECT COUNT(*) FROM stripe_events WHERE event_type LIKE 'charge.dispute.%' AND status = 'applied'";
+    let sql =
+        "SELECT COUNT(*) FROM stripe_event_states WHERE event_type LIKE 'charge.dispute.%' AND status = 'applied'";
     eventually(30, "every dispute event is applied", || async { count(b.db(), sql).await == 3 }).await;
     let (code, out, err) = run_kanpa(&b.app.database_url, &["ledger", "check"]);
     assert_eq!(code, 0, "{out}{err}");

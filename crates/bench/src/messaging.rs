@@ -270,7 +270,7 @@ async fn emails(target: &Target, n: usize, workers: usize, mailer: Arc<dyn Maile
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(pool.run(stopped));
     loop {
-        let sql = "SELECT COUNT(*) FROM outbox_emails WHERE status = 'pending'";
+        let sql = "SELECT COUNT(*) FROM outbox_email_states WHERE status = 'pending'";
         let left: i64 = on_db!(&target.db, p => sqlx::query_scalar(sql).fetch_one(p).await?);
         if left == 0 {
             break;

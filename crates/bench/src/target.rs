@@ -59,7 +59,7 @@ pub async fn event_jobs_left(db: &Db) -> anyhow::Result<i64> {
 /// Events the inbox has stored but not applied: a scan of the whole inbox,
 /// for checking once the clock has stopped that no job was missed.
 pub async fn events_pending(db: &Db) -> anyhow::Result<i64> {
-    let sql = "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'";
+    let sql = "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'pending'";
     Ok(on_db!(db, p => sqlx::query_scalar(sql).fetch_one(p).await?))
 }
 

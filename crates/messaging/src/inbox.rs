@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kanpa_ledger::db::TxConn;
+use kanpa_ledger::rows::Rows;
 use kanpa_ledger::{Db, Timestamp, Tx, on_tx};
 
 use crate::jobs::{self, ClaimedJob, JobFailure, JobHandler, RetryPolicy};
@@ -123,8 +124,8 @@ pub async fn store(tx: &mut Tx, event: &IncomingEvent, via: Via) -> Result<Intak
 /// Stores the event alone (a second delivery stores nothing).
 async fn store_event(tx: &mut Tx, event: &IncomingEvent, via: Via) -> Result<Intake, sqlx::Error> {
     let sql = "INSERT INTO stripe_events
-        (id, event_type, object_id, created, livemode, payload, received_at, received_via, status)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending')
+        (id, event_type, object_id, created, livemode, payload, received_at, received_via)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         ON CONFLICT (id) DO NOTHING RETURNING id";
     let inserted: Option<String> = on_tx!(tx, c => sqlx::query_scalar(sql)
         .bind(&event.id).bind(&event.event_type).bind(event.object_id.as_deref()).bind(event.created)
@@ -178,9 +179,9 @@ pub async fn receive_many(db: &Db, events: &[(&IncomingEvent, Via)]) -> Result<V
                         AS t(id, event_type, object_id, created_us, livemode, payload, received_via, n)),
                 stored AS (
                     INSERT INTO stripe_events
-                        (id, event_type, object_id, created, livemode, payload, received_at, received_via, status)
+                        (id, event_type, object_id, created, livemode, payload, received_at, received_via)
                     SELECT id, event_type, object_id, TIMESTAMPTZ 'epoch' + created_us * INTERVAL '1 microsecond',
-                           livemode, payload, $8, received_via, 'pending'
+                           livemode, payload, $8, received_via
                     FROM input ORDER BY n
                     ON CONFLICT (id) DO NOTHING RETURNING id),
                 numbered AS (
@@ -227,7 +228,10 @@ pub struct StoredEvent {
     pub created: Timestamp,
     pub livemode: bool,
     pub payload: String,
+    /// `pending` until it has an outcome: `applied`, `ignored` or `stale`.
     pub status: String,
+    /// Why the last attempt at applying it failed, until it is applied.
+    pub last_error: Option<String>,
 }
 
 impl StoredEvent {
@@ -260,12 +264,14 @@ pub async fn newest_object(tx: &mut Tx, object_id: &str) -> Result<Option<String
 
 /// Locks these objects for the rest of the transaction, so two workers
 /// never apply events of the same object at once: the second waits, then
-/// sees what the first applied. On PostgreSQL a transaction-scoped advisory
+/// sees what the first applied. The inbox locks each event's object; a
+/// handler may lock another it shares with events of other objects (a
+/// payment, between its invoice and its refund). On PostgreSQL a transaction-scoped advisory
 /// lock per object (keyed by a 64-bit hash of its id; two ids sharing a
 /// hash only wait for each other), taken in key order so that transactions
 /// locking several never wait on each other in a cycle; nothing is written.
 /// SQLite serialises write transactions anyway.
-async fn lock_objects(tx: &mut Tx, objects: &[&str]) -> Result<(), sqlx::Error> {
+pub async fn lock_objects(tx: &mut Tx, objects: &[&str]) -> Result<(), sqlx::Error> {
     if objects.is_empty() {
         return Ok(());
     }
@@ -528,8 +534,7 @@ impl JobHandler for ProcessEvent {
         if status == Status::Applied {
             record_applied(&mut tx, &[&event]).await?;
         }
-        mark(&mut tx, status, &[event.id.as_str()]).await?;
-        metrics::counter!("kanpa_stripe_events_processed_total", "status" => status.as_str()).increment(1);
+        mark(&mut tx, &[(&event, status)]).await?;
         Ok(tx)
     }
 
@@ -545,8 +550,7 @@ impl JobHandler for ProcessEvent {
     /// and their handlers [prepare](StripeEventHandler::prepare) before it
     /// begins; in it, one statement locks their objects (see
     /// `lock_objects`), each handler writes its effects, and one statement
-    /// per outcome marks them and one records the objects' newest applied
-    /// events. Any error discards the whole batch; the worker then
+    /// records their outcomes and one the objects' newest applied events. Any error discards the whole batch; the worker then
     /// applies each event on its own, so a failing event retries alone.
     async fn run_many(&self, db: &Db, jobs: &[ClaimedJob]) -> Result<Tx, JobFailure> {
         let mut ids: Vec<&str> = Vec::new();
@@ -572,7 +576,7 @@ impl JobHandler for ProcessEvent {
         objects.sort_unstable();
         objects.dedup();
         lock_objects(&mut tx, &objects).await?;
-        let mut by_status: Vec<(Status, Vec<&str>)> = Vec::new();
+        let mut outcomes: Vec<(&StoredEvent, Status)> = Vec::with_capacity(events.len());
         let mut applied: Vec<&StoredEvent> = Vec::new();
         // Runs of events of one type about different objects go to their
         // handler together.
@@ -600,19 +604,12 @@ impl JobHandler for ProcessEvent {
                         applied.push(event);
                     }
                 }
-                match by_status.iter_mut().find(|(s, _)| *s == status) {
-                    Some((_, ids)) => ids.push(&event.id),
-                    None => by_status.push((status, vec![&event.id])),
-                }
+                outcomes.push((event, status));
             }
             record_applied(&mut tx, &seen_again).await?;
         }
         record_applied(&mut tx, &applied).await?;
-        for (status, ids) in &by_status {
-            mark(&mut tx, *status, ids).await?;
-            metrics::counter!("kanpa_stripe_events_processed_total", "status" => status.as_str())
-                .increment(ids.len() as u64);
-        }
+        mark(&mut tx, &outcomes).await?;
         Ok(tx)
     }
 }
@@ -703,22 +700,20 @@ fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// The stored events with these ids (in no particular order). On
-/// PostgreSQL the ids go as one array, planned for each batch (see
-/// `kanpa_ledger::rows`).
+/// The stored events with these ids (in no particular order), each with
+/// its outcome, `pending` if it has none. On PostgreSQL the ids go as one
+/// array, planned for each batch (see `kanpa_ledger::rows`).
 async fn load(db: &Db, ids: &[&str]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    const SELECT: &str = "SELECT e.id, e.event_type, e.object_id, e.created, e.livemode, e.payload,
+            COALESCE(o.status, 'pending') AS status, e.last_error
+        FROM stripe_events e LEFT JOIN stripe_event_outcomes o ON o.event_id = e.id";
     Ok(match db {
         Db::Postgres(pool) => {
-            let sql = "SELECT id, event_type, object_id, created, livemode, payload, status
-                       FROM stripe_events WHERE id = ANY($1)";
+            let sql = sqlx::AssertSqlSafe(format!("{SELECT} WHERE e.id = ANY($1)"));
             sqlx::query_as(sql).bind(ids).persistent(false).fetch_all(pool).await?
         }
         Db::Sqlite { read, .. } => {
-            let sql = format!(
-                "SELECT id, event_type, object_id, created, livemode, payload, status
-                 FROM stripe_events WHERE id IN ({})",
-                placeholders(1, ids.len())
-            );
+            let sql = format!("{SELECT} WHERE e.id IN ({})", placeholders(1, ids.len()));
             let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
             for id in ids {
                 q = q.bind(*id);
@@ -728,28 +723,35 @@ async fn load(db: &Db, ids: &[&str]) -> Result<Vec<StoredEvent>, sqlx::Error> {
     })
 }
 
-/// Sets the outcome of events.
-async fn mark(tx: &mut Tx, status: Status, ids: &[&str]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
+/// Records what became of events, each once: a second outcome for an event
+/// is refused by its key, so a transaction that applied an event another
+/// has already recorded fails and writes nothing. The error an event failed
+/// with before is cleared.
+async fn mark(tx: &mut Tx, outcomes: &[(&StoredEvent, Status)]) -> Result<(), sqlx::Error> {
+    if outcomes.is_empty() {
         return Ok(());
     }
-    let now = Timestamp::now();
-    match &mut tx.conn {
-        TxConn::Postgres(c) => {
-            let sql = "UPDATE stripe_events SET status = $1, processed_at = $2, last_error = NULL WHERE id = ANY($3)";
-            sqlx::query(sql).bind(status.as_str()).bind(now).bind(ids).persistent(false).execute(&mut **c).await?;
-        }
-        TxConn::Sqlite(c) => {
-            let sql = format!(
-                "UPDATE stripe_events SET status = $1, processed_at = $2, last_error = NULL WHERE id IN ({})",
-                placeholders(3, ids.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(status.as_str()).bind(now);
-            for id in ids {
-                q = q.bind(*id);
-            }
-            q.execute(&mut **c).await?;
-        }
+    let rows = Rows::new(outcomes.len())
+        .text("event_id", outcomes.iter().map(|(event, _)| event.id.as_str()))
+        .text("status", outcomes.iter().map(|(_, status)| status.as_str()));
+    let sql = format!(
+        "{} INSERT INTO stripe_event_outcomes (event_id, status, processed_at)
+            SELECT event_id, status, $1 FROM o WHERE true ORDER BY n",
+        rows.with_clause("o", tx.backend(), 1)
+    );
+    rows.execute(tx, &sql, &[Timestamp::now().into()]).await?;
+    let failed_before: Vec<&str> =
+        outcomes.iter().filter(|(event, _)| event.last_error.is_some()).map(|(event, _)| event.id.as_str()).collect();
+    if !failed_before.is_empty() {
+        let cleared = Rows::new(failed_before.len()).text("id", failed_before);
+        let sql = format!(
+            "{} UPDATE stripe_events SET last_error = NULL WHERE id IN (SELECT id FROM c)",
+            cleared.with_clause("c", tx.backend(), 0)
+        );
+        cleared.execute(tx, &sql, &[]).await?;
+    }
+    for (_, status) in outcomes {
+        metrics::counter!("kanpa_stripe_events_processed_total", "status" => status.as_str()).increment(1);
     }
     Ok(())
 }

@@ -80,8 +80,8 @@ pub async fn enqueue_many(tx: &mut Tx, emails: &[NewEmail], message_domain: &str
         .text("message_id", unique.iter().map(|e| email::message_id(&e.key, message_domain)));
     let sql = format!(
         "{} INSERT INTO outbox_emails
-            (idempotency_key, to_address, to_name, locale, template, data, message_id, status, created_at)
-            SELECT idempotency_key, to_address, to_name, locale, template, data, message_id, 'pending', $1
+            (idempotency_key, to_address, to_name, locale, template, data, message_id, created_at)
+            SELECT idempotency_key, to_address, to_name, locale, template, data, message_id, $1
             FROM e WHERE true ORDER BY n
             ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, id",
         rows.with_clause("e", tx.backend(), 1)
@@ -118,7 +118,7 @@ fn split_template(template: &EmailTemplate) -> (String, String) {
     (value["template"].as_str().unwrap_or_default().to_owned(), value["data"].to_string())
 }
 
-/// An outbox row as stored.
+/// An outbox row as stored, with its outcome.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct OutboxEmail {
     pub id: i64,
@@ -129,21 +129,29 @@ pub struct OutboxEmail {
     pub template: String,
     pub data: String,
     pub message_id: String,
+    /// `pending` until it has an outcome: `sent`, or `failed` for good.
     pub status: String,
+    /// Attempts at sending it so far.
     pub attempts: i32,
+    /// Why the last attempt failed; none once it is sent.
     pub last_error: Option<String>,
 }
 
-const SELECT: &str = "SELECT id, idempotency_key, to_address, to_name, locale, template, data, message_id,
-    status, attempts, last_error FROM outbox_emails";
+/// An email and its outcome. A pending email's attempts and last error are
+/// on its own row (a deferral rewrites them); once it has an outcome, they
+/// are the outcome's.
+const SELECT: &str = "SELECT e.id, e.idempotency_key, e.to_address, e.to_name, e.locale, e.template, e.data,
+    e.message_id, COALESCE(o.status, 'pending') AS status, COALESCE(o.attempts, e.attempts) AS attempts,
+    CASE WHEN o.email_id IS NULL THEN e.last_error ELSE o.error END AS last_error
+    FROM outbox_emails e LEFT JOIN outbox_email_outcomes o ON o.email_id = e.id";
 
 pub async fn get(db: &Db, id: i64) -> Result<Option<OutboxEmail>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!("{SELECT} WHERE id = $1"));
+    let sql = sqlx::AssertSqlSafe(format!("{SELECT} WHERE e.id = $1"));
     Ok(on_db!(db, p => sqlx::query_as(sql).bind(id).fetch_optional(p).await?))
 }
 
 pub async fn all(db: &Db) -> Result<Vec<OutboxEmail>, sqlx::Error> {
-    let sql = sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY id"));
+    let sql = sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY e.id"));
     Ok(on_db!(db, p => sqlx::query_as(sql).fetch_all(p).await?))
 }
 
@@ -195,11 +203,11 @@ impl JobHandler for SendEmail {
         // row of ours.
         let wanted = Rows::new(ids.len()).int("id", ids.iter().copied());
         let sql =
-            format!("{} {SELECT} WHERE id IN (SELECT id FROM wanted)", wanted.with_clause("wanted", db.backend(), 0));
+            format!("{} {SELECT} WHERE e.id IN (SELECT id FROM wanted)", wanted.with_clause("wanted", db.backend(), 0));
         let rows: Vec<OutboxEmail> = wanted.read_all(db, &sql, &[]).await?;
         let pending: Vec<&OutboxEmail> = rows.iter().filter(|row| row.status == "pending").collect();
         let sent = self.send_all(&pending).await;
-        let outcomes: Vec<(i64, Delivery)> = pending.iter().map(|row| row.id).zip(sent).collect();
+        let outcomes: Vec<(&OutboxEmail, Delivery)> = pending.iter().copied().zip(sent).collect();
         let deferred = outcomes.iter().find_map(|(_, sent)| match sent {
             Delivery::Deferred(reason) => Some(reason.clone()),
             _ => None,
@@ -216,9 +224,12 @@ impl JobHandler for SendEmail {
     }
 
     async fn on_dead(&self, tx: &mut Tx, job: &ClaimedJob, error: &str) -> Result<(), sqlx::Error> {
-        let sql = "UPDATE outbox_emails SET status = 'failed', last_error = $1 WHERE id = $2 AND status = 'pending'";
+        let sql = "INSERT INTO outbox_email_outcomes (email_id, status, attempts, error, decided_at)
+            SELECT id, 'failed', attempts, $1, $2 FROM outbox_emails WHERE id = $3
+            ON CONFLICT (email_id) DO NOTHING";
+        let now = Timestamp::now();
         for id in email_ids(job).unwrap_or_default() {
-            on_tx!(tx, c => sqlx::query(sql).bind(error).bind(id).execute(c).await?.rows_affected());
+            on_tx!(tx, c => sqlx::query(sql).bind(error).bind(now).bind(id).execute(c).await?.rows_affected());
         }
         Ok(())
     }
@@ -299,27 +310,41 @@ fn email_ids(job: &ClaimedJob) -> Result<Vec<i64>, JobFailure> {
         .ok_or_else(|| JobFailure::GiveUp("job names no email".into()))
 }
 
-/// Records what each send did, in one statement: sent, refused for good,
-/// or deferred (still pending; the attempt and its error are kept).
-async fn record(tx: &mut Tx, done: &[(i64, Delivery)]) -> Result<(), sqlx::Error> {
-    if done.is_empty() {
-        return Ok(());
-    }
-    let status = |sent: &Delivery| match sent {
-        Delivery::Sent => ("sent", None),
-        Delivery::Refused(reason) => ("failed", Some(reason.clone())),
-        Delivery::Deferred(reason) => ("pending", Some(reason.clone())),
+/// Records what each send did: an outcome for each email sent or refused
+/// for good (one statement; an email another run already recorded keeps
+/// that outcome, since it was sent either way), and for each deferred one,
+/// still pending, the attempt and its error on its own row.
+async fn record(tx: &mut Tx, done: &[(&OutboxEmail, Delivery)]) -> Result<(), sqlx::Error> {
+    let (deferred, decided): (Vec<_>, Vec<_>) =
+        done.iter().partition(|(_, delivery)| matches!(delivery, Delivery::Deferred(_)));
+    let error = |delivery: &Delivery| match delivery {
+        Delivery::Sent => None,
+        Delivery::Refused(reason) | Delivery::Deferred(reason) => Some(reason.clone()),
     };
-    let rows = Rows::new(done.len())
-        .int("id", done.iter().map(|(id, _)| *id))
-        .text("status", done.iter().map(|(_, sent)| status(sent).0))
-        .opt_text("error", done.iter().map(|(_, sent)| status(sent).1));
-    let sql = format!(
-        "{} UPDATE outbox_emails SET status = s.status, attempts = attempts + 1, last_error = s.error,
-                sent_at = CASE WHEN s.status = 'sent' THEN $1 ELSE sent_at END
-            FROM s WHERE outbox_emails.id = s.id",
-        rows.with_clause("s", tx.backend(), 1)
-    );
-    rows.execute(tx, &sql, &[Timestamp::now().into()]).await?;
+    let now = Timestamp::now();
+    if !decided.is_empty() {
+        let rows = Rows::new(decided.len())
+            .int("email_id", decided.iter().map(|(row, _)| row.id))
+            .text("status", decided.iter().map(|(_, d)| if matches!(d, Delivery::Sent) { "sent" } else { "failed" }))
+            .int("attempts", decided.iter().map(|(row, _)| i64::from(row.attempts) + 1))
+            .opt_text("error", decided.iter().map(|(_, delivery)| error(delivery)));
+        let sql = format!(
+            "{} INSERT INTO outbox_email_outcomes (email_id, status, attempts, error, decided_at)
+                SELECT email_id, status, attempts, error, $1 FROM o WHERE true ORDER BY n
+                ON CONFLICT (email_id) DO NOTHING",
+            rows.with_clause("o", tx.backend(), 1)
+        );
+        rows.execute(tx, &sql, &[now.into()]).await?;
+    }
+    if !deferred.is_empty() {
+        let rows = Rows::new(deferred.len())
+            .int("id", deferred.iter().map(|(row, _)| row.id))
+            .opt_text("error", deferred.iter().map(|(_, delivery)| error(delivery)));
+        let sql = format!(
+            "{} UPDATE outbox_emails SET attempts = attempts + 1, last_error = d.error FROM d WHERE outbox_emails.id = d.id",
+            rows.with_clause("d", tx.backend(), 0)
+        );
+        rows.execute(tx, &sql, &[]).await?;
+    }
     Ok(())
 }
