@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kanpa_ledger::{Db, Locale, Timestamp, on_db, on_tx, store as ledger};
-use kanpa_messaging::inbox::EventHandlers;
+use kanpa_messaging::inbox::{EventHandlers, Handled, IncomingEvent, StoredEvent, StripeEventHandler};
 use kanpa_messaging::mailer::SmtpMailer;
+use kanpa_patrons::events::MembershipEvents;
 use kanpa_patrons::join::{self, JoinForm};
 use kanpa_patrons::model::status_of_subscription;
 use kanpa_patrons::store::{self, SalonInput, TierInput};
@@ -34,6 +35,7 @@ on_both_backends!(
     a_lost_dispute_lowers_the_lifetime_total_once_and_a_won_one_leaves_it,
     an_organiser_moves_a_tiers_patrons_onto_its_new_price_from_their_next_renewal,
     a_refund_and_a_dispute_that_arrive_before_their_payment_wait_for_it,
+    a_refund_applied_while_its_invoice_paid_commits_is_neither_kept_forever_nor_lost,
     an_invoice_event_never_moves_a_membership_back_past_a_newer_subscription_event,
     a_price_changed_in_stripe_moves_the_membership_to_that_prices_tier_and_seat,
 );
@@ -48,15 +50,7 @@ async fn spawn(
     sink: Option<&SmtpSink>,
 ) -> Option<(TestApp, Arc<dyn PaymentGateway>, Site)> {
     kanpa_server::install_crypto_provider();
-    let configure = {
-        let (api_base, secret) = (stripe.api_base(), stripe.webhook_secret());
-        move |c: &mut Config| {
-            c.payments.gateway = GatewayKind::Stripe;
-            c.stripe.secret_key = Secret::new("sk_test_kanpa");
-            c.stripe.api_base = api_base.clone();
-            c.stripe.webhook_secrets = Secret::new(&secret);
-        }
-    };
+    let configure = on_stripe(stripe);
     let mailer = sink.map(|sink| Arc::new(SmtpMailer::from_url(&sink.url()).expect("sink URL")) as _);
     let extras = Extras { event_handlers: EventHandlers::default(), mailer };
     let app = TestApp::spawn_with(backend, extras, configure.clone()).await?;
@@ -65,6 +59,17 @@ async fn spawn(
     configure(&mut config);
     let gateway = workers::gateway(&config, &app.db).expect("gateway");
     Some((app, gateway, config.salon_site()))
+}
+
+/// What points a server's configuration at `stripe`.
+fn on_stripe(stripe: &FakeStripe) -> impl Fn(&mut Config) + Clone + Send + Sync + 'static {
+    let (api_base, secret) = (stripe.api_base(), stripe.webhook_secret());
+    move |c: &mut Config| {
+        c.payments.gateway = GatewayKind::Stripe;
+        c.stripe.secret_key = Secret::new("sk_test_kanpa");
+        c.stripe.api_base = api_base.clone();
+        c.stripe.webhook_secrets = Secret::new(&secret);
+    }
 }
 
 async fn count(db: &Db, sql: &str) -> i64 {
@@ -78,7 +83,7 @@ async fn deliver(stripe: &FakeStripe, db: &Db, delivered: &mut Vec<Value>) {
     for event in stripe.take_pending_events() {
         assert_eq!(stripe.deliver(&event).await.unwrap(), 200, "{}", event["type"]);
         let sql = format!(
-            "SELECT COUNT(*) FROM stripe_events WHERE id = '{}' AND status = 'pending'",
+            "SELECT COUNT(*) FROM stripe_event_states WHERE id = '{}' AND status = 'pending'",
             event["id"].as_str().unwrap()
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -94,7 +99,7 @@ async fn deliver(stripe: &FakeStripe, db: &Db, delivered: &mut Vec<Value>) {
 /// Until every event and background job but email is done.
 async fn drained(db: &Db) {
     eventually(60, "the inbox and the jobs are drained", || async {
-        count(db, "SELECT COUNT(*) FROM stripe_events WHERE status = 'pending'").await == 0
+        count(db, "SELECT COUNT(*) FROM stripe_event_states WHERE status = 'pending'").await == 0
             && count(db, "SELECT COUNT(*) FROM jobs WHERE kind <> 'email.send' AND state <> 'dead'").await == 0
     })
     .await;
@@ -544,7 +549,7 @@ async fn a_salon_of_65_patrons_lives_thirteen_months_in_step_with_stripe_and_a_s
     }
     let expected_total: usize = expected_mail.values().map(Vec::len).sum();
     eventually(120, "every email is sent", || async {
-        count(db, "SELECT COUNT(*) FROM outbox_emails WHERE status <> 'sent'").await == 0
+        count(db, "SELECT COUNT(*) FROM outbox_email_states WHERE status <> 'sent'").await == 0
     })
     .await;
     let messages = sink.wait_for(expected_total, Duration::from_secs(60)).await.unwrap();
@@ -980,6 +985,77 @@ async fn a_refund_and_a_dispute_that_arrive_before_their_payment_wait_for_it(bac
     assert_eq!(fund().await, 5000 - fee - 2000 - 3000 - 1500);
     let sql = "SELECT COUNT(*) FROM ledger_entries WHERE idempotency_key LIKE 'stripe:%'";
     assert_eq!(count(db, sql).await, 5, "gross, fee, refund, disputed amount, dispute fee");
+    let (code, out, err) = run_kanpa(&app.database_url, &["ledger", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    app.stop().await;
+}
+
+/// A refund whose payment is unknown is kept for the invoice.paid naming
+/// it; but that invoice.paid may be in a transaction of another worker,
+/// written and not yet committed, that has already looked for what was kept.
+/// The refund then waits for that transaction and is applied to the payment
+/// it made known, rather than kept where nothing will look again.
+async fn a_refund_applied_while_its_invoice_paid_commits_is_neither_kept_forever_nor_lost(backend: TestBackend) {
+    kanpa_server::install_crypto_provider();
+    let stripe = FakeStripe::start().await.expect("fake Stripe starts");
+    let Some((app, salon, membership, subscription)) = one_patron(backend, &stripe, "inner").await else { return };
+    let db = &app.db;
+    let (paid, joining): (Vec<Value>, Vec<Value>) =
+        stripe.take_pending_events().into_iter().partition(|e| e["type"] == "invoice.paid");
+    deliver_in_order(&stripe, db, &joining).await;
+    let charge = latest_charge(&stripe, &subscription);
+    let res = reqwest::Client::new()
+        .post(format!("{}v1/refunds", stripe.api_base()))
+        .bearer_auth("sk_test_kanpa")
+        .form(&[("charge", charge.as_str()), ("amount", "2000")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let refunded: Vec<Value> = stripe.take_pending_events();
+    assert!(refunded.iter().any(|e| e["type"] == "charge.refunded"));
+
+    // Another worker applies the invoice.paid and has not committed yet.
+    let mut config = test_config(&app.database_url);
+    on_stripe(&stripe)(&mut config);
+    let gateway = workers::gateway(&config, db).expect("gateway");
+    let handler = MembershipEvents::new(config.salon_site(), gateway);
+    let incoming = IncomingEvent::from_json(&paid[0].to_string()).unwrap();
+    let event = StoredEvent {
+        id: incoming.id,
+        event_type: incoming.event_type,
+        object_id: incoming.object_id,
+        created: incoming.created,
+        livemode: incoming.livemode,
+        payload: incoming.payload,
+        status: "pending".into(),
+        last_error: None,
+    };
+    let mut tx = db.begin().await.unwrap();
+    assert_eq!(handler.handle(&mut tx, &event).await.unwrap(), Handled::Applied);
+    let waiting = "SELECT COUNT(*) FROM membership_waiting_events";
+    let (delivered, ()) = tokio::join!(
+        async {
+            let mut statuses = Vec::new();
+            for event in &refunded {
+                statuses.push(stripe.deliver(event).await.unwrap());
+            }
+            statuses
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(count(db, waiting).await, 0, "the refund was kept while its payment was being made known");
+            tx.commit().await.unwrap();
+        }
+    );
+    assert!(delivered.iter().all(|s| *s == 200));
+    drained(db).await;
+    assert_eq!(count(db, waiting).await, 0, "nothing is left waiting");
+    let m = store::membership_by_public_id(db, &membership).await.unwrap();
+    assert_eq!(m.lifetime_paid, 3000, "5,000 paid, 2,000 refunded");
+    let fee = (5000 * 36 + 500) / 1000;
+    let fund = -ledger::balance(db, salon.fund_account).await.unwrap().amount();
+    assert_eq!(fund, 5000 - fee - 2000);
     let (code, out, err) = run_kanpa(&app.database_url, &["ledger", "check"]);
     assert_eq!(code, 0, "{out}{err}");
     app.stop().await;

@@ -66,7 +66,7 @@ const LOOKUPS_AT_ONCE: usize = 16;
 /// Registers the membership handlers beside any others of the same types,
 /// and the job that records paid invoices.
 pub fn register(handlers: &mut EventHandlers, registry: &mut Registry, site: Site, gateway: Arc<dyn PaymentGateway>) {
-    let handler = Arc::new(MembershipEvents { site: site.clone(), gateway: gateway.clone() });
+    let handler = Arc::new(MembershipEvents::new(site.clone(), gateway.clone()));
     for event_type in EVENT_TYPES {
         handlers.add(*event_type, handler.clone());
     }
@@ -76,6 +76,13 @@ pub fn register(handlers: &mut EventHandlers, registry: &mut Registry, site: Sit
 pub struct MembershipEvents {
     site: Site,
     gateway: Arc<dyn PaymentGateway>,
+}
+
+impl MembershipEvents {
+    /// The handler [`register`] registers for every membership event type.
+    pub fn new(site: Site, gateway: Arc<dyn PaymentGateway>) -> MembershipEvents {
+        MembershipEvents { site, gateway }
+    }
 }
 
 /// What a batch's `invoice.paid` events are, read before its transaction:
@@ -307,10 +314,22 @@ impl MembershipEvents {
     ) -> Result<Handled, PatronError> {
         let payload: Value = serde_json::from_str(&event.payload).map_err(db_error)?;
         let object = &payload["data"]["object"];
-        let Some(membership) = membership_of(tx, object).await? else {
-            // A charge carrying another domain's reference (a pledge's) is not
-            // waited for; one without any may be a membership's invoice payment.
-            if is_charge_event(&event.event_type) && kanpa_reference(object).is_none() {
+        // A charge carrying another domain's reference (a pledge's) is not
+        // waited for; one without any may be a membership's invoice payment.
+        let parkable = is_charge_event(&event.event_type) && kanpa_reference(object).is_none();
+        let mut membership = membership_of(tx, object).await?;
+        if membership.is_none() && parkable {
+            // The invoice.paid naming this payment may be committing now:
+            // its taking of what waits for the payment holds this lock, so
+            // after it the payment is known, or this event is kept before
+            // the invoice looks. Never parked after the look, and so never
+            // left waiting.
+            let (charge, intent) = payment_of(object);
+            inbox::lock_objects(tx, &charge.into_iter().chain(intent).collect::<Vec<_>>()).await?;
+            membership = membership_of(tx, object).await?;
+        }
+        let Some(membership) = membership else {
+            if parkable {
                 // Perhaps the refund or dispute of a membership payment whose
                 // invoice.paid has not arrived yet: kept until it does.
                 park(tx, event, object).await?;
@@ -597,16 +616,22 @@ fn is_charge_event(event_type: &str) -> bool {
 
 /// Keeps a refund or dispute event whose charge is not known yet.
 async fn park(tx: &mut Tx, event: &StoredEvent, object: &Value) -> Result<(), PatronError> {
-    let (charge, intent) = match object["object"].as_str() {
-        Some("dispute") => (text(object, "charge"), text(object, "payment_intent")),
-        _ => (text(object, "id"), text(object, "payment_intent")),
-    };
+    let (charge, intent) = payment_of(object);
     let sql = "INSERT INTO membership_waiting_events (event_id, event_type, charge_id, payment_intent_id, payload,
                    created_at)
                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
     on_tx!(tx, c => sqlx::query(sql).bind(&event.id).bind(&event.event_type).bind(charge).bind(intent)
         .bind(&event.payload).bind(Timestamp::now()).execute(c).await?.rows_affected());
     Ok(())
+}
+
+/// The charge and PaymentIntent a charge or dispute object is about.
+fn payment_of(object: &Value) -> (Option<&str>, Option<&str>) {
+    let charge = match object["object"].as_str() {
+        Some("dispute") => object["charge"].as_str(),
+        _ => object["id"].as_str(),
+    };
+    (charge, object["payment_intent"].as_str())
 }
 
 /// Applies, in the order they were created, the kept refund and dispute
@@ -627,6 +652,11 @@ async fn take_waiting(tx: &mut Tx, column: &str, ids: &[&str]) -> Result<Vec<(St
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    // A refund or dispute of one of these payments, finding it unknown,
+    // takes the same lock before it is kept (see `apply`): taken here, in a
+    // statement before the one that looks, it is either kept and seen, or
+    // finds the payment once this transaction commits.
+    inbox::lock_objects(tx, ids).await?;
     let wanted = Rows::new(ids.len()).text("id", ids.iter().copied());
     let sql = format!(
         "{} DELETE FROM membership_waiting_events WHERE {column} IN (SELECT id FROM wanted)
