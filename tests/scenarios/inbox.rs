@@ -610,6 +610,12 @@ async fn migration_0022_moves_each_outcome_to_a_row_of_its_own(backend: TestBack
         let inserted = on_tx!(&mut tx, c => sqlx::query(sql).bind(event).bind(processed).execute(c).await.map(|r| r.rows_affected()));
         assert!(inserted.is_err(), "an outcome for {event} was accepted");
     }
+    // An event or an email with an outcome stays.
+    for delete in ["DELETE FROM stripe_events WHERE id = 'evt_applied'", "DELETE FROM outbox_emails WHERE id = 2"] {
+        let mut tx = t.db.begin().await.unwrap();
+        let deleted = on_tx!(&mut tx, c => sqlx::query(delete).execute(c).await.map(|r| r.rows_affected()));
+        assert!(deleted.is_err(), "{delete} was accepted");
+    }
     let mut tx = t.db.begin().await.unwrap();
     on_tx!(&mut tx, c => sqlx::query(sql).bind("evt_pending").bind(processed).execute(c).await.map(|r| r.rows_affected()))
         .unwrap();
