@@ -30,6 +30,20 @@ macro_rules! on_both_backends {
     )*};
 }
 
+/// What points a server's configuration at the fake Stripe: the Stripe
+/// gateway, its API base and its webhook secret.
+pub fn on_fake_stripe(
+    stripe: &kanpa_testkit::stripe::FakeStripe,
+) -> impl Fn(&mut Config) + Clone + Send + Sync + 'static {
+    let (api_base, secret) = (stripe.api_base(), stripe.webhook_secret());
+    move |c: &mut Config| {
+        c.payments.gateway = kanpa_server::config::GatewayKind::Stripe;
+        c.stripe.secret_key = Secret::new("sk_test_kanpa");
+        c.stripe.api_base = api_base.clone();
+        c.stripe.webhook_secrets = Secret::new(&secret);
+    }
+}
+
 /// A migrated, empty database and the guard that removes it.
 pub struct TestDb {
     pub db: Db,

@@ -27,7 +27,7 @@ use kanpa_testkit::smtp::SmtpSink;
 use kanpa_testkit::stripe::FakeStripe;
 use serde_json::Value;
 
-use crate::harness::{TestApp, TestBackend, eventually, run_kanpa, test_config};
+use crate::harness::{TestApp, TestBackend, eventually, on_fake_stripe, run_kanpa, test_config};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -50,7 +50,7 @@ async fn spawn(
     sink: Option<&SmtpSink>,
 ) -> Option<(TestApp, Arc<dyn PaymentGateway>, Site)> {
     kanpa_server::install_crypto_provider();
-    let configure = on_stripe(stripe);
+    let configure = on_fake_stripe(stripe);
     let mailer = sink.map(|sink| Arc::new(SmtpMailer::from_url(&sink.url()).expect("sink URL")) as _);
     let extras = Extras { event_handlers: EventHandlers::default(), mailer };
     let app = TestApp::spawn_with(backend, extras, configure.clone()).await?;
@@ -59,17 +59,6 @@ async fn spawn(
     configure(&mut config);
     let gateway = workers::gateway(&config, &app.db).expect("gateway");
     Some((app, gateway, config.salon_site()))
-}
-
-/// What points a server's configuration at `stripe`.
-fn on_stripe(stripe: &FakeStripe) -> impl Fn(&mut Config) + Clone + Send + Sync + 'static {
-    let (api_base, secret) = (stripe.api_base(), stripe.webhook_secret());
-    move |c: &mut Config| {
-        c.payments.gateway = GatewayKind::Stripe;
-        c.stripe.secret_key = Secret::new("sk_test_kanpa");
-        c.stripe.api_base = api_base.clone();
-        c.stripe.webhook_secrets = Secret::new(&secret);
-    }
 }
 
 async fn count(db: &Db, sql: &str) -> i64 {
@@ -940,6 +929,18 @@ async fn one_patron(backend: TestBackend, stripe: &FakeStripe, tier: &str) -> Op
     Some((app, salon, joined.membership, subscription))
 }
 
+/// Refunds part of a charge at Stripe, as the Dashboard would.
+async fn refund(stripe: &FakeStripe, charge: &str, amount: i64) {
+    let res = reqwest::Client::new()
+        .post(format!("{}v1/refunds", stripe.api_base()))
+        .bearer_auth("sk_test_kanpa")
+        .form(&[("charge", charge), ("amount", &amount.to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 async fn deliver_in_order(stripe: &FakeStripe, db: &Db, events: &[Value]) {
     for event in events {
         assert_eq!(stripe.deliver(event).await.unwrap(), 200);
@@ -957,14 +958,7 @@ async fn a_refund_and_a_dispute_that_arrive_before_their_payment_wait_for_it(bac
     let db = &app.db;
     let joining = stripe.take_pending_events();
     let charge = latest_charge(&stripe, &subscription);
-    let res = reqwest::Client::new()
-        .post(format!("{}v1/refunds", stripe.api_base()))
-        .bearer_auth("sk_test_kanpa")
-        .form(&[("charge", charge.as_str()), ("amount", "2000")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    refund(&stripe, &charge, 2000).await;
     let dispute = stripe.open_dispute(&charge).unwrap();
     assert_eq!(dispute["amount"], 3000, "the unrefunded part is disputed");
     stripe.close_dispute(dispute["id"].as_str().unwrap(), false).unwrap();
@@ -1004,20 +998,13 @@ async fn a_refund_applied_while_its_invoice_paid_commits_is_neither_kept_forever
         stripe.take_pending_events().into_iter().partition(|e| e["type"] == "invoice.paid");
     deliver_in_order(&stripe, db, &joining).await;
     let charge = latest_charge(&stripe, &subscription);
-    let res = reqwest::Client::new()
-        .post(format!("{}v1/refunds", stripe.api_base()))
-        .bearer_auth("sk_test_kanpa")
-        .form(&[("charge", charge.as_str()), ("amount", "2000")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    refund(&stripe, &charge, 2000).await;
     let refunded: Vec<Value> = stripe.take_pending_events();
     assert!(refunded.iter().any(|e| e["type"] == "charge.refunded"));
 
     // Another worker applies the invoice.paid and has not committed yet.
     let mut config = test_config(&app.database_url);
-    on_stripe(&stripe)(&mut config);
+    on_fake_stripe(&stripe)(&mut config);
     let gateway = workers::gateway(&config, db).expect("gateway");
     let handler = MembershipEvents::new(config.salon_site(), gateway);
     let incoming = IncomingEvent::from_json(&paid[0].to_string()).unwrap();

@@ -378,15 +378,7 @@ impl Billing {
         let stripe = FakeStripe::start().await.expect("fake Stripe starts");
         let sink = SmtpSink::start().expect("SMTP sink starts");
         let mailer = SmtpMailer::from_url(&sink.url()).expect("sink URL");
-        let configure = {
-            let (api_base, secret) = (stripe.api_base(), stripe.webhook_secret());
-            move |c: &mut Config| {
-                c.payments.gateway = GatewayKind::Stripe;
-                c.stripe.secret_key = Secret::new("sk_test_kanpa");
-                c.stripe.api_base = api_base.clone();
-                c.stripe.webhook_secrets = Secret::new(&secret);
-            }
-        };
+        let configure = crate::harness::on_fake_stripe(&stripe);
         let extras = Extras { event_handlers: EventHandlers::default(), mailer: Some(Arc::new(mailer)) };
         let app = TestApp::spawn_with(backend, extras, configure.clone()).await?;
         stripe.set_webhook_url(app.url("/webhooks/stripe"));
