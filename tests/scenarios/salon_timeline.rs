@@ -21,7 +21,6 @@ use kanpa_patrons::model::status_of_subscription;
 use kanpa_patrons::store::{self, SalonInput, TierInput};
 use kanpa_patrons::{Membership, Salon, SalonStatus, Site, selfservice};
 use kanpa_payments::PaymentGateway;
-use kanpa_server::config::{Config, GatewayKind, Secret};
 use kanpa_server::workers::{self, Extras};
 use kanpa_testkit::smtp::SmtpSink;
 use kanpa_testkit::stripe::FakeStripe;

@@ -12,7 +12,6 @@ use kanpa_patrons::join::{self, JoinForm};
 use kanpa_patrons::selfservice;
 use kanpa_payments::PaymentGateway;
 use kanpa_payments::sandbox::{Sandbox, SandboxAction, SandboxResult};
-use kanpa_server::config::{Config, GatewayKind, Secret};
 use kanpa_server::workers::{self, Extras};
 use kanpa_testkit::smtp::SmtpSink;
 use kanpa_testkit::stripe::FakeStripe;
