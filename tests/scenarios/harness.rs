@@ -68,24 +68,26 @@ impl TestDb {
     /// `None` when the backend is unavailable and not required (already
     /// reported loudly).
     pub async fn new(backend: TestBackend) -> Option<TestDb> {
-        let fresh = FreshDatabase::new(backend)?;
-        let url = fresh.url();
-        let db = Db::connect(&url, &kanpa_ledger::DbOptions { max_connections: 8, ..Default::default() })
-            .await
-            .expect("connect to the test database");
-        db.migrate().await.expect("migrate the test database");
-        Some(TestDb { db, url, _fresh: fresh })
+        Self::open(backend, None).await
     }
 
     /// An empty database migrated up to `version` only, as an older release
     /// left it.
     pub async fn at_migration(backend: TestBackend, version: i64) -> Option<TestDb> {
+        Self::open(backend, Some(version)).await
+    }
+
+    async fn open(backend: TestBackend, up_to: Option<i64>) -> Option<TestDb> {
         let fresh = FreshDatabase::new(backend)?;
         let url = fresh.url();
         let db = Db::connect(&url, &kanpa_ledger::DbOptions { max_connections: 8, ..Default::default() })
             .await
             .expect("connect to the test database");
-        db.migrate_to(version).await.expect("migrate the test database");
+        match up_to {
+            None => db.migrate().await,
+            Some(version) => db.migrate_to(version).await,
+        }
+        .expect("migrate the test database");
         Some(TestDb { db, url, _fresh: fresh })
     }
 }

@@ -550,8 +550,9 @@ impl JobHandler for ProcessEvent {
     /// and their handlers [prepare](StripeEventHandler::prepare) before it
     /// begins; in it, one statement locks their objects (see
     /// `lock_objects`), each handler writes its effects, and one statement
-    /// records their outcomes and one the objects' newest applied events. Any error discards the whole batch; the worker then
-    /// applies each event on its own, so a failing event retries alone.
+    /// records their outcomes and one the objects' newest applied events.
+    /// Any error discards the whole batch; the worker then applies each
+    /// event on its own, so a failing event retries alone.
     async fn run_many(&self, db: &Db, jobs: &[ClaimedJob]) -> Result<Tx, JobFailure> {
         let mut ids: Vec<&str> = Vec::new();
         for job in jobs {
@@ -754,8 +755,11 @@ async fn mark(tx: &mut Tx, outcomes: &[(&StoredEvent, Status)]) -> Result<(), sq
         );
         cleared.execute(tx, &sql, &[]).await?;
     }
-    for (_, status) in outcomes {
-        metrics::counter!("kanpa_stripe_events_processed_total", "status" => status.as_str()).increment(1);
+    for status in [Status::Applied, Status::Ignored, Status::Stale] {
+        let n = outcomes.iter().filter(|(_, s)| *s == status).count() as u64;
+        if n > 0 {
+            metrics::counter!("kanpa_stripe_events_processed_total", "status" => status.as_str()).increment(n);
+        }
     }
     Ok(())
 }
